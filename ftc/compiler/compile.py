@@ -1,0 +1,390 @@
+"""``compile(cfg, facts) -> Plan``: pure. No I/O, no clock, no environment; no torch.
+
+The steps: resolve the architecture, decide precision / world size / ZeRO stage / targets, size the data, pick the
+micro batch that fits (keeping the global batch fixed), work out the schedule, memory, time and cost, then run
+every rule and attach their findings to the Plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ftc.compiler import estimate as est
+from ftc.compiler.facts import Facts
+from ftc.compiler.plan import (
+    BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
+    ModelSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
+)
+from ftc.config.schema import Config
+
+# Tokens the prompt template adds around each example (alpaca header ~25, chat role markers ~10) + EOS.
+TEMPLATE_TOKENS = {"alpaca": 26, "chat": 12, "prompt_completion": 1, "text": 1}
+PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
+HEADROOM = 0.92  # a plan "fits" when the estimate is at most 92% of device memory (estimator error + spikes)
+
+CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Gemma/Phi3; GPT-2 aliases)
+    "hidden_size": ("hidden_size", "n_embd"),
+    "num_layers": ("num_hidden_layers", "n_layer"),
+    "num_heads": ("num_attention_heads", "n_head"),
+    "num_kv_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",),
+    "intermediate_size": ("intermediate_size", "n_inner"),
+    "vocab_size": ("vocab_size",),
+    "max_position_embeddings": ("max_position_embeddings", "n_positions"),
+    "tie_word_embeddings": ("tie_word_embeddings",),
+}
+
+
+@dataclass
+class Draft:
+    """Decisions and derived numbers, filled step by step; rules read it."""
+
+    arch: Optional[est.Arch] = None
+    arch_values: dict[str, Any] = field(default_factory=dict)
+    family: str = "llama"
+    linear_modules: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    unknown_targets: tuple[str, ...] = ()
+    precision: str = "fp32"
+    world: int = 1
+    zero_stage: int = 0
+    checkpointing: bool = False
+    micro: int = 1
+    grad_accum: int = 1
+    train_examples: int = 0
+    tokens_per_example: int = 0
+    sequences_per_epoch: int = 0
+    steps: int = 0
+    epochs: float = 0.0
+    memory: Optional[est.MemoryEstimate] = None
+    hours: float = 0.0
+    usd: float = 0.0
+    device_hours: float = 0.0
+    decisions: list[str] = field(default_factory=list)
+
+
+def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
+    m = cfg.model
+    values = {k: getattr(m, k) for k in CONFIG_KEYS}
+    source = facts.model_config or {}
+    text = source.get("text_config", source)  # multimodal configs nest the language model
+    for key, names in CONFIG_KEYS.items():
+        if values[key] is None:
+            values[key] = next((text[n] for n in names if text.get(n) is not None), None)
+    if values["num_kv_heads"] is None:
+        values["num_kv_heads"] = values["num_heads"]
+    if values["intermediate_size"] is None and values["hidden_size"]:
+        values["intermediate_size"] = 4 * values["hidden_size"]  # GPT-2 convention when n_inner is null
+    if values["tie_word_embeddings"] is None:
+        values["tie_word_embeddings"] = bool(source.get("tie_word_embeddings", False))
+    family = source.get("model_type") or m.family
+    if family not in facts.families:
+        family = m.family if m.family in facts.families else "llama"
+    draft.family = family
+    draft.linear_modules = tuple(facts.families.get(family, {}).get("linear", ()))
+    needed = ("hidden_size", "num_layers", "num_heads", "vocab_size")
+    if all(values[k] for k in needed):
+        values["head_dim"] = values["head_dim"] or values["hidden_size"] // values["num_heads"]
+        values["max_position_embeddings"] = values["max_position_embeddings"] or 2048
+        draft.arch = est.Arch(
+            hidden=values["hidden_size"], layers=values["num_layers"], heads=values["num_heads"],
+            kv_heads=values["num_kv_heads"], head_dim=values["head_dim"], intermediate=values["intermediate_size"],
+            vocab=values["vocab_size"], tied=values["tie_word_embeddings"],
+            gated_mlp=facts.families.get(family, {}).get("mlp", "gated") == "gated",
+        )
+    draft.arch_values = values
+
+
+def _precision(cfg: Config, draft: Draft) -> None:
+    hw, p = cfg.hardware, cfg.train.precision
+    if p == "auto":
+        p = "fp32" if hw.accelerator == "cpu" else ("bf16" if hw.bf16 else "fp16")
+        draft.decisions.append(f"precision={p} ({'CPU' if hw.accelerator == 'cpu' else hw.name}"
+                               f"{'' if hw.accelerator == 'cpu' else (' has' if hw.bf16 else ' lacks') + ' bf16'})")
+    draft.precision = p
+
+
+def _world(cfg: Config, draft: Draft) -> None:
+    devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
+    if cfg.launcher.name == "ray":
+        draft.world = cfg.launcher.num_workers or devices
+    else:
+        draft.world = 1
+    stage = cfg.train.zero_stage
+    if stage is None:
+        stage = 3 if draft.world > 1 and cfg.method.quant_bits is None else 0
+        if draft.world > 1:
+            why = "QLoRA 4-bit weights are not sharded by ftc: DDP" if stage == 0 else "shard weights/grads/optimizer"
+            draft.decisions.append(f"zero_stage={stage} ({draft.world} workers; {why})")
+    draft.zero_stage = stage
+
+
+def _targets(cfg: Config, draft: Draft) -> None:
+    m = cfg.method
+    if m.name == "full":
+        return
+    if isinstance(m.target_modules, str):
+        if m.target_modules == "all-linear":
+            draft.targets = draft.linear_modules
+        else:
+            draft.targets = (m.target_modules,)
+    else:
+        draft.targets = tuple(m.target_modules)
+    known = set(draft.linear_modules)
+    draft.unknown_targets = tuple(t for t in draft.targets if known and t not in known)
+
+
+def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
+    d = cfg.data
+    train = facts.data.get("train")
+    rows = train.rows if train and train.rows is not None else (d.num_rows or 0)
+    if not d.validation_path:
+        rows -= int(rows * d.validation_fraction)
+    if not d.test_path:
+        rows -= int(rows * d.test_fraction)
+    if d.max_samples:
+        rows = min(rows, d.max_samples)
+    draft.train_examples = max(rows, 0)
+    chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
+    tokens = int(chars / cfg.model.chars_per_token) + TEMPLATE_TOKENS.get(d.format, 1)
+    draft.tokens_per_example = max(1, min(tokens, d.max_length))
+    if d.packing:
+        total = draft.train_examples * draft.tokens_per_example
+        draft.sequences_per_epoch = math.ceil(total / (d.max_length * PACKING_FILL)) if total else 0
+    else:
+        draft.sequences_per_epoch = draft.train_examples
+
+
+def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> est.MemoryEstimate:
+    m = cfg.method
+    method = "qlora" if m.quant_bits else ("full" if m.name == "full" else "lora")
+    dtype = _weight_dtype(cfg, draft)
+    seq = cfg.data.max_length if cfg.data.packing else draft.tokens_per_example
+    return est.memory(
+        draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
+        trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,
+        n_targets=len(draft.targets), world=draft.world, zero_stage=draft.zero_stage,
+        cuda=cfg.hardware.accelerator == "cuda",
+    )
+
+
+def _weight_dtype(cfg: Config, draft: Draft) -> str:
+    if cfg.method.compute_dtype != "auto":
+        return cfg.method.compute_dtype
+    return draft.precision
+
+
+def _trainable(cfg: Config, draft: Draft) -> int:
+    if cfg.method.name == "full":
+        return draft.arch.total_params
+    known = tuple(t for t in draft.targets if t in draft.arch.module_shapes())
+    return est.lora_params(draft.arch, known, cfg.method.r, cfg.method.use_dora)
+
+
+def _batch(cfg: Config, draft: Draft) -> None:
+    """Largest micro batch (power of two dividing global/world) that fits; checkpointing only if needed."""
+    t, budget = cfg.train, cfg.hardware.memory_gb * est.GB * HEADROOM
+    per_worker = max(t.global_batch_size // draft.world, 1)
+    ckpt_options = [t.gradient_checkpointing] if t.gradient_checkpointing is not None else [False, True]
+    if t.micro_batch_size is not None:
+        draft.micro = t.micro_batch_size
+        if t.gradient_checkpointing is not None:
+            draft.checkpointing = t.gradient_checkpointing
+        else:
+            draft.checkpointing = draft.arch is not None and _memory_for(cfg, draft, draft.micro, False).total > budget
+    else:
+        candidates = [2 ** k for k in range(int(math.log2(per_worker)), -1, -1) if per_worker % (2 ** k) == 0]
+        chosen = None
+        for ckpt in ckpt_options:
+            for micro in candidates:
+                if draft.arch is None or _memory_for(cfg, draft, micro, ckpt).total <= budget:
+                    chosen = (micro, ckpt)
+                    break
+            if chosen:
+                break
+        draft.micro, draft.checkpointing = chosen or (1, ckpt_options[-1])
+        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits memory"
+                               f"{' with' if draft.checkpointing else ' without'} gradient checkpointing)")
+    if t.gradient_checkpointing is None and draft.checkpointing:
+        draft.decisions.append("gradient_checkpointing=on (needed to fit memory; costs ~1 extra forward)")
+    draft.grad_accum = max(t.global_batch_size // (draft.micro * draft.world), 1)
+
+
+def _schedule(cfg: Config, draft: Draft) -> None:
+    t = cfg.train
+    per_epoch = draft.sequences_per_epoch
+    if t.max_steps:
+        draft.steps = t.max_steps
+        draft.epochs = draft.steps * t.global_batch_size / per_epoch if per_epoch else 0.0
+    elif t.epochs:
+        draft.steps = max(1, math.ceil(t.epochs * per_epoch / t.global_batch_size)) if per_epoch else 0
+        draft.epochs = float(t.epochs)
+
+
+def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
+    hw, a = cfg.hardware, draft.arch
+    context = draft.tokens_per_example
+    method = "qlora" if cfg.method.quant_bits else ("dora" if cfg.method.use_dora else cfg.method.name)
+    fpt = est.train_flops_per_token(a, method="full" if cfg.method.name == "full" else "lora", context=context,
+                                    checkpointing=draft.checkpointing)
+    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=method,
+                                zero_stage=draft.zero_stage)
+    train_s = tokens / tps if tps else 0.0
+    evals = max(1, draft.steps // _eval_steps(cfg, draft)) if draft.steps else 0
+    val_examples = max(int(draft.train_examples * cfg.data.validation_fraction), 1)
+    eval_tokens = evals * val_examples * draft.tokens_per_example
+    generated = 0
+    if cfg.eval.enabled:
+        generated = cfg.eval.max_samples * cfg.eval.max_new_tokens * (2 if cfg.eval.compare_base else 1)
+    eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, generated_tokens=generated, peak_tflops=hw.peak_tflops,
+                              mfu=hw.mfu, world=draft.world)
+    return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
+
+
+def _eval_steps(cfg: Config, draft: Draft) -> int:
+    if cfg.train.eval_steps:
+        return cfg.train.eval_steps
+    return max(1, draft.steps // 5) if draft.steps else 1
+
+
+def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
+    if draft.zero_stage == 0:
+        return None
+    zero: dict[str, Any] = {"stage": draft.zero_stage, "overlap_comm": True, "contiguous_gradients": True}
+    if draft.zero_stage == 3:
+        # Gather the sharded 16-bit weights on save so the adapter/model files are complete, not empty shards.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_batch_size": cfg.train.global_batch_size,
+        "train_micro_batch_size_per_gpu": draft.micro,
+        "gradient_accumulation_steps": draft.grad_accum,
+        "gradient_clipping": cfg.train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": draft.precision == "bf16"},
+        "fp16": {"enabled": draft.precision == "fp16"},
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
+    """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``."""
+    from ftc.compiler import rules
+
+    draft = Draft()
+    _arch(cfg, facts, draft)
+    _precision(cfg, draft)
+    _world(cfg, draft)
+    _targets(cfg, draft)
+    _data(cfg, facts, draft)
+    if draft.arch is not None:
+        _batch(cfg, draft)
+    _schedule(cfg, draft)
+
+    t, hw, m, d = cfg.train, cfg.hardware, cfg.method, cfg.data
+    seq_tokens = d.max_length * PACKING_FILL if d.packing else draft.tokens_per_example
+    tokens_per_step = int(t.global_batch_size * seq_tokens)
+    tokens = draft.steps * tokens_per_step
+    devices = hw.gpus_per_node * hw.nodes
+
+    if draft.arch is not None:
+        mem = _memory_for(cfg, draft, draft.micro, draft.checkpointing)
+        fpt, tps, train_h, eval_h, hours = _costing(cfg, draft, tokens)
+        params, trainable = draft.arch.total_params, _trainable(cfg, draft)
+    else:
+        mem = est.MemoryEstimate(0, 0, 0, 0, 0)
+        fpt = tps = train_h = eval_h = hours = 0.0
+        params = trainable = 0
+    draft.memory, draft.hours = mem, hours
+    billed = max(draft.world, 1) if cfg.launcher.name == "ray" else 1
+    draft.device_hours = hours * billed
+    draft.usd = draft.device_hours * hw.usd_per_hour
+
+    problems = rules.check(cfg, facts, draft)
+    quant = None
+    if m.quant_bits:
+        compute = _weight_dtype(cfg, draft)
+        quant = QuantSpec(bits=m.quant_bits, quant_type=m.quant_type, double_quant=m.double_quant,
+                          compute_dtype=compute, storage_dtype=compute if draft.zero_stage == 3 else "uint8")
+    av = draft.arch_values
+    eval_steps = _eval_steps(cfg, draft)
+    per_device = mem.total / est.GB
+    return Plan(
+        name=cfg.name,
+        model=ModelSpec(
+            name=cfg.model.name, path=cfg.model.path, family=draft.family, revision=cfg.model.revision,
+            trust_remote_code=cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation,
+            chat_template=cfg.model.chat_template, hidden_size=av["hidden_size"] or 0,
+            num_layers=av["num_layers"] or 0, num_heads=av["num_heads"] or 0, num_kv_heads=av["num_kv_heads"] or 0,
+            head_dim=av["head_dim"] or 0, intermediate_size=av["intermediate_size"] or 0,
+            vocab_size=av["vocab_size"] or 0, max_position_embeddings=av["max_position_embeddings"] or 0,
+            tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
+        ),
+        method=MethodSpec(
+            name=m.name, peft=m.name != "full", r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
+            target_modules=draft.targets, trainable_params=trainable,
+            trainable_percent=round(100 * trainable / params, 4) if params else 0.0, quantization=quant,
+        ),
+        data=DataSpec(
+            name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
+            fields=dict(d.fields), template=d.template, max_length=d.max_length, packing=d.packing,
+            completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
+            test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
+            tokens_per_example=draft.tokens_per_example,
+        ),
+        precision=draft.precision,
+        world_size=draft.world,
+        hardware=HardwareSpec(
+            name=hw.name, accelerator=hw.accelerator, devices=devices, device_gb=hw.memory_gb, bf16=hw.bf16,
+            peak_tflops=hw.peak_tflops, mfu=hw.mfu, usd_per_hour=hw.usd_per_hour, cpus_per_worker=hw.cpus_per_worker,
+        ),
+        batch=BatchSpec(
+            micro=draft.micro, grad_accum=draft.grad_accum, world=draft.world, global_=t.global_batch_size,
+            derivation=f"{t.global_batch_size} = {draft.micro} micro x {draft.grad_accum} accum x "
+                       f"{draft.world} worker{'s' if draft.world > 1 else ''}",
+        ),
+        schedule=ScheduleSpec(
+            steps=draft.steps, epochs=round(draft.epochs, 3), tokens=int(tokens), tokens_per_step=tokens_per_step,
+            sequences_per_epoch=draft.sequences_per_epoch,
+            warmup_steps=math.ceil(draft.steps * t.warmup_ratio), eval_steps=eval_steps,
+            save_steps=t.save_steps or eval_steps,
+        ),
+        train=TrainSpec(
+            lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
+            zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
+            early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps, seed=t.seed,
+            report_to=tuple(t.report_to), trainer_kwargs=dict(t.trainer_kwargs),
+        ),
+        eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,
+                      max_new_tokens=cfg.eval.max_new_tokens, max_samples=cfg.eval.max_samples,
+                      num_examples_in_report=cfg.eval.num_examples_in_report),
+        memory=MemorySpec(per_device_gb=round(per_device, 2), device_gb=hw.memory_gb,
+                          fits=per_device <= hw.memory_gb * HEADROOM,
+                          headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb()),
+        time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
+                      train_hours=round(train_h, 4), eval_hours=round(eval_h, 4)),
+        cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(hw.usd_per_hour * billed, 3),
+                      device_hours=round(draft.device_hours, 3)),
+        launcher=_launcher(cfg, draft),
+        deepspeed=_deepspeed(cfg, draft),
+        budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours),
+        output_dir=cfg.output_dir,
+        warnings=tuple(str(p) for p in problems if p.severity == "warning"),
+        errors=tuple(str(p) for p in problems if p.severity == "error"),
+        decisions=tuple(draft.decisions),
+    )
+
+
+def _launcher(cfg: Config, draft: Draft) -> LauncherSpec:
+    hw, la = cfg.hardware, cfg.launcher
+    gpu = hw.accelerator == "cuda"
+    resources = {"CPU": float(hw.cpus_per_worker)}
+    if gpu:
+        resources["GPU"] = 1.0
+    return LauncherSpec(
+        kind=la.name, num_workers=draft.world, use_gpu=gpu, resources_per_worker=resources, address=la.address,
+        max_failures=la.max_failures, storage_path=la.storage_path, dashboard_host=la.dashboard_host,
+        include_dashboard=la.include_dashboard, resource_wait_s=la.resource_wait_s,
+    )

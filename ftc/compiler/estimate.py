@@ -1,0 +1,219 @@
+"""Memory, time and cost estimators. Pure arithmetic on architecture numbers; formulas in docs/ESTIMATES.md.
+
+Units: parameters and tokens are counts, memory is bytes until converted by ``gb`` (1 GB = 1e9 bytes, the unit
+GPU vendors quote), time is seconds until the Plan turns it into hours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+GB = 1e9
+
+BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+# 4-bit NF4 storage per parameter: 0.5 B of codes + quantization constants. One fp32 absmax per 64 weights
+# is 4/64 = 0.0625 B; double quantization stores it in 8 bits with an fp32 constant per 256 blocks:
+# 1/64 + 4/(64*256) = 0.0159 B (Dettmers et al. 2023, sec. 3).
+NF4_BYTES = 0.5 + 0.0625
+NF4_DOUBLE_QUANT_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
+
+# Trainable parameters kept in fp32 with AdamW: weight 4 + gradient 4 + two moments 8 = 16 B each.
+TRAINABLE_BYTES = 16
+# Full fine-tuning loads the weight itself in fp32 (counted as weights); gradient + AdamW moments add 12 B.
+FULL_EXTRA_BYTES = 12
+
+# Loss on the logits: the bf16 logits, their fp32 upcast and its gradient (2 + 4 + 4 B), held at once by the
+# cross-entropy backward; ~8 B per (token x vocab entry) measured on the tiny model is what we use.
+LOGIT_BYTES = 8
+
+CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS/cuDNN workspaces, measured 0.6-1.2 GB on recent drivers
+CPU_RUNTIME_GB = 0.5  # Python + torch + transformers import footprint on the CPU
+FRAGMENTATION = 1.10  # caching-allocator slack on top of live tensors
+
+QLORA_SLOWDOWN = 0.8  # dequantizing NF4 on every matmul costs ~20% throughput (QLoRA paper, fig. 7; peer reports)
+DORA_SLOWDOWN = 0.75  # DoRA's weight-norm recomputation per step
+ZERO3_COMM = 0.85  # parameter all-gathers per layer when more than one worker
+EVAL_DECODE_MFU = 0.02  # autoregressive decode is memory-bound: a few percent of peak FLOP/s
+
+
+@dataclass(frozen=True)
+class Arch:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool
+    gated_mlp: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def module_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each linear module in one decoder layer, by common name."""
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return {
+            "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+            "qkv_proj": (h, q + 2 * kv), "gate_up_proj": (h, 2 * i),
+            # GPT-2 style: c_attn (h -> 3h), c_proj (both attention and MLP out: counted once as h -> h), c_fc (h -> i)
+            "c_attn": (h, 3 * h), "c_proj": (h, h), "c_fc": (h, i),
+        }
+
+    @property
+    def layer_linear_params(self) -> int:
+        attn = self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim + self.q_dim * self.hidden
+        mlp = (3 if self.gated_mlp else 2) * self.hidden * self.intermediate
+        return attn + mlp
+
+    @property
+    def linear_params(self) -> int:
+        return self.layers * self.layer_linear_params
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def total_params(self) -> int:
+        norms = self.layers * 2 * self.hidden + self.hidden
+        return self.linear_params + self.embedding_params + norms
+
+
+def lora_params(arch: Arch, targets: tuple[str, ...], r: int, dora: bool) -> int:
+    """Trainable adapter parameters: r x (in + out) per targeted module per layer (+ out for DoRA magnitudes)."""
+    shapes = arch.module_shapes()
+    per_layer = sum(r * (shapes[t][0] + shapes[t][1]) + (shapes[t][1] if dora else 0) for t in targets)
+    return arch.layers * per_layer
+
+
+def weight_bytes(arch: Arch, method: str, dtype: str, double_quant: bool) -> float:
+    """Bytes of the (frozen or full) model weights on one device before any sharding."""
+    if method == "full":
+        return arch.total_params * 4
+    if method == "qlora":
+        per = NF4_DOUBLE_QUANT_BYTES if double_quant else NF4_BYTES
+        return arch.linear_params * per + (arch.total_params - arch.linear_params) * BYTES[dtype]
+    return arch.total_params * BYTES[dtype]
+
+
+def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, targets: int) -> float:
+    """Activations saved for backward for one micro batch of ``micro`` sequences of ``seq`` tokens.
+
+    Per token and layer without checkpointing (elements): residual + norm outputs (4h), q/k/v and attention output
+    (2 q_dim + 2 kv_dim, SDPA saves no s x s score matrix), MLP inputs/outputs (3i gated, 2i plain), and one copy
+    of the input of each LoRA-targeted module for its dropout (~h each). With checkpointing only each layer's input
+    (h) is kept, plus one layer recomputed at a time. Logits add ``LOGIT_BYTES`` per token x vocab.
+    """
+    tokens = micro * seq
+    act = BYTES[dtype]
+    per_layer = 4 * arch.hidden + 2 * arch.q_dim + 2 * arch.kv_dim
+    per_layer += (3 if arch.gated_mlp else 2) * arch.intermediate + targets * arch.hidden
+    if checkpointing:
+        layers = tokens * act * (arch.layers * arch.hidden + per_layer)
+    else:
+        layers = tokens * act * arch.layers * per_layer
+    return layers + tokens * arch.vocab * LOGIT_BYTES
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: float
+    trainable: float
+    activations: float
+    zero3_gather: float
+    runtime: float
+
+    @property
+    def total(self) -> float:
+        return (self.weights + self.trainable + self.activations + self.zero3_gather) * FRAGMENTATION + self.runtime
+
+    def breakdown_gb(self) -> dict[str, float]:
+        live = self.weights + self.trainable + self.activations + self.zero3_gather
+        return {
+            "weights": round(self.weights / GB, 3),
+            "adapters_grads_optimizer": round(self.trainable / GB, 3),
+            "activations": round(self.activations / GB, 3),
+            "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
+            "allocator_slack": round(live * (FRAGMENTATION - 1) / GB, 3),
+            "runtime": round(self.runtime / GB, 3),
+        }
+
+
+def memory(
+    arch: Arch,
+    *,
+    method: str,
+    dtype: str,
+    double_quant: bool,
+    trainable_params: int,
+    micro: int,
+    seq: int,
+    checkpointing: bool,
+    n_targets: int,
+    world: int,
+    zero_stage: int,
+    cuda: bool,
+) -> MemoryEstimate:
+    """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
+    weights = weight_bytes(arch, method, dtype, double_quant)
+    trainable = trainable_params * (FULL_EXTRA_BYTES if method == "full" else TRAINABLE_BYTES)
+    gather = 0.0
+    if zero_stage == 3 and world > 1:
+        weights /= world
+        trainable /= world
+        # Two layers' worth of 16-bit parameters gathered at once (current + prefetched).
+        gather = 2 * arch.layer_linear_params * BYTES["bf16"]
+    elif zero_stage == 2 and world > 1:
+        trainable /= world
+    acts = activation_bytes(arch, micro, seq, dtype, checkpointing, n_targets)
+    runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
+    return MemoryEstimate(weights, trainable, acts, gather, runtime)
+
+
+def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool) -> float:
+    """Training FLOPs per token.
+
+    Forward: 2 FLOPs per weight of every matmul (linear layers + the output head) plus causal attention,
+    2 x context x q_dim per layer (QK^T and AV, halved by the causal mask). Backward: 2x forward for full
+    fine-tuning (input and weight gradients); ~1x forward for (Q)LoRA (input gradients through frozen weights;
+    adapter weight gradients are negligible). Checkpointing adds one forward.
+    """
+    forward = 2 * (arch.linear_params + arch.vocab * arch.hidden) + 2 * arch.layers * context * arch.q_dim
+    backward = 2 * forward if method == "full" else forward
+    return forward + backward + (forward if checkpointing else 0)
+
+
+def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float, world: int, method: str,
+                      zero_stage: int) -> float:
+    """Whole-job training throughput: world x peak x MFU / FLOPs per token, with method and comm. slowdowns."""
+    rate = world * peak_tflops * 1e12 * mfu / flops_per_token
+    if method == "qlora":
+        rate *= QLORA_SLOWDOWN
+    if method == "dora":
+        rate *= DORA_SLOWDOWN
+    if zero_stage == 3 and world > 1:
+        rate *= ZERO3_COMM
+    return rate
+
+
+def eval_seconds(arch: Arch, *, eval_tokens: int, generated_tokens: int, peak_tflops: float, mfu: float,
+                 world: int) -> float:
+    """Validation passes (forward only) plus generation for the base-vs-tuned comparison (decode-bound)."""
+    fwd = 2 * (arch.linear_params + arch.vocab * arch.hidden)
+    validation = eval_tokens * fwd / (world * peak_tflops * 1e12 * mfu)
+    generation = generated_tokens * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
+    return validation + generation
+
+
+def round_up_div(a: float, b: float) -> int:
+    return int(math.ceil(a / b)) if b else 0

@@ -1,0 +1,262 @@
+"""The Plan: everything a run needs, every derived number worked out. Executors read only this.
+
+Frozen dataclasses, serialized to JSON (``plan.json`` in every run dir, ``ftc plan --json``) and read back by
+``Plan.from_dict`` for ``ftc eval/generate/merge`` and by Ray workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str
+    family: str
+    revision: Optional[str]
+    trust_remote_code: bool
+    attn_implementation: str
+    chat_template: Optional[str]
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    params: int
+    """Total parameters computed from the architecture numbers."""
+    linear_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    bits: int
+    quant_type: str
+    double_quant: bool
+    compute_dtype: str
+    storage_dtype: str
+    """bnb_4bit_quant_storage: uint8, or the compute dtype when parameters must be sharded (ZeRO-3)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    peft: bool
+    r: int
+    alpha: float
+    dropout: float
+    use_dora: bool
+    target_modules: tuple[str, ...]
+    trainable_params: int
+    trainable_percent: float
+    quantization: Optional[QuantSpec]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    path: str
+    validation_path: Optional[str]
+    test_path: Optional[str]
+    format: str
+    fields: dict[str, str]
+    template: str
+    max_length: int
+    packing: bool
+    completion_only_loss: bool
+    dedup: bool
+    validation_fraction: float
+    test_fraction: float
+    max_samples: Optional[int]
+    train_examples: int
+    """Training examples (estimated from the file before launch)."""
+    tokens_per_example: int
+    """Mean tokens per example (estimated: characters / model.chars_per_token + template), capped at max_length."""
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    micro: int
+    grad_accum: int
+    world: int
+    global_: int
+    derivation: str
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    steps: int
+    epochs: float
+    tokens: int
+    """Real (non-padding) training tokens over the whole run."""
+    tokens_per_step: int
+    sequences_per_epoch: int
+    warmup_steps: int
+    eval_steps: int
+    save_steps: int
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    lr: float
+    scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    optim: str
+    gradient_checkpointing: bool
+    zero_stage: int
+    save_total_limit: int
+    early_stopping_patience: Optional[int]
+    logging_steps: int
+    seed: int
+    report_to: tuple[str, ...]
+    trainer_kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    enabled: bool
+    compare_base: bool
+    max_new_tokens: int
+    max_samples: int
+    num_examples_in_report: int
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str
+    accelerator: str
+    devices: int
+    device_gb: float
+    bf16: bool
+    peak_tflops: float
+    mfu: float
+    usd_per_hour: float
+    cpus_per_worker: int
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    per_device_gb: float
+    device_gb: float
+    fits: bool
+    headroom_gb: float
+    breakdown: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TimeSpec:
+    hours: float
+    tokens_per_s: float
+    train_flops_per_token: float
+    train_hours: float
+    eval_hours: float
+
+
+@dataclass(frozen=True)
+class CostSpec:
+    usd: float
+    usd_per_hour: float
+    device_hours: float
+
+
+@dataclass(frozen=True)
+class LauncherSpec:
+    kind: str
+    num_workers: int
+    use_gpu: bool
+    resources_per_worker: dict[str, float]
+    address: Optional[str] = None
+    max_failures: int = 0
+    storage_path: Optional[str] = None
+    dashboard_host: str = "127.0.0.1"
+    include_dashboard: bool = False
+    resource_wait_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    max_usd: Optional[float]
+    max_gpu_hours: Optional[float]
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    model: ModelSpec
+    method: MethodSpec
+    data: DataSpec
+    precision: str
+    world_size: int
+    hardware: HardwareSpec
+    batch: BatchSpec
+    schedule: ScheduleSpec
+    train: TrainSpec
+    eval: EvalSpec
+    memory: MemorySpec
+    time: TimeSpec
+    cost: CostSpec
+    launcher: LauncherSpec
+    deepspeed: Optional[dict[str, Any]]
+    budget: BudgetSpec
+    output_dir: str
+    warnings: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    decisions: tuple[str, ...] = field(default=())
+    """Choices the compiler made for you (auto values), one line each."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        return _from_jsonable(cls, data)
+
+    @classmethod
+    def load(cls, path: str) -> "Plan":
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name.rstrip("_"): _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def _from_jsonable(tp: Any, data: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            key = f.name.rstrip("_")
+            if key in data:
+                kwargs[f.name] = _from_jsonable(hints[f.name], data[key])
+        return tp(**kwargs)
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if data is None else _from_jsonable(inner[0], data)
+    if origin is tuple:
+        return tuple(data)
+    return data

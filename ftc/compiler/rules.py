@@ -1,0 +1,387 @@
+"""Rules: every check that can refuse or warn before anything expensive happens.
+
+Each rule reads the typed config, the facts and the compiler's draft, and yields ``Problem``s naming the override
+key and a fix. ``check`` runs them all, so a user sees every problem at once. docs/RULES.md lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from ftc.compiler.facts import Facts
+from ftc.config.schema import Config
+
+METHODS = ("lora", "qlora", "dora", "full")
+FORMATS = ("alpaca", "chat", "prompt_completion", "text")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
+FORMAT_FIELDS = {"alpaca": ("instruction", "output"), "chat": ("messages",),
+                 "prompt_completion": ("prompt", "completion"), "text": ("text",)}
+# SFTConfig / TrainingArguments fields removed or renamed in TRL 1.x / transformers 5, and where ftc sets them.
+RENAMED_TRL_FIELDS = {
+    "max_seq_length": "data.max_length (TRL renamed max_seq_length to max_length)",
+    "tokenizer": "nothing: ftc passes the tokenizer as processing_class",
+    "evaluation_strategy": "train.eval_steps (transformers renamed it eval_strategy)",
+    "dataset_text_field": "data.format=text with data.fields.text=<column>",
+    "packing": "data.packing",
+    "max_length": "data.max_length",
+    "per_device_train_batch_size": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.global_batch_size (grad_accum is derived)",
+    "deepspeed": "train.zero_stage (the plan generates the DeepSpeed config)",
+    "fp16": "train.precision", "bf16": "train.precision",
+    "learning_rate": "train.lr",
+    "num_train_epochs": "train.epochs",
+    "output_dir": "output_dir",
+    "use_cpu": "hardware=cpu",
+    "no_cuda": "hardware=cpu (no_cuda was removed from transformers)",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: str  # "error" | "warning"
+    key: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+Rule = Callable[[Config, Facts, "Draft"], Iterator[Problem]]  # noqa: F821 - Draft lives in compile.py
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def error(key: str, message: str, fix: str = "") -> Problem:
+    return Problem("error", key, message, fix)
+
+
+def warning(key: str, message: str, fix: str = "") -> Problem:
+    return Problem("warning", key, message, fix)
+
+
+def check(cfg: Config, facts: Facts, draft) -> list[Problem]:
+    problems: list[Problem] = []
+    for r in RULES:
+        problems.extend(r(cfg, facts, draft))
+    return problems
+
+
+def _is_peft(cfg: Config) -> bool:
+    return cfg.method.name != "full"
+
+
+# --- method -----------------------------------------------------------------------------------------------------
+@rule
+def method_name(cfg, facts, draft):
+    if cfg.method.name not in METHODS:
+        yield error("method", f"unknown method '{cfg.method.name}'", f"method=lora | {' | '.join(METHODS[1:])}")
+
+
+@rule
+def lora_rank(cfg, facts, draft):
+    if _is_peft(cfg) and cfg.method.r < 1:
+        yield error("method.r", f"LoRA rank must be >= 1, got {cfg.method.r}", "method.r=8")
+    elif _is_peft(cfg) and cfg.method.r > 256:
+        yield warning("method.r", f"rank {cfg.method.r} is unusually high; gains flatten beyond 64", "method.r=64")
+
+
+@rule
+def lora_alpha(cfg, facts, draft):
+    if _is_peft(cfg) and cfg.method.alpha <= 0:
+        yield error("method.alpha", f"LoRA alpha must be > 0, got {cfg.method.alpha}",
+                    f"method.alpha={2 * max(cfg.method.r, 1)}")
+
+
+@rule
+def lora_dropout(cfg, facts, draft):
+    if _is_peft(cfg) and not 0 <= cfg.method.dropout < 1:
+        yield error("method.dropout", f"dropout must be in [0, 1), got {cfg.method.dropout}", "method.dropout=0.05")
+
+
+@rule
+def target_modules(cfg, facts, draft):
+    if not _is_peft(cfg):
+        return
+    if not draft.targets:
+        yield error("method.target_modules", "no modules to adapt", "method.target_modules=all-linear")
+    elif draft.unknown_targets:
+        yield error("method.target_modules",
+                    f"{list(draft.unknown_targets)} not in the {draft.family} architecture "
+                    f"(its linear modules: {list(draft.linear_modules)})",
+                    "method.target_modules=all-linear")
+
+
+@rule
+def quantization(cfg, facts, draft):
+    m = cfg.method
+    if m.quant_bits not in (None, 4):
+        yield error("method.quant_bits", f"only 4-bit (NF4/FP4) QLoRA is supported, got {m.quant_bits}",
+                    "method=qlora (quant_bits=4) or method.quant_bits=null")
+    if m.quant_bits and m.name == "full":
+        yield error("method.quant_bits", "4-bit weights cannot be fully fine-tuned", "method=qlora")
+    if m.quant_type not in ("nf4", "fp4"):
+        yield error("method.quant_type", f"unknown 4-bit type '{m.quant_type}'", "method.quant_type=nf4")
+    if m.compute_dtype not in PRECISIONS:
+        yield error("method.compute_dtype", f"unknown dtype '{m.compute_dtype}'", "method.compute_dtype=auto")
+
+
+@rule
+def qlora_with_zero3(cfg, facts, draft):
+    # Decision: ftc refuses QLoRA + ZeRO-3. It needs bnb_4bit_quant_storage = compute dtype and zero.Init before
+    # the 4-bit load; untested here, and a 4-bit 70B already fits one 80 GB GPU. Multi-GPU QLoRA runs DDP (stage 0).
+    if cfg.method.quant_bits and draft.zero_stage == 3:
+        yield error("train.zero_stage", "QLoRA with ZeRO-3 is not supported by ftc (4-bit weights are not sharded)",
+                    "train.zero_stage=0 (DDP: each GPU holds the 4-bit model) or method=lora with ZeRO-3")
+
+
+@rule
+def zero_stage_values(cfg, facts, draft):
+    if cfg.train.zero_stage not in (None, 0, 2, 3):
+        yield error("train.zero_stage", f"ZeRO stage must be 0, 2 or 3, got {cfg.train.zero_stage}",
+                    "train.zero_stage=3")
+    elif draft.zero_stage in (2, 3) and draft.world == 1:
+        yield warning("train.zero_stage", f"ZeRO-{draft.zero_stage} with one worker shards nothing and only adds "
+                      "overhead", "train.zero_stage=0, or launcher=ray with multi-GPU hardware")
+
+
+# --- model ------------------------------------------------------------------------------------------------------
+@rule
+def architecture_known(cfg, facts, draft):
+    if draft.arch is None:
+        yield error("model.path", f"architecture of '{cfg.model.path}' unknown: config.json not found locally and "
+                    "the model YAML gives no numbers", "download the model first, give a local path, "
+                    "or pick a catalog model (model=llama3_8b ...)")
+
+
+@rule
+def context_length(cfg, facts, draft):
+    limit = draft.arch_values.get("max_position_embeddings")
+    if limit and cfg.data.max_length > limit:
+        yield error("data.max_length", f"{cfg.data.max_length} exceeds the model's context of {limit} tokens",
+                    f"data.max_length={limit}")
+    if cfg.data.max_length < 16:
+        yield error("data.max_length", f"{cfg.data.max_length} tokens is too short for any example",
+                    "data.max_length=512")
+
+
+@rule
+def remote_code(cfg, facts, draft):
+    if cfg.model.trust_remote_code:
+        yield warning("model.trust_remote_code", "the model repository's Python code will run on your machine",
+                      "pin model.revision to a commit you reviewed")
+
+
+@rule
+def attention(cfg, facts, draft):
+    if cfg.model.attn_implementation not in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
+        yield error("model.attn_implementation", f"unknown attention '{cfg.model.attn_implementation}'",
+                    "model.attn_implementation=sdpa")
+    elif cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
+        yield error("model.attn_implementation", "flash attention needs a CUDA GPU", "model.attn_implementation=sdpa")
+
+
+# --- precision and hardware --------------------------------------------------------------------------------------
+@rule
+def precision(cfg, facts, draft):
+    p = cfg.train.precision
+    if p not in PRECISIONS:
+        yield error("train.precision", f"unknown precision '{p}'", "train.precision=auto")
+    elif draft.precision == "bf16" and not cfg.hardware.bf16:
+        yield error("train.precision", f"{cfg.hardware.name} has no bfloat16 support", "train.precision=fp16")
+    elif draft.precision == "fp16" and cfg.hardware.accelerator == "cpu":
+        yield error("train.precision", "fp16 mixed precision is not supported on the CPU",
+                    "train.precision=fp32 (or bf16)")
+
+
+@rule
+def memory_fits(cfg, facts, draft):
+    mem = draft.memory
+    if mem is None or draft.arch is None or not mem.total:
+        return
+    need, have = mem.total / 1e9, cfg.hardware.memory_gb
+    from ftc.compiler.compile import HEADROOM
+
+    if need <= have * HEADROOM:
+        return
+    fixes = []
+    if not cfg.method.quant_bits and cfg.method.name != "full":
+        fixes.append("method=qlora")
+    if cfg.method.name == "full":
+        fixes.append("method=lora")
+    if not draft.checkpointing:
+        fixes.append("train.gradient_checkpointing=true")
+    if draft.micro > 1:
+        fixes.append(f"train.micro_batch_size={draft.micro // 2}")
+    if cfg.data.max_length > 512:
+        fixes.append(f"data.max_length={cfg.data.max_length // 2}")
+    fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
+    yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds {have:g} GB on {cfg.hardware.name} "
+                f"(weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f} GB)", ", ".join(fixes))
+
+
+@rule
+def workers(cfg, facts, draft):
+    devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
+    la = cfg.launcher
+    if la.name not in ("local", "ray"):
+        yield error("launcher", f"unknown launcher '{la.name}'", "launcher=local or launcher=ray")
+    if la.name == "local" and devices > 1:
+        yield error("launcher", f"the local launcher runs one process but {cfg.hardware.name} has {devices} devices",
+                    "launcher=ray (one worker per device)")
+    if la.name == "ray" and la.num_workers is not None:
+        if la.num_workers < 1:
+            yield error("launcher.num_workers", "need at least one worker", f"launcher.num_workers={devices}")
+        elif la.num_workers > devices:
+            yield error("launcher.num_workers", f"{la.num_workers} workers but {cfg.hardware.name} has only {devices} "
+                        "devices", f"launcher.num_workers={devices} or hardware=<a larger profile>")
+        elif la.num_workers < devices:
+            yield warning("launcher.num_workers", f"{devices - la.num_workers} of {devices} devices stay idle "
+                          "(and are paid for)", f"launcher.num_workers={devices}")
+    if la.max_failures < 0:
+        yield error("launcher.max_failures", "must be >= 0", "launcher.max_failures=2")
+
+
+@rule
+def dashboard_binding(cfg, facts, draft):
+    if cfg.launcher.include_dashboard and cfg.launcher.dashboard_host not in ("127.0.0.1", "localhost"):
+        yield warning("launcher.dashboard_host", f"Ray dashboard exposed on {cfg.launcher.dashboard_host}",
+                      "launcher.dashboard_host=127.0.0.1 and an SSH tunnel")
+
+
+# --- batch and schedule -------------------------------------------------------------------------------------------
+@rule
+def batch_sizes(cfg, facts, draft):
+    t = cfg.train
+    if t.global_batch_size < 1:
+        yield error("train.global_batch_size", "must be >= 1", "train.global_batch_size=16")
+        return
+    if t.micro_batch_size is not None and t.micro_batch_size < 1:
+        yield error("train.micro_batch_size", "must be >= 1", "train.micro_batch_size=null (auto)")
+        return
+    unit = draft.micro * draft.world
+    if t.global_batch_size % unit:
+        near = max(unit, round(t.global_batch_size / unit) * unit)
+        yield error("train.global_batch_size", f"{t.global_batch_size} is not a multiple of micro batch x workers "
+                    f"= {draft.micro} x {draft.world}", f"train.global_batch_size={near}")
+
+
+@rule
+def schedule_length(cfg, facts, draft):
+    t = cfg.train
+    if not t.epochs and not t.max_steps:
+        yield error("train.epochs", "neither train.epochs nor train.max_steps is set", "train.epochs=3")
+    elif t.epochs and t.max_steps:
+        yield warning("train.max_steps", f"both set: max_steps={t.max_steps} wins over epochs={t.epochs}",
+                      "train.epochs=null or train.max_steps=null")
+    if t.max_steps is not None and t.max_steps < 0:
+        yield error("train.max_steps", "must be positive", "train.max_steps=100")
+    if draft.train_examples and draft.sequences_per_epoch and draft.sequences_per_epoch < t.global_batch_size:
+        yield warning("train.global_batch_size", f"one epoch is only {draft.sequences_per_epoch} sequences, fewer "
+                      f"than one batch of {t.global_batch_size}", f"train.global_batch_size={max(1, draft.sequences_per_epoch)}")
+
+
+@rule
+def optimizer(cfg, facts, draft):
+    t = cfg.train
+    if t.lr <= 0:
+        yield error("train.lr", f"learning rate must be > 0, got {t.lr}", "train.lr=2e-4")
+    elif t.lr > 1e-2:
+        yield warning("train.lr", f"{t.lr} is very high: expect divergence", "train.lr=2e-4")
+    elif cfg.method.name == "full" and t.lr > 1e-4:
+        yield warning("train.lr", f"{t.lr} is high for full fine-tuning (LoRA rates do not transfer)", "train.lr=1e-5")
+    if not 0 <= t.warmup_ratio < 1:
+        yield error("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "train.warmup_ratio=0.03")
+    if t.scheduler not in SCHEDULERS:
+        yield error("train.scheduler", f"unknown scheduler '{t.scheduler}'", "train.scheduler=cosine")
+    if t.max_grad_norm < 0:
+        yield error("train.max_grad_norm", "must be >= 0 (0 disables clipping)", "train.max_grad_norm=1.0")
+
+
+@rule
+def checkpoints(cfg, facts, draft):
+    t = cfg.train
+    if t.save_total_limit < 1:
+        yield error("train.save_total_limit", "keep at least one checkpoint (resume needs it)",
+                    "train.save_total_limit=2")
+    if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
+        yield error("train.early_stopping_patience", "must be >= 1 or null", "train.early_stopping_patience=3")
+    if t.early_stopping_patience and cfg.train.eval_steps == 0:
+        yield error("train.early_stopping_patience", "early stopping needs validation", "train.eval_steps=null")
+
+
+@rule
+def trl_fields(cfg, facts, draft):
+    for key in cfg.train.trainer_kwargs:
+        if key in RENAMED_TRL_FIELDS:
+            yield error(f"train.trainer_kwargs.{key}", "removed/renamed in TRL 1.x or set by ftc itself",
+                        f"use {RENAMED_TRL_FIELDS[key]}")
+
+
+# --- data ----------------------------------------------------------------------------------------------------------
+@rule
+def data_files(cfg, facts, draft):
+    for role, key in (("train", "data.path"), ("validation", "data.validation_path"), ("test", "data.test_path")):
+        f = facts.data.get(role)
+        if f is None:
+            continue
+        if f.remote and f.error:
+            yield warning(key, f"cannot check {f.path} before launch ({f.error}); estimates assume "
+                          f"data.num_rows={cfg.data.num_rows}", "set data.num_rows=<rows> for accurate estimates")
+        elif not f.exists:
+            yield error(key, f"{f.path}: {f.error or 'not found'}", f"{key}=<an existing jsonl/json/csv/parquet file>")
+        elif f.error:
+            yield error(key, f"{f.path}: {f.error}", "a UTF-8 jsonl/json/csv/parquet file")
+        elif f.rows == 0:
+            yield error(key, f"{f.path} has no rows", "a file with examples")
+
+
+@rule
+def data_format(cfg, facts, draft):
+    d = cfg.data
+    if d.format not in FORMATS:
+        yield error("data.format", f"unknown format '{d.format}'", f"data.format={' | '.join(FORMATS)}")
+        return
+    known = set(FORMAT_FIELDS[d.format]) | {"input", "system"}
+    for name in d.fields:
+        if name not in known:
+            yield error(f"data.fields.{name}", f"'{name}' is not a field of the {d.format} format "
+                        f"(fields: {sorted(known)})", f"~data.fields.{name}")
+    if d.template not in ("alpaca", "plain"):
+        yield error("data.template", f"unknown template '{d.template}'", "data.template=alpaca")
+    if d.format == "text" and d.completion_only_loss:
+        yield warning("data.completion_only_loss", "plain text has no completion: loss covers every token",
+                      "data.completion_only_loss=false")
+
+
+@rule
+def splits(cfg, facts, draft):
+    d = cfg.data
+    for key in ("validation_fraction", "test_fraction"):
+        value = getattr(d, key)
+        if not 0 <= value < 0.5:
+            yield error(f"data.{key}", f"must be in [0, 0.5), got {value}", f"data.{key}=0.1")
+    if cfg.eval.enabled and not d.test_path and d.test_fraction == 0:
+        yield error("data.test_fraction", "eval is on but there is no test split", "data.test_fraction=0.1 or eval.enabled=false")
+    if cfg.train.early_stopping_patience and not d.validation_path and d.validation_fraction == 0:
+        yield error("data.validation_fraction", "early stopping needs a validation split", "data.validation_fraction=0.1")
+    if d.max_samples is not None and d.max_samples < 1:
+        yield error("data.max_samples", "must be >= 1 or null", "data.max_samples=null")
+
+
+# --- budget --------------------------------------------------------------------------------------------------------
+@rule
+def budget(cfg, facts, draft):
+    b = cfg.budget
+    if b.max_usd is not None and draft.usd > b.max_usd:
+        yield error("budget.max_usd", f"predicted ${draft.usd:.2f} exceeds the budget of ${b.max_usd:.2f}",
+                    "method=qlora, fewer train.epochs, a cheaper hardware profile, or raise budget.max_usd")
+    if b.max_gpu_hours is not None and draft.device_hours > b.max_gpu_hours:
+        yield error("budget.max_gpu_hours", f"predicted {draft.device_hours:.2f} device-hours exceed the cap of "
+                    f"{b.max_gpu_hours:g}", "fewer train.epochs or train.max_steps, or raise budget.max_gpu_hours")

@@ -1,0 +1,241 @@
+"""Typed schemas for every config group.
+
+Each dataclass is stored in Hydra's ConfigStore as ``base_<group>``; every YAML option in ``conf/<group>/``
+starts with ``defaults: [base_<group>, _self_]`` so it is type-checked against the schema, and an unknown key
+is an error. Attribute docstrings are the field documentation (``ftc plan --help`` and docs/CONFIG.md).
+
+A default lives here and nowhere else: runtime code reads the Plan, never ``cfg.get(key, default)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Short name shown in plans and reports."""
+    path: str = MISSING
+    """Hub id (``mistralai/Mistral-7B-v0.3``) or local directory; ``ftc:tiny`` builds the offline demo model."""
+    family: str = "llama"
+    """Architecture family: decides default LoRA targets and module names (llama, mistral, qwen2, gemma2, phi3, gpt2)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) to pin."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model repository. Off unless you trust the repository."""
+    attn_implementation: str = "sdpa"
+    """sdpa | eager | flash_attention_2 (used only when flash-attn is installed and the GPU supports it)."""
+    chat_template: Optional[str] = None
+    """Jinja chat template overriding the tokenizer's (chat data only); ``null`` keeps the tokenizer's own."""
+    # Architecture numbers; null means "read config.json" (local path or Hugging Face cache).
+    hidden_size: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    head_dim: Optional[int] = None
+    """null = hidden_size / num_heads."""
+    intermediate_size: Optional[int] = None
+    vocab_size: Optional[int] = None
+    max_position_embeddings: Optional[int] = None
+    tie_word_embeddings: Optional[bool] = None
+    chars_per_token: float = 3.8
+    """Average characters per token of this tokenizer on English text, used to estimate tokens from file sizes."""
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    """lora | qlora | dora | full"""
+    r: int = 16
+    """LoRA rank."""
+    alpha: float = 32.0
+    """LoRA scaling numerator: the update is scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    target_modules: Any = "all-linear"
+    """``all-linear`` or a list of module names of the architecture (e.g. ``[q_proj,v_proj]``)."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+    quant_bits: Optional[int] = None
+    """4 for QLoRA (bitsandbytes NF4), null for none."""
+    quant_type: str = "nf4"
+    """nf4 | fp4"""
+    double_quant: bool = True
+    """Quantize the quantization constants too (saves ~0.4 bit/parameter)."""
+    compute_dtype: str = "auto"
+    """auto | bf16 | fp16 | fp32: dtype of the 4-bit matmuls and of the frozen base weights."""
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    """Short name shown in plans and reports."""
+    path: str = MISSING
+    """File (jsonl/json/csv/parquet), local or fsspec URI (s3://, gs://...). ``ftc:sample`` is the built-in set."""
+    validation_path: Optional[str] = None
+    """Optional separate validation file; otherwise split from ``path``."""
+    test_path: Optional[str] = None
+    """Optional separate test file; otherwise split from ``path``."""
+    format: str = "alpaca"
+    """alpaca | chat | prompt_completion | text"""
+    fields: Dict[str, str] = field(default_factory=dict)
+    """Field mapping from the format's names to your file's column names, e.g. ``{output: answer}``."""
+    template: str = "alpaca"
+    """Prompt template for alpaca data: alpaca | plain."""
+    max_length: int = 1024
+    """Maximum tokens per example (longer examples are truncated and counted)."""
+    packing: bool = True
+    """Pack several examples per row (best-fit decreasing, padding-free): no compute wasted on padding."""
+    completion_only_loss: bool = True
+    """Loss only on response / assistant tokens; false trains on the prompt too."""
+    dedup: bool = True
+    """Drop exact duplicate examples (counted in the report)."""
+    validation_fraction: float = 0.1
+    """Fraction split off for validation when no validation_path is given."""
+    test_fraction: float = 0.1
+    """Fraction split off for the test set when no test_path is given."""
+    max_samples: Optional[int] = None
+    """Use only the first N training examples (quick experiments)."""
+    num_rows: Optional[int] = None
+    """Rows in the training file, when ftc cannot read the file before launch (remote URI); used by estimates."""
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: str = "cuda"
+    """cuda | cpu"""
+    gpus_per_node: int = 1
+    """Devices per node (CPU profiles: worker processes)."""
+    nodes: int = 1
+    memory_gb: float = MISSING
+    """Memory per device in GB (CPU: RAM available to one worker)."""
+    bf16: bool = True
+    """Device supports bfloat16."""
+    peak_tflops: float = MISSING
+    """Dense bf16/fp16 tensor TFLOP/s per device from the vendor sheet (CPU: measured, see docs)."""
+    mfu: float = 0.35
+    """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
+    usd_per_hour: float = 0.0
+    """On-demand price per device-hour (source and date in the YAML)."""
+    cpus_per_worker: int = 1
+    """CPU cores reserved per worker (Ray)."""
+
+
+@dataclass
+class LauncherConfig:
+    name: str = MISSING
+    """local | ray"""
+    address: Optional[str] = None
+    """Ray: null starts a local instance; ``auto`` or ``ray://host:10001`` connects to a cluster."""
+    num_workers: Optional[int] = None
+    """Ray: training workers; null = one per device of the hardware profile."""
+    max_failures: int = 2
+    """Ray: times the worker group is restarted from the last checkpoint after a failure."""
+    storage_path: Optional[str] = None
+    """Ray: shared filesystem or cloud URI for checkpoints; null = the run directory."""
+    dashboard_host: str = "127.0.0.1"
+    """Ray dashboard bind address (localhost by default)."""
+    include_dashboard: bool = False
+    """Start Ray's dashboard with a local instance."""
+    resource_wait_s: float = 30.0
+    """Ray: seconds to wait for a cluster's autoscaler to offer the requested resources before failing."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: Optional[float] = 3.0
+    """Passes over the training set (null when max_steps is set)."""
+    max_steps: Optional[int] = None
+    """Optimizer steps; wins over epochs when both are set."""
+    global_batch_size: int = 16
+    """Sequences per optimizer step over all devices; kept fixed when hardware changes (grad_accum is re-derived)."""
+    micro_batch_size: Optional[int] = None
+    """Sequences per device per forward pass; null = the largest power of two that fits memory."""
+    lr: float = 2.0e-4
+    scheduler: str = "cosine"
+    """linear | cosine | constant | constant_with_warmup"""
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    """Any Trainer optimizer name (adamw_torch, paged_adamw_8bit, adamw_bnb_8bit...)."""
+    precision: str = "auto"
+    """auto | bf16 | fp16 | fp32; auto = bf16 where supported, else fp16 on GPU, fp32 on CPU."""
+    gradient_checkpointing: Optional[bool] = None
+    """null = on when it is needed to fit memory."""
+    zero_stage: Optional[int] = None
+    """DeepSpeed ZeRO stage 0 (DDP) | 2 | 3; null = 3 for multi-worker LoRA/full, 0 for QLoRA or one worker."""
+    eval_steps: Optional[int] = None
+    """Validate every N steps; null = about 5 times per run."""
+    save_steps: Optional[int] = None
+    """Checkpoint every N steps; null = same as eval_steps."""
+    save_total_limit: int = 2
+    """Checkpoints kept (the last K)."""
+    early_stopping_patience: Optional[int] = None
+    """Stop after N validations without improvement of validation loss; null = off."""
+    logging_steps: int = 5
+    seed: int = 42
+    report_to: List[str] = field(default_factory=lambda: ["auto"])
+    """auto (TensorBoard when installed) | none | tensorboard | wandb | mlflow"""
+    trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
+    """Extra TRL SFTConfig fields passed through unchanged (checked for removed/renamed names)."""
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    """Evaluate base and tuned model on the test split after training."""
+    compare_base: bool = True
+    """Also evaluate the untuned base model on the same prompts."""
+    max_new_tokens: int = 64
+    max_samples: int = 200
+    """Test examples used for generation metrics."""
+    num_examples_in_report: int = 5
+
+
+@dataclass
+class BudgetConfig:
+    max_usd: Optional[float] = None
+    """Refuse runs (and sweeps) predicted to cost more than this."""
+    max_gpu_hours: Optional[float] = None
+    """Refuse runs predicted to use more device-hours than this."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    data: DataConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    launcher: LauncherConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    name: str = "default"
+    """Experiment name (recipes set it); shown in plans and reports."""
+    output_dir: str = MISSING
+    """Run directory: every artifact lands here; re-running with the same directory resumes."""
+
+
+GROUPS = {
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "data": DataConfig,
+    "hardware": HardwareConfig,
+    "launcher": LauncherConfig,
+}
+
+
+def register() -> None:
+    """Stores the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name=f"base_{group}", node=schema)

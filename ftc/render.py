@@ -1,0 +1,70 @@
+"""Human-readable plan: a compact table, errors and warnings last so they are seen."""
+
+from __future__ import annotations
+
+from ftc.compiler.plan import Plan
+
+
+def _num(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:g}"
+
+
+def _hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
+    if h < 1:
+        return f"{h * 60:.1f} min"
+    return f"{h:.2f} h"
+
+
+def plan_table(plan: Plan) -> str:
+    m, me, d, b, s, mem = plan.model, plan.method, plan.data, plan.batch, plan.schedule, plan.memory
+    q = me.quantization
+    method = me.name + (f" r={me.r} alpha={me.alpha:g} dropout={me.dropout:g}" if me.peft else "")
+    if q:
+        method += f", {q.bits}-bit {q.quant_type}{' +double-quant' if q.double_quant else ''}, compute {q.compute_dtype}"
+    ds = plan.deepspeed
+    rows = [
+        ("experiment", plan.name),
+        ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"),
+        ("method", method),
+        ("targets", ", ".join(me.target_modules) or "all weights"),
+        ("trainable", f"{_num(me.trainable_params)} ({me.trainable_percent:.3g}%)"),
+        ("data", f"{d.name} [{d.format}] {d.train_examples} examples x ~{d.tokens_per_example} tokens, "
+                 f"max_length {d.max_length}, packing {'on' if d.packing else 'off'}"),
+        ("hardware", f"{plan.hardware.name}: {plan.hardware.devices} x {plan.hardware.device_gb:g} GB "
+                     f"{plan.hardware.accelerator}"),
+        ("precision", plan.precision),
+        ("batch", b.derivation),
+        ("schedule", f"{s.steps} steps, {s.epochs:g} epochs, {_num(s.tokens)} tokens "
+                     f"({_num(s.tokens_per_step)}/step), warmup {s.warmup_steps}, eval/save every {s.eval_steps}"),
+        ("grad checkpointing", "on" if plan.train.gradient_checkpointing else "off"),
+        ("memory/device", f"{mem.per_device_gb:.2f} GB of {mem.device_gb:g} GB -> "
+                          f"{'fits' if mem.fits else 'DOES NOT FIT'}"),
+        ("  breakdown", ", ".join(f"{k} {v:g}" for k, v in mem.breakdown.items() if v)),
+        ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
+                 f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
+        ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x ${plan.hardware.usd_per_hour:g}/h)"),
+        ("launcher", f"{plan.launcher.kind}" + (
+            f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
+            f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"
+            f", max_failures {plan.launcher.max_failures}" if plan.launcher.kind == "ray" else "")),
+        ("deepspeed", f"ZeRO-{ds['zero_optimization']['stage']}" if ds else "none"),
+        ("output", plan.output_dir),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    for title, items in (("decisions", plan.decisions), ("warnings", plan.warnings), ("errors", plan.errors)):
+        if items:
+            lines.append(f"{title}:")
+            lines.extend(f"  - {i}" for i in items)
+    return "\n".join(lines)
+
+
+def errors_text(plan: Plan) -> str:
+    n = len(plan.errors)
+    head = f"ftc: the experiment has {n} problem{'s' if n > 1 else ''}; nothing was run:"
+    return "\n".join([head] + [f"  - {e}" for e in plan.errors])

@@ -1,0 +1,118 @@
+"""Compile a whole sweep before any trial runs: every trial's plan, the total cost, the budget check."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+
+from ftc.compiler.plan import Plan
+
+
+@dataclass(frozen=True)
+class Trial:
+    overrides: tuple[str, ...]
+    plan: Plan
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Cartesian product of the sweep overrides (``a=1,2 b=x,y``), as Hydra's basic sweeper does it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    lists = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                # interval()/tag sweeps belong to an HPO sweeper: planned from their bounds by the sweeper itself.
+                continue
+            lists.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+        else:
+            lists.append([f"{key}={o.get_value_element_as_str()}"])
+    return [list(c) for c in itertools.product(*lists)]
+
+
+def compile_sweep(overrides: list[str]) -> list[Trial]:
+    from hydra import compose, initialize_config_module
+
+    from ftc.cli import compile_config
+    from ftc.config.schema import register
+
+    register()
+    trials = []
+    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
+        for combo in expand(overrides):
+            cfg = compose(config_name="config", overrides=combo)
+            trials.append(Trial(tuple(combo), compile_config(cfg)))
+    return trials
+
+
+def sweep_table(trials: list[Trial]) -> str:
+    swept = _swept_keys(trials)
+    lines = [" | ".join(["#"] + swept + ["steps", "mem GB", "fits", "hours", "usd", "status"])]
+    for i, t in enumerate(trials):
+        vals = dict(o.split("=", 1) for o in t.overrides)
+        p = t.plan
+        lines.append(" | ".join([str(i)] + [vals.get(k, "") for k in swept] + [
+            str(p.schedule.steps), f"{p.memory.per_device_gb:.2f}", "yes" if p.memory.fits else "NO",
+            f"{p.time.hours:.3f}", f"{p.cost.usd:.2f}", "ok" if p.ok else "ERROR"]))
+    return "\n".join(lines)
+
+
+def _swept_keys(trials: list[Trial]) -> list[str]:
+    seen: dict[str, set] = {}
+    for t in trials:
+        for o in t.overrides:
+            k, _, v = o.partition("=")
+            seen.setdefault(k, set()).add(v)
+    return [k for k, v in seen.items() if len(v) > 1] or list(seen)[:3]
+
+
+def totals(trials: list[Trial]) -> tuple[float, float]:
+    return sum(t.plan.cost.usd for t in trials), sum(t.plan.cost.device_hours for t in trials)
+
+
+def problems(trials: list[Trial]) -> list[str]:
+    """Errors of any trial, and the sweep's total against budget.max_usd / max_gpu_hours."""
+    out = [f"trial {i} ({' '.join(t.overrides)}): {e}" for i, t in enumerate(trials) for e in t.plan.errors]
+    usd, hours = totals(trials)
+    budget = trials[0].plan.budget if trials else None
+    if budget and budget.max_usd is not None and usd > budget.max_usd:
+        out.append(f"budget.max_usd: the sweep's {len(trials)} trials are predicted to cost ${usd:.2f} in total, "
+                   f"over the budget of ${budget.max_usd:.2f} (fix: fewer trials, method=qlora, fewer train.epochs, "
+                   "or raise budget.max_usd)")
+    if budget and budget.max_gpu_hours is not None and hours > budget.max_gpu_hours:
+        out.append(f"budget.max_gpu_hours: the sweep needs {hours:.2f} device-hours, over the cap of "
+                   f"{budget.max_gpu_hours:g}")
+    return out
+
+
+def plan_sweep(overrides: list[str], as_json: bool = False) -> int:
+    trials = compile_sweep(overrides)
+    usd, hours = totals(trials)
+    found = problems(trials)
+    if as_json:
+        print(json.dumps({"trials": [{"overrides": list(t.overrides), "plan": t.plan.to_dict()} for t in trials],
+                          "total": {"usd": round(usd, 2), "device_hours": round(hours, 3), "trials": len(trials)},
+                          "errors": found}, indent=2))
+    else:
+        print(sweep_table(trials))
+        print(f"\n{len(trials)} trials, predicted total ${usd:.2f}, {hours:.3f} device-hours")
+        for p in found:
+            print(f"  - {p}")
+    return 2 if found else 0
+
+
+def check_sweep(overrides: list[str]) -> list[Trial]:
+    """Refuses (exit 2) a sweep with an invalid trial or over budget, before anything starts."""
+    trials = compile_sweep(overrides)
+    found = problems(trials)
+    usd, hours = totals(trials)
+    print(f"ftc: sweep of {len(trials)} trials, predicted ${usd:.2f} / {hours:.3f} device-hours", file=sys.stderr)
+    if found:
+        print("ftc: sweep refused before any trial started:\n" + "\n".join(f"  - {p}" for p in found),
+              file=sys.stderr)
+        raise SystemExit(2)
+    return trials
