@@ -351,7 +351,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             save_steps=t.save_steps or eval_steps,
         ),
         train=TrainSpec(
-            lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+            max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
             early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps, seed=t.seed,

@@ -106,6 +106,8 @@ class ScheduleSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
+    max_steps: Optional[int]
+    """Set by the experiment (wins over epochs); null = run schedule.epochs over the loaded data."""
     lr: float
     scheduler: str
     warmup_ratio: float

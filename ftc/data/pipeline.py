@@ -1,0 +1,243 @@
+"""Data pipeline: read -> validate -> dedup -> split -> tokenize (+EOS, loss mask) -> cache.
+
+Produces pre-tokenized ``input_ids`` + ``completion_mask`` rows that TRL's SFTTrainer takes as they are (it then
+builds labels and packs them). Every dropped or truncated example is counted in ``DataReport``.
+
+The tokenized cache key covers the tokenizer (vocab, special tokens, chat template), the content fingerprints of
+the data files and every preprocessing setting, so a tokenizer or template change never reuses a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ftc.compiler.facts import resolve_path
+from ftc.compiler.plan import DataSpec
+from ftc.data.formats import EmptyRow, RowError, to_prompt_completion
+from ftc.data.load import DataError, read_rows
+
+CACHE_VERSION = 1
+MAX_ERRORS_SHOWN = 10
+
+
+@dataclass
+class DataReport:
+    rows_read: dict[str, int] = field(default_factory=dict)
+    dropped_empty: int = 0
+    dropped_duplicates: int = 0
+    dropped_near_duplicates: int = 0
+    dropped_no_completion_after_truncation: int = 0
+    truncated: int = 0
+    examples: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
+    cache: str = ""
+    cache_hit: bool = False
+
+    def lines(self) -> list[str]:
+        return [
+            f"rows read: {self.rows_read}",
+            f"examples: {self.examples}, tokens: {self.tokens}",
+            f"dropped: {self.dropped_empty} empty, {self.dropped_duplicates} exact duplicates, "
+            f"{self.dropped_near_duplicates} near-duplicates (case/whitespace), "
+            f"{self.dropped_no_completion_after_truncation} with no completion left after truncation",
+            f"truncated to max_length: {self.truncated}",
+        ]
+
+
+@dataclass
+class Splits:
+    train: Any  # datasets.Dataset with input_ids, completion_mask
+    validation: Optional[Any]
+    test: list[dict[str, str]]  # raw {prompt, completion} for generation metrics
+    test_tokenized: Optional[Any]
+    report: DataReport
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FTC_CACHE", Path.home() / ".cache" / "ftc")).expanduser()
+
+
+def _file_fingerprint(path: str) -> str:
+    resolved = resolve_path(path)
+    if "://" in resolved:
+        try:
+            import fsspec
+
+            fs, _, paths = fsspec.get_fs_token_paths(resolved)
+            info = fs.info(paths[0])
+            return f"{resolved}|{info.get('size')}|{info.get('ETag') or info.get('mtime') or ''}"
+        except Exception:  # noqa: BLE001 - unreachable remote: don't cache
+            return f"{resolved}|nocache|{random.random()}"
+    h = hashlib.sha256()
+    with open(resolved, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps([tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token,
+                         getattr(tokenizer, "chat_template", None), type(tokenizer).__name__,
+                         getattr(tokenizer, "add_bos_token", None)], default=str).encode())
+    return h.hexdigest()
+
+
+def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
+    files = [p for p in (spec.path, spec.validation_path, spec.test_path) if p]
+    payload = {
+        "version": CACHE_VERSION,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "files": [_file_fingerprint(p) for p in files],
+        "spec": {k: v for k, v in asdict(spec).items() if k not in ("name", "train_examples", "tokens_per_example")},
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport, role: str) -> list[dict]:
+    examples, errors, n_errors = [], [], 0
+    rows = 0
+    for line, row in read_rows(path):
+        rows += 1
+        try:
+            prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
+        except EmptyRow:
+            report.dropped_empty += 1
+            continue
+        except RowError as e:
+            n_errors += 1
+            if len(errors) < MAX_ERRORS_SHOWN:
+                errors.append(f"{resolve_path(path)}:{line}: {e}")
+            continue
+        examples.append({"prompt": prompt, "completion": completion})
+    if n_errors:
+        more = f"\n  ... and {n_errors - len(errors)} more" if n_errors > len(errors) else ""
+        raise DataError(f"{n_errors} malformed row{'s' if n_errors > 1 else ''} in the {role} data "
+                        f"(format={spec.format}; map columns with data.fields.<name>=<column>):\n  "
+                        + "\n  ".join(errors) + more)
+    report.rows_read[role] = rows
+    return examples
+
+
+def _dedup(examples: list[dict], report: DataReport, seen_exact: set, seen_near: set) -> list[dict]:
+    kept = []
+    for ex in examples:
+        exact = (ex["prompt"], ex["completion"])
+        near = (_normalize(ex["prompt"]), _normalize(ex["completion"]))
+        if exact in seen_exact:
+            report.dropped_duplicates += 1
+            continue
+        if near in seen_near:
+            report.dropped_near_duplicates += 1
+            continue
+        seen_exact.add(exact)
+        seen_near.add(near)
+        kept.append(ex)
+    return kept
+
+
+def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """prompt ids (+BOS when the tokenizer uses one) and completion ids + EOS, so the tuned model learns to stop."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", True) \
+            and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
+        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    return prompt_ids, completion_ids
+
+
+def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: DataReport) -> dict[str, list]:
+    ids, masks = [], []
+    for ex in examples:
+        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"])
+        seq, mask = p + c, [0] * len(p) + [1] * len(c)
+        if len(seq) > max_length:
+            report.truncated += 1
+            seq, mask = seq[:max_length], mask[:max_length]
+            if not any(mask):
+                report.dropped_no_completion_after_truncation += 1
+                continue
+        ids.append(seq)
+        masks.append(mask)
+    return {"input_ids": ids, "completion_mask": masks}
+
+
+def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> Splits:
+    """Reads, checks, splits, tokenizes and caches the data of a plan."""
+    import datasets
+
+    report = DataReport()
+    key = cache_key(spec, tokenizer, seed)
+    cache_dir = cache_root() / "tokenized" / key
+    report.cache = str(cache_dir)
+    if use_cache and (cache_dir / "complete.json").is_file():
+        meta = json.loads((cache_dir / "complete.json").read_text())
+        report = DataReport(**{**meta["report"], "cache": str(cache_dir), "cache_hit": True})
+        load = lambda name: datasets.load_from_disk(str(cache_dir / name)) if (cache_dir / name).exists() else None
+        return Splits(load("train"), load("validation"), meta["test"], load("test"), report)
+
+    train = _read_examples(spec.path, spec, tokenizer, report, "train")
+    validation = _read_examples(spec.validation_path, spec, tokenizer, report, "validation") \
+        if spec.validation_path else None
+    test = _read_examples(spec.test_path, spec, tokenizer, report, "test") if spec.test_path else None
+
+    # Held-out sets are deduplicated first, so a training example never duplicates a test prompt.
+    seen_exact: set = set()
+    seen_near: set = set()
+    if test is not None:
+        test = _dedup(test, report, seen_exact, seen_near)
+    if validation is not None:
+        validation = _dedup(validation, report, seen_exact, seen_near)
+    if spec.dedup:
+        train = _dedup(train, report, seen_exact, seen_near)
+    rng = random.Random(seed)
+    if test is None or validation is None:
+        rng.shuffle(train)
+        n = len(train)
+        if test is None:
+            k = int(n * spec.test_fraction)
+            test, train = train[:k], train[k:]
+        if validation is None:
+            k = int(n * spec.validation_fraction)
+            validation, train = train[:k], train[k:]
+    if spec.max_samples:
+        train = train[: spec.max_samples]
+    if not train:
+        raise DataError(f"{resolve_path(spec.path)}: no training examples left after validation and splitting")
+
+    parts = {"train": train, "validation": validation, "test": test}
+    tokenized = {}
+    for name, rows in parts.items():
+        if rows:
+            columns = _tokenize(rows, tokenizer, spec.max_length, report)
+            tokenized[name] = datasets.Dataset.from_dict(columns)
+            report.examples[name] = len(columns["input_ids"])
+            report.tokens[name] = sum(len(s) for s in columns["input_ids"])
+
+    tmp = cache_dir.with_name(key + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, ds in tokenized.items():
+        ds.save_to_disk(str(tmp / name))
+    meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")}, "test": test}
+    (tmp / "complete.json").write_text(json.dumps(meta))
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    os.replace(tmp, cache_dir)  # atomic: a crash never leaves a half-written cache that looks complete
+    load = lambda name: datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
+    return Splits(load("train"), load("validation"), test or [], load("test"), report)

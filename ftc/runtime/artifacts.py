@@ -1,0 +1,93 @@
+"""Run-directory contract and atomic writes.
+
+    <run>/config.yaml     resolved config, secrets redacted
+    <run>/plan.json       the compiled Plan
+    <run>/metrics.jsonl   one JSON object per logging/eval step
+    <run>/checkpoints/    Trainer checkpoints (last K), resumed from on re-run
+    <run>/adapter/        PEFT adapter + tokenizer (method=full: <run>/model/)
+    <run>/summary.json    final metrics, base vs tuned, wall time, tokens/s, peak memory
+    <run>/report.md       human summary;  <run>/loss.png  loss curves
+    <run>/events.jsonl    what happened: start, resume, failure, restart, finish
+
+Every file is written to a temporary name and renamed, so a crash never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|credential)", re.I)
+REDACTED = "***redacted***"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Moves a fully written directory into place (the old one is removed only after the new one is complete)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def redact(obj: Any) -> Any:
+    """Replaces values of secret-looking keys (hub tokens, API keys...) at any depth."""
+    if isinstance(obj, dict):
+        return {k: (REDACTED if SECRET.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """One line per call, flushed: a crash loses at most the line being written."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+
+
+def event(run_dir: str | Path, kind: str, **fields: Any) -> None:
+    append_jsonl(Path(run_dir) / "events.jsonl", {"time": time.time(), "event": kind, **fields})
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a crash
+    return out
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """Newest checkpoint-N whose trainer_state.json exists (written last by the Trainer: marks completeness)."""
+    if not checkpoints.is_dir():
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    done.sort(key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    return str(done[-1]) if done else None

@@ -1,0 +1,142 @@
+"""Base vs tuned on the same held-out test prompts: completion loss / perplexity, exact match, ROUGE-L."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ftc.compiler.plan import Plan
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(_norm(prediction) == _norm(reference))
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over whitespace tokens (longest common subsequence)."""
+    p, r = _norm(prediction).split(), _norm(reference).split()
+    if not p or not r:
+        return float(p == r)
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if not lcs:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def completion_loss(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> float:
+    """Mean cross-entropy per completion token (the prompt is masked, as in training)."""
+    import torch
+
+    if dataset is None or len(dataset) == 0:
+        return float("nan")
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            rows = dataset[start: start + batch_size]
+            width = max(len(x) for x in rows["input_ids"])
+            ids = torch.full((len(rows["input_ids"]), width), pad_id, dtype=torch.long)
+            labels = torch.full_like(ids, -100)
+            attn = torch.zeros_like(ids)
+            for i, (seq, mask) in enumerate(zip(rows["input_ids"], rows["completion_mask"])):
+                ids[i, : len(seq)] = torch.tensor(seq)
+                attn[i, : len(seq)] = 1
+                labels[i, : len(seq)] = torch.tensor([t if m else -100 for t, m in zip(seq, mask)])
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float()
+            shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
+            loss = torch.nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                                                     shift_labels.reshape(-1), ignore_index=-100, reduction="sum")
+            total += loss.item()
+            count += int((shift_labels != -100).sum())
+    return total / max(count, 1)
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy generation; stops at EOS. Left padding so every prompt ends where generation starts."""
+    import torch
+
+    from ftc.data.pipeline import tokenize_example
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outputs = []
+    model.eval()
+    for start in range(0, len(prompts), batch_size):
+        batch = [tokenize_example(tokenizer, p, "")[0] for p in prompts[start: start + batch_size]]
+        width = max(len(b) for b in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for i, b in enumerate(batch):
+            ids[i, width - len(b):] = torch.tensor(b)
+            attn[i, width - len(b):] = 1
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        for row in out[:, width:]:
+            outputs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return outputs
+
+
+def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized: Any, plan: Plan) -> dict[str, Any]:
+    examples = test[: plan.eval.max_samples]
+    predictions = generate(model, tokenizer, [e["prompt"] for e in examples], plan.eval.max_new_tokens)
+    loss = completion_loss(model, test_tokenized, tokenizer.pad_token_id or 0)
+    n = max(len(examples), 1)
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss) if math.isfinite(loss) and loss < 50 else float("inf"),
+        "exact_match": sum(exact_match(p, e["completion"]) for p, e in zip(predictions, examples)) / n,
+        "rouge_l": sum(rouge_l(p, e["completion"]) for p, e in zip(predictions, examples)) / n,
+        "samples": len(examples),
+        "predictions": predictions,
+    }
+
+
+def evaluate_run(plan: Plan, run_dir: str, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Scores the tuned model (loaded from ``run_dir`` unless given) and, with PEFT, the base via disable_adapter."""
+    from ftc.data.pipeline import build
+    from ftc.runtime.model import load_base_model, load_tuned
+
+    if model is None:
+        model, tokenizer = load_tuned(plan, run_dir)
+    splits = build(plan.data, tokenizer, plan.train.seed)
+    tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
+    base = None
+    if plan.eval.compare_base:
+        if plan.method.peft:
+            with model.disable_adapter():
+                base = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
+        else:
+            base_model = load_base_model(plan, for_training=False)
+            base = score(base_model, tokenizer, splits.test, splits.test_tokenized, plan)
+            del base_model
+    k = plan.eval.num_examples_in_report
+    examples = [
+        {"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
+         "base": base["predictions"][i] if base else None}
+        for i, e in enumerate(splits.test[:k])
+    ]
+    strip = lambda d: {k: v for k, v in d.items() if k != "predictions"} if d else None
+    return {"tuned": strip(tuned), "base": strip(base), "examples": examples, "verdict": verdict(tuned, base)}
+
+
+def verdict(tuned: dict, base: dict | None) -> str:
+    if not base:
+        return f"tuned: exact match {tuned['exact_match']:.1%}, loss {tuned['loss']:.3f} (no base comparison)"
+    better = tuned["loss"] < base["loss"] and tuned["exact_match"] >= base["exact_match"]
+    return (f"{'tuned beats base' if better else 'tuned does NOT beat base'}: exact match "
+            f"{base['exact_match']:.1%} -> {tuned['exact_match']:.1%}, ROUGE-L {base['rouge_l']:.3f} -> "
+            f"{tuned['rouge_l']:.3f}, test loss {base['loss']:.3f} -> {tuned['loss']:.3f}")

@@ -1,0 +1,167 @@
+"""Load tokenizer and model for a Plan: hub id or local path, the offline tiny model, QLoRA, PEFT adapters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from ftc.compiler.facts import package_root
+from ftc.compiler.plan import ModelSpec, Plan
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _cache_root() -> Path:
+    from ftc.data.pipeline import cache_root
+
+    return cache_root()
+
+
+def tiny_path(spec: ModelSpec) -> str:
+    """Builds (once) the offline tiny model: BPE tokenizer trained on the sample data + random-init Llama."""
+    corpus = sorted((package_root() / "assets" / "sample").glob("*.jsonl"))
+    recipe = json.dumps({"v": 3, "spec": [spec.hidden_size, spec.num_layers, spec.num_heads, spec.num_kv_heads,
+                                          spec.intermediate_size, spec.vocab_size, spec.max_position_embeddings,
+                                          spec.tie_word_embeddings],
+                         "corpus": [hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus]})
+    target = _cache_root() / "models" / ("tiny-" + hashlib.sha256(recipe.encode()).hexdigest()[:12])
+    if (target / "config.json").is_file():
+        return str(target)
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from ftc.data.formats import alpaca_prompt
+
+    texts = []
+    for p in corpus:
+        for line in p.read_text().splitlines():
+            row = json.loads(line)
+            texts.append(alpaca_prompt(row["instruction"], row["input"], "alpaca") + row["output"])
+    texts.append(alpaca_prompt("x", "", "alpaca") + alpaca_prompt("x", "", "plain"))
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", model_max_length=spec.max_position_embeddings)
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size, max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=spec.tie_word_embeddings, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        # std 0.02 (the Llama default) leaves frozen tied embeddings too small for the head to ever be confident;
+        # 0.1 gives logits a usable range, so a LoRA-only run can learn the task in a minute.
+        initializer_range=0.1,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def model_path(spec: ModelSpec) -> str:
+    return tiny_path(spec) if spec.path == "ftc:tiny" else spec.path
+
+
+def load_tokenizer(plan: Plan, path: Optional[str] = None) -> Any:
+    from transformers import AutoTokenizer
+
+    spec = plan.model
+    tok = AutoTokenizer.from_pretrained(path or model_path(spec), revision=spec.revision,
+                                        trust_remote_code=spec.trust_remote_code)
+    if spec.chat_template:
+        tok.chat_template = spec.chat_template
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def torch_dtype(plan: Plan) -> Any:
+    import torch
+
+    if plan.method.name == "full":
+        return torch.float32  # fp32 master weights; autocast does the bf16/fp16 math
+    name = plan.method.quantization.compute_dtype if plan.method.quantization else plan.precision
+    return getattr(torch, DTYPES[name])
+
+
+def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[Any] = None) -> Any:
+    """The base model as the plan says: dtype, 4-bit NF4 quantization, attention kernel, remote code."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    spec, q = plan.model, plan.method.quantization
+    kwargs: dict[str, Any] = {
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+        "dtype": torch_dtype(plan),
+        "attn_implementation": _attention(spec.attn_implementation),
+        "use_safetensors": True,
+    }
+    if q:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, DTYPES[q.compute_dtype]),
+            bnb_4bit_quant_storage=getattr(torch, "uint8" if q.storage_dtype == "uint8" else DTYPES[q.storage_dtype]),
+        )
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    model = AutoModelForCausalLM.from_pretrained(model_path(spec), **kwargs)
+    if for_training and plan.train.gradient_checkpointing:
+        model.config.use_cache = False
+    return model
+
+
+def _attention(requested: str) -> str:
+    if requested.startswith("flash"):
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            return "sdpa"
+    return requested
+
+
+def lora_config(plan: Plan) -> Any:
+    from peft import LoraConfig
+
+    m = plan.method
+    return LoraConfig(r=m.r, lora_alpha=m.alpha, lora_dropout=m.dropout, target_modules=list(m.target_modules),
+                      use_dora=m.use_dora, bias="none", task_type="CAUSAL_LM")
+
+
+def load_tuned(plan: Plan, run_dir: str) -> tuple[Any, Any]:
+    """Base model + the run's saved adapter (or the full model for method=full), ready for inference."""
+    run = Path(run_dir)
+    if plan.method.peft:
+        from peft import PeftModel
+
+        base = load_base_model(plan, for_training=False)
+        model = PeftModel.from_pretrained(base, str(run / "adapter"))
+        tokenizer = load_tokenizer(plan, str(run / "adapter"))
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch_dtype(plan))
+        tokenizer = load_tokenizer(plan, str(run / "model"))
+    model.eval()
+    return model, tokenizer

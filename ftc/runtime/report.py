@@ -1,0 +1,115 @@
+"""summary.json, report.md and loss.png of a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler.plan import Plan
+from ftc.runtime import artifacts
+
+
+def loss_curve(run_dir: Path) -> Path | None:
+    records = artifacts.read_jsonl(run_dir / "metrics.jsonl")
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.set_title(run_dir.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out = run_dir / "loss.png"
+    tmp = run_dir / ".loss.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[str, Any] | None,
+          wall_s: float) -> dict[str, Any]:
+    run = Path(run_dir)
+    tokens_per_s = training.get("tokens_per_s", 0.0)
+    summary = {
+        "name": plan.name,
+        "status": "completed",
+        "wall_time_s": round(wall_s, 1),
+        "training": training,
+        "eval": evaluation,
+        "predicted": {"hours": plan.time.hours, "usd": plan.cost.usd, "tokens_per_s": plan.time.tokens_per_s,
+                      "memory_gb": plan.memory.per_device_gb, "steps": plan.schedule.steps},
+        "actual": {"hours": wall_s / 3600, "usd": wall_s / 3600 * plan.cost.usd_per_hour,
+                   "tokens_per_s": tokens_per_s, "peak_memory_gb": training.get("peak_memory_gb"),
+                   "steps": training.get("steps")},
+    }
+    artifacts.atomic_write_json(run / "summary.json", summary)
+    png = loss_curve(run)
+    artifacts.atomic_write_text(run / "report.md", markdown(plan, summary, png is not None))
+    return summary
+
+
+def _f(x: Any, fmt: str = ".3f") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) else "-"
+
+
+def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
+    t, ev = summary["training"], summary["eval"]
+    p, a = summary["predicted"], summary["actual"]
+    lines = [
+        f"# {plan.name}: {plan.model.name} + {plan.method.name} on {plan.data.name}",
+        "",
+        f"**Verdict:** {ev['verdict']}" if ev else "**Verdict:** evaluation disabled",
+        "",
+        "## Evaluation on the held-out test split",
+        "",
+    ]
+    if ev:
+        lines += ["| model | test loss | perplexity | exact match | ROUGE-L | samples |", "|---|---|---|---|---|---|"]
+        for name in ("base", "tuned"):
+            m = ev.get(name)
+            if m:
+                lines.append(f"| {name} | {_f(m['loss'])} | {_f(m['perplexity'], '.2f')} | {m['exact_match']:.1%} | "
+                             f"{_f(m['rouge_l'])} | {m['samples']} |")
+        lines += ["", "### Side by side", ""]
+        for i, e in enumerate(ev["examples"], 1):
+            prompt = e["prompt"].strip().splitlines()
+            lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", "",
+                      f"- reference: `{e['reference']}`", f"- tuned: `{e['tuned']}`"]
+            if e["base"] is not None:
+                lines.append(f"- base: `{e['base'][:200]}`")
+            lines.append("")
+    lines += [
+        "## Training",
+        "",
+        f"- steps: {t.get('steps')} (planned {p['steps']}), final train loss {_f(t.get('train_loss'))}",
+        f"- wall time: {summary['wall_time_s']:.1f} s (planned {p['hours'] * 3600:.0f} s); training "
+        f"{_f(t.get('train_runtime_s'), '.1f')} s",
+        f"- throughput: {_f(a['tokens_per_s'], '.0f')} real tokens/s (planned {_f(p['tokens_per_s'], '.0f')})",
+        f"- peak memory: {_f(a['peak_memory_gb'], '.2f')} GB (planned {p['memory_gb']:.2f} GB per device)",
+        f"- cost: ${a['usd']:.4f} (planned ${p['usd']:.2f})",
+        f"- batch: {plan.batch.derivation}; precision {plan.precision}; world size {t.get('world_size')}",
+    ]
+    if t.get("resumed_from"):
+        lines.append(f"- resumed from `{t['resumed_from']}`")
+    data = t.get("data") or {}
+    if data:
+        lines += ["", "## Data", ""] + [f"- {k.replace('_', ' ')}: {v}" for k, v in data.items()
+                                         if k not in ("cache", "cache_hit")]
+    if has_png:
+        lines += ["", "![loss curves](loss.png)"]
+    lines += ["", f"Adapter: `{'adapter/' if plan.method.peft else 'model/'}` (load with "
+              "`PeftModel.from_pretrained(base, '<run>/adapter')`, or vLLM `--enable-lora`).", ""]
+    return "\n".join(lines)

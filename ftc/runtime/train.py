@@ -1,0 +1,195 @@
+"""The one training function: data -> model -> PEFT -> TRL SFTTrainer. The local and Ray launchers both call it.
+
+Runs in every worker; only the world's rank 0 writes run-dir artifacts. Everything it needs comes from the Plan.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler.plan import Plan
+from ftc.runtime import artifacts
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss became NaN/inf: the run stops cleanly at that step."""
+
+
+def report_to(plan: Plan) -> list[str]:
+    wanted = [r for r in plan.train.report_to if r != "none"]
+    if "auto" in wanted:
+        wanted.remove("auto")
+        try:
+            import tensorboard  # noqa: F401
+
+            wanted.append("tensorboard")
+        except ImportError:
+            pass
+    return wanted
+
+
+def make_callbacks(plan: Plan, run_dir: Path) -> list[Any]:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        """Structured metrics: one JSON line per log (train loss, lr, grad norm, eval loss, tokens seen)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs:
+                return
+            loss = logs.get("loss", logs.get("eval_loss"))
+            if loss is not None and not math.isfinite(loss):
+                control.should_training_stop = True
+                self.diverged = state.global_step
+            if state.is_world_process_zero:
+                artifacts.append_jsonl(run_dir / "metrics.jsonl",
+                                       {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs})
+
+    callbacks: list[Any] = [MetricsJsonl()]
+    if plan.train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=plan.train.early_stopping_patience))
+    return callbacks
+
+
+def sft_config(plan: Plan, run_dir: Path, distributed: bool) -> Any:
+    from trl import SFTConfig
+
+    t, s, b = plan.train, plan.schedule, plan.batch
+    early = bool(t.early_stopping_patience)
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=b.micro,
+        per_device_eval_batch_size=b.micro,
+        gradient_accumulation_steps=b.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        bf16=plan.precision == "bf16",
+        fp16=plan.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        eval_strategy="steps",
+        eval_steps=s.eval_steps,
+        save_strategy="steps",
+        save_steps=s.eval_steps if early else s.save_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=report_to(plan),
+        max_length=plan.data.max_length,
+        packing=plan.data.packing,
+        packing_strategy="bfd",
+        completion_only_loss=plan.data.completion_only_loss,
+        include_num_input_tokens_seen="non_padding",
+        deepspeed=plan.deepspeed,
+        use_cpu=plan.hardware.accelerator == "cpu" and not distributed,
+        ddp_backend="gloo" if distributed and plan.hardware.accelerator == "cpu" else None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    # max_steps wins when the experiment set it; otherwise epochs over the data actually loaded
+    # (the plan's step count is an estimate from file sizes; the summary reports both).
+    if t.max_steps:
+        kwargs["max_steps"] = t.max_steps
+    else:
+        kwargs["num_train_epochs"] = plan.schedule.epochs
+    kwargs.update(t.trainer_kwargs)
+    return SFTConfig(**kwargs)
+
+
+def peak_memory_gb(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+
+
+def train(plan: Plan, run_dir: str, *, distributed: bool = False) -> dict[str, Any]:
+    """Trains per the plan, saves the adapter (or model) into ``run_dir``; returns training figures (rank 0).
+
+    Re-running over a run dir with checkpoints resumes from the newest complete one.
+    """
+    import torch
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from ftc.data.pipeline import build
+    from ftc.runtime.model import load_base_model, load_tokenizer, lora_config
+
+    run = Path(run_dir)
+    set_seed(plan.train.seed)
+    config = sft_config(plan, run, distributed)
+    tokenizer = load_tokenizer(plan)
+    splits = build(plan.data, tokenizer, plan.train.seed)
+    # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
+    model = load_base_model(plan, for_training=True)
+    if plan.method.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.train.gradient_checkpointing)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=splits.train,
+        eval_dataset=splits.validation,
+        processing_class=tokenizer,
+        peft_config=lora_config(plan) if plan.method.peft else None,
+        callbacks=make_callbacks(plan, run),
+    )
+    resume = artifacts.last_complete_checkpoint(run / "checkpoints")
+    rank0 = trainer.is_world_process_zero()
+    if rank0:
+        artifacts.event(run, "resume" if resume else "start", checkpoint=resume,
+                        world_size=trainer.args.world_size)
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.time() - start
+    metrics_cb = trainer.callback_handler.callbacks
+    diverged = next((getattr(c, "diverged", None) for c in metrics_cb if getattr(c, "diverged", None)), None)
+    if diverged is not None:
+        if rank0:
+            artifacts.event(run, "diverged", step=diverged)
+        raise TrainingDiverged(f"loss became NaN/inf at step {diverged}; stopped there. Try a lower train.lr, "
+                               "train.precision=bf16 instead of fp16, or train.max_grad_norm=1.0")
+    _save_weights(trainer, plan, run, tokenizer)
+    state = trainer.state
+    tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+    device = "cuda" if torch.cuda.is_available() and plan.hardware.accelerator == "cuda" else "cpu"
+    figures = {
+        "steps": state.global_step,
+        "train_loss": result.training_loss,
+        "train_runtime_s": wall,
+        "resumed_from": resume,
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": tokens_seen / wall if wall else 0.0,
+        "peak_memory_gb": peak_memory_gb(device),
+        "data": splits.report.__dict__,
+        "world_size": trainer.args.world_size,
+        "best_checkpoint": state.best_model_checkpoint,
+    }
+    return figures if rank0 else {}
+
+
+def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
+    """Saves adapter (or full model) + tokenizer to a temp dir on every rank (ZeRO-3 gathers), then renames on rank 0."""
+    name = "adapter" if plan.method.peft else "model"
+    tmp = run / f".{name}.tmp"
+    trainer.save_model(str(tmp))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(tmp))
+        weights = list(tmp.glob("*.safetensors"))
+        if not weights or all(w.stat().st_size < 64 for w in weights):
+            raise RuntimeError(f"saved {name} in {tmp} is empty: refusing to publish it")
+        artifacts.replace_dir(tmp, run / name)
