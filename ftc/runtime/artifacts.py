@@ -71,6 +71,11 @@ def event(run_dir: str | Path, kind: str, **fields: Any) -> None:
     append_jsonl(Path(run_dir) / "events.jsonl", {"time": time.time(), "event": kind, **fields})
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():

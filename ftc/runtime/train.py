@@ -189,6 +189,7 @@ def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
     trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run dir keeps plan.json instead
         weights = list(tmp.glob("*.safetensors"))
         if not weights or all(w.stat().st_size < 64 for w in weights):
             raise RuntimeError(f"saved {name} in {tmp} is empty: refusing to publish it")

@@ -1,0 +1,92 @@
+"""``ftc eval | generate | merge RUN_DIR``: work on a finished (or interrupted) run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ftc.cli import UserError
+from ftc.compiler.plan import Plan
+
+
+def load_plan(run_dir: str) -> Plan:
+    path = Path(run_dir) / "plan.json"
+    if not path.is_file():
+        raise UserError(f"ftc: {run_dir} is not a run directory (no plan.json)")
+    plan = Plan.load(str(path))
+    weights = Path(run_dir) / ("adapter" if plan.method.peft else "model")
+    if not weights.is_dir():
+        raise UserError(f"ftc: {run_dir} has no {weights.name}/ yet: finish or resume the run with "
+                        f"`ftc train output_dir={run_dir}`")
+    return dataclasses.replace(plan, output_dir=str(Path(run_dir).resolve()))
+
+
+def evaluate(run_dir: str, max_samples: str | None = None) -> dict:
+    from ftc.runtime import artifacts
+    from ftc.runtime.evaluate import evaluate_run
+
+    plan = load_plan(run_dir)
+    if max_samples:
+        plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=int(max_samples)))
+    result = evaluate_run(plan, plan.output_dir)
+    artifacts.atomic_write_json(Path(run_dir) / "eval.json", result)
+    for name in ("base", "tuned"):
+        m = result.get(name)
+        if m:
+            print(f"{name:6s} loss {m['loss']:.4f}  ppl {m['perplexity']:.2f}  exact match {m['exact_match']:.1%}  "
+                  f"ROUGE-L {m['rouge_l']:.3f}  ({m['samples']} samples)")
+    print(result["verdict"])
+    return result
+
+
+def generate(run_dir: str, prompt: str, max_new_tokens: str = "128", base: str = "false") -> str:
+    """Formats the prompt the way training did (alpaca template / chat template) and generates greedily."""
+    from ftc.data.formats import alpaca_prompt
+    from ftc.runtime.evaluate import generate as gen
+    from ftc.runtime.model import load_tuned
+
+    plan = load_plan(run_dir)
+    model, tokenizer = load_tuned(plan, plan.output_dir)
+    if plan.data.format == "alpaca":
+        text = alpaca_prompt(prompt, "", plan.data.template)
+    elif plan.data.format == "chat":
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = prompt
+    if base.lower() in ("1", "true", "yes") and plan.method.peft:
+        with model.disable_adapter():
+            out = gen(model, tokenizer, [text], int(max_new_tokens))[0]
+    else:
+        out = gen(model, tokenizer, [text], int(max_new_tokens))[0]
+    print(out)
+    return out
+
+
+def merge(run_dir: str, out: str | None = None) -> str:
+    """Merges the adapter into the base weights (offline, never under DeepSpeed) and saves safetensors + tokenizer.
+
+    QLoRA adapters merge into the base loaded in the compute dtype (not 4-bit), the standard way to ship them.
+    """
+    import os
+    import shutil
+
+    from peft import PeftModel
+
+    from ftc.runtime.model import load_base_model, load_tokenizer
+
+    plan = load_plan(run_dir)
+    if not plan.method.peft:
+        raise UserError(f"ftc: {run_dir} was fully fine-tuned; its model/ is already a merged model")
+    unquantized = dataclasses.replace(plan, method=dataclasses.replace(plan.method, quantization=None))
+    base = load_base_model(unquantized, for_training=False)
+    merged = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter")).merge_and_unload()
+    target = Path(out or Path(run_dir) / "merged").resolve()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    load_tokenizer(plan, str(Path(run_dir) / "adapter")).save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    print(f"ftc: merged model (safetensors + tokenizer) -> {target}")
+    return str(target)

@@ -1,0 +1,188 @@
+"""Ray launcher: the Plan's training function on N workers with Ray Train's TorchTrainer (+ DeepSpeed from the plan).
+
+- ``launcher.address=null`` starts a private local Ray instance (dashboard off / bound to 127.0.0.1);
+  ``auto`` or ``ray://host:10001`` joins a cluster. Before launching, the plan's resource request is compared
+  with what the cluster offers, so a request that can never be met fails at once with the numbers.
+- Workers get the Plan as plain data and absolute paths; each runs ``ftc.runtime.train.train``.
+- On a worker failure Ray restarts the group (``launcher.max_failures`` times); ``train`` resumes from the newest
+  complete checkpoint in ``<run>/checkpoints`` (the run dir must be on storage every node sees).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ftc.cli import UserError
+from ftc.compiler.plan import Plan
+
+# Test hook: kill worker rank 1 at this optimizer step on the first attempt (proves restart + resume).
+FAULT_ENV = "FTC_FAULT_INJECT_STEP"
+
+
+def worker_env(plan: Plan) -> dict[str, str]:
+    env = {"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    if plan.hardware.accelerator == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo) instead of probing for CUDA
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["OMP_NUM_THREADS"] = str(plan.hardware.cpus_per_worker)
+    for key in (FAULT_ENV, "FTC_CACHE", "HF_HOME", "HF_HUB_OFFLINE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Runs in every Ray worker process."""
+    import ray.train
+
+    from ftc.runtime import artifacts
+    from ftc.runtime.train import train
+
+    plan = Plan.from_dict(config["plan"])
+    if plan.hardware.accelerator == "cpu":
+        _cpu_distributed_shim()
+    rank = ray.train.get_context().get_world_rank()
+    run = Path(plan.output_dir)
+    marker = run / ".fault_injected"
+    if os.environ.get(FAULT_ENV) and rank == 1 and not marker.exists():
+        _arm_fault(int(os.environ[FAULT_ENV]), marker)
+    figures = train(plan, plan.output_dir, distributed=True)
+    if rank == 0:
+        artifacts.atomic_write_json(run / ".training.json", figures)
+
+
+def _cpu_distributed_shim() -> None:
+    """Lets accelerate see the CPU gloo group Ray already set up when DeepSpeed is on.
+
+    accelerate 1.x picks a backend only for accelerators unless ``cpu=True``, and ``cpu=True`` skips DeepSpeed; with
+    neither it reports one process, so HF computes the wrong batch size. Report the gloo group as MULTI_CPU instead
+    (DeepSpeed itself runs on CPU through DS_ACCELERATOR=cpu). Only used for CPU workers.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType
+
+    original = PartialState._prepare_backend
+    if getattr(original, "_ftc_shim", False):
+        return
+
+    def prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
+        chosen, kind = original(self, cpu, sagemaker_dp, backend)
+        if chosen is None and not cpu:
+            return "gloo", DistributedType.MULTI_CPU
+        return chosen, kind
+
+    prepare_backend._ftc_shim = True
+    PartialState._prepare_backend = prepare_backend
+
+
+def _arm_fault(step: int, marker: Path) -> None:
+    from transformers import TrainerCallback
+
+    import ftc.runtime.train as rt
+
+    class Die(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= step:
+                marker.write_text(str(step))
+                os._exit(1)
+
+    original = rt.make_callbacks
+    rt.make_callbacks = lambda plan, run_dir: original(plan, run_dir) + [Die()]
+
+
+def _init_ray(plan: Plan) -> None:
+    import ray
+
+    la = plan.launcher
+    if ray.is_initialized():
+        return
+    if la.address:
+        ray.init(address=la.address, log_to_driver=True)
+    else:
+        workers_cpus = int(sum(la.resources_per_worker.get("CPU", 1) for _ in range(la.num_workers)))
+        ray.init(num_cpus=max(workers_cpus + 1, os.cpu_count() or 1), include_dashboard=la.include_dashboard,
+                 dashboard_host=la.dashboard_host, log_to_driver=True)
+
+
+def check_resources(plan: Plan, offered: dict[str, float]) -> list[str]:
+    """What the plan asks for that the cluster cannot offer (empty when it fits)."""
+    la = plan.launcher
+    missing = []
+    for resource, per_worker in la.resources_per_worker.items():
+        need = per_worker * la.num_workers
+        have = offered.get(resource, 0.0)
+        if have < need:
+            missing.append(f"{resource}: need {need:g} ({la.num_workers} workers x {per_worker:g}), cluster has "
+                           f"{have:g}")
+    return missing
+
+
+def _wait_for_resources(plan: Plan) -> None:
+    import ray
+
+    deadline = time.time() + plan.launcher.resource_wait_s
+    while True:
+        missing = check_resources(plan, ray.cluster_resources())
+        if not missing:
+            return
+        if time.time() >= deadline:
+            raise UserError("ftc: the Ray cluster cannot run this plan:\n  - " + "\n  - ".join(missing) +
+                            "\n  fix: launcher.num_workers=<fewer>, a smaller hardware profile, or add nodes "
+                            f"(waited {plan.launcher.resource_wait_s:g} s for the autoscaler)")
+        time.sleep(2)
+
+
+def execute(plan: Plan) -> dict[str, Any]:
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ftc.launch import finish
+    from ftc.runtime import artifacts
+
+    started = time.time()
+    run = Path(plan.output_dir)
+    la = plan.launcher
+    _init_ray(plan)
+    _wait_for_resources(plan)
+    resources = dict(la.resources_per_worker)
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"plan": plan.to_dict()},
+        scaling_config=ScalingConfig(num_workers=la.num_workers, use_gpu=la.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=la.storage_path or str(run / "ray"),
+            failure_config=FailureConfig(max_failures=la.max_failures),
+            worker_runtime_env={"env_vars": worker_env(plan)},
+        ),
+    )
+    artifacts.event(run, "ray_launch", workers=la.num_workers, resources_per_worker=resources,
+                    address=la.address or "local")
+    try:
+        trainer.fit()
+    except Exception as e:
+        artifacts.event(run, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        _record_restarts(run)
+    training = artifacts.read_json(run / ".training.json")
+    training["launcher"] = "ray"
+    # Evaluation reloads base + the saved adapter outside DeepSpeed, on the driver (it also proves the adapter loads).
+    summary = finish(plan, training, started)
+    if not la.address:
+        ray.shutdown()
+    return summary
+
+
+def _record_restarts(run: Path) -> None:
+    from ftc.runtime import artifacts
+
+    starts = [e for e in artifacts.read_jsonl(run / "events.jsonl") if e["event"] in ("start", "resume")]
+    if len(starts) > 1:
+        artifacts.event(run, "restarted", attempts=len(starts),
+                        note="a worker failed; Ray restarted the group and training resumed from the last checkpoint")
