@@ -96,14 +96,22 @@ def build(seed: int = 1234, sizes: dict[str, int] | None = None) -> dict[str, li
     return splits
 
 
+def as_chat(row: dict[str, str]) -> dict[str, list[dict[str, str]]]:
+    """The same example as a chat: the instruction becomes the system message."""
+    return {"messages": [{"role": "system", "content": row["instruction"]}, {"role": "user", "content": row["input"]},
+                         {"role": "assistant", "content": row["output"]}]}
+
+
 def main() -> None:
-    out = Path(__file__).resolve().parent.parent / "assets" / "sample"
-    out.mkdir(parents=True, exist_ok=True)
-    for split, rows in build().items():
-        with open(out / f"{split}.jsonl", "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        print(f"{split}: {len(rows)} rows -> {out / (split + '.jsonl')}")
+    assets = Path(__file__).resolve().parent.parent / "assets"
+    for name, convert in (("sample", lambda r: r), ("sample_chat", as_chat)):
+        out = assets / name
+        out.mkdir(parents=True, exist_ok=True)
+        for split, rows in build().items():
+            with open(out / f"{split}.jsonl", "w") as f:
+                for r in rows:
+                    f.write(json.dumps(convert(r)) + "\n")
+            print(f"{name}/{split}: {len(rows)} rows -> {out / (split + '.jsonl')}")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,0 @@
-"""Ready experiments, installed as the Hydra config group ``recipe`` (package ``ftc.conf.recipe``)."""
