@@ -103,7 +103,7 @@ def _precision(cfg: Config, draft: Draft) -> None:
         p = "fp32" if hw.accelerator == "cpu" else ("bf16" if hw.bf16 else "fp16")
         draft.decisions.append(f"precision={p} ({'CPU' if hw.accelerator == 'cpu' else hw.name}"
                                f"{'' if hw.accelerator == 'cpu' else (' has' if hw.bf16 else ' lacks') + ' bf16'})")
-    draft.precision = p
+    draft.precision = p if p in est.BYTES else "fp32"  # an unknown name is reported by rules.precision
 
 
 def _world(cfg: Config, draft: Draft) -> None:
@@ -140,10 +140,11 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     d = cfg.data
     train = facts.data.get("train")
     rows = train.rows if train and train.rows is not None else (d.num_rows or 0)
+    total = rows  # both held-out fractions are of the whole file, as the data pipeline splits it
     if not d.validation_path:
-        rows -= int(rows * d.validation_fraction)
+        rows -= int(total * d.validation_fraction)
     if not d.test_path:
-        rows -= int(rows * d.test_fraction)
+        rows -= int(total * d.test_fraction)
     if d.max_samples:
         rows = min(rows, d.max_samples)
     draft.train_examples = max(rows, 0)
@@ -171,7 +172,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
 
 
 def _weight_dtype(cfg: Config, draft: Draft) -> str:
-    if cfg.method.compute_dtype != "auto":
+    if cfg.method.compute_dtype in est.BYTES:
         return cfg.method.compute_dtype
     return draft.precision
 
@@ -209,7 +210,7 @@ def _batch(cfg: Config, draft: Draft) -> None:
                                f"{' with' if draft.checkpointing else ' without'} gradient checkpointing)")
     if t.gradient_checkpointing is None and draft.checkpointing:
         draft.decisions.append("gradient_checkpointing=on (needed to fit memory; costs ~1 extra forward)")
-    draft.grad_accum = max(t.global_batch_size // (draft.micro * draft.world), 1)
+    draft.grad_accum = max(t.global_batch_size // max(draft.micro * draft.world, 1), 1)
 
 
 def _schedule(cfg: Config, draft: Draft) -> None:
@@ -219,7 +220,7 @@ def _schedule(cfg: Config, draft: Draft) -> None:
         draft.steps = t.max_steps
         draft.epochs = draft.steps * t.global_batch_size / per_epoch if per_epoch else 0.0
     elif t.epochs:
-        draft.steps = max(1, math.ceil(t.epochs * per_epoch / t.global_batch_size)) if per_epoch else 0
+        draft.steps = max(1, math.ceil(t.epochs * per_epoch / max(t.global_batch_size, 1))) if per_epoch else 0
         draft.epochs = float(t.epochs)
 
 

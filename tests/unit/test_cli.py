@@ -1,0 +1,106 @@
+"""The CLI as a user runs it: subprocesses, exit codes, Hydra flags, import hygiene."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+HEAVY = ("torch", "transformers", "peft", "trl", "deepspeed", "ray", "bitsandbytes", "accelerate", "datasets")
+
+
+def ftc(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ftc.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def test_plan_default_prints_table(tmp_path):
+    r = ftc("plan", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "memory/device" in r.stdout and "cost" in r.stdout and "fits" in r.stdout
+    assert list(tmp_path.iterdir()) == []  # `ftc plan` writes nothing
+
+
+def test_plan_json_is_the_plan():
+    r = ftc("plan", "--json", "model=llama3_8b", "method=lora", "hardware=a100_80g_x4", "launcher=ray")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["deepspeed"]["zero_optimization"]["stage"] == 3
+    assert plan["launcher"]["num_workers"] == 4
+
+
+def test_bad_value_is_refused_without_traceback():
+    r = ftc("plan", "method.r=0")
+    assert r.returncode == 2
+    assert "method.r: LoRA rank must be >= 1" in r.stdout + r.stderr
+    assert "method.r=8" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_unknown_key_is_refused_naming_it():
+    r = ftc("plan", "method.rank=8")
+    assert r.returncode != 0
+    assert "method.rank" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_wrong_type_is_refused_naming_it():
+    r = ftc("plan", "method.r=sixteen")
+    assert r.returncode != 0
+    assert "method.r" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_required_value_names_the_key():
+    r = ftc("plan", "data=file")
+    assert r.returncode == 2
+    assert "data.path is required" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("flags,needle", [(["--cfg", "job"], "global_batch_size"), (["--info"], "Config search path"),
+                                          (["--help"], "Configuration groups"), (["--cfg", "hydra"], "sweep")])
+def test_hydra_flags_work(flags, needle):
+    r = ftc("plan", *flags)
+    assert r.returncode == 0, r.stderr
+    assert needle in r.stdout
+
+
+def test_plan_multirun_prints_sweep_cost():
+    r = ftc("plan", "-m", "model=mistral_7b", "method=qlora", "hardware=rtx4090", "method.r=8,16,32",
+            "train.lr=1e-4,2e-4")
+    assert r.returncode == 0, r.stderr
+    assert "6 trials, predicted total $" in r.stdout
+
+
+def test_plan_multirun_over_budget_is_refused():
+    r = ftc("plan", "-m", "model=mistral_7b", "method=qlora", "hardware=rtx4090", "method.r=8,16",
+            "budget.max_usd=0.1")
+    assert r.returncode == 2
+    assert "budget.max_usd: the sweep's 2 trials are predicted to cost" in r.stdout
+
+
+def test_top_level_help_and_unknown_command():
+    assert "commands:" in ftc("--help").stdout
+    r = ftc("frobnicate")
+    assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_plan_imports_no_heavy_library():
+    code = ("import sys, io, contextlib\n"
+            "import ftc.cli\n"
+            "sys.argv=['ftc']\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    ftc.cli.main(['plan', 'model=mistral_7b', 'method=qlora', 'hardware=rtx4090'])\n")
+    code += f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_import_ftc_has_no_side_effects():
+    code = "import os, sys; before=dict(os.environ); import ftc, ftc.cli; print(dict(os.environ)==before, " \
+           f"[m for m in {HEAVY!r} if m in sys.modules])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "True []"

@@ -1,0 +1,160 @@
+"""Golden plan fields for representative groups, recipes snapshots, estimator formulas, serialization."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, plan_for
+
+pytestmark = pytest.mark.unit
+
+RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
+SNAPSHOTS = Path(__file__).resolve().parent.parent / "snapshots"
+
+
+def _get(plan_dict, dotted):
+    for part in dotted.split("."):
+        plan_dict = plan_dict[part]
+    return plan_dict
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    pytest.param([], {"model.name": "tiny", "method.name": "lora", "precision": "fp32", "world_size": 1,
+                      "batch.global": 16, "launcher.kind": "local", "deepspeed": None, "memory.fits": True,
+                      "cost.usd": 0.0, "hardware.accelerator": "cpu"}, id="default"),
+    pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090"],
+                 {"precision": "bf16", "method.quantization.bits": 4, "method.quantization.quant_type": "nf4",
+                  "method.quantization.double_quant": True, "method.quantization.compute_dtype": "bf16",
+                  "method.quantization.storage_dtype": "uint8", "memory.fits": True, "batch.global": 16,
+                  "method.target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                            "down_proj"]}, id="qlora-mistral-4090"),
+    pytest.param(["model=llama3_8b", "method=lora", "hardware=a100_80g_x4", "launcher=ray"],
+                 {"world_size": 4, "batch.world": 4, "batch.global": 16, "deepspeed.zero_optimization.stage": 3,
+                  "deepspeed.train_batch_size": 16, "launcher.kind": "ray", "launcher.num_workers": 4,
+                  "launcher.use_gpu": True, "launcher.resources_per_worker.GPU": 1.0,
+                  "deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_save": True},
+                 id="lora-llama3-zero3-x4"),
+    pytest.param(["model=qwen2_5_7b", "method=lora", "hardware=t4"], {"precision": "fp16", "memory.fits": False},
+                 id="t4-fp16-does-not-fit"),
+    pytest.param(["model=phi3_mini", "method=dora", "hardware=a100_80g"],
+                 {"method.use_dora": True, "method.target_modules": ["qkv_proj", "o_proj", "gate_up_proj",
+                                                                     "down_proj"]}, id="phi3-dora"),
+    pytest.param(["model=qwen2_5_0_5b", "method=full", "hardware=a100_40g"],
+                 {"method.peft": False, "method.trainable_percent": 100.0, "model.tie_word_embeddings": True},
+                 id="full-qwen-0.5b"),
+    pytest.param(["method=qlora", "hardware=cpu_x2", "launcher=ray"],
+                 {"deepspeed": None, "train.zero_stage": 0, "world_size": 2}, id="qlora-multi-worker-is-ddp"),
+])
+def test_golden_fields(overrides, expected):
+    plan = plan_for(overrides).to_dict()
+    for key, value in expected.items():
+        assert _get(plan, key) == value, key
+
+
+def test_required_keys_present():
+    plan = plan_for([]).to_dict()
+    for key in ("model", "method", "precision", "world_size", "batch.micro", "batch.grad_accum", "batch.global",
+                "schedule.steps", "schedule.epochs", "schedule.tokens", "memory.per_device_gb", "memory.device_gb",
+                "memory.fits", "memory.breakdown", "time.hours", "time.tokens_per_s", "cost.usd", "launcher.kind",
+                "deepspeed", "warnings", "errors"):
+        _get(plan, key)
+
+
+@pytest.mark.parametrize("hardware,launcher", [("cpu", "local"), ("cpu_x2", "ray"), ("a100_80g_x4", "ray"),
+                                               ("h100_x8", "ray"), ("rtx4090", "local")])
+def test_global_batch_is_invariant_under_retargeting(hardware, launcher):
+    plan = plan_for(["model=qwen2_5_0_5b", "train.global_batch_size=32", f"hardware={hardware}",
+                     f"launcher={launcher}"])
+    b = plan.batch
+    assert b.micro * b.grad_accum * b.world == b.global_ == 32
+    assert f"32 = {b.micro} micro x {b.grad_accum} accum x {b.world}" in b.derivation
+
+
+def test_zero3_shards_memory():
+    one = plan_for(["model=llama3_8b", "hardware=a100_80g_x4", "launcher=ray", "launcher.num_workers=1",
+                    "train.micro_batch_size=1", "train.zero_stage=0"])
+    four = plan_for(["model=llama3_8b", "hardware=a100_80g_x4", "launcher=ray", "train.micro_batch_size=1",
+                     "train.global_batch_size=16"])
+    assert four.memory.breakdown["weights"] == pytest.approx(one.memory.breakdown["weights"] / 4, rel=1e-3)
+    assert four.memory.per_device_gb < one.memory.per_device_gb
+
+
+@pytest.mark.parametrize("model,params", [("llama3_8b", 8.03e9), ("mistral_7b", 7.25e9), ("qwen2_5_7b", 7.62e9),
+                                          ("qwen2_5_0_5b", 0.494e9), ("gemma2_9b", 9.24e9), ("phi3_mini", 3.82e9),
+                                          ("llama3_70b", 70.6e9)])
+def test_parameter_counts_match_published(model, params):
+    assert plan_for([f"model={model}", "hardware=h100"]).model.params == pytest.approx(params, rel=0.01)
+
+
+def test_qlora_weights_are_about_a_quarter_of_bf16():
+    lora = plan_for(["model=mistral_7b", "hardware=a100_80g"]).memory.breakdown["weights"]
+    qlora = plan_for(["model=mistral_7b", "hardware=a100_80g", "method=qlora"]).memory.breakdown["weights"]
+    assert 0.25 < qlora / lora < 0.35  # embeddings and head stay 16-bit
+
+
+def test_checkpointing_chosen_only_when_needed():
+    small = plan_for(["model=qwen2_5_0_5b", "hardware=a100_80g", "data.max_length=512"])
+    assert not small.train.gradient_checkpointing
+    big = plan_for(["model=llama3_70b", "hardware=h100", "method=qlora", "data.max_length=4096"])
+    assert big.train.gradient_checkpointing
+    assert any("gradient_checkpointing=on" in d for d in big.decisions)
+
+
+def test_cost_is_hours_times_price_times_devices():
+    plan = plan_for(["model=llama3_8b", "hardware=a100_80g_x4", "launcher=ray"])
+    assert plan.cost.usd == pytest.approx(plan.time.hours * 1.79 * 4, rel=0.02)
+
+
+def test_plan_round_trips_through_json():
+    from ftc.compiler.plan import Plan
+
+    plan = plan_for(["method=qlora"])
+    again = Plan.from_dict(json.loads(plan.to_json()))
+    assert again == plan
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_compiles_and_matches_snapshot(recipe):
+    plan = plan_for([f"recipe={recipe}"])
+    assert plan.errors == (), plan.errors
+    assert plan.name == recipe
+    snapshot = {k: v for k, v in plan.to_dict().items() if k != "output_dir"}
+    path = SNAPSHOTS / f"{recipe}.json"
+    if os.environ.get("FTC_UPDATE_SNAPSHOTS") or not path.exists():
+        path.write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(snapshot)), \
+        f"plan of {recipe} changed; review and re-run with FTC_UPDATE_SNAPSHOTS=1"
+
+
+def test_at_least_the_documented_recipes():
+    assert {"cpu_demo", "qlora_mistral_7b_24gb", "lora_llama3_8b_zero3_x4", "qwen2_5_7b_chat_sft"} <= set(RECIPES)
+
+
+def test_compile_is_pure_given_facts():
+    """compile() takes typed config + facts and nothing else: same inputs, same plan, no I/O."""
+    from ftc.cli import to_typed
+    from ftc.compiler.compile import compile
+    from ftc.compiler.facts import DataFacts, Facts, load_families
+    from tests.conftest import compose
+
+    cfg = to_typed(compose(["data=file", "data.path=/not/read.jsonl", "data.max_length=256"]))
+    facts = Facts(data={"train": DataFacts(path="/not/read.jsonl", exists=True, rows=1000, mean_chars=400)},
+                  families=load_families())
+    a, b = compile(cfg, facts), compile(cfg, facts)
+    assert a == b
+    assert a.data.train_examples == 800  # 1000 - 10% validation - 10% test
+    assert a.errors == ()
+
+
+def test_model_config_json_is_read(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 256, "vocab_size": 5000, "max_position_embeddings": 1024,
+        "tie_word_embeddings": True}))
+    plan = plan_for(["model=local", f"model.path={tmp_path}"])
+    assert plan.errors == ()
+    assert (plan.model.family, plan.model.num_layers, plan.model.vocab_size) == ("qwen2", 3, 5000)

@@ -1,0 +1,151 @@
+"""Every rule: the bad case is refused (or warned) naming the key; the fixed case passes that rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import plan_for, write_jsonl
+
+pytestmark = pytest.mark.unit
+
+
+def _keys(items):
+    return {i.split(":", 1)[0] for i in items}
+
+
+# (bad overrides, key named, severity, fixed overrides)
+CASES = [
+    pytest.param(["method.r=0"], "method.r", "error", ["method.r=8"], id="lora-rank"),
+    pytest.param(["method.r=512"], "method.r", "warning", ["method.r=64"], id="lora-rank-high"),
+    pytest.param(["method.alpha=0"], "method.alpha", "error", ["method.alpha=16"], id="lora-alpha"),
+    pytest.param(["method.dropout=1.5"], "method.dropout", "error", ["method.dropout=0.1"], id="lora-dropout"),
+    pytest.param(["method.target_modules=[q_proj,attn_c]"], "method.target_modules", "error",
+                 ["method.target_modules=[q_proj,v_proj]"], id="targets-not-in-arch"),
+    pytest.param(["model=phi3_mini", "hardware=a100_80g", "method.target_modules=[q_proj]"], "method.target_modules",
+                 "error", ["model=phi3_mini", "hardware=a100_80g", "method.target_modules=[qkv_proj]"],
+                 id="targets-phi3-fused"),
+    pytest.param(["method=qlora", "method.quant_bits=8"], "method.quant_bits", "error", ["method=qlora"],
+                 id="quant-bits"),
+    pytest.param(["method=full", "method.quant_bits=4"], "method.quant_bits", "error", ["method=full"],
+                 id="full-with-4bit"),
+    pytest.param(["method=qlora", "method.quant_type=int4"], "method.quant_type", "error",
+                 ["method=qlora", "method.quant_type=fp4"], id="quant-type"),
+    pytest.param(["method=qlora", "hardware=cpu_x2", "launcher=ray", "train.zero_stage=3"], "train.zero_stage",
+                 "error", ["method=qlora", "hardware=cpu_x2", "launcher=ray", "train.zero_stage=0"], id="qlora-zero3"),
+    pytest.param(["train.zero_stage=1"], "train.zero_stage", "error", ["train.zero_stage=0"], id="zero-stage-value"),
+    pytest.param(["train.zero_stage=3"], "train.zero_stage", "warning", ["train.zero_stage=0"], id="zero3-one-worker"),
+    pytest.param(["model=local", "model.path=/nonexistent/model"], "model.path", "error",
+                 ["model=local", "model.path=/nonexistent/model", "model.hidden_size=64", "model.num_layers=2",
+                  "model.num_heads=4", "model.vocab_size=1000"], id="arch-unknown"),
+    pytest.param(["data.max_length=4096"], "data.max_length", "error", ["data.max_length=512"], id="context"),
+    pytest.param(["data.max_length=8"], "data.max_length", "error", ["data.max_length=64"], id="too-short"),
+    pytest.param(["model.trust_remote_code=true"], "model.trust_remote_code", "warning",
+                 ["model.trust_remote_code=false"], id="remote-code"),
+    pytest.param(["model.attn_implementation=flash_attention_2"], "model.attn_implementation", "error",
+                 ["model.attn_implementation=sdpa"], id="flash-on-cpu"),
+    pytest.param(["hardware=t4", "train.precision=bf16"], "train.precision", "error",
+                 ["hardware=t4", "train.precision=fp16"], id="bf16-on-t4"),
+    pytest.param(["train.precision=fp16"], "train.precision", "error", ["train.precision=fp32"], id="fp16-on-cpu"),
+    pytest.param(["train.precision=fp8"], "train.precision", "error", ["train.precision=auto"], id="precision-name"),
+    pytest.param(["model=llama3_8b", "hardware=rtx4090", "data.max_length=2048"], "hardware", "error",
+                 ["model=llama3_8b", "hardware=rtx4090", "data.max_length=2048", "method=qlora"], id="oom"),
+    pytest.param(["model=llama3_70b", "hardware=a100_80g", "method=full", "data.max_length=2048"], "hardware",
+                 "error", ["model=llama3_70b", "hardware=h100", "method=qlora", "data.max_length=2048",
+                           "train.gradient_checkpointing=true"], id="oom-full-70b"),
+    pytest.param(["hardware=cpu_x2"], "launcher", "error", ["hardware=cpu_x2", "launcher=ray"],
+                 id="local-multi-device"),
+    pytest.param(["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=4"], "launcher.num_workers", "error",
+                 ["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=2"], id="too-many-workers"),
+    pytest.param(["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=1"], "launcher.num_workers", "warning",
+                 ["hardware=cpu_x2", "launcher=ray"], id="idle-devices"),
+    pytest.param(["launcher=ray", "launcher.max_failures=-1"], "launcher.max_failures", "error",
+                 ["launcher=ray", "launcher.max_failures=1"], id="max-failures"),
+    pytest.param(["launcher=ray", "launcher.include_dashboard=true", "launcher.dashboard_host=0.0.0.0"],
+                 "launcher.dashboard_host", "warning", ["launcher=ray", "launcher.include_dashboard=true"],
+                 id="dashboard-exposed"),
+    pytest.param(["train.global_batch_size=12", "train.micro_batch_size=8"], "train.global_batch_size", "error",
+                 ["train.global_batch_size=16", "train.micro_batch_size=8"], id="batch-divisible"),
+    pytest.param(["train.global_batch_size=0"], "train.global_batch_size", "error", ["train.global_batch_size=8"],
+                 id="batch-positive"),
+    pytest.param(["train.epochs=null"], "train.epochs", "error", ["train.epochs=null", "train.max_steps=10"],
+                 id="no-schedule"),
+    pytest.param(["train.max_steps=10"], "train.max_steps", "warning", ["train.max_steps=10", "train.epochs=null"],
+                 id="steps-and-epochs"),
+    pytest.param(["train.global_batch_size=4096"], "train.global_batch_size", "warning",
+                 ["train.global_batch_size=16"], id="epoch-smaller-than-batch"),
+    pytest.param(["train.lr=0"], "train.lr", "error", ["train.lr=1e-4"], id="lr-zero"),
+    pytest.param(["train.lr=0.5"], "train.lr", "warning", ["train.lr=1e-3"], id="lr-high"),
+    pytest.param(["method=full", "train.lr=1e-3"], "train.lr", "warning", ["method=full", "train.lr=1e-5"],
+                 id="lr-full"),
+    pytest.param(["train.warmup_ratio=1.5"], "train.warmup_ratio", "error", ["train.warmup_ratio=0.1"], id="warmup"),
+    pytest.param(["train.scheduler=cosinus"], "train.scheduler", "error", ["train.scheduler=linear"], id="scheduler"),
+    pytest.param(["train.max_grad_norm=-1"], "train.max_grad_norm", "error", ["train.max_grad_norm=0"], id="clip"),
+    pytest.param(["train.save_total_limit=0"], "train.save_total_limit", "error", ["train.save_total_limit=1"],
+                 id="keep-checkpoints"),
+    pytest.param(["train.early_stopping_patience=0"], "train.early_stopping_patience", "error",
+                 ["train.early_stopping_patience=2"], id="patience"),
+    pytest.param(["+train.trainer_kwargs.max_seq_length=512"], "train.trainer_kwargs.max_seq_length", "error",
+                 ["+train.trainer_kwargs.dataset_num_proc=1"], id="trl-renamed-field"),
+    pytest.param(["+train.trainer_kwargs.evaluation_strategy=steps"], "train.trainer_kwargs.evaluation_strategy",
+                 "error", ["+train.trainer_kwargs.torch_compile=false"], id="trl-removed-field"),
+    pytest.param(["data.path=/nonexistent/train.jsonl"], "data.path", "error", [], id="data-missing"),
+    pytest.param(["data.format=xml"], "data.format", "error", ["data.format=alpaca"], id="data-format"),
+    pytest.param(["+data.fields.answer=out"], "data.fields.answer", "error", ["+data.fields.output=out"],
+                 id="data-field-name"),
+    pytest.param(["data.template=vicuna"], "data.template", "error", ["data.template=plain"], id="template"),
+    pytest.param(["data.format=text"], "data.completion_only_loss", "warning",
+                 ["data.format=text", "data.completion_only_loss=false"], id="text-loss"),
+    pytest.param(["data.test_fraction=0.7"], "data.test_fraction", "error", ["data.test_fraction=0.2"],
+                 id="split-fraction"),
+    pytest.param(["data.test_path=null", "data.test_fraction=0"], "data.test_fraction", "error",
+                 ["data.test_path=null", "data.test_fraction=0", "eval.enabled=false"], id="no-test-split"),
+    pytest.param(["data.max_samples=0"], "data.max_samples", "error", ["data.max_samples=100"], id="max-samples"),
+    pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=0.01"], "budget.max_usd",
+                 "error", ["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=10"], id="budget"),
+    pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_gpu_hours=0.001"],
+                 "budget.max_gpu_hours", "error",
+                 ["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_gpu_hours=5"], id="gpu-hours"),
+]
+
+
+@pytest.mark.parametrize("bad,key,severity,fixed", CASES)
+def test_rule(bad, key, severity, fixed):
+    plan = plan_for(bad)
+    found = plan.errors if severity == "error" else plan.warnings
+    assert key in _keys(found), f"{bad}: expected a {severity} on {key}, got {found} / {plan.warnings}"
+    message = next(e for e in found if e.startswith(key + ":"))
+    assert "fix:" in message, message
+    if fixed:
+        good = plan_for(fixed)
+        assert key not in _keys(good.errors) | (_keys(good.warnings) if severity == "warning" else set())
+
+
+def test_at_least_twenty_distinct_rules():
+    from ftc.compiler.rules import RULES
+
+    assert len(RULES) >= 20
+    assert len({c.values[1] for c in CASES}) >= 30
+
+
+def test_default_experiment_is_clean():
+    plan = plan_for([])
+    assert plan.errors == ()
+    assert plan.warnings == ()
+
+
+def test_all_problems_reported_together():
+    plan = plan_for(["method.r=0", "train.lr=0", "data.max_length=4096"])
+    assert {"method.r", "train.lr", "data.max_length"} <= _keys(plan.errors)
+
+
+def test_unreadable_and_empty_data_files(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    plan = plan_for(["data=file", f"data.path={empty}"])
+    assert any("has no rows" in e for e in plan.errors)
+    bad = tmp_path / "data.txt"
+    bad.write_text("hello")
+    plan = plan_for(["data=file", f"data.path={bad}"])
+    assert any("unsupported file type" in e for e in plan.errors)
+    ok = write_jsonl(tmp_path / "ok.jsonl", [{"instruction": "a", "output": "b"}] * 50)
+    assert not [e for e in plan_for(["data=file", f"data.path={ok}"]).errors if e.startswith("data.path")]
