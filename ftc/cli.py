@@ -46,8 +46,18 @@ def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:
     from ftc.config.schema import register
 
     register()
-    sys.argv = [sys.argv[0]] + extra + argv
+    sys.argv = [sys.argv[0]] + _with_extra_overrides(argv, extra)
     hydra.main(config_path="pkg://ftc.conf", config_name="config", version_base="1.3")(task)()
+
+
+def _with_extra_overrides(argv: list[str], extra: list[str]) -> list[str]:
+    """Places ftc's own overrides inside the user's run of overrides: Hydra's argparse takes them as one
+    contiguous positional list, and an optional-valued flag (``--info``) would swallow one placed after it."""
+    is_override = [not a.startswith("-") and ("=" in a or a.startswith("~")) for a in argv]
+    if not any(is_override):
+        return extra + argv
+    last = max(i for i, o in enumerate(is_override) if o)
+    return argv[: last + 1] + extra + argv[last + 1:]
 
 
 def to_typed(cfg):

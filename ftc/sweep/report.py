@@ -1,0 +1,149 @@
+"""Sweep summary: one row per trial (overrides, status, eval metrics, wall time, tokens/s, predicted vs actual
+cost) as CSV + Markdown sorted by a metric, a PNG of every trial's loss curves, and the best trial's overrides."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from ftc.runtime import artifacts
+
+# metric name -> (path in summary.json, higher is better)
+METRICS = {
+    "exact_match": (("eval", "tuned", "exact_match"), True),
+    "rouge_l": (("eval", "tuned", "rouge_l"), True),
+    "test_loss": (("eval", "tuned", "loss"), False),
+    "train_loss": (("training", "train_loss"), False),
+}
+
+
+def _dig(d: Any, path: tuple[str, ...]) -> Optional[float]:
+    for p in path:
+        if not isinstance(d, dict) or d.get(p) is None:
+            return None
+        d = d[p]
+    return d
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for trial_dir in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / "plan.json").exists()),
+                            key=lambda p: int(p.name) if p.name.isdigit() else p.name):
+        trial = artifacts.read_json(trial_dir / "trial.json")
+        summary = artifacts.read_json(trial_dir / "summary.json")
+        plan = artifacts.read_json(trial_dir / "plan.json")
+        status = trial.get("status") or ("completed" if summary else "running or killed")
+        row = {
+            "trial": trial_dir.name,
+            "overrides": " ".join(trial.get("overrides", [])),
+            "status": status,
+            "exact_match": _dig(summary, METRICS["exact_match"][0]),
+            "rouge_l": _dig(summary, METRICS["rouge_l"][0]),
+            "test_loss": _dig(summary, METRICS["test_loss"][0]),
+            "base_exact_match": _dig(summary, ("eval", "base", "exact_match")),
+            "train_loss": _dig(summary, METRICS["train_loss"][0]),
+            "wall_time_s": summary.get("wall_time_s", trial.get("wall_time_s")),
+            "tokens_per_s": _dig(summary, ("actual", "tokens_per_s")),
+            "predicted_usd": _dig(plan, ("cost", "usd")),
+            "actual_usd": _dig(summary, ("actual", "usd")),
+            "predicted_hours": _dig(plan, ("time", "hours")),
+            "dir": str(trial_dir),
+        }
+        rows.append(row)
+    return rows
+
+
+def _sort(rows: list[dict], metric: str) -> list[dict]:
+    _, higher = METRICS[metric]
+
+    def key(r):
+        v = r.get(metric)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return (1, 0.0)
+        return (0, -v if higher else v)
+
+    return sorted(rows, key=key)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+COLUMNS = ["trial", "overrides", "status", "exact_match", "rouge_l", "test_loss", "base_exact_match", "train_loss",
+           "wall_time_s", "tokens_per_s", "predicted_usd", "actual_usd"]
+
+
+def markdown(rows: list[dict], metric: str) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def loss_curves(sweep_dir: Path, rows: list[dict]) -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    drawn = 0
+    for r in rows:
+        records = artifacts.read_jsonl(Path(r["dir"]) / "metrics.jsonl")
+        points = [(m["step"], m["eval_loss"]) for m in records if "eval_loss" in m]
+        points = points or [(m["step"], m["loss"]) for m in records if "loss" in m]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=f"{r['trial']}: {r['overrides'][:50]}")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"sweep {sweep_dir.name}: validation loss per trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = sweep_dir / "loss_curves.png"
+    tmp = sweep_dir / ".loss_curves.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def write_report(sweep_dir: str, metric: str = "exact_match") -> str:
+    """Writes summary.csv, summary.md and loss_curves.png in the sweep dir; returns the Markdown text."""
+    from ftc.cli import UserError
+
+    root = Path(sweep_dir)
+    if metric not in METRICS:
+        raise UserError(f"ftc: unknown metric '{metric}' (choose from {', '.join(METRICS)})")
+    if not root.is_dir():
+        raise UserError(f"ftc: {sweep_dir} is not a directory")
+    rows = _sort(collect(root), metric)
+    if not rows:
+        raise UserError(f"ftc: no trials found in {sweep_dir} (expected <sweep>/<n>/plan.json)")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + ["predicted_hours", "dir"])
+    writer.writeheader()
+    writer.writerows(rows)
+    artifacts.atomic_write_text(root / "summary.csv", buf.getvalue())
+    best = next((r for r in rows if r["status"] == "completed" and r.get(metric) is not None), None)
+    failed = sum(r["status"] == "failed" for r in rows)
+    text = [f"# Sweep {root}", "", f"{len(rows)} trials, {failed} failed; sorted by {metric}", "", markdown(rows, metric)]
+    if best:
+        text += ["", f"**Best trial {best['trial']}** ({metric} = {_fmt(best[metric])}): re-use with",
+                 "", f"    ftc train {best['overrides']}"]
+    png = loss_curves(root, rows)
+    if png:
+        text += ["", f"![validation loss per trial]({png.name})"]
+    md = "\n".join(text) + "\n"
+    artifacts.atomic_write_text(root / "summary.md", md)
+    return md
