@@ -150,11 +150,16 @@ def _dedup(examples: list[dict], report: DataReport, seen_exact: set, seen_near:
     return kept
 
 
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer itself starts sequences with BOS (Llama, Mistral, Gemma: yes; Qwen, GPT-2: no)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
 def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """prompt ids (+BOS when the tokenizer uses one) and completion ids + EOS, so the tuned model learns to stop."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", True) \
-            and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
+    if _adds_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:

@@ -18,8 +18,7 @@ from typing import Any
 from ftc.cli import UserError
 from ftc.compiler.plan import Plan
 
-# Test hook: kill worker rank 1 at this optimizer step on the first attempt (proves restart + resume).
-FAULT_ENV = "FTC_FAULT_INJECT_STEP"
+from ftc.runtime.train import FAULT_ENV
 
 
 def worker_env(plan: Plan) -> dict[str, str]:
@@ -46,9 +45,6 @@ def _train_worker(config: dict[str, Any]) -> None:
         _cpu_distributed_shim()
     rank = ray.train.get_context().get_world_rank()
     run = Path(plan.output_dir)
-    marker = run / ".fault_injected"
-    if os.environ.get(FAULT_ENV) and rank == 1 and not marker.exists():
-        _arm_fault(int(os.environ[FAULT_ENV]), marker)
     figures = train(plan, plan.output_dir, distributed=True)
     if rank == 0:
         artifacts.atomic_write_json(run / ".training.json", figures)
@@ -76,21 +72,6 @@ def _cpu_distributed_shim() -> None:
 
     prepare_backend._ftc_shim = True
     PartialState._prepare_backend = prepare_backend
-
-
-def _arm_fault(step: int, marker: Path) -> None:
-    from transformers import TrainerCallback
-
-    import ftc.runtime.train as rt
-
-    class Die(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= step:
-                marker.write_text(str(step))
-                os._exit(1)
-
-    original = rt.make_callbacks
-    rt.make_callbacks = lambda plan, run_dir: original(plan, run_dir) + [Die()]
 
 
 def _init_ray(plan: Plan) -> None:

@@ -29,7 +29,7 @@ def _cache_root() -> Path:
 def tiny_path(spec: ModelSpec) -> str:
     """Builds (once) the offline tiny model: BPE tokenizer trained on the sample data + random-init Llama."""
     corpus = sorted((package_root() / "assets" / "sample").glob("*.jsonl"))
-    recipe = json.dumps({"v": 3, "spec": [spec.hidden_size, spec.num_layers, spec.num_heads, spec.num_kv_heads,
+    recipe = json.dumps({"v": 4, "spec": [spec.hidden_size, spec.num_layers, spec.num_heads, spec.num_kv_heads,
                                           spec.intermediate_size, spec.vocab_size, spec.max_position_embeddings,
                                           spec.tie_word_embeddings],
                          "corpus": [hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus]})
@@ -58,6 +58,7 @@ def tiny_path(spec: ModelSpec) -> str:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                         pad_token="<pad>", model_max_length=spec.max_position_embeddings)
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.add_bos_token = True  # Llama convention: sequences start with <s>
     config = LlamaConfig(
         vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,

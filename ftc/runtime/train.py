@@ -50,9 +50,38 @@ def make_callbacks(plan: Plan, run_dir: Path) -> list[Any]:
                                        {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs})
 
     callbacks: list[Any] = [MetricsJsonl()]
+    fault = fault_injection(run_dir)
+    if fault:
+        callbacks.append(fault)
     if plan.train.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=plan.train.early_stopping_patience))
     return callbacks
+
+
+FAULT_ENV = "FTC_FAULT_INJECT_STEP"
+
+
+def fault_injection(run_dir: Path) -> Any:
+    """Test hook: with FTC_FAULT_INJECT_STEP=N, the last rank dies (os._exit) at step N, once per run dir.
+
+    Used by the tests that prove resume-after-crash (local) and restart-from-checkpoint (Ray worker death).
+    """
+    import os
+
+    from transformers import TrainerCallback
+
+    step = int(os.environ.get(FAULT_ENV, 0) or 0)
+    marker = run_dir / ".fault_injected"
+    if not step or marker.exists():
+        return None
+
+    class Die(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= step and args.process_index == args.world_size - 1:
+                marker.write_text(str(state.global_step))
+                os._exit(1)
+
+    return Die()
 
 
 def sft_config(plan: Plan, run_dir: Path, distributed: bool) -> Any:
@@ -116,8 +145,9 @@ def peak_memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
-def train(plan: Plan, run_dir: str, *, distributed: bool = False) -> dict[str, Any]:
-    """Trains per the plan, saves the adapter (or model) into ``run_dir``; returns training figures (rank 0).
+def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: bool = False) -> Any:
+    """Trains per the plan, saves the adapter (or model) into ``run_dir``; returns training figures (rank 0),
+    or (figures, model, tokenizer) with ``return_model``.
 
     Re-running over a run dir with checkpoints resumes from the newest complete one.
     """
@@ -179,7 +209,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False) -> dict[str, A
         "world_size": trainer.args.world_size,
         "best_checkpoint": state.best_model_checkpoint,
     }
-    return figures if rank0 else {}
+    figures = figures if rank0 else {}
+    return (figures, trainer.model, tokenizer) if return_model else figures
 
 
 def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
