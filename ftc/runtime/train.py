@@ -84,11 +84,11 @@ def fault_injection(run_dir: Path) -> Any:
     return Die()
 
 
-def sft_config(plan: Plan, run_dir: Path, distributed: bool) -> Any:
+def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
     from trl import SFTConfig
 
     t, s, b = plan.train, plan.schedule, plan.batch
-    early = bool(t.early_stopping_patience)
+    early = bool(t.early_stopping_patience) and validation
     kwargs: dict[str, Any] = dict(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=b.micro,
@@ -103,7 +103,7 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool) -> Any:
         bf16=plan.precision == "bf16",
         fp16=plan.precision == "fp16",
         gradient_checkpointing=t.gradient_checkpointing,
-        eval_strategy="steps",
+        eval_strategy="steps" if validation else "no",
         eval_steps=s.eval_steps,
         save_strategy="steps",
         save_steps=s.eval_steps if early else s.save_steps,
@@ -160,9 +160,9 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
 
     run = Path(run_dir)
     set_seed(plan.train.seed)
-    config = sft_config(plan, run, distributed)
     tokenizer = load_tokenizer(plan)
     splits = build(plan.data, tokenizer, plan.train.seed)
+    config = sft_config(plan, run, distributed, validation=bool(splits.validation))
     # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
     model = load_base_model(plan, for_training=True)
     if plan.method.quantization:

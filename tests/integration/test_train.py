@@ -1,0 +1,194 @@
+"""Training on tiny models on the CPU: LoRA, QLoRA, golden losses, packing, resume, reload, merge, other archs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import plan_for
+from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch
+
+pytestmark = pytest.mark.integration
+
+# Losses of the first 6 logged steps of FAST on the default experiment (seed 42, fp32, 2 CPU threads).
+GOLDEN_LOSSES = [7.991922378540039, 8.145021438598633, 7.043193817138672, 6.087087631225586, 5.364661693572998,
+                 5.042040824890137]
+
+
+def _logits(model, tokenizer, text="### Instruction:\nTriage the ticket\n\n### Response:\n"):
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One LoRA run shared by several tests: (plan, figures, in-memory model, tokenizer)."""
+    from ftc.runtime.train import train
+
+    plan = fast_plan(tmp_path_factory.mktemp("lora"))
+    figures, model, tokenizer = train(plan, plan.output_dir, return_model=True)
+    model.eval()
+    return plan, figures, model, tokenizer
+
+
+def test_lora_trains_and_writes_adapter(trained):
+    plan, figures, _, _ = trained
+    run = Path(plan.output_dir)
+    assert figures["steps"] == 6 and figures["tokens_seen"] > 0
+    assert (run / "adapter" / "adapter_model.safetensors").stat().st_size > 1000
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == sorted(plan.method.target_modules) and config["r"] == 16
+    assert not (run / "adapter" / "training_args.bin").exists()  # no pickles in the artifact
+    ls = losses(run)
+    assert len(ls) >= 6 and ls[-1] < ls[0]
+
+
+def test_golden_losses(trained):
+    plan, _, _, _ = trained
+    got = torch.tensor(losses(plan.output_dir)[:6])
+    torch.testing.assert_close(got, torch.tensor(GOLDEN_LOSSES), rtol=2e-3, atol=2e-3)
+
+
+def test_adapter_reload_reproduces_trained_model(trained):
+    from ftc.runtime.model import load_tuned
+
+    plan, _, model, tokenizer = trained
+    reloaded, tok = load_tuned(plan, plan.output_dir)
+    torch.testing.assert_close(_logits(reloaded, tok), _logits(model, tokenizer), rtol=1e-4, atol=1e-4)
+    with reloaded.disable_adapter():
+        base = _logits(reloaded, tok)
+    assert not torch.allclose(base, _logits(reloaded, tok), atol=1e-3)  # the adapter does something
+
+
+def test_merge_equals_base_plus_adapter(trained):
+    from transformers import AutoModelForCausalLM
+
+    from ftc import commands
+
+    plan, _, model, tokenizer = trained
+    out = commands.merge(plan.output_dir)
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    assert list(Path(out).glob("*.safetensors")) and (Path(out) / "tokenizer.json").exists()
+    torch.testing.assert_close(_logits(merged, tokenizer), _logits(model, tokenizer), rtol=1e-4, atol=1e-4)
+
+
+def test_loss_masking_and_packing_in_the_trainer_batches(trained, tmp_path):
+    """TRL receives our input_ids/completion_mask: labels are -100 exactly on prompt tokens, rows are packed."""
+    from trl import SFTTrainer
+
+    from ftc.data.pipeline import build
+    from ftc.runtime.model import load_base_model, lora_config
+    from ftc.runtime.train import sft_config
+
+    plan, _, _, tokenizer = trained
+    splits = build(plan.data, tokenizer, plan.train.seed)
+    trainer = SFTTrainer(model=load_base_model(plan), args=sft_config(plan, tmp_path, False),
+                         train_dataset=splits.train, eval_dataset=splits.validation, processing_class=tokenizer,
+                         peft_config=lora_config(plan))
+    batch = next(iter(trainer.get_train_dataloader()))
+    ids, labels, pos = batch["input_ids"][0], batch["labels"][0], batch["position_ids"][0]
+    starts = (pos == 0).nonzero().flatten().tolist()
+    assert len(starts) >= 2, "several examples packed in one row"
+    masks = {tuple(r["input_ids"]): r["completion_mask"] for r in splits.train}
+    for a, b in zip(starts, starts[1:] + [len(ids)]):
+        doc = tuple(ids[a:b].tolist())
+        assert doc in masks, "each packed segment is one whole example"
+        expected = [t if m else -100 for t, m in zip(doc, masks[doc])]
+        assert labels[a:b].tolist() == expected
+
+
+def test_packed_attention_does_not_cross_examples(trained):
+    """Logits of an example inside a packed row equal its logits alone (position_ids reset at boundaries)."""
+    plan, _, model, tokenizer = trained
+    a = tokenizer("### Instruction:\nfirst ticket here", return_tensors="pt")["input_ids"][0]
+    b = tokenizer("### Instruction:\nsecond one", return_tensors="pt")["input_ids"][0]
+    packed = torch.cat([a, b])[None]
+    position_ids = torch.cat([torch.arange(len(a)), torch.arange(len(b))])[None]
+    with torch.no_grad():
+        together = model(input_ids=packed, position_ids=position_ids).logits[0, len(a):]
+        alone = model(input_ids=b[None]).logits[0]
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_qlora_trains_with_4bit_base(tmp_path):
+    from ftc.runtime.train import train
+
+    plan = fast_plan(tmp_path, ["method=qlora", "train.max_steps=3"])
+    figures, model, _ = train(plan, plan.output_dir, return_model=True)
+    assert figures["steps"] == 3
+    import bitsandbytes as bnb
+
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert (Path(plan.output_dir) / "adapter" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("arch,targets", [("qwen2", {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                     "down_proj"}),
+                                          ("gpt2", {"c_attn", "c_proj", "c_fc"})])
+def test_other_architectures_with_automatic_targets(tmp_path, arch, targets):
+    from ftc.runtime.train import train
+
+    model_dir = save_tiny_arch(tmp_path / arch, arch)
+    plan = fast_plan(tmp_path, ["model=local", f"model.path={model_dir}", "data.max_length=128",
+                                "train.max_steps=3"])
+    assert plan.model.family == arch and set(plan.method.target_modules) == targets
+    figures = train(plan, plan.output_dir)
+    assert figures["steps"] == 3
+    config = json.loads((Path(plan.output_dir) / "adapter" / "adapter_config.json").read_text())
+    assert set(config["target_modules"]) == targets
+
+
+def test_nan_loss_stops_cleanly():
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from ftc.runtime.train import make_callbacks
+
+    plan = plan_for([])
+    cb = make_callbacks(plan, Path("/nonexistent"))[0]
+    control, state = TrainerControl(), TrainerState()
+    state.global_step, state.is_world_process_zero = 7, False
+    cb.on_log(TrainingArguments(output_dir="/tmp/x", report_to=[]), state, control, logs={"loss": float("nan")})
+    assert control.should_training_stop and cb.diverged == 7
+
+
+def test_resume_after_crash_continues_from_checkpoint(tmp_path):
+    """A run killed at step 5 (after checkpoint-3) resumes from it when re-run with the same output_dir."""
+    run = tmp_path / "crashy"
+    args = [sys.executable, "-m", "ftc.cli", "train", *FAST, "eval.enabled=false", f"output_dir={run}"]
+    env = dict(os.environ, FTC_FAULT_INJECT_STEP="5")
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode != 0 and (run / "checkpoints" / "checkpoint-3").is_dir()
+    assert not (run / "adapter").exists()
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["training"]["resumed_from"].endswith("checkpoint-3")
+    assert summary["training"]["steps"] == 6
+    events = [json.loads(x)["event"] for x in (run / "events.jsonl").read_text().splitlines()]
+    assert events[:2] == ["start", "resume"] and events[-1] == "finished"
+
+
+def test_cli_train_writes_the_run_dir_contract(tmp_path):
+    run = tmp_path / "contract"
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *FAST, f"output_dir={run}",
+                        "+train.trainer_kwargs.hub_token=hf_SECRET123"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("config.yaml", "plan.json", "metrics.jsonl", "adapter/adapter_model.safetensors",
+                 "adapter/tokenizer.json", "summary.json", "report.md", "loss.png", "events.jsonl"):
+        assert (run / name).exists(), name
+    assert "hf_SECRET123" not in (run / "config.yaml").read_text()
+    assert "redacted" in (run / "config.yaml").read_text()
+    assert not list(run.rglob(".hydra"))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval"]["base"] and summary["eval"]["tuned"] and summary["actual"]["tokens_per_s"] > 0
+    assert "## Evaluation on the held-out test split" in (run / "report.md").read_text()
+    assert "verdict" in summary["eval"]
