@@ -113,8 +113,8 @@ def _plan(argv: list[str]) -> None:
 # --- train ---------------------------------------------------------------------------------------------------------
 def _train(argv: list[str]) -> None:
     multirun = "-m" in argv or "--multirun" in argv
-    if multirun:
-        from ftc.sweep.plan import check_sweep
+    if multirun and not any(a.startswith("hydra/sweeper=") for a in argv):
+        from ftc.sweep.plan import check_sweep  # (a search sweeper checks its own n_trials budget)
 
         overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
         check_sweep(overrides)  # whole sweep compiled and budget-checked before any trial starts

@@ -239,3 +239,16 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
+    _register_search_sweeper()
+
+
+def _register_search_sweeper() -> None:
+    """Hydra discovers plugins by scanning the ``hydra_plugins`` directories, which an editable install does not
+    expose; registering the class directly makes ``hydra/sweeper=ftc_search`` work from a checkout too."""
+    try:
+        from hydra.core.plugins import Plugins
+
+        from hydra_plugins.ftc_search import FtcSearchSweeper
+    except ImportError:  # optuna missing: the sweeper explains itself only when selected
+        return
+    Plugins.instance()._register(FtcSearchSweeper)
