@@ -43,6 +43,12 @@ def run_task(cfg: Any) -> dict[str, Any]:
     if hc.mode == RunMode.MULTIRUN:
         from ftc.sweep.trial import run_trial
 
+        if "ray" in str(hc.launcher.get("_target_", "")).lower() and plan.launcher.kind == "ray":
+            # The trial is already a Ray task holding its resources; a Ray Train job inside it would wait for
+            # resources the sweep itself holds (deadlock on a full cluster).
+            raise UserError("ftc: parallel Ray sweep trials run with launcher=local inside their Ray task "
+                            "(fix: launcher=local, and reserve devices with hydra.launcher.ray.remote.num_gpus=1)")
+
         return run_trial(run_dir, list(hc.overrides.task))
     return execute(plan)
 

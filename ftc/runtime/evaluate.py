@@ -123,7 +123,7 @@ def evaluate_run(plan: Plan, run_dir: str, model: Any = None, tokenizer: Any = N
             base_model = load_base_model(plan, for_training=False)
             base = score(base_model, tokenizer, splits.test, splits.test_tokenized, plan)
             del base_model
-    k = plan.eval.num_examples_in_report
+    k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [
         {"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
          "base": base["predictions"][i] if base else None}
