@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
+from ftc.errors import UserError
+
 USAGE = """usage: ftc <command> [options] [hydra overrides]
 
 commands:
@@ -28,10 +30,6 @@ examples:
 Hydra flags work after plan/train: --cfg job, --info, --help, -m, --shell-completion.
 Config groups: model, method, data, hardware, launcher, recipe; sections: train, eval, budget (docs/CONFIG.md).
 """
-
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as one message, no traceback, exit code 2."""
 
 
 def _fail(message: str, code: int = 2) -> None:

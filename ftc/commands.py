@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ftc.cli import UserError
+from ftc.errors import UserError
 from ftc.compiler.plan import Plan
 
 

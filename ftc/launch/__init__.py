@@ -31,7 +31,8 @@ def run_task(cfg: Any) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ftc.cli import UserError, compile_config
+    from ftc.cli import compile_config
+    from ftc.errors import UserError
     from ftc.render import errors_text
 
     plan = compile_config(cfg)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.cli import UserError
+from ftc.errors import UserError
 from ftc.compiler.plan import Plan
 
 from ftc.runtime.train import FAULT_ENV

@@ -120,7 +120,7 @@ def loss_curves(sweep_dir: Path, rows: list[dict]) -> Optional[Path]:
 
 def write_report(sweep_dir: str, metric: str = "exact_match") -> str:
     """Writes summary.csv, summary.md and loss_curves.png in the sweep dir; returns the Markdown text."""
-    from ftc.cli import UserError
+    from ftc.errors import UserError
 
     root = Path(sweep_dir)
     if metric not in METRICS:

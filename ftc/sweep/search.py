@@ -90,7 +90,7 @@ class SearchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna
 
-        from ftc.cli import UserError
+        from ftc.errors import UserError
 
         if self.metric not in METRICS:
             raise UserError(f"ftc: hydra.sweeper.metric={self.metric} unknown (choose from {', '.join(METRICS)})")
