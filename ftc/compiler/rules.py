@@ -332,8 +332,10 @@ def data_files(cfg, facts, draft):
         if f is None:
             continue
         if f.remote and f.error:
-            yield warning(key, f"cannot check {f.path} before launch ({f.error}); estimates assume "
-                          f"data.num_rows={cfg.data.num_rows}", "set data.num_rows=<rows> for accurate estimates")
+            assumed = (f"estimates assume data.num_rows={cfg.data.num_rows}" if cfg.data.num_rows
+                       else "steps, time and cost are unknown (0) until you give the row count")
+            yield warning(key, f"cannot check {f.path} before launch ({f.error}); {assumed}",
+                          "data.num_rows=<rows in the file>")
         elif not f.exists:
             yield error(key, f"{f.path}: {f.error or 'not found'}", f"{key}=<an existing jsonl/json/csv/parquet file>")
         elif f.error:

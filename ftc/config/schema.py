@@ -33,15 +33,23 @@ class ModelConfig:
     """Jinja chat template overriding the tokenizer's (chat data only); ``null`` keeps the tokenizer's own."""
     # Architecture numbers; null means "read config.json" (local path or Hugging Face cache).
     hidden_size: Optional[int] = None
+    """Architecture (config.json ``hidden_size``); null = read from config.json."""
     num_layers: Optional[int] = None
+    """Decoder layers (``num_hidden_layers``); null = read from config.json."""
     num_heads: Optional[int] = None
+    """Attention heads; null = read from config.json."""
     num_kv_heads: Optional[int] = None
+    """Key/value heads (GQA); null = read from config.json, else num_heads."""
     head_dim: Optional[int] = None
-    """null = hidden_size / num_heads."""
+    """Per-head dimension; null = hidden_size / num_heads."""
     intermediate_size: Optional[int] = None
+    """MLP width; null = read from config.json."""
     vocab_size: Optional[int] = None
+    """Vocabulary size (the logits' width: a large term of activation memory)."""
     max_position_embeddings: Optional[int] = None
+    """Context length the model was trained for; data.max_length may not exceed it."""
     tie_word_embeddings: Optional[bool] = None
+    """Output head shares the embedding matrix."""
     chars_per_token: float = 3.8
     """Average characters per token of this tokenizer on English text, used to estimate tokens from file sizes."""
 

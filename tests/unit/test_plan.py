@@ -158,3 +158,10 @@ def test_model_config_json_is_read(tmp_path):
     plan = plan_for(["model=local", f"model.path={tmp_path}"])
     assert plan.errors == ()
     assert (plan.model.family, plan.model.num_layers, plan.model.vocab_size) == ("qwen2", 3, 5000)
+
+
+def test_config_reference_is_up_to_date():
+    from ftc.config.docs import render
+
+    assert (ROOT / "docs" / "CONFIG.md").read_text().strip() == render().strip(), \
+        "run: python -m ftc.config.docs > docs/CONFIG.md"
