@@ -48,6 +48,7 @@ class Draft:
     targets: tuple[str, ...] = ()
     unknown_targets: tuple[str, ...] = ()
     precision: str = "fp32"
+    packing: bool = False
     world: int = 1
     zero_stage: int = 0
     checkpointing: bool = False
@@ -136,6 +137,19 @@ def _targets(cfg: Config, draft: Draft) -> None:
     draft.unknown_targets = tuple(t for t in draft.targets if known and t not in known)
 
 
+def _packing(cfg: Config, draft: Draft) -> None:
+    """Padding-free packing flattens a batch into one row with position_ids marking the examples. Flash-attention's
+    varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
+    quadratic in the batch's total tokens (measured 30% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
+    varlen = cfg.hardware.accelerator == "cuda" and cfg.model.attn_implementation.startswith("flash")
+    if cfg.data.packing is None:
+        draft.packing = varlen
+        draft.decisions.append("packing=on (flash-attention varlen: no padding computed)" if varlen else
+                               "packing=off, batches grouped by length (no varlen attention kernel here)")
+    else:
+        draft.packing = cfg.data.packing
+
+
 def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     d = cfg.data
     train = facts.data.get("train")
@@ -151,7 +165,7 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
     tokens = int(chars / cfg.model.chars_per_token) + TEMPLATE_TOKENS.get(d.format, 1)
     draft.tokens_per_example = max(1, min(tokens, d.max_length))
-    if d.packing:
+    if draft.packing:
         total = draft.train_examples * draft.tokens_per_example
         draft.sequences_per_epoch = math.ceil(total / (d.max_length * PACKING_FILL)) if total else 0
     else:
@@ -162,7 +176,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
     m = cfg.method
     method = "qlora" if m.quant_bits else ("full" if m.name == "full" else "lora")
     dtype = _weight_dtype(cfg, draft)
-    seq = cfg.data.max_length if cfg.data.packing else draft.tokens_per_example
+    seq = cfg.data.max_length if draft.packing else draft.tokens_per_example
     return est.memory(
         draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
         trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,
@@ -278,13 +292,14 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _precision(cfg, draft)
     _world(cfg, draft)
     _targets(cfg, draft)
+    _packing(cfg, draft)
     _data(cfg, facts, draft)
     if draft.arch is not None:
         _batch(cfg, draft)
     _schedule(cfg, draft)
 
     t, hw, m, d = cfg.train, cfg.hardware, cfg.method, cfg.data
-    seq_tokens = d.max_length * PACKING_FILL if d.packing else draft.tokens_per_example
+    seq_tokens = d.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
     tokens_per_step = int(t.global_batch_size * seq_tokens)
     tokens = draft.steps * tokens_per_step
     devices = hw.gpus_per_node * hw.nodes
@@ -329,7 +344,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
-            fields=dict(d.fields), template=d.template, max_length=d.max_length, packing=d.packing,
+            fields=dict(d.fields), template=d.template, max_length=d.max_length, packing=draft.packing,
+            group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
             test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
             tokens_per_example=draft.tokens_per_example,
@@ -355,7 +371,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
-            early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps, seed=t.seed,
+            early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,
+            token_metrics=t.token_metrics, seed=t.seed,
             report_to=tuple(t.report_to), trainer_kwargs=dict(t.trainer_kwargs),
         ),
         eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,

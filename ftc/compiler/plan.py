@@ -71,6 +71,7 @@ class DataSpec:
     template: str
     max_length: int
     packing: bool
+    group_by_length: bool
     completion_only_loss: bool
     dedup: bool
     validation_fraction: float
@@ -119,6 +120,7 @@ class TrainSpec:
     save_total_limit: int
     early_stopping_patience: Optional[int]
     logging_steps: int
+    token_metrics: bool
     seed: int
     report_to: tuple[str, ...]
     trainer_kwargs: dict[str, Any]

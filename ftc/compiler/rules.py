@@ -357,6 +357,9 @@ def data_format(cfg, facts, draft):
                         f"(fields: {sorted(known)})", f"~data.fields.{name}")
     if d.template not in ("alpaca", "plain"):
         yield error("data.template", f"unknown template '{d.template}'", "data.template=alpaca")
+    if draft.packing and not (cfg.hardware.accelerator == "cuda" and cfg.model.attn_implementation.startswith("flash")):
+        yield warning("data.packing", "padding-free packing without flash-attention attends over the whole flattened "
+                      "batch (quadratic): slower than padding here", "data.packing=null (auto)")
     if d.format == "text" and d.completion_only_loss:
         yield warning("data.completion_only_loss", "plain text has no completion: loss covers every token",
                       "data.completion_only_loss=false")

@@ -118,6 +118,7 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         report_to=report_to(plan),
         max_length=plan.data.max_length,
         packing=plan.data.packing,
+        train_sampling_strategy="group_by_length" if plan.data.group_by_length and not plan.data.packing else "random",
         packing_strategy="bfd",
         completion_only_loss=plan.data.completion_only_loss,
         include_num_input_tokens_seen="non_padding",
@@ -137,6 +138,24 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
     return SFTConfig(**kwargs)
 
 
+def trainer_class(plan: Plan) -> type:
+    """TRL's SFTTrainer (data preparation, packing, collator, PEFT wiring); with ``train.token_metrics=false`` its
+    loss is the model's own causal-LM loss, skipping the per-step entropy/accuracy pass over the logits."""
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if plan.train.token_metrics:
+        return SFTTrainer
+
+    class LeanSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return LeanSFTTrainer
+
+
 def peak_memory_gb(device: str) -> float:
     if device == "cuda":
         import torch
@@ -153,8 +172,6 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     """
     import torch
     from transformers import set_seed
-    from trl import SFTTrainer
-
     from ftc.data.pipeline import build
     from ftc.runtime.model import load_base_model, load_tokenizer, lora_config
 
@@ -169,7 +186,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.train.gradient_checkpointing)
-    trainer = SFTTrainer(
+    trainer = trainer_class(plan)(
         model=model,
         args=config,
         train_dataset=splits.train,

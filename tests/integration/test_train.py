@@ -18,8 +18,8 @@ from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch
 pytestmark = pytest.mark.integration
 
 # Losses of the first 6 logged steps of FAST on the default experiment (seed 42, fp32, 2 CPU threads).
-GOLDEN_LOSSES = [7.991922378540039, 8.145021438598633, 7.043193817138672, 6.087087631225586, 5.364661693572998,
-                 5.042040824890137]
+GOLDEN_LOSSES = [8.047331809997559, 8.10007381439209, 6.6435651779174805, 6.159284591674805, 5.179786205291748,
+                 4.720587253570557]
 
 
 def _logits(model, tokenizer, text="### Instruction:\nTriage the ticket\n\n### Response:\n"):
@@ -80,29 +80,40 @@ def test_merge_equals_base_plus_adapter(trained):
     torch.testing.assert_close(_logits(merged, tokenizer), _logits(model, tokenizer), rtol=1e-4, atol=1e-4)
 
 
-def test_loss_masking_and_packing_in_the_trainer_batches(trained, tmp_path):
-    """TRL receives our input_ids/completion_mask: labels are -100 exactly on prompt tokens, rows are packed."""
-    from trl import SFTTrainer
-
+@pytest.mark.parametrize("packing", [True, False])
+def test_loss_masking_in_the_trainer_batches(trained, tmp_path, packing):
+    """TRL receives our input_ids/completion_mask: labels are -100 exactly on prompt (and padding) tokens; with
+    packing several whole examples share a row, without it rows are padded examples grouped by length."""
     from ftc.data.pipeline import build
     from ftc.runtime.model import load_base_model, lora_config
-    from ftc.runtime.train import sft_config
+    from ftc.runtime.train import sft_config, trainer_class
 
-    plan, _, _, tokenizer = trained
+    _, _, _, tokenizer = trained
+    plan = fast_plan(tmp_path, [f"data.packing={str(packing).lower()}"])
     splits = build(plan.data, tokenizer, plan.train.seed)
-    trainer = SFTTrainer(model=load_base_model(plan), args=sft_config(plan, tmp_path, False),
-                         train_dataset=splits.train, eval_dataset=splits.validation, processing_class=tokenizer,
-                         peft_config=lora_config(plan))
+    trainer = trainer_class(plan)(model=load_base_model(plan), args=sft_config(plan, tmp_path, False),
+                                  train_dataset=splits.train, eval_dataset=splits.validation,
+                                  processing_class=tokenizer, peft_config=lora_config(plan))
     batch = next(iter(trainer.get_train_dataloader()))
-    ids, labels, pos = batch["input_ids"][0], batch["labels"][0], batch["position_ids"][0]
-    starts = (pos == 0).nonzero().flatten().tolist()
-    assert len(starts) >= 2, "several examples packed in one row"
     masks = {tuple(r["input_ids"]): r["completion_mask"] for r in splits.train}
-    for a, b in zip(starts, starts[1:] + [len(ids)]):
-        doc = tuple(ids[a:b].tolist())
-        assert doc in masks, "each packed segment is one whole example"
-        expected = [t if m else -100 for t, m in zip(doc, masks[doc])]
-        assert labels[a:b].tolist() == expected
+    if packing:
+        ids, labels, pos = batch["input_ids"][0], batch["labels"][0], batch["position_ids"][0]
+        starts = (pos == 0).nonzero().flatten().tolist()
+        assert len(starts) >= 2, "several examples packed in one row"
+        segments = [(ids[a:b], labels[a:b]) for a, b in zip(starts, starts[1:] + [len(ids)])]
+    else:
+        assert batch["input_ids"].shape[0] == plan.batch.micro
+        segments = []
+        for ids, labels, attn in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+            n = int(attn.sum())
+            assert (labels[n:] == -100).all()  # padding never counts
+            segments.append((ids[:n], labels[:n]))
+        lengths = [len(x) for x, _ in segments]
+        assert max(lengths) - min(lengths) < 40, "grouped by length: little padding"
+    for ids, labels in segments:
+        doc = tuple(ids.tolist())
+        assert doc in masks, "each segment is one whole example"
+        assert labels.tolist() == [t if m else -100 for t, m in zip(doc, masks[doc])]
 
 
 def test_packed_attention_does_not_cross_examples(trained):
