@@ -56,6 +56,7 @@ class Draft:
     grad_accum: int = 1
     train_examples: int = 0
     tokens_per_example: int = 0
+    longest_example: int = 0
     sequences_per_epoch: int = 0
     steps: int = 0
     epochs: float = 0.0
@@ -165,6 +166,9 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
     tokens = int(chars / cfg.model.chars_per_token) + TEMPLATE_TOKENS.get(d.format, 1)
     draft.tokens_per_example = max(1, min(tokens, d.max_length))
+    overhead = TEMPLATE_TOKENS.get(d.format, 1)
+    longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars else d.max_length
+    draft.longest_example = max(draft.tokens_per_example, min(longest, d.max_length))
     if draft.packing:
         total = draft.train_examples * draft.tokens_per_example
         draft.sequences_per_epoch = math.ceil(total / (d.max_length * PACKING_FILL)) if total else 0
@@ -176,7 +180,9 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
     m = cfg.method
     method = "qlora" if m.quant_bits else ("full" if m.name == "full" else "lora")
     dtype = _weight_dtype(cfg, draft)
-    seq = cfg.data.max_length if draft.packing else draft.tokens_per_example
+    # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
+    # their longest example (worst case: the file's longest, capped at max_length).
+    seq = cfg.data.max_length if draft.packing else draft.longest_example
     return est.memory(
         draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
         trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,

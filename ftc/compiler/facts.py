@@ -22,6 +22,8 @@ class DataFacts:
     exists: bool
     rows: Optional[int] = None
     mean_chars: Optional[float] = None
+    max_chars: Optional[int] = None
+    """Longest row (in the sampled part): sizes the worst unpacked batch."""
     error: Optional[str] = None
     remote: bool = False
 
@@ -95,8 +97,9 @@ def data_facts(path: str) -> DataFacts:
             if isinstance(rows, dict):  # {"data": [...]} or {"train": [...]}: take the first list
                 rows = next((v for v in rows.values() if isinstance(v, list)), [])
             n = len(rows)
-            chars = sum(len(json.dumps(r)) for r in rows)
-            return DataFacts(path=resolved, exists=True, rows=n, mean_chars=chars / n if n else 0)
+            sizes = [len(json.dumps(r)) for r in rows]
+            return DataFacts(path=resolved, exists=True, rows=n, mean_chars=sum(sizes) / n if n else 0,
+                             max_chars=max(sizes, default=0))
         if suffix == ".parquet":
             size = p.stat().st_size
             try:
@@ -115,7 +118,7 @@ def _line_facts(p: Path, header: bool) -> DataFacts:
     import gzip
 
     opener = gzip.open if p.suffix == ".gz" else open
-    rows = chars = read = 0
+    rows = chars = read = longest = 0
     with opener(p, "rt", encoding="utf-8") as f:
         if header:
             f.readline()
@@ -124,11 +127,12 @@ def _line_facts(p: Path, header: bool) -> DataFacts:
                 continue
             rows += 1
             if read < _SAMPLE_BYTES:
+                longest = max(longest, len(line))
                 chars += len(line)
                 read += len(line)
                 sampled = rows
     mean = chars / sampled if rows else 0.0
-    return DataFacts(path=str(p), exists=True, rows=rows, mean_chars=mean)
+    return DataFacts(path=str(p), exists=True, rows=rows, mean_chars=mean, max_chars=longest)
 
 
 def _remote_facts(uri: str) -> DataFacts:

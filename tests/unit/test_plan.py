@@ -99,7 +99,8 @@ def test_qlora_weights_are_about_a_quarter_of_bf16():
 def test_checkpointing_chosen_only_when_needed():
     small = plan_for(["model=qwen2_5_0_5b", "hardware=a100_80g", "data.max_length=512"])
     assert not small.train.gradient_checkpointing
-    big = plan_for(["model=llama3_70b", "hardware=h100", "method=qlora", "data.max_length=4096"])
+    big = plan_for(["model=llama3_70b", "hardware=h100", "method=qlora", "data.max_length=4096",
+                    "model.attn_implementation=flash_attention_2"])  # packed rows of 4096 tokens
     assert big.train.gradient_checkpointing
     assert any("gradient_checkpointing=on" in d for d in big.decisions)
 
