@@ -1,0 +1,24 @@
+"""GPU tier: QLoRA with CUDA bitsandbytes and the memory estimate against the measured peak. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_train_on_cuda_and_memory_estimate_is_an_upper_bound(tmp_path, method):
+    from tests.integration.helpers import fast_plan
+
+    from ftc.runtime.train import train
+
+    plan = fast_plan(tmp_path, [f"method={method}", "hardware=h100", "train.max_steps=4"])
+    torch.cuda.reset_peak_memory_stats()
+    figures = train(plan, plan.output_dir)
+    assert figures["steps"] == 4
+    measured = torch.cuda.max_memory_allocated() / 1e9
+    # The estimate includes the CUDA context (not in max_memory_allocated) and allocator slack: an upper bound.
+    assert measured <= plan.memory.per_device_gb
