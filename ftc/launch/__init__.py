@@ -66,7 +66,7 @@ def execute(plan: Plan) -> dict[str, Any]:
         summary = run(plan)
     except TrainingDiverged as e:
         print(f"ftc: {e}", file=sys.stderr)
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     run_dir = Path(plan.output_dir)
     ev = summary.get("eval")
     print(f"\nftc: done in {summary['wall_time_s']:.0f} s -> {run_dir}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -78,6 +77,31 @@ def test_merge_equals_base_plus_adapter(trained):
     merged = AutoModelForCausalLM.from_pretrained(out)
     assert list(Path(out).glob("*.safetensors")) and (Path(out) / "tokenizer.json").exists()
     torch.testing.assert_close(_logits(merged, tokenizer), _logits(model, tokenizer), rtol=1e-4, atol=1e-4)
+
+
+def test_generate_and_eval_commands(trained, capsys):
+    from ftc import commands
+
+    plan, _, _, _ = trained
+    out = commands.generate(plan.output_dir, prompt="Hi, my package for order 1050 has not arrived yet.",
+                            max_new_tokens="8")
+    assert isinstance(out, str) and capsys.readouterr().out.strip() == out
+    result = commands.evaluate(plan.output_dir, max_samples="4")
+    assert result["tuned"]["samples"] == 4 and result["base"]["loss"] > result["tuned"]["loss"]
+    assert (Path(plan.output_dir) / "eval.json").exists()
+
+
+def test_early_stopping_is_wired_to_validation_loss(tmp_path):
+    from transformers import EarlyStoppingCallback
+
+    from ftc.runtime.train import make_callbacks, sft_config
+
+    plan = fast_plan(tmp_path, ["train.early_stopping_patience=2"])
+    config = sft_config(plan, tmp_path, False)
+    assert config.load_best_model_at_end and config.metric_for_best_model == "eval_loss"
+    assert config.save_steps == config.eval_steps
+    assert any(isinstance(c, EarlyStoppingCallback) for c in make_callbacks(plan, tmp_path))
+    assert not sft_config(plan, tmp_path, False, validation=False).load_best_model_at_end
 
 
 @pytest.mark.parametrize("packing", [True, False])
@@ -185,6 +209,8 @@ def test_resume_after_crash_continues_from_checkpoint(tmp_path):
     assert summary["training"]["steps"] == 6
     events = [json.loads(x)["event"] for x in (run / "events.jsonl").read_text().splitlines()]
     assert events[:2] == ["start", "resume"] and events[-1] == "finished"
+    kept = sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert kept == ["checkpoint-3", "checkpoint-6"]  # train.save_total_limit=2: the last two
 
 
 def test_cli_train_writes_the_run_dir_contract(tmp_path):
