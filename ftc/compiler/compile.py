@@ -141,7 +141,7 @@ def _targets(cfg: Config, draft: Draft) -> None:
 def _packing(cfg: Config, draft: Draft) -> None:
     """Padding-free packing flattens a batch into one row with position_ids marking the examples. Flash-attention's
     varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
-    quadratic in the batch's total tokens (measured 30% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
+    quadratic in the batch's total tokens (measured 47% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
     varlen = cfg.hardware.accelerator == "cuda" and cfg.model.attn_implementation.startswith("flash")
     if cfg.data.packing is None:
         draft.packing = varlen

@@ -101,8 +101,8 @@ class DataConfig:
     attention kernel (flash-attention on CUDA); null = on exactly there, off elsewhere (SDPA would attend over the
     whole flattened batch)."""
     group_by_length: bool = False
-    """Without packing: batch examples of similar length together (less padding, ~5% faster here) at the price of
-    less random batches: on the sample set it cut exact match from 92% to 5% (docs/BENCHMARKS.md). Off by default."""
+    """Without packing: batch examples of similar length together (less padding) at the price of less random
+    batches: on the sample set it cut exact match from 92% to 5% and was not faster (docs/BENCHMARKS.md)."""
     completion_only_loss: bool = True
     """Loss only on response / assistant tokens; false trains on the prompt too."""
     dedup: bool = True
@@ -194,7 +194,7 @@ class TrainConfig:
     logging_steps: int = 5
     seed: int = 42
     token_metrics: bool = False
-    """Log TRL's per-step entropy and token accuracy (an extra fused pass over the logits, ~14% of a CPU step)."""
+    """Log TRL's per-step entropy and token accuracy (an extra fused pass over the logits: -26% throughput here)."""
     report_to: List[str] = field(default_factory=lambda: ["auto"])
     """auto (TensorBoard when installed) | none | tensorboard | wandb | mlflow"""
     trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
