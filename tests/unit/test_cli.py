@@ -104,3 +104,22 @@ def test_import_ftc_has_no_side_effects():
            f"[m for m in {HEAVY!r} if m in sys.modules])"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "True []"
+
+
+@pytest.mark.slow
+def test_config_tree_is_found_from_an_installed_wheel(tmp_path):
+    """Build the wheel, install it into a plain directory, and plan a recipe from there (no checkout on the path)."""
+    from tests.conftest import ROOT
+
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(wheels.glob("ftc-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import sys, ftc, ftc.cli; assert ftc.__file__.startswith(sys.argv[1]), ftc.__file__; "
+            "ftc.cli.main(['plan', 'recipe=qlora_mistral_7b_24gb'])")
+    r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, cwd=tmp_path,
+                       env={**__import__("os").environ, "PYTHONPATH": str(target)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "qlora_mistral_7b_24gb" in r.stdout and "fits" in r.stdout
