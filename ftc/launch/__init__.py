@@ -56,6 +56,7 @@ def run_task(cfg: Any) -> dict[str, Any]:
 
 def execute(plan: Plan) -> dict[str, Any]:
     """Runs the plan with its launcher and prints where the results are."""
+    from ftc.data.load import DataError
     from ftc.runtime.train import TrainingDiverged
 
     try:
@@ -64,6 +65,9 @@ def execute(plan: Plan) -> dict[str, Any]:
         else:
             from ftc.launch.local import execute as run
         summary = run(plan)
+    except DataError as e:  # a bad file or row: the message names file:line and the fix
+        print(f"ftc: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except TrainingDiverged as e:
         print(f"ftc: {e}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -74,6 +74,15 @@ def _cpu_distributed_shim() -> None:
     PartialState._prepare_backend = prepare_backend
 
 
+def _prepare_data(plan: Plan) -> None:
+    """Reads, validates and tokenizes the data once on the driver: a bad row fails here with file:line, not in
+    every worker after Ray has started (and retried) them; workers on this machine then hit the cache."""
+    from ftc.data.pipeline import build
+    from ftc.runtime.model import load_tokenizer
+
+    build(plan.data, load_tokenizer(plan), plan.train.seed)
+
+
 def _init_ray(plan: Plan) -> None:
     import ray
 
@@ -127,6 +136,7 @@ def execute(plan: Plan) -> dict[str, Any]:
     started = time.time()
     run = Path(plan.output_dir)
     la = plan.launcher
+    _prepare_data(plan)
     _init_ray(plan)
     _wait_for_resources(plan)
     resources = dict(la.resources_per_worker)

@@ -51,6 +51,23 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def save_loss_figure(fig: Any, ax: Any, title: str, ylabel: str, path: Path, legend_size: int = 10) -> Path:
+    """Labels a loss-vs-step matplotlib figure and writes it atomically as PNG."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
 def redact(obj: Any) -> Any:
     """Replaces values of secret-looking keys (hub tokens, API keys...) at any depth."""
     if isinstance(obj, dict):

@@ -25,18 +25,7 @@ def loss_curve(run_dir: Path) -> Path | None:
         ax.plot(*zip(*train), label="train loss")
     if val:
         ax.plot(*zip(*val), marker="o", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (completion tokens)")
-    ax.set_title(run_dir.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    out = run_dir / "loss.png"
-    tmp = run_dir / ".loss.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return artifacts.save_loss_figure(fig, ax, run_dir.name, "loss (completion tokens)", run_dir / "loss.png")
 
 
 def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[str, Any] | None,

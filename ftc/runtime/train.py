@@ -172,6 +172,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     """
     import torch
     from transformers import set_seed
+
     from ftc.data.pipeline import build
     from ftc.runtime.model import load_base_model, load_tokenizer, lora_config
 
@@ -203,8 +204,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - start
-    metrics_cb = trainer.callback_handler.callbacks
-    diverged = next((getattr(c, "diverged", None) for c in metrics_cb if getattr(c, "diverged", None)), None)
+    diverged = next((c.diverged for c in trainer.callback_handler.callbacks if hasattr(c, "diverged")), None)
     if diverged is not None:
         if rank0:
             artifacts.event(run, "diverged", step=diverged)
@@ -213,6 +213,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     _save_weights(trainer, plan, run, tokenizer)
     state = trainer.state
     tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+    before = artifacts.read_json(Path(resume) / "trainer_state.json").get("num_input_tokens_seen", 0) if resume else 0
+    tokens_this_attempt = tokens_seen - int(before or 0)
     device = "cuda" if torch.cuda.is_available() and plan.hardware.accelerator == "cuda" else "cpu"
     figures = {
         "steps": state.global_step,
@@ -220,7 +222,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         "train_runtime_s": wall,
         "resumed_from": resume,
         "tokens_seen": tokens_seen,
-        "tokens_per_s": tokens_seen / wall if wall else 0.0,
+        "tokens_per_s": tokens_this_attempt / wall if wall else 0.0,  # this attempt's tokens over its time
         "peak_memory_gb": peak_memory_gb(device),
         "data": splits.report.__dict__,
         "world_size": trainer.args.world_size,

@@ -104,18 +104,8 @@ def loss_curves(sweep_dir: Path, rows: list[dict]) -> Optional[Path]:
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"sweep {sweep_dir.name}: validation loss per trial")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = sweep_dir / "loss_curves.png"
-    tmp = sweep_dir / ".loss_curves.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return artifacts.save_loss_figure(fig, ax, f"sweep {sweep_dir.name}: validation loss per trial", "validation loss",
+                                      sweep_dir / "loss_curves.png", legend_size=7)
 
 
 def write_report(sweep_dir: str, metric: str = "exact_match") -> str:

@@ -17,8 +17,8 @@ from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch
 pytestmark = pytest.mark.integration
 
 # Losses of the first 6 logged steps of FAST on the default experiment (seed 42, fp32, 2 CPU threads).
-GOLDEN_LOSSES = [8.047331809997559, 8.10007381439209, 6.6435651779174805, 6.159284591674805, 5.179786205291748,
-                 4.720587253570557]
+GOLDEN_LOSSES = [7.7223896980285645, 7.772982597351074, 6.840919017791748, 6.459053993225098, 5.683300018310547,
+                 5.120147228240967]
 
 
 def _logits(model, tokenizer, text="### Instruction:\nTriage the ticket\n\n### Response:\n"):
@@ -229,3 +229,13 @@ def test_cli_train_writes_the_run_dir_contract(tmp_path):
     assert summary["eval"]["base"] and summary["eval"]["tuned"] and summary["actual"]["tokens_per_s"] > 0
     assert "## Evaluation on the held-out test split" in (run / "report.md").read_text()
     assert "verdict" in summary["eval"]
+
+
+def test_bad_data_row_at_train_time_is_one_message_naming_file_and_line(tmp_path):
+    bad = tmp_path / "tickets.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n' * 20 + '{"instruction": "a"}\n')
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *FAST, "data=file", f"data.path={bad}",
+                        "data.max_length=128", f"output_dir={tmp_path / 'run'}"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2
+    assert "tickets.jsonl:21: missing field 'output'" in r.stderr and "Traceback" not in r.stderr
