@@ -6,7 +6,6 @@ GPU vendors quote), time is seconds until the Plan turns it into hours.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 GB = 1e9
@@ -214,6 +213,3 @@ def eval_seconds(arch: Arch, *, eval_tokens: int, generated_tokens: int, peak_tf
     generation = generated_tokens * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
     return validation + generation
 
-
-def round_up_div(a: float, b: float) -> int:
-    return int(math.ceil(a / b)) if b else 0
