@@ -5,10 +5,13 @@ Heavy libraries (torch, transformers, ray...) are imported only inside the comma
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
-from ftc.errors import UserError
+from ftc.errors import FtcError, UserError
+from ftc.sweep.trial import RUN_PLAN
 
 USAGE = """usage: ftc <command> [options] [hydra overrides]
 
@@ -32,9 +35,17 @@ Config groups: model, method, data, hardware, launcher, recipe; sections: train,
 """
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print(message, file=sys.stderr)
-    raise SystemExit(code)
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """The one place an ftc error becomes an exit: its message on stderr, no traceback, its exit code."""
+    try:
+        yield
+    except FtcError as e:
+        print(str(e) if str(e).startswith("ftc:") else f"ftc: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print("ftc: interrupted (re-run the same command with the same output_dir to resume)", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:
@@ -58,29 +69,6 @@ def _with_extra_overrides(argv: list[str], extra: list[str]) -> list[str]:
     return argv[: last + 1] + extra + argv[last + 1:]
 
 
-def to_typed(cfg):
-    """DictConfig -> typed ``Config``; a missing required value becomes a UserError naming the key."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import MissingMandatoryValue, ValidationError
-
-    try:
-        return OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as e:
-        key = getattr(e, "full_key", "") or str(e)
-        raise UserError(f"ftc: {key} is required (e.g. {key}=<value>)") from None
-    except ValidationError as e:
-        raise UserError(f"ftc: {e}") from None
-
-
-def compile_config(cfg):
-    """DictConfig -> Plan (facts gathered here, compile stays pure)."""
-    from ftc.compiler.compile import compile
-    from ftc.compiler.facts import gather
-
-    typed = to_typed(cfg)
-    return compile(typed, gather(typed))
-
-
 # --- plan ----------------------------------------------------------------------------------------------------------
 def _plan(argv: list[str]) -> None:
     as_json = "--json" in argv
@@ -92,12 +80,11 @@ def _plan(argv: list[str]) -> None:
         raise SystemExit(plan_sweep(overrides, as_json=as_json))
 
     def task(cfg) -> None:
+        from ftc.compiler.frontend import compile_config
         from ftc.render import errors_text, plan_table
 
-        try:
+        with exit_on_error():
             plan = compile_config(cfg)
-        except UserError as e:
-            _fail(str(e))
         print(plan.to_json() if as_json else plan_table(plan))
         if plan.errors:
             if as_json:
@@ -110,34 +97,74 @@ def _plan(argv: list[str]) -> None:
 
 # --- train ---------------------------------------------------------------------------------------------------------
 def _train(argv: list[str]) -> None:
-    multirun = "-m" in argv or "--multirun" in argv
-    if multirun and not any(a.startswith("hydra/sweeper=") for a in argv):
-        from ftc.sweep.plan import check_sweep  # (a search sweeper checks its own n_trials budget)
+    if "-m" in argv or "--multirun" in argv:
+        from ftc.sweep.plan import check_sweep
+        from hydra_plugins.ftc_search import register
 
-        overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
-        check_sweep(overrides)  # whole sweep compiled and budget-checked before any trial starts
+        register()
+        if not any(a.startswith("hydra/sweeper=") for a in argv):  # a search sweeper checks its own n_trials budget
+            overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+            check_sweep(overrides)  # whole sweep compiled and budget-checked before any trial starts
 
     def task(cfg):
-        from ftc.launch import run_task
-
-        try:
+        with exit_on_error():
             return run_task(cfg)
-        except UserError as e:
-            _fail(str(e))
 
     _hydra_app(task, argv, ["hydra.job.name=train"])
 
 
+def run_task(cfg: Any) -> dict[str, Any]:
+    """The Hydra job body of `ftc train`: one run, or one trial of a sweep (run in its own process)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from ftc.compiler.frontend import compile_config
+    from ftc.render import errors_text
+    from ftc.runtime.artifacts import prepare_run_dir
+
+    plan = compile_config(cfg)
+    if plan.errors:
+        raise UserError(errors_text(plan))
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir).resolve()
+    plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        from ftc.sweep.trial import run_trial
+
+        if "ray" in str(hc.launcher.get("_target_", "")).lower() and plan.launcher.kind == "ray":
+            # The trial is already a Ray task holding its resources; a Ray Train job inside it would wait for
+            # resources the sweep itself holds (deadlock on a full cluster).
+            raise UserError("ftc: parallel Ray sweep trials run with launcher=local inside their Ray task "
+                            "(fix: launcher=local, and reserve devices with hydra.launcher.ray.remote.num_gpus=1)")
+        return run_trial(run_dir, list(hc.overrides.task))
+    from ftc.launch import execute
+
+    return execute(plan)
+
+
 # --- run-dir commands ------------------------------------------------------------------------------------------------
-def _kv(args: list[str], allowed: set[str]) -> tuple[str, dict[str, str]]:
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
+
+
+def _options(args: list[str], allowed: dict[str, Callable[[str], Any]]) -> tuple[str, dict[str, Any]]:
+    """``RUN_DIR key=value ...`` -> (run dir, options converted to their types); a bad option is a UserError."""
     if not args or "=" in args[0]:
-        _fail("ftc: give the run directory first, e.g. `ftc eval runs/t1`")
+        raise UserError("ftc: give the run directory first, e.g. `ftc eval runs/t1`")
     opts = {}
     for a in args[1:]:
         key, sep, value = a.partition("=")
         if not sep or key not in allowed:
-            _fail(f"ftc: unknown option '{a}' (options: {', '.join(sorted(allowed))})")
-        opts[key] = value
+            raise UserError(f"ftc: unknown option '{a}' (options: {', '.join(sorted(allowed))})")
+        try:
+            opts[key] = allowed[key](value)
+        except ValueError:
+            raise UserError(f"ftc: {key}={value}: expected {allowed[key].__name__.lstrip('_')}") from None
     return args[0], opts
 
 
@@ -145,21 +172,26 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
     from ftc import commands
 
     if name == "eval":
-        run_dir, opts = _kv(argv, {"max_samples"})
+        run_dir, opts = _options(argv, {"max_samples": int})
         commands.evaluate(run_dir, **opts)
     elif name == "generate":
-        run_dir, opts = _kv(argv, {"prompt", "max_new_tokens", "base"})
+        run_dir, opts = _options(argv, {"prompt": str, "max_new_tokens": int, "base": _flag})
         if "prompt" not in opts:
-            _fail('ftc: generate needs prompt="..."')
+            raise UserError('ftc: generate needs prompt="..."')
         commands.generate(run_dir, **opts)
     elif name == "merge":
-        run_dir, opts = _kv(argv, {"out"})
+        run_dir, opts = _options(argv, {"out": str})
         commands.merge(run_dir, **opts)
     elif name == "sweep-report":
         from ftc.sweep.report import write_report
 
-        sweep_dir, opts = _kv(argv, {"metric"})
+        sweep_dir, opts = _options(argv, {"metric": str})
         print(write_report(sweep_dir, **opts))
+    elif name == RUN_PLAN:  # a sweep trial's process: run the run dir's saved plan
+        from ftc.compiler.plan import Plan
+        from ftc.launch import execute
+
+        execute(Plan.load(str(Path(argv[0]) / "plan.json")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,19 +200,15 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
-    try:
+    with exit_on_error():
         if command == "plan":
             _plan(rest)
         elif command == "train":
             _train(rest)
-        elif command in ("eval", "generate", "merge", "sweep-report"):
+        elif command in ("eval", "generate", "merge", "sweep-report", RUN_PLAN):
             _run_dir_command(command, rest)
         else:
-            _fail(f"ftc: unknown command '{command}'\n\n{USAGE}")
-    except UserError as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        _fail("ftc: interrupted (re-run the same command with the same output_dir to resume)", 130)
+            raise UserError(f"ftc: unknown command '{command}'\n\n{USAGE}")
 
 
 if __name__ == "__main__":

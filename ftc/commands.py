@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from ftc.errors import UserError
+from ftc.paths import atomic_path
 from ftc.compiler.plan import Plan
 
 
@@ -21,13 +22,13 @@ def load_plan(run_dir: str) -> Plan:
     return dataclasses.replace(plan, output_dir=str(Path(run_dir).resolve()))
 
 
-def evaluate(run_dir: str, max_samples: str | None = None) -> dict:
+def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
     from ftc.runtime import artifacts
     from ftc.runtime.evaluate import evaluate_run
 
     plan = load_plan(run_dir)
     if max_samples:
-        plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=int(max_samples)))
+        plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=max_samples))
     result = evaluate_run(plan, plan.output_dir)
     artifacts.atomic_write_json(Path(run_dir) / "eval.json", result)
     for name in ("base", "tuned"):
@@ -39,7 +40,7 @@ def evaluate(run_dir: str, max_samples: str | None = None) -> dict:
     return result
 
 
-def generate(run_dir: str, prompt: str, max_new_tokens: str = "128", base: str = "false") -> str:
+def generate(run_dir: str, prompt: str, max_new_tokens: int = 128, base: bool = False) -> str:
     """Formats the prompt the way training did (alpaca template / chat template) and generates greedily."""
     from ftc.data.formats import alpaca_prompt
     from ftc.runtime.evaluate import generate as gen
@@ -54,11 +55,11 @@ def generate(run_dir: str, prompt: str, max_new_tokens: str = "128", base: str =
                                              add_generation_prompt=True)
     else:
         text = prompt
-    if base.lower() in ("1", "true", "yes") and plan.method.peft:
+    if base and plan.method.peft:
         with model.disable_adapter():
-            out = gen(model, tokenizer, [text], int(max_new_tokens))[0]
+            out = gen(model, tokenizer, [text], max_new_tokens)[0]
     else:
-        out = gen(model, tokenizer, [text], int(max_new_tokens))[0]
+        out = gen(model, tokenizer, [text], max_new_tokens)[0]
     print(out)
     return out
 
@@ -68,9 +69,6 @@ def merge(run_dir: str, out: str | None = None) -> str:
 
     QLoRA adapters merge into the base loaded in the compute dtype (not 4-bit), the standard way to ship them.
     """
-    import os
-    import shutil
-
     from peft import PeftModel
 
     from ftc.runtime.model import load_base_model, load_tokenizer
@@ -82,11 +80,8 @@ def merge(run_dir: str, out: str | None = None) -> str:
     base = load_base_model(unquantized, for_training=False)
     merged = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter")).merge_and_unload()
     target = Path(out or Path(run_dir) / "merged").resolve()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    load_tokenizer(plan, str(Path(run_dir) / "adapter")).save_pretrained(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        load_tokenizer(plan, str(Path(run_dir) / "adapter")).save_pretrained(str(tmp))
     print(f"ftc: merged model (safetensors + tokenizer) -> {target}")
     return str(target)

@@ -1,5 +1,29 @@
-"""Errors a user can fix (printed as one message, no traceback, exit code 2)."""
+"""The one family of errors ftc raises on purpose. Only the CLI turns them into a message and an exit code.
+
+    FtcError             exit 1   something went wrong that is not a bug (e.g. training diverged)
+    ├── UserError        exit 2   a mistake the user can fix: config, data, run dir; printed without a traceback
+    │   └── DataError    exit 2   a bad input file or row; the message names file:line
+    └── TrainingDiverged exit 1   loss became NaN/inf; the run stopped cleanly at that step
+
+Anything else that escapes is a bug and keeps its traceback.
+"""
 
 
-class UserError(Exception):
+class FtcError(Exception):
+    """Base of ftc's own errors; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UserError(FtcError):
     """A mistake the user can fix: printed as one message, no traceback, exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A bad input file or row; the message names the file and line."""
+
+
+class TrainingDiverged(FtcError):
+    """Loss became NaN/inf: the run stops cleanly at that step."""

@@ -1,14 +1,23 @@
-"""Shared helpers: compose experiments in-process (Hydra compose API) and compile them."""
+"""Shared helpers.
+
+- ``typed_config(overrides)`` builds the typed ``Config`` straight from the YAML options (no Hydra): the unit tier
+  tests the compiler, not composition, in milliseconds. ``test_composition.py`` holds it equal to Hydra's compose.
+- ``compose(overrides)`` is Hydra's own composition, for the few tests that test composition or the CLI.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+GROUPS = ("model", "method", "data", "hardware", "launcher")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -32,10 +41,86 @@ def compose(overrides: list[str] | None = None):
         return hydra_compose(config_name="config", overrides=list(overrides or []))
 
 
-def plan_for(overrides: list[str] | None = None):
-    from ftc.cli import compile_config
+@functools.lru_cache(maxsize=None)
+def _yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text()) or {}
 
-    return compile_config(compose(overrides))
+
+def _merge(*layers: dict) -> dict:
+    """Deep merge of plain dicts, later layers win (what OmegaConf.merge does, without its per-node cost)."""
+    out: dict = {}
+    for layer in layers:
+        for k, v in layer.items():
+            out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _option(group: str, name: str) -> dict:
+    """A group option's values, following its defaults list (``a10g_x4`` builds on ``a10g``)."""
+    data = dict(_yaml(CONF / group / f"{name}.yaml"))
+    parents = [d for d in data.pop("defaults", []) if d != "_self_" and not str(d).startswith("base_")]
+    return _merge(*(_option(group, p) for p in parents), data)
+
+
+def _primary_choices() -> dict[str, str]:
+    return {k: v for d in _yaml(CONF / "config.yaml")["defaults"] if isinstance(d, dict)
+            for k, v in d.items() if k in GROUPS}
+
+
+def typed_config(overrides: list[str] | tuple[str, ...] = ()):
+    """The typed Config that ``ftc plan <overrides>`` compiles, built without Hydra (group choices, the per-model
+    tuning, the primary config, a recipe, then dotted overrides, in Hydra's order)."""
+    from omegaconf import OmegaConf
+
+    choices, recipe, dotted = _primary_choices(), None, []
+    cli_choices = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key in GROUPS:
+            cli_choices[key] = value
+        elif key == "recipe":
+            recipe = _yaml(ROOT / "recipes" / f"{value}.yaml")
+        else:
+            dotted.append(o.lstrip("+"))
+    layers = []
+    if recipe:
+        for d in recipe.get("defaults", []):
+            for k, v in (d.items() if isinstance(d, dict) else ()):
+                choices[k.replace("override /", "")] = v
+        layers.append({k: v for k, v in recipe.items() if k != "defaults"})
+    choices.update(cli_choices)
+    tuning = CONF / "model_tuning" / f"{choices['model']}.yaml"
+    primary = {k: v for k, v in _yaml(CONF / "config.yaml").items() if k not in ("defaults", "hydra")}
+    primary["output_dir"] = "runs/test"
+    values = _merge({g: _option(g, choices[g]) for g in GROUPS}, _yaml(tuning) if tuning.exists() else {}, primary,
+                    *layers, OmegaConf.to_container(OmegaConf.from_dotlist(dotted)))
+    return OmegaConf.to_object(OmegaConf.merge(_schema(), values))  # type-checked against the schema
+
+
+@functools.lru_cache(maxsize=None)
+def _schema():
+    from omegaconf import OmegaConf
+
+    from ftc.config.schema import Config
+
+    return OmegaConf.structured(Config)  # merge() copies it: the cached node is never changed
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_data_facts(path: str, fmt: str, fields: tuple) -> object:
+    from ftc.compiler.facts import data_facts
+
+    return data_facts(path, fmt, dict(fields))
+
+
+def plan_for(overrides: list[str] | None = None):
+    """Compiles ``overrides`` as ``ftc plan`` would (each data file is read once per test session)."""
+    from ftc.compiler.compile import compile
+    from ftc.compiler.facts import gather
+
+    cfg = typed_config(list(overrides or []))
+    facts = gather(cfg, read_data=lambda p, fmt, fields: _cached_data_facts(p, fmt, tuple(sorted(fields.items()))))
+    return compile(cfg, facts)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -8,21 +8,18 @@ every rule and attach their findings to the Plan.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ftc.compiler import estimate as est
+from ftc.compiler import rules
+from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
     ModelSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
 from ftc.config.schema import Config
-
-# Tokens the prompt template adds around each example (alpaca header ~25, chat role markers ~10) + EOS.
-TEMPLATE_TOKENS = {"alpaca": 26, "chat": 12, "prompt_completion": 1, "text": 1}
-PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
-HEADROOM = 0.92  # a plan "fits" when the estimate is at most 92% of device memory (estimator error + spikes)
+from ftc.data.formats import FORMATS
 
 CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Gemma/Phi3; GPT-2 aliases)
     "hidden_size": ("hidden_size", "n_embd"),
@@ -35,36 +32,6 @@ CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Ge
     "max_position_embeddings": ("max_position_embeddings", "n_positions"),
     "tie_word_embeddings": ("tie_word_embeddings",),
 }
-
-
-@dataclass
-class Draft:
-    """Decisions and derived numbers, filled step by step; rules read it."""
-
-    arch: Optional[est.Arch] = None
-    arch_values: dict[str, Any] = field(default_factory=dict)
-    family: str = "llama"
-    linear_modules: tuple[str, ...] = ()
-    targets: tuple[str, ...] = ()
-    unknown_targets: tuple[str, ...] = ()
-    precision: str = "fp32"
-    packing: bool = False
-    world: int = 1
-    zero_stage: int = 0
-    checkpointing: bool = False
-    micro: int = 1
-    grad_accum: int = 1
-    train_examples: int = 0
-    tokens_per_example: int = 0
-    longest_example: int = 0
-    sequences_per_epoch: int = 0
-    steps: int = 0
-    epochs: float = 0.0
-    memory: Optional[est.MemoryEstimate] = None
-    hours: float = 0.0
-    usd: float = 0.0
-    device_hours: float = 0.0
-    decisions: list[str] = field(default_factory=list)
 
 
 def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
@@ -99,6 +66,24 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     draft.arch_values = values
 
 
+def _method(cfg: Config, draft: Draft) -> None:
+    m = cfg.method
+    draft.peft = m.peft
+    draft.kind = "full" if not m.peft else "qlora" if m.quant_bits else "dora" if m.use_dora else "lora"
+
+
+def _max_length(cfg: Config, draft: Draft) -> None:
+    """An unset data.max_length adapts to the model: its context, capped at AUTO_MAX_LENGTH."""
+    if cfg.data.max_length is not None:
+        draft.max_length = cfg.data.max_length
+        return
+    context = draft.arch_values.get("max_position_embeddings")
+    draft.max_length = min(context or AUTO_MAX_LENGTH, AUTO_MAX_LENGTH)
+    draft.decisions.append(f"data.max_length={draft.max_length} (null: the model's context of {context} tokens"
+                           f"{f', capped at {AUTO_MAX_LENGTH}' if context and context > AUTO_MAX_LENGTH else ''})"
+                           if context else f"data.max_length={draft.max_length} (null; the model's context is unknown)")
+
+
 def _precision(cfg: Config, draft: Draft) -> None:
     hw, p = cfg.hardware, cfg.train.precision
     if p == "auto":
@@ -125,7 +110,7 @@ def _world(cfg: Config, draft: Draft) -> None:
 
 def _targets(cfg: Config, draft: Draft) -> None:
     m = cfg.method
-    if m.name == "full":
+    if not draft.peft:
         return
     if isinstance(m.target_modules, str):
         if m.target_modules == "all-linear":
@@ -146,7 +131,8 @@ def _packing(cfg: Config, draft: Draft) -> None:
     if cfg.data.packing is None:
         draft.packing = varlen
         draft.decisions.append("packing=on (flash-attention varlen: no padding computed)" if varlen else
-                               "packing=off, batches grouped by length (no varlen attention kernel here)")
+                               "packing=off (no varlen attention kernel here: batches are padded to their longest "
+                               "example)")
     else:
         draft.packing = cfg.data.packing
 
@@ -164,25 +150,26 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         rows = min(rows, d.max_samples)
     draft.train_examples = max(rows, 0)
     chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
-    tokens = int(chars / cfg.model.chars_per_token) + TEMPLATE_TOKENS.get(d.format, 1)
-    draft.tokens_per_example = max(1, min(tokens, d.max_length))
-    overhead = TEMPLATE_TOKENS.get(d.format, 1)
-    longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars else d.max_length
-    draft.longest_example = max(draft.tokens_per_example, min(longest, d.max_length))
+    overhead = FORMATS[d.format].template_tokens if d.format in FORMATS else 1
+    tokens = int(chars / cfg.model.chars_per_token) + overhead
+    draft.tokens_per_example = max(1, min(tokens, draft.max_length))
+    longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars \
+        else draft.max_length
+    draft.longest_example = max(draft.tokens_per_example, min(longest, draft.max_length))
     if draft.packing:
         total = draft.train_examples * draft.tokens_per_example
-        draft.sequences_per_epoch = math.ceil(total / (d.max_length * PACKING_FILL)) if total else 0
+        draft.sequences_per_epoch = math.ceil(total / (draft.max_length * PACKING_FILL)) if total else 0
     else:
         draft.sequences_per_epoch = draft.train_examples
 
 
 def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> est.MemoryEstimate:
     m = cfg.method
-    method = "qlora" if m.quant_bits else ("full" if m.name == "full" else "lora")
+    method = "lora" if draft.kind == "dora" else draft.kind
     dtype = _weight_dtype(cfg, draft)
     # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
     # their longest example (worst case: the file's longest, capped at max_length).
-    seq = cfg.data.max_length if draft.packing else draft.longest_example
+    seq = draft.max_length if draft.packing else draft.longest_example
     return est.memory(
         draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
         trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,
@@ -198,7 +185,7 @@ def _weight_dtype(cfg: Config, draft: Draft) -> str:
 
 
 def _trainable(cfg: Config, draft: Draft) -> int:
-    if cfg.method.name == "full":
+    if not draft.peft:
         return draft.arch.total_params
     known = tuple(t for t in draft.targets if t in draft.arch.module_shapes())
     return est.lora_params(draft.arch, known, cfg.method.r, cfg.method.use_dora)
@@ -206,7 +193,7 @@ def _trainable(cfg: Config, draft: Draft) -> int:
 
 def _batch(cfg: Config, draft: Draft) -> None:
     """Largest micro batch (power of two dividing global/world) that fits; checkpointing only if needed."""
-    t, budget = cfg.train, cfg.hardware.memory_gb * est.GB * HEADROOM
+    t, device_gb = cfg.train, cfg.hardware.memory_gb
     per_worker = max(t.global_batch_size // draft.world, 1)
     ckpt_options = [t.gradient_checkpointing] if t.gradient_checkpointing is not None else [False, True]
     if t.micro_batch_size is not None:
@@ -214,13 +201,14 @@ def _batch(cfg: Config, draft: Draft) -> None:
         if t.gradient_checkpointing is not None:
             draft.checkpointing = t.gradient_checkpointing
         else:
-            draft.checkpointing = draft.arch is not None and _memory_for(cfg, draft, draft.micro, False).total > budget
+            draft.checkpointing = draft.arch is not None and \
+                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb)
     else:
         candidates = [2 ** k for k in range(int(math.log2(per_worker)), -1, -1) if per_worker % (2 ** k) == 0]
         chosen = None
         for ckpt in ckpt_options:
             for micro in candidates:
-                if draft.arch is None or _memory_for(cfg, draft, micro, ckpt).total <= budget:
+                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb):
                     chosen = (micro, ckpt)
                     break
             if chosen:
@@ -247,10 +235,9 @@ def _schedule(cfg: Config, draft: Draft) -> None:
 def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
-    method = "qlora" if cfg.method.quant_bits else ("dora" if cfg.method.use_dora else cfg.method.name)
-    fpt = est.train_flops_per_token(a, method="full" if cfg.method.name == "full" else "lora", context=context,
+    fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
                                     checkpointing=draft.checkpointing)
-    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=method,
+    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage)
     train_s = tokens / tps if tps else 0.0
     evals = max(1, draft.steps // _eval_steps(cfg, draft)) if draft.steps else 0
@@ -291,10 +278,10 @@ def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
 
 def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``."""
-    from ftc.compiler import rules
-
     draft = Draft()
+    _method(cfg, draft)
     _arch(cfg, facts, draft)
+    _max_length(cfg, draft)
     _precision(cfg, draft)
     _world(cfg, draft)
     _targets(cfg, draft)
@@ -305,7 +292,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _schedule(cfg, draft)
 
     t, hw, m, d = cfg.train, cfg.hardware, cfg.method, cfg.data
-    seq_tokens = d.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
+    seq_tokens = draft.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
     tokens_per_step = int(t.global_batch_size * seq_tokens)
     tokens = draft.steps * tokens_per_step
     devices = hw.gpus_per_node * hw.nodes
@@ -344,13 +331,13 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
         ),
         method=MethodSpec(
-            name=m.name, peft=m.name != "full", r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
+            name=m.name, peft=draft.peft, r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
             target_modules=draft.targets, trainable_params=trainable,
             trainable_percent=round(100 * trainable / params, 4) if params else 0.0, quantization=quant,
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
-            fields=dict(d.fields), template=d.template, max_length=d.max_length, packing=draft.packing,
+            fields=dict(d.fields), template=d.template, max_length=draft.max_length, packing=draft.packing,
             group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
             test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
@@ -385,7 +372,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                       max_new_tokens=cfg.eval.max_new_tokens, max_samples=cfg.eval.max_samples,
                       num_examples_in_report=cfg.eval.num_examples_in_report),
         memory=MemorySpec(per_device_gb=round(per_device, 2), device_gb=hw.memory_gb,
-                          fits=per_device <= hw.memory_gb * HEADROOM,
+                          fits=fits(mem.total, hw.memory_gb),
                           headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb()),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
                       train_hours=round(train_h, 4), eval_hours=round(eval_h, 4)),

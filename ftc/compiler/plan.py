@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 
@@ -179,12 +179,12 @@ class LauncherSpec:
     num_workers: int
     use_gpu: bool
     resources_per_worker: dict[str, float]
-    address: Optional[str] = None
-    max_failures: int = 0
-    storage_path: Optional[str] = None
-    dashboard_host: str = "127.0.0.1"
-    include_dashboard: bool = False
-    resource_wait_s: float = 30.0
+    address: Optional[str]
+    max_failures: int
+    storage_path: Optional[str]
+    dashboard_host: str
+    include_dashboard: bool
+    resource_wait_s: float
 
 
 @dataclass(frozen=True)
@@ -213,9 +213,9 @@ class Plan:
     deepspeed: Optional[dict[str, Any]]
     budget: BudgetSpec
     output_dir: str
-    warnings: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    decisions: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...]
+    errors: tuple[str, ...]
+    decisions: tuple[str, ...]
     """Choices the compiler made for you (auto values), one line each."""
 
     @property

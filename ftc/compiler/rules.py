@@ -7,17 +7,15 @@ key and a fix. ``check`` runs them all, so a user sees every problem at once. do
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
+from ftc.compiler.draft import Draft, fits
 from ftc.compiler.facts import Facts
 from ftc.config.schema import Config
+from ftc.data.formats import FORMATS
 
-METHODS = ("lora", "qlora", "dora", "full")
-FORMATS = ("alpaca", "chat", "prompt_completion", "text")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
-FORMAT_FIELDS = {"alpaca": ("instruction", "output"), "chat": ("messages",),
-                 "prompt_completion": ("prompt", "completion"), "text": ("text",)}
 # SFTConfig / TrainingArguments fields removed or renamed in TRL 1.x / transformers 5, and where ftc sets them.
 RENAMED_TRL_FIELDS = {
     "max_seq_length": "data.max_length (TRL renamed max_seq_length to max_length)",
@@ -49,7 +47,7 @@ class Problem:
         return f"{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
 
 
-Rule = Callable[[Config, Facts, "Draft"], Iterator[Problem]]  # noqa: F821 - Draft lives in compile.py
+Rule = Callable[[Config, Facts, Draft], Iterator[Problem]]
 RULES: list[Rule] = []
 
 
@@ -66,48 +64,52 @@ def warning(key: str, message: str, fix: str = "") -> Problem:
     return Problem("warning", key, message, fix)
 
 
-def check(cfg: Config, facts: Facts, draft) -> list[Problem]:
+def check(cfg: Config, facts: Facts, draft: Draft) -> list[Problem]:
     problems: list[Problem] = []
     for r in RULES:
         problems.extend(r(cfg, facts, draft))
     return problems
 
 
-def _is_peft(cfg: Config) -> bool:
-    return cfg.method.name != "full"
+def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], usd: float, device_hours: float,
+                    what: str = "the run") -> list[Problem]:
+    """The one budget check, for a run, a sweep (its total) or a search (n_trials x one trial)."""
+    found = []
+    if max_usd is not None and usd > max_usd:
+        found.append(error("budget.max_usd", f"predicted ${usd:.2f} for {what}, over the budget of ${max_usd:.2f}", "method=qlora, fewer train.epochs or trials, a cheaper hardware "
+                           "profile, or raise budget.max_usd"))
+    if max_gpu_hours is not None and device_hours > max_gpu_hours:
+        found.append(error("budget.max_gpu_hours", f"predicted {device_hours:.2f} device-hours for {what}, over the "
+                           f"cap of {max_gpu_hours:g}", "fewer train.epochs, train.max_steps or trials, "
+                           "or raise budget.max_gpu_hours"))
+    return found
 
 
 # --- method -----------------------------------------------------------------------------------------------------
 @rule
-def method_name(cfg, facts, draft):
-    if cfg.method.name not in METHODS:
-        yield error("method", f"unknown method '{cfg.method.name}'", f"method=lora | {' | '.join(METHODS[1:])}")
-
-
-@rule
 def lora_rank(cfg, facts, draft):
-    if _is_peft(cfg) and cfg.method.r < 1:
+    if draft.peft and cfg.method.r < 1:
         yield error("method.r", f"LoRA rank must be >= 1, got {cfg.method.r}", "method.r=8")
-    elif _is_peft(cfg) and cfg.method.r > 256:
+    elif draft.peft and cfg.method.r > 256:
         yield warning("method.r", f"rank {cfg.method.r} is unusually high; gains flatten beyond 64", "method.r=64")
 
 
 @rule
 def lora_alpha(cfg, facts, draft):
-    if _is_peft(cfg) and cfg.method.alpha <= 0:
+    if draft.peft and cfg.method.alpha <= 0:
         yield error("method.alpha", f"LoRA alpha must be > 0, got {cfg.method.alpha}",
                     f"method.alpha={2 * max(cfg.method.r, 1)}")
 
 
 @rule
 def lora_dropout(cfg, facts, draft):
-    if _is_peft(cfg) and not 0 <= cfg.method.dropout < 1:
+    if draft.peft and not 0 <= cfg.method.dropout < 1:
         yield error("method.dropout", f"dropout must be in [0, 1), got {cfg.method.dropout}", "method.dropout=0.05")
 
 
 @rule
 def target_modules(cfg, facts, draft):
-    if not _is_peft(cfg):
+    if not draft.peft:
         return
     if not draft.targets:
         yield error("method.target_modules", "no modules to adapt", "method.target_modules=all-linear")
@@ -124,7 +126,7 @@ def quantization(cfg, facts, draft):
     if m.quant_bits not in (None, 4):
         yield error("method.quant_bits", f"only 4-bit (NF4/FP4) QLoRA is supported, got {m.quant_bits}",
                     "method=qlora (quant_bits=4) or method.quant_bits=null")
-    if m.quant_bits and m.name == "full":
+    if m.quant_bits and not m.peft:
         yield error("method.quant_bits", "4-bit weights cannot be fully fine-tuned", "method=qlora")
     if m.quant_type not in ("nf4", "fp4"):
         yield error("method.quant_type", f"unknown 4-bit type '{m.quant_type}'", "method.quant_type=nf4")
@@ -162,13 +164,14 @@ def architecture_known(cfg, facts, draft):
 
 @rule
 def context_length(cfg, facts, draft):
-    limit = draft.arch_values.get("max_position_embeddings")
-    if limit and cfg.data.max_length > limit:
-        yield error("data.max_length", f"{cfg.data.max_length} exceeds the model's context of {limit} tokens",
-                    f"data.max_length={limit}")
-    if cfg.data.max_length < 16:
-        yield error("data.max_length", f"{cfg.data.max_length} tokens is too short for any example",
-                    "data.max_length=512")
+    limit, length = draft.arch_values.get("max_position_embeddings"), cfg.data.max_length
+    if length is None:  # unset: the compiler chose a length that fits the model
+        return
+    if limit and length > limit:
+        yield error("data.max_length", f"{length} exceeds the model's context of {limit} tokens",
+                    f"data.max_length={limit} or data.max_length=null (the model's context)")
+    if length < 16:
+        yield error("data.max_length", f"{length} tokens is too short for any example", "data.max_length=null")
 
 
 @rule
@@ -206,21 +209,19 @@ def memory_fits(cfg, facts, draft):
     if mem is None or draft.arch is None or not mem.total:
         return
     need, have = mem.total / 1e9, cfg.hardware.memory_gb
-    from ftc.compiler.compile import HEADROOM
-
-    if need <= have * HEADROOM:
+    if fits(mem.total, have):
         return
     fixes = []
-    if not cfg.method.quant_bits and cfg.method.name != "full":
+    if draft.kind in ("lora", "dora"):
         fixes.append("method=qlora")
-    if cfg.method.name == "full":
+    if draft.kind == "full":
         fixes.append("method=lora")
     if not draft.checkpointing:
         fixes.append("train.gradient_checkpointing=true")
     if draft.micro > 1:
         fixes.append(f"train.micro_batch_size={draft.micro // 2}")
-    if cfg.data.max_length > 512:
-        fixes.append(f"data.max_length={cfg.data.max_length // 2}")
+    if draft.max_length > 512:
+        fixes.append(f"data.max_length={draft.max_length // 2}")
     fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
     yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds {have:g} GB on {cfg.hardware.name} "
                 f"(weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f} GB)", ", ".join(fixes))
@@ -294,7 +295,7 @@ def optimizer(cfg, facts, draft):
         yield error("train.lr", f"learning rate must be > 0, got {t.lr}", "train.lr=2e-4")
     elif t.lr > 1e-2:
         yield warning("train.lr", f"{t.lr} is very high: expect divergence", "train.lr=2e-4")
-    elif cfg.method.name == "full" and t.lr > 1e-4:
+    elif draft.kind == "full" and t.lr > 1e-4:
         yield warning("train.lr", f"{t.lr} is high for full fine-tuning (LoRA rates do not transfer)", "train.lr=1e-5")
     if not 0 <= t.warmup_ratio < 1:
         yield error("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "train.warmup_ratio=0.03")
@@ -342,6 +343,13 @@ def data_files(cfg, facts, draft):
             yield error(key, f"{f.path}: {f.error}", "a UTF-8 jsonl/json/csv/parquet file")
         elif f.rows == 0:
             yield error(key, f"{f.path} has no rows", "a file with examples")
+        fmt = FORMATS.get(cfg.data.format)
+        expects = f"format={cfg.data.format} rows have {', '.join(fmt.required)}" if fmt else ""
+        for line in f.problems:  # the same row checks `ftc train` runs: every bad row, capped, with a count
+            yield error(key, line, f"fix or drop the row ({expects}; other column names map with "
+                        "data.fields.<name>=<column>)")
+        if f.rows and f.empty_rows == f.rows:
+            yield error(key, f"{f.path}: all {f.rows} rows are empty (nothing to learn from)", "a file with examples")
 
 
 @rule
@@ -350,7 +358,7 @@ def data_format(cfg, facts, draft):
     if d.format not in FORMATS:
         yield error("data.format", f"unknown format '{d.format}'", f"data.format={' | '.join(FORMATS)}")
         return
-    known = set(FORMAT_FIELDS[d.format]) | {"input", "system"}
+    known = set(FORMATS[d.format].required) | set(FORMATS[d.format].optional)
     for name in d.fields:
         if name not in known:
             yield error(f"data.fields.{name}", f"'{name}' is not a field of the {d.format} format "
@@ -383,10 +391,4 @@ def splits(cfg, facts, draft):
 # --- budget --------------------------------------------------------------------------------------------------------
 @rule
 def budget(cfg, facts, draft):
-    b = cfg.budget
-    if b.max_usd is not None and draft.usd > b.max_usd:
-        yield error("budget.max_usd", f"predicted ${draft.usd:.2f} exceeds the budget of ${b.max_usd:.2f}",
-                    "method=qlora, fewer train.epochs, a cheaper hardware profile, or raise budget.max_usd")
-    if b.max_gpu_hours is not None and draft.device_hours > b.max_gpu_hours:
-        yield error("budget.max_gpu_hours", f"predicted {draft.device_hours:.2f} device-hours exceed the cap of "
-                    f"{b.max_gpu_hours:g}", "fewer train.epochs or train.max_steps, or raise budget.max_gpu_hours")
+    yield from budget_problems(cfg.budget.max_usd, cfg.budget.max_gpu_hours, draft.usd, draft.device_hours)

@@ -57,7 +57,9 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING
-    """lora | qlora | dora | full"""
+    """Short name shown in plans and reports (the built-in options: lora | qlora | dora | full)."""
+    peft: bool = True
+    """Train adapters (the LoRA family); false trains every weight (method=full)."""
     r: int = 16
     """LoRA rank."""
     alpha: float = 32.0
@@ -94,8 +96,9 @@ class DataConfig:
     """Field mapping from the format's names to your file's column names, e.g. ``{output: answer}``."""
     template: str = "alpaca"
     """Prompt template for alpaca data: alpaca | plain."""
-    max_length: int = 1024
-    """Maximum tokens per example (longer examples are truncated and counted)."""
+    max_length: Optional[int] = None
+    """Maximum tokens per example (longer examples are truncated and counted); null = the model's context, capped
+    at 2048 (recorded in the plan's decisions)."""
     packing: Optional[bool] = None
     """Padding-free packing (TRL best-fit decreasing): no compute on padding, but efficient only with a varlen
     attention kernel (flash-attention on CUDA); null = on exactly there, off elsewhere (SDPA would attend over the
@@ -127,8 +130,8 @@ class HardwareConfig:
     nodes: int = 1
     memory_gb: float = MISSING
     """Memory per device in GB (CPU: RAM available to one worker)."""
-    bf16: bool = True
-    """Device supports bfloat16."""
+    bf16: bool = MISSING
+    """Device supports bfloat16 (a fact of the device: every profile states it)."""
     peak_tflops: float = MISSING
     """Dense bf16/fp16 tensor TFLOP/s per device from the vendor sheet (CPU: measured, see docs)."""
     mfu: float = 0.35
@@ -171,8 +174,9 @@ class TrainConfig:
     """Sequences per device per forward pass; null = the largest power of two that fits memory."""
     lr: float = 2.0e-4
     scheduler: str = "cosine"
-    """linear | cosine | constant | constant_with_warmup"""
+    """linear | cosine | constant | constant_with_warmup | cosine_with_min_lr | polynomial"""
     warmup_ratio: float = 0.03
+    """Fraction of the optimizer steps over which the learning rate rises linearly from 0 (in [0, 1))."""
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     optim: str = "adamw_torch"
@@ -254,16 +258,3 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    _register_search_sweeper()
-
-
-def _register_search_sweeper() -> None:
-    """Hydra discovers plugins by scanning the ``hydra_plugins`` directories, which an editable install does not
-    expose; registering the class directly makes ``hydra/sweeper=ftc_search`` work from a checkout too."""
-    try:
-        from hydra.core.plugins import Plugins
-
-        from hydra_plugins.ftc_search import FtcSearchSweeper
-    except ImportError:  # optuna missing: the sweeper explains itself only when selected
-        return
-    Plugins.instance()._register(FtcSearchSweeper)

@@ -7,7 +7,30 @@ context.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
+
+
+
+@dataclass(frozen=True)
+class Format:
+    """What a data format needs: the fields a row must have, the ones it may have, and the tokens its template
+    adds around an example (alpaca header ~25, chat role markers ~10; + EOS), used by the plan's token estimate
+    when no tokenizer is readable."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    template_tokens: int
+
+
+# The one table of data formats: rules check field mappings against it, the compiler sizes examples with it and
+# the loader validates rows with it.
+FORMATS = {
+    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26),
+    "chat": Format(required=("messages",), optional=(), template_tokens=12),
+    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1),
+    "text": Format(required=("text",), optional=(), template_tokens=1),
+}
 
 ALPACA = {
     "alpaca": ("Below is an instruction that describes a task{with_input}. Write a response that appropriately "
@@ -50,43 +73,57 @@ def alpaca_prompt(instruction: str, input_text: str, template: str) -> str:
     )
 
 
+def check_row(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> dict[str, Any]:
+    """Validates a row's shape for its format without a tokenizer (``ftc plan`` runs it on every row) and returns
+    its fields by the format's names. Raises RowError (malformed: reported with file:line) or EmptyRow (nothing to
+    learn from: dropped and counted)."""
+    if fmt not in FORMATS:
+        raise RowError(f"unknown format '{fmt}'")
+    if fmt == "chat":
+        return {"messages": _chat_messages(_field(row, "messages", fields))}
+    spec = FORMATS[fmt]
+    values = {name: _text(_field(row, name, fields), name) for name in spec.required}
+    values.update({name: _text(_field(row, name, fields, required=False) or "", name) for name in spec.optional})
+    if any(not values[name].strip() for name in spec.required if name != "prompt"):
+        raise EmptyRow(f"empty {' or '.join(n for n in spec.required if n != 'prompt')}")
+    return values
+
+
 def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
                          tokenizer: Optional[Any] = None) -> tuple[str, str]:
     """Returns (prompt, completion) without EOS; the tokenizer step appends EOS."""
+    v = check_row(row, fmt, fields)
     if fmt == "alpaca":
-        instruction = _text(_field(row, "instruction", fields), "instruction")
-        input_text = _text(_field(row, "input", fields, required=False) or "", "input")
-        output = _text(_field(row, "output", fields), "output")
-        if not output.strip() or not instruction.strip():
-            raise EmptyRow("empty instruction or output")
-        return alpaca_prompt(instruction.strip(), input_text.strip(), template), output.strip()
+        return alpaca_prompt(v["instruction"].strip(), v["input"].strip(), template), v["output"].strip()
     if fmt == "prompt_completion":
-        prompt = _text(_field(row, "prompt", fields), "prompt")
-        completion = _text(_field(row, "completion", fields), "completion")
-        if not completion.strip():
-            raise EmptyRow("empty completion")
-        return prompt, completion
+        return v["prompt"], v["completion"]
     if fmt == "text":
-        text = _text(_field(row, "text", fields), "text")
-        if not text.strip():
-            raise EmptyRow("empty text")
-        return "", text
-    if fmt == "chat":
-        return _chat(_field(row, "messages", fields), tokenizer)
-    raise RowError(f"unknown format '{fmt}'")
+        return "", v["text"]
+    return _chat(v["messages"], tokenizer)
 
 
-def _chat(messages: Any, tokenizer: Any) -> tuple[str, str]:
+def _chat_messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
         raise RowError("'messages' must be a non-empty list of {role, content}")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise RowError(f"messages[{i}] must be {{role: system|user|assistant, content: string}}")
-    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+            got = m.get("role") if isinstance(m, dict) else type(m).__name__
+            raise RowError(f"messages[{i}] must be {{role: system|user|assistant, content: string}}, got role "
+                           f"{got!r}")
+    last = _last_assistant(messages)
     if last is None:
         raise RowError("no assistant message to learn from")
     if not messages[last]["content"].strip():
         raise EmptyRow("empty assistant message")
+    return messages
+
+
+def _last_assistant(messages: list[dict[str, str]]) -> Optional[int]:
+    return max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+
+
+def _chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[str, str]:
+    last = _last_assistant(messages)
     context, full = messages[:last], messages[: last + 1]
     prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
     whole = tokenizer.apply_chat_template(full, tokenize=False)

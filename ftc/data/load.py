@@ -1,32 +1,64 @@
-"""Read rows from jsonl/json/csv/parquet files, local or fsspec URIs; errors name the file and line."""
+"""Read rows from jsonl/json/csv/parquet files, local or fsspec URIs, and check them against their format.
+
+Problems are reported as ``file:line`` (1-based lines for jsonl/csv, items for json/parquet). A file that cannot be
+read at all raises DataError; a bad row is collected in ``RowProblems`` so that every bad row is reported at once
+(``ftc plan`` and ``ftc train`` run the same checks).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional, Union
 
-from ftc.compiler.facts import resolve_path
+from ftc.data.formats import EmptyRow, RowError, check_row
+from ftc.errors import DataError
+from ftc.paths import resolve_path
+
+MAX_SHOWN = 10
 
 
-class DataError(Exception):
-    """A bad input file or row; the message names the file and line."""
+@dataclass
+class RowProblems:
+    """Malformed rows of one file: the first ``MAX_SHOWN`` as ``file:line: what``, and how many in all."""
+
+    path: str
+    shown: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, line: int, what: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_SHOWN:
+            self.shown.append(f"{self.path}:{line}: {what}")
+
+    def lines(self) -> list[str]:
+        more = [f"... and {self.count - len(self.shown)} more"] if self.count > len(self.shown) else []
+        return self.shown + more
 
 
-def _open_text(path: str):
+def _open_binary(path: str):
     if "://" in path:
         try:
             import fsspec
         except ImportError as e:
             raise DataError(f"{path}: reading URIs needs fsspec (pip install fsspec s3fs)") from e
-        return fsspec.open(path, "rt", encoding="utf-8", compression="infer").open()
+        return fsspec.open(path, "rb", compression="infer").open()
     if path.endswith(".gz"):
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _decode(path: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save the file as UTF-8")
 
 
 def _suffix(path: str) -> str:
@@ -34,54 +66,81 @@ def _suffix(path: str) -> str:
     return Path(name.split("?")[0]).suffix.lower()
 
 
-def read_rows(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yields (line number, row). Line numbers are 1-based lines for jsonl/csv, 1-based items for json/parquet."""
+Row = Union[dict[str, Any], RowError]
+
+
+def read_rows(path: str) -> Iterator[tuple[int, Row]]:
+    """Yields (line number, row), or (line number, RowError) for a line that is not a JSON object in UTF-8."""
     path = resolve_path(path)
     suffix = _suffix(path)
     try:
         if suffix == ".jsonl":
-            with _open_text(path) as f:
-                for no, line in enumerate(f, 1):
-                    if not line.strip():
+            with _open_binary(path) as f:
+                for no, raw in enumerate(f, 1):
+                    if not raw.strip():
                         continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{no}: invalid JSON ({e.msg} at column {e.colno})") from None
-                    if not isinstance(row, dict):
-                        raise DataError(f"{path}:{no}: expected a JSON object, got {type(row).__name__}")
-                    yield no, row
+                    yield no, _json_line(raw)
         elif suffix == ".json":
-            with _open_text(path) as f:
-                data = json.load(f)
+            with _open_binary(path) as f:
+                data = json.loads(_decode(path, f.read()))
             if isinstance(data, dict):
                 data = next((v for v in data.values() if isinstance(v, list)), None)
             if not isinstance(data, list):
                 raise DataError(f"{path}: expected a JSON list of objects")
             for no, row in enumerate(data, 1):
-                if not isinstance(row, dict):
-                    raise DataError(f"{path}: item {no}: expected a JSON object")
-                yield no, row
+                yield no, row if isinstance(row, dict) else RowError(f"expected a JSON object, got {type(row).__name__}")
         elif suffix == ".csv":
-            with _open_text(path) as f:
-                reader = csv.DictReader(f)
+            with _open_binary(path) as f:
+                reader = csv.DictReader(io.StringIO(_decode(path, f.read()), newline=""))
                 for row in reader:
                     yield reader.line_num, dict(row)
         elif suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            if "://" in path:
-                import fsspec
-
-                with fsspec.open(path, "rb") as f:
-                    table = pq.read_table(io.BytesIO(f.read()))
-            else:
-                table = pq.read_table(path)
+            with _open_binary(path) as f:
+                table = pq.read_table(io.BytesIO(f.read()))
             for no, row in enumerate(table.to_pylist(), 1):
                 yield no, row
         else:
             raise DataError(f"{path}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:  # a .json file as a whole
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _json_line(raw: bytes) -> Row:
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        return RowError(f"not UTF-8 text ({e.reason} at byte {e.start} of the line); re-save the file as UTF-8")
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RowError(f"invalid JSON ({e.msg} at column {e.colno})")
+    return row if isinstance(row, dict) else RowError(f"expected a JSON object, got {type(row).__name__}")
+
+
+def checked_rows(path: str, fmt: str, fields: dict[str, str],
+                 problems: RowProblems) -> Iterator[tuple[int, Optional[dict[str, Any]]]]:
+    """Yields (line, row) for every well-formed row and (line, None) for a row with nothing to learn from (the
+    caller counts it); malformed rows go to ``problems``."""
+    for line, row in read_rows(path):
+        if isinstance(row, RowError):
+            problems.add(line, str(row))
+            continue
+        try:
+            check_row(row, fmt, fields)
+        except EmptyRow:
+            yield line, None
+            continue
+        except RowError as e:
+            problems.add(line, str(e))
+            continue
+        yield line, row
+
+
+def problems_message(problems: RowProblems, role: str, fmt: str) -> str:
+    n = problems.count
+    return (f"{n} malformed row{'s' if n > 1 else ''} in the {role} data (format={fmt}; map columns with "
+            "data.fields.<name>=<column>):\n  " + "\n  ".join(problems.lines()))

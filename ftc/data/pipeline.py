@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ftc.compiler.facts import resolve_path
 from ftc.compiler.plan import DataSpec
-from ftc.data.formats import EmptyRow, RowError, to_prompt_completion
-from ftc.data.load import DataError, read_rows
+from ftc.data.formats import to_prompt_completion
+from ftc.data.load import RowProblems, checked_rows, problems_message
+from ftc.errors import DataError
+from ftc.paths import atomic_path, cache_root, resolve_path
 
 CACHE_VERSION = 1
-MAX_ERRORS_SHOWN = 10
 
 
 @dataclass
@@ -59,10 +57,6 @@ class Splits:
     test: list[dict[str, str]]  # raw {prompt, completion} for generation metrics
     test_tokenized: Optional[Any]
     report: DataReport
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("FTC_CACHE", Path.home() / ".cache" / "ftc")).expanduser()
 
 
 def _file_fingerprint(path: str) -> str:
@@ -109,26 +103,17 @@ def _normalize(text: str) -> str:
 
 
 def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport, role: str) -> list[dict]:
-    examples, errors, n_errors = [], [], 0
-    rows = 0
-    for line, row in read_rows(path):
+    examples, rows = [], 0
+    problems = RowProblems(resolve_path(path))
+    for _, row in checked_rows(path, spec.format, spec.fields, problems):
         rows += 1
-        try:
-            prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
-        except EmptyRow:
+        if row is None:
             report.dropped_empty += 1
             continue
-        except RowError as e:
-            n_errors += 1
-            if len(errors) < MAX_ERRORS_SHOWN:
-                errors.append(f"{resolve_path(path)}:{line}: {e}")
-            continue
+        prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
         examples.append({"prompt": prompt, "completion": completion})
-    if n_errors:
-        more = f"\n  ... and {n_errors - len(errors)} more" if n_errors > len(errors) else ""
-        raise DataError(f"{n_errors} malformed row{'s' if n_errors > 1 else ''} in the {role} data "
-                        f"(format={spec.format}; map columns with data.fields.<name>=<column>):\n  "
-                        + "\n  ".join(errors) + more)
+    if problems.count:
+        raise DataError(problems_message(problems, role, spec.format))
     report.rows_read[role] = rows
     return examples
 
@@ -235,14 +220,11 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
             report.examples[name] = len(columns["input_ids"])
             report.tokens[name] = sum(len(s) for s in columns["input_ids"])
 
-    tmp = cache_dir.with_name(key + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, ds in tokenized.items():
-        ds.save_to_disk(str(tmp / name))
     meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")}, "test": test}
-    (tmp / "complete.json").write_text(json.dumps(meta))
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    os.replace(tmp, cache_dir)  # atomic: a crash never leaves a half-written cache that looks complete
+    with atomic_path(cache_dir) as tmp:  # a crash never leaves a half-written cache that looks complete
+        tmp.mkdir()
+        for name, ds in tokenized.items():
+            ds.save_to_disk(str(tmp / name))
+        (tmp / "complete.json").write_text(json.dumps(meta))
     load = lambda name: datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
     return Splits(load("train"), load("validation"), test or [], load("test"), report)

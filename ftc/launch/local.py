@@ -9,8 +9,8 @@ from ftc.compiler.plan import Plan
 
 
 def execute(plan: Plan) -> dict[str, Any]:
-    from ftc.launch import finish
     from ftc.runtime import artifacts
+    from ftc.runtime.report import finish
     from ftc.runtime.train import train
 
     started = time.time()

@@ -130,8 +130,8 @@ def execute(plan: Plan) -> dict[str, Any]:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ftc.launch import finish
     from ftc.runtime import artifacts
+    from ftc.runtime.report import finish
 
     started = time.time()
     run = Path(plan.output_dir)

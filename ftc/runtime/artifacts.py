@@ -17,38 +17,39 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from ftc.paths import atomic_path
 
 SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|credential)", re.I)
 REDACTED = "***redacted***"
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Moves a fully written directory into place (the old one is removed only after the new one is complete)."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+def prepare_run_dir(config: dict[str, Any], plan: Any, run_dir: Path) -> Any:
+    """Fixes the plan's output_dir to the absolute run dir and writes config.yaml (secrets redacted) and plan.json;
+    returns the fixed plan."""
+    import dataclasses
+
+    import yaml
+
+    plan = dataclasses.replace(plan, output_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(redact(config), sort_keys=False))
+    atomic_write_json(run_dir / "plan.json", plan.to_dict())
+    return plan
 
 
 def save_loss_figure(fig: Any, ax: Any, title: str, ylabel: str, path: Path, legend_size: int = 10) -> Path:
@@ -61,10 +62,9 @@ def save_loss_figure(fig: Any, ax: Any, title: str, ylabel: str, path: Path, leg
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

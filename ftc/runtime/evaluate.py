@@ -105,13 +105,12 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized
     }
 
 
-def evaluate_run(plan: Plan, run_dir: str, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-    """Scores the tuned model (loaded from ``run_dir`` unless given) and, with PEFT, the base via disable_adapter."""
+def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
+    """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter."""
     from ftc.data.pipeline import build
     from ftc.runtime.model import load_base_model, load_tuned
 
-    if model is None:
-        model, tokenizer = load_tuned(plan, run_dir)
+    model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
     base = None

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from ftc.compiler.facts import package_root
 from ftc.compiler.plan import ModelSpec, Plan
+from ftc.paths import atomic_path, cache_root, package_root
 
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
@@ -20,12 +18,6 @@ TINY_CHAT_TEMPLATE = (
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def _cache_root() -> Path:
-    from ftc.data.pipeline import cache_root
-
-    return cache_root()
-
-
 def tiny_path(spec: ModelSpec) -> str:
     """Builds (once) the offline tiny model: BPE tokenizer trained on the sample data + random-init Llama."""
     corpus = sorted((package_root() / "assets" / "sample").glob("*.jsonl"))
@@ -33,7 +25,7 @@ def tiny_path(spec: ModelSpec) -> str:
                                           spec.intermediate_size, spec.vocab_size, spec.max_position_embeddings,
                                           spec.tie_word_embeddings],
                          "corpus": [hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus]})
-    target = _cache_root() / "models" / ("tiny-" + hashlib.sha256(recipe.encode()).hexdigest()[:12])
+    target = cache_root() / "models" / ("tiny-" + hashlib.sha256(recipe.encode()).hexdigest()[:12])
     if (target / "config.json").is_file():
         return str(target)
     import torch
@@ -71,12 +63,9 @@ def tiny_path(spec: ModelSpec) -> str:
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return str(target)
 
 
@@ -100,7 +89,7 @@ def load_tokenizer(plan: Plan, path: Optional[str] = None) -> Any:
 def torch_dtype(plan: Plan) -> Any:
     import torch
 
-    if plan.method.name == "full":
+    if not plan.method.peft:
         return torch.float32  # fp32 master weights; autocast does the bf16/fp16 math
     name = plan.method.quantization.compute_dtype if plan.method.quantization else plan.precision
     return getattr(torch, DTYPES[name])

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler.plan import Plan
 from ftc.runtime import artifacts
+
+
+def finish(plan: Plan, training: dict[str, Any], started: float) -> dict[str, Any]:
+    """After training: evaluation (reloading the saved adapter from disk, which also proves it loads), then
+    summary.json, report.md and loss.png."""
+    import sys
+
+    from ftc.runtime.evaluate import evaluate_run
+
+    evaluation = None
+    if plan.eval.enabled:
+        print(f"ftc: evaluating the tuned{' and the base' if plan.eval.compare_base else ''} model on the test split "
+              f"(up to {plan.eval.max_samples} examples)", file=sys.stderr)
+        evaluation = evaluate_run(plan, plan.output_dir)
+    summary = write(plan, plan.output_dir, training, evaluation, time.time() - started)
+    artifacts.event(plan.output_dir, "finished", wall_time_s=summary["wall_time_s"])
+    return summary
 
 
 def loss_curve(run_dir: Path) -> Path | None:

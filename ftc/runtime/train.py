@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import math
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler.plan import Plan
-from ftc.runtime import artifacts
-
-
-class TrainingDiverged(RuntimeError):
-    """Loss became NaN/inf: the run stops cleanly at that step."""
+from ftc.errors import TrainingDiverged
+from ftc.paths import publish
+from ftc.runtime import artifacts, console
 
 
 def report_to(plan: Plan) -> list[str]:
@@ -96,13 +95,13 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         gradient_accumulation_steps=b.grad_accum,
         learning_rate=t.lr,
         lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # transformers 5 reads warmup_steps < 1 as a fraction of the steps (ratio)
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
         bf16=plan.precision == "bf16",
         fp16=plan.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         eval_strategy="steps" if validation else "no",
         eval_steps=s.eval_steps,
         save_strategy="steps",
@@ -126,7 +125,7 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         use_cpu=plan.hardware.accelerator == "cpu" and not distributed,
         ddp_backend="gloo" if distributed and plan.hardware.accelerator == "cpu" else None,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # ftc's own progress bar (runtime/console.py) replaces the bar and the printed dicts
     )
     # max_steps wins when the experiment set it; otherwise epochs over the data actually loaded
     # (the plan's step count is an estimate from file sizes; the summary reports both).
@@ -196,9 +195,14 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         peft_config=lora_config(plan) if plan.method.peft else None,
         callbacks=make_callbacks(plan, run),
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(console.progress_callback(plan.schedule.steps))
     resume = artifacts.last_complete_checkpoint(run / "checkpoints")
     rank0 = trainer.is_world_process_zero()
     if rank0:
+        print(console.data_line(splits.report), file=sys.stderr)
         artifacts.event(run, "resume" if resume else "start", checkpoint=resume,
                         world_size=trainer.args.world_size)
     start = time.time()
@@ -243,4 +247,4 @@ def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
         weights = list(tmp.glob("*.safetensors"))
         if not weights or all(w.stat().st_size < 64 for w in weights):
             raise RuntimeError(f"saved {name} in {tmp} is empty: refusing to publish it")
-        artifacts.replace_dir(tmp, run / name)
+        publish(tmp, run / name)

@@ -37,7 +37,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
 def compile_sweep(overrides: list[str]) -> list[Trial]:
     from hydra import compose, initialize_config_module
 
-    from ftc.cli import compile_config
+    from ftc.compiler.frontend import compile_config
     from ftc.config.schema import register
 
     register()
@@ -76,20 +76,20 @@ def totals(trials: list[Trial]) -> tuple[float, float]:
 
 def problems(trials: list[Trial]) -> list[str]:
     """Errors of any trial, and the sweep's total against budget.max_usd / max_gpu_hours."""
-    out = [f"trial {i} ({' '.join(t.overrides)}): {e}" for i, t in enumerate(trials) for e in t.plan.errors]
-    usd, hours = totals(trials)
-    budget = trials[0].plan.budget if trials else None
-    if budget and budget.max_usd is not None and usd > budget.max_usd:
-        out.append(f"budget.max_usd: the sweep's {len(trials)} trials are predicted to cost ${usd:.2f} in total, "
-                   f"over the budget of ${budget.max_usd:.2f} (fix: fewer trials, method=qlora, fewer train.epochs, "
-                   "or raise budget.max_usd)")
-    if budget and budget.max_gpu_hours is not None and hours > budget.max_gpu_hours:
-        out.append(f"budget.max_gpu_hours: the sweep needs {hours:.2f} device-hours, over the cap of "
-                   f"{budget.max_gpu_hours:g}")
+    from ftc.compiler.rules import budget_problems
+
+    out = [f"trial {i} ({' '.join(t.overrides)}): {e}" for i, t in enumerate(trials) for e in t.plan.errors
+           if not e.startswith("budget.")]  # the sweep's total is what the budget is held against
+    if trials:
+        usd, hours = totals(trials)
+        b = trials[0].plan.budget
+        out += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
+                                                f"the sweep's {len(trials)} trials in total")]
     return out
 
 
 def plan_sweep(overrides: list[str], as_json: bool = False) -> int:
+    """Prints every trial's plan and the sweep's total; returns the exit code (2 when any problem)."""
     trials = compile_sweep(overrides)
     usd, hours = totals(trials)
     found = problems(trials)
@@ -106,13 +106,13 @@ def plan_sweep(overrides: list[str], as_json: bool = False) -> int:
 
 
 def check_sweep(overrides: list[str]) -> list[Trial]:
-    """Refuses (exit 2) a sweep with an invalid trial or over budget, before anything starts."""
+    """Refuses (UserError) a sweep with an invalid trial or over budget, before anything starts."""
+    from ftc.errors import UserError
+
     trials = compile_sweep(overrides)
     found = problems(trials)
     usd, hours = totals(trials)
     print(f"ftc: sweep of {len(trials)} trials, predicted ${usd:.2f} / {hours:.3f} device-hours", file=sys.stderr)
     if found:
-        print("ftc: sweep refused before any trial started:\n" + "\n".join(f"  - {p}" for p in found),
-              file=sys.stderr)
-        raise SystemExit(2)
+        raise UserError("ftc: sweep refused before any trial started:\n" + "\n".join(f"  - {p}" for p in found))
     return trials

@@ -63,29 +63,26 @@ class SearchSweeper(Sweeper):
         from hydra.types import RunMode
         from omegaconf import open_dict
 
-        from ftc.cli import compile_config
-        from ftc.sweep.plan import Trial
+        from ftc.compiler.frontend import compile_config
+        from ftc.compiler.rules import budget_problems
+        from ftc.errors import UserError
 
         # Inside a running Hydra app: compose through Hydra's own loader (the compose API would re-initialize).
         cfg = self.hydra_context.config_loader.load_configuration(
             config_name=self.config.hydra.job.config_name, overrides=fixed, run_mode=RunMode.RUN)
         with open_dict(cfg):
             del cfg["hydra"]
-        trial = Trial(tuple(fixed), compile_config(cfg))
-        usd, hours = trial.plan.cost.usd * self.n_trials, trial.plan.cost.device_hours * self.n_trials
+        plan = compile_config(cfg)
+        usd, hours = plan.cost.usd * self.n_trials, plan.cost.device_hours * self.n_trials
         print(f"ftc: search of {self.n_trials} trials, predicted ~${usd:.2f} / {hours:.3f} device-hours "
               "(n_trials x the trial at the fixed values)", file=sys.stderr)
-        problems = list(trial.plan.errors)
-        b = trial.plan.budget
-        if b.max_usd is not None and usd > b.max_usd:
-            problems.append(f"budget.max_usd: {self.n_trials} trials x ${trial.plan.cost.usd:.2f} = ${usd:.2f} exceeds "
-                            f"${b.max_usd:.2f} (fix: fewer hydra.sweeper.n_trials or raise budget.max_usd)")
-        if b.max_gpu_hours is not None and hours > b.max_gpu_hours:
-            problems.append(f"budget.max_gpu_hours: {hours:.2f} device-hours exceed {b.max_gpu_hours:g}")
+        b = plan.budget
+        problems = [e for e in plan.errors if not e.startswith("budget.")]
+        problems += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
+                                                     f"the search's {self.n_trials} trials (hydra.sweeper.n_trials)")]
         if problems:
-            print("ftc: search refused before any trial started:\n" + "\n".join(f"  - {p}" for p in problems),
-                  file=sys.stderr)
-            raise SystemExit(2)
+            raise UserError("ftc: search refused before any trial started:\n" +
+                            "\n".join(f"  - {p}" for p in problems))
 
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna

@@ -16,13 +16,15 @@ from typing import Any
 
 from ftc.runtime import artifacts
 
+RUN_PLAN = "run-plan"  # the CLI command that runs a run dir's saved plan.json (what a trial's process does)
+
 
 def run_trial(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     started = time.time()
     log = run_dir / "trial.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "ab") as out:
-        proc = subprocess.run([sys.executable, "-m", "ftc.sweep.trial", str(run_dir)], stdout=out,
+        proc = subprocess.run([sys.executable, "-m", "ftc.cli", RUN_PLAN, str(run_dir)], stdout=out,
                               stderr=subprocess.STDOUT, env=env)
     record = {"overrides": overrides, "returncode": proc.returncode, "wall_time_s": round(time.time() - started, 1)}
     if proc.returncode == 0:
@@ -35,14 +37,3 @@ def run_trial(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     artifacts.atomic_write_json(run_dir / "trial.json", record)
     summary = artifacts.read_json(run_dir / "summary.json")
     return {**record, "summary": summary}
-
-
-def main(run_dir: str) -> None:
-    from ftc.compiler.plan import Plan
-    from ftc.launch import execute
-
-    execute(Plan.load(str(Path(run_dir) / "plan.json")))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

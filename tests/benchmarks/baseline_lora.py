@@ -18,7 +18,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ftc.compiler.facts import package_root
+from ftc.paths import package_root
 from ftc.data.formats import alpaca_prompt
 
 

@@ -37,7 +37,7 @@ def plan_timing(n: int = 5) -> dict:
         start = time.time()
         subprocess.run([sys.executable, "-m", "ftc.cli", "plan"], capture_output=True, check=True, cwd=ROOT)
         walls.append(time.time() - start)
-    code = ("import time;from tests.conftest import compose;from ftc.cli import to_typed;"
+    code = ("import time;from tests.conftest import compose;from ftc.compiler.frontend import to_typed;"
             "from ftc.compiler.compile import compile;from ftc.compiler.facts import gather;"
             "cfg=to_typed(compose([]));f=gather(cfg);t=time.perf_counter();[compile(cfg,f) for _ in range(100)];"
             "print((time.perf_counter()-t)/100)")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ftc.data.load import DataError
+from ftc.errors import DataError
 from tests.conftest import plan_for, write_jsonl
 
 pytestmark = pytest.mark.integration

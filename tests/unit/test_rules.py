@@ -149,3 +149,45 @@ def test_unreadable_and_empty_data_files(tmp_path):
     assert any("unsupported file type" in e for e in plan.errors)
     ok = write_jsonl(tmp_path / "ok.jsonl", [{"instruction": "a", "output": "b"}] * 50)
     assert not [e for e in plan_for(["data=file", f"data.path={ok}"]).errors if e.startswith("data.path")]
+
+
+BAD_FILES = [
+    pytest.param(['{"instruction": "a", "output": "b"}', '{"instruction": "a"'], ["data.format=alpaca"],
+                 ":2: invalid JSON", id="malformed-json"),
+    pytest.param(['{"instruction": "a", "output": "b"}', '{"instruction": "c"}'], ["data.format=alpaca"],
+                 ":2: missing field 'output'", id="missing-output"),
+    pytest.param(['{"messages": [{"role": "human", "content": "hi"}, {"role": "bot", "content": "yo"}]}'],
+                 ["data.format=chat"], ":1: messages[0] must be {role: system|user|assistant", id="chat-roles"),
+]
+
+
+@pytest.mark.parametrize("lines,overrides,needle", BAD_FILES)
+def test_plan_checks_every_row_of_a_local_file(tmp_path, lines, overrides, needle):
+    """`ftc plan` runs the row checks `ftc train` runs: a bad row is a plan error naming file:line."""
+    path = write_jsonl(tmp_path / "rows.jsonl", lines)
+    errors = [e for e in plan_for(["data=file", f"data.path={path}", *overrides]).errors if e.startswith("data.path")]
+    assert any(f"{path}{needle}" in e for e in errors), errors
+
+
+def test_plan_names_the_line_of_a_non_utf8_row(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n')
+    errors = plan_for(["data=file", f"data.path={path}"]).errors
+    assert any(f"{path}:2: not UTF-8" in e for e in errors), errors
+
+
+def test_every_bad_row_is_counted_and_the_list_capped(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", ['{"instruction": "a"}'] * 25 + ['{"instruction": "a", "output": "b"}'])
+    errors = [e for e in plan_for(["data=file", f"data.path={path}"]).errors if e.startswith("data.path")]
+    assert len([e for e in errors if "missing field 'output'" in e]) == 10
+    assert any("... and 15 more" in e for e in errors), errors
+
+
+def test_unset_max_length_adapts_to_the_model(tmp_path):
+    """Defaults never produce an error: the default model's context is 512, an unset max_length follows it."""
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"instruction": "a", "output": "b"}] * 40)
+    plan = plan_for(["data=file", f"data.path={path}"])
+    assert plan.errors == () and plan.data.max_length == 512
+    assert "data.max_length=512 (null: the model's context of 512 tokens)" in plan.decisions
+    big = plan_for(["model=llama3_8b", "hardware=a100_80g", "data=file", f"data.path={path}"])
+    assert big.data.max_length == 2048 and any("capped at 2048" in d for d in big.decisions)

@@ -1,0 +1,54 @@
+"""The compiler's working state: decisions and derived numbers filled step by step by ``compile`` and read by the
+rules. Shared constants of both live here so that neither imports the other's module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ftc.compiler import estimate as est
+
+HEADROOM = 0.92  # a plan "fits" when the estimate is at most 92% of device memory (estimator error + spikes)
+PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
+AUTO_MAX_LENGTH = 2048  # data.max_length=null: the model's context, capped here (TRL's default is 1024, Axolotl's 2048)
+
+
+def fits(need_bytes: float, device_gb: float) -> bool:
+    """The one "does it fit" comparison: the estimate within HEADROOM of the device's memory."""
+    return need_bytes <= device_gb * est.GB * HEADROOM
+
+
+@dataclass
+class Draft:
+    """Decisions and derived numbers, filled step by step; rules read it."""
+
+    arch: Optional[est.Arch] = None
+    arch_values: dict[str, Any] = field(default_factory=dict)
+    family: str = "llama"
+    peft: bool = True
+    """Adapters train (LoRA family); false = every weight trains (method.peft)."""
+    kind: str = "lora"
+    """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
+    linear_modules: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    unknown_targets: tuple[str, ...] = ()
+    precision: str = "fp32"
+    max_length: int = 0
+    """data.max_length, or the value chosen for null."""
+    packing: bool = False
+    world: int = 1
+    zero_stage: int = 0
+    checkpointing: bool = False
+    micro: int = 1
+    grad_accum: int = 1
+    train_examples: int = 0
+    tokens_per_example: int = 0
+    longest_example: int = 0
+    sequences_per_epoch: int = 0
+    steps: int = 0
+    epochs: float = 0.0
+    memory: Optional[est.MemoryEstimate] = None
+    hours: float = 0.0
+    usd: float = 0.0
+    device_hours: float = 0.0
+    decisions: list[str] = field(default_factory=list)

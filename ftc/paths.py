@@ -1,0 +1,67 @@
+"""Where things are and how they are written: package assets, the cache root, user paths, atomic writes.
+
+Every file or directory ftc publishes is written under a temporary name and renamed into place
+(``atomic_path`` / ``atomic_dir``), so a crash never leaves a half-written artifact that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+
+def package_root() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def cache_root() -> Path:
+    """Tokenized data and the offline tiny model: ``$FTC_CACHE`` or ``~/.cache/ftc``."""
+    return Path(os.environ.get("FTC_CACHE", Path.home() / ".cache" / "ftc")).expanduser()
+
+
+def resolve_path(path: str) -> str:
+    """``ftc:sample/train.jsonl`` -> the file shipped in the package; URIs stay; other paths become absolute."""
+    if path.startswith("ftc:"):
+        return str(package_root() / "assets" / path[len("ftc:"):])
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary sibling of ``path`` to write (a file or a directory); renames it onto ``path`` when the
+    block succeeds, removes it when it fails. An existing directory at ``path`` is replaced only after the new one
+    is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    publish(tmp, path)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Renames a completely written ``tmp`` onto ``path``; a directory replaces the old one only once complete."""
+    if tmp.is_dir() and path.exists():
+        old = path.with_name(f".{path.name}.old{os.getpid()}")
+        _remove(old)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
