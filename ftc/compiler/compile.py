@@ -123,6 +123,42 @@ def _targets(cfg: Config, draft: Draft) -> None:
     draft.unknown_targets = tuple(t for t in draft.targets if known and t not in known)
 
 
+# config.json keys by which an architecture transforms its logits before the loss (Gemma-2 soft-capping, Cohere and
+# Granite scaling): the selective loss applies the bare head, so these models keep their own loss.
+LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
+    t, d = cfg.train, cfg.data
+    source = facts.model_config or {}
+    text = source.get("text_config", source)
+    draft.logit_transform = next((k for k in LOGIT_TRANSFORMS if text.get(k) not in (None, 1, 1.0)), None)
+    train = facts.data.get("train")
+    share = train.completion_share if train and train.completion_share else 0.5  # unreadable: a guess
+    draft.loss_share = round(share, 3) if d.completion_only_loss and d.format != "text" else 1.0
+    if t.token_metrics:
+        draft.loss = "trl"
+        draft.decisions.append("loss=trl (train.token_metrics: TRL's loss with its entropy/accuracy pass over the "
+                               "full logits)")
+        return
+    if t.loss != "auto":
+        draft.loss = t.loss  # rules refuse what cannot run
+        return
+    head_trains = not draft.peft or "lm_head" in draft.targets
+    if draft.logit_transform:
+        draft.loss = "model"
+        draft.decisions.append(f"loss=model ({draft.family} applies {draft.logit_transform} to its logits; the "
+                               "selective loss would not)")
+    elif cfg.hardware.accelerator == "cuda" and facts.packages.get("liger_kernel") and not head_trains \
+            and draft.zero_stage != 3:
+        draft.loss = "liger"
+        draft.decisions.append("loss=liger (fused linear cross-entropy kernel: no full logits)")
+    else:
+        draft.loss = "selective"
+        draft.decisions.append(f"loss=selective (output head + cross-entropy only at the ~{draft.loss_share:.0%} of "
+                               f"positions the loss counts, {t.loss_chunk_tokens} at a time: no full logits)")
+
+
 def _packing(cfg: Config, draft: Draft) -> None:
     """Padding-free packing flattens a batch into one row with position_ids marking the examples. Flash-attention's
     varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
@@ -173,9 +209,18 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
     return est.memory(
         draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
         trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,
+        logit_tokens=_logit_tokens(cfg, draft, micro * seq),
         n_targets=len(draft.targets), world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda",
     )
+
+
+def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
+    """Positions whose fp32 logits (and their gradient) exist at once: all of the micro batch with the model's own
+    loss; one chunk (at most the positions the loss counts) with the selective or fused loss."""
+    if draft.loss in ("model", "trl"):
+        return tokens
+    return min(cfg.train.loss_chunk_tokens, max(1, math.ceil(tokens * draft.loss_share)))
 
 
 def _weight_dtype(cfg: Config, draft: Draft) -> str:
@@ -235,8 +280,11 @@ def _schedule(cfg: Config, draft: Draft) -> None:
 def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
+    selective = draft.loss in ("selective", "liger")
     fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
-                                    checkpointing=draft.checkpointing)
+                                    checkpointing=draft.checkpointing,
+                                    head_share=draft.loss_share if selective else 1.0,
+                                    head_recompute=draft.loss == "selective")
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage)
     train_s = tokens / tps if tps else 0.0
@@ -287,6 +335,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _targets(cfg, draft)
     _packing(cfg, draft)
     _data(cfg, facts, draft)
+    _loss(cfg, facts, draft)
     if draft.arch is not None:
         _batch(cfg, draft)
     _schedule(cfg, draft)
@@ -302,7 +351,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         fpt, tps, train_h, eval_h, hours = _costing(cfg, draft, tokens)
         params, trainable = draft.arch.total_params, _trainable(cfg, draft)
     else:
-        mem = est.MemoryEstimate(0, 0, 0, 0, 0)
+        mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)
         fpt = tps = train_h = eval_h = hours = 0.0
         params = trainable = 0
     draft.memory, draft.hours = mem, hours
@@ -341,7 +390,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
             test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
-            tokens_per_example=draft.tokens_per_example,
+            tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
         ),
         precision=draft.precision,
         world_size=draft.world,
@@ -365,7 +414,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
             early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,
-            token_metrics=t.token_metrics, seed=t.seed,
+            loss=draft.loss, loss_chunk_tokens=t.loss_chunk_tokens, token_metrics=t.token_metrics, seed=t.seed,
             report_to=tuple(t.report_to), trainer_kwargs=dict(t.trainer_kwargs),
         ),
         eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,

@@ -47,6 +47,12 @@ class Draft:
     sequences_per_epoch: int = 0
     steps: int = 0
     epochs: float = 0.0
+    loss: str = "selective"
+    """selective | liger | model | trl (train.loss decided)."""
+    loss_share: float = 1.0
+    """Share of positions the loss counts: where the selective loss runs the output head."""
+    logit_transform: Optional[str] = None
+    """A config.json key by which the architecture changes its logits (soft-capping, scaling), if any."""
     memory: Optional[est.MemoryEstimate] = None
     hours: float = 0.0
     usd: float = 0.0

@@ -105,13 +105,20 @@ def weight_bytes(arch: Arch, method: str, dtype: str, double_quant: bool) -> flo
     return arch.total_params * BYTES[dtype]
 
 
+def logit_bytes(arch: Arch, logit_tokens: int) -> float:
+    """``LOGIT_BYTES`` per vocabulary entry of each of ``logit_tokens`` positions whose logits exist at once: the
+    whole micro batch with the model's own loss, one chunk with the selective loss."""
+    return logit_tokens * arch.vocab * LOGIT_BYTES
+
+
 def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, targets: int) -> float:
-    """Activations saved for backward for one micro batch of ``micro`` sequences of ``seq`` tokens.
+    """Activations saved for backward for one micro batch of ``micro`` sequences of ``seq`` tokens (the logits are
+    ``logit_bytes``).
 
     Per token and layer without checkpointing (elements): residual + norm outputs (4h), q/k/v and attention output
     (2 q_dim + 2 kv_dim, SDPA saves no s x s score matrix), MLP inputs/outputs (3i gated, 2i plain), and one copy
     of the input of each LoRA-targeted module for its dropout (~h each). With checkpointing only each layer's input
-    (h) is kept, plus one layer recomputed at a time. Logits add ``LOGIT_BYTES`` per token x vocab.
+    (h) is kept, plus one layer recomputed at a time.
     """
     tokens = micro * seq
     act = BYTES[dtype]
@@ -121,7 +128,7 @@ def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing
         layers = tokens * act * (arch.layers * arch.hidden + per_layer)
     else:
         layers = tokens * act * arch.layers * per_layer
-    return layers + tokens * arch.vocab * LOGIT_BYTES
+    return layers
 
 
 @dataclass(frozen=True)
@@ -129,19 +136,25 @@ class MemoryEstimate:
     weights: float
     trainable: float
     activations: float
+    logits: float
     zero3_gather: float
     runtime: float
 
     @property
+    def live(self) -> float:
+        return self.weights + self.trainable + self.activations + self.logits + self.zero3_gather
+
+    @property
     def total(self) -> float:
-        return (self.weights + self.trainable + self.activations + self.zero3_gather) * FRAGMENTATION + self.runtime
+        return self.live * FRAGMENTATION + self.runtime
 
     def breakdown_gb(self) -> dict[str, float]:
-        live = self.weights + self.trainable + self.activations + self.zero3_gather
+        live = self.live
         return {
             "weights": round(self.weights / GB, 3),
             "adapters_grads_optimizer": round(self.trainable / GB, 3),
             "activations": round(self.activations / GB, 3),
+            "logits": round(self.logits / GB, 3),
             "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
             "allocator_slack": round(live * (FRAGMENTATION - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
@@ -158,6 +171,7 @@ def memory(
     micro: int,
     seq: int,
     checkpointing: bool,
+    logit_tokens: int,
     n_targets: int,
     world: int,
     zero_stage: int,
@@ -176,20 +190,26 @@ def memory(
         trainable /= world
     acts = activation_bytes(arch, micro, seq, dtype, checkpointing, n_targets)
     runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
-    return MemoryEstimate(weights, trainable, acts, gather, runtime)
+    return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime)
 
 
-def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool) -> float:
+def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool, head_share: float = 1.0,
+                          head_recompute: bool = False) -> float:
     """Training FLOPs per token.
 
-    Forward: 2 FLOPs per weight of every matmul (linear layers + the output head) plus causal attention,
-    2 x context x q_dim per layer (QK^T and AV, halved by the causal mask). Backward: 2x forward for full
-    fine-tuning (input and weight gradients); ~1x forward for (Q)LoRA (input gradients through frozen weights;
-    adapter weight gradients are negligible). Checkpointing adds one forward.
+    Decoder forward: 2 FLOPs per weight of every linear layer plus causal attention, 2 x context x q_dim per layer
+    (QK^T and AV, halved by the causal mask). Backward: 2x forward for full fine-tuning (input and weight
+    gradients); ~1x forward for (Q)LoRA (input gradients through frozen weights; adapter weight gradients are
+    negligible). Gradient checkpointing recomputes the decoder forward once. The output head (2 x vocab x hidden
+    per position, forward and backward alike) runs on every position with the model's own loss, and only on the
+    ``head_share`` of positions the loss counts with the selective loss, which recomputes it in the backward
+    (``head_recompute``).
     """
-    forward = 2 * (arch.linear_params + arch.vocab * arch.hidden) + 2 * arch.layers * context * arch.q_dim
-    backward = 2 * forward if method == "full" else forward
-    return forward + backward + (forward if checkpointing else 0)
+    backward = 2 if method == "full" else 1
+    body = 2 * arch.linear_params + 2 * arch.layers * context * arch.q_dim
+    head = 2 * arch.vocab * arch.hidden
+    return body * (1 + backward + (1 if checkpointing else 0)) + \
+        head * head_share * (1 + backward + (1 if head_recompute else 0))
 
 
 def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float, world: int, method: str,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ftc.data.formats import check_row, completion_chars
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
@@ -34,6 +35,8 @@ class DataFacts:
     remote: bool = False
     empty_rows: int = 0
     """Rows with nothing to learn from (dropped and counted at train time)."""
+    completion_share: Optional[float] = None
+    """Share of the rows' characters in the completion (what completion-only loss counts), in the sampled part."""
     problems: tuple[str, ...] = ()
     """Malformed rows (``ftc train`` would refuse the file): the first ones as ``file:line: what``, then how many
     more."""
@@ -46,6 +49,9 @@ class Facts:
     data: dict[str, DataFacts] = field(default_factory=dict)
     """By role: train, validation, test."""
     families: dict[str, Any] = field(default_factory=dict)
+    packages: dict[str, bool] = field(default_factory=dict)
+    """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
+    tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,7 +92,7 @@ def data_facts(path: str, fmt: str, fields: dict[str, str]) -> DataFacts:
     if not Path(resolved).is_file():
         return DataFacts(path=resolved, exists=False, error="no such file")
     problems = RowProblems(resolved)
-    rows = empty = chars = sampled = longest = 0
+    rows = empty = chars = sampled = longest = counted = total = 0
     try:
         for _, row in checked_rows(resolved, fmt, fields, problems):
             rows += 1
@@ -95,10 +101,12 @@ def data_facts(path: str, fmt: str, fields: dict[str, str]) -> DataFacts:
             elif chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
+                c, a = completion_chars(check_row(row, fmt, fields), fmt)
+                counted, total = counted + c, total + a
     except DataError as e:
         return DataFacts(path=resolved, exists=True, error=str(e).removeprefix(resolved + ": "))
     return DataFacts(path=resolved, exists=True, rows=rows + problems.count, mean_chars=chars / sampled if sampled
-                     else 0.0, max_chars=longest, empty_rows=empty,
+                     else 0.0, max_chars=longest, empty_rows=empty, completion_share=counted / total if total else None,
                      problems=tuple(problems.lines()))
 
 
@@ -124,7 +132,16 @@ def gather(cfg: Any, read_data: Callable[[str, str, dict[str, str]], DataFacts] 
         value = getattr(cfg.data, key, None) if _is_set(cfg.data, key) else None
         if value:
             data[role] = read_data(value, cfg.data.format, dict(cfg.data.fields))
-    return Facts(model_config=model_config, data=data, families=load_families())
+    return Facts(model_config=model_config, data=data, families=load_families(), packages=installed_packages())
+
+
+OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow")
+
+
+def installed_packages() -> dict[str, bool]:
+    import importlib.util
+
+    return {name: importlib.util.find_spec(name) is not None for name in OPTIONAL_PACKAGES}
 
 
 def _is_set(node: Any, key: str) -> bool:

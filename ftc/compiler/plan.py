@@ -81,6 +81,9 @@ class DataSpec:
     """Training examples (estimated from the file before launch)."""
     tokens_per_example: int
     """Mean tokens per example (estimated: characters / model.chars_per_token + template), capped at max_length."""
+    loss_share: float
+    """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
+    where the selective loss runs the output head."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,9 @@ class TrainSpec:
     save_total_limit: int
     early_stopping_patience: Optional[int]
     logging_steps: int
+    loss: str
+    """selective | liger | model | trl: how the training loss is computed (decided; runtime/loss.py)."""
+    loss_chunk_tokens: int
     token_metrics: bool
     seed: int
     report_to: tuple[str, ...]

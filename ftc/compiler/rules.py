@@ -224,7 +224,7 @@ def memory_fits(cfg, facts, draft):
         fixes.append(f"data.max_length={draft.max_length // 2}")
     fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
     yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds {have:g} GB on {cfg.hardware.name} "
-                f"(weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f} GB)", ", ".join(fixes))
+                f"(weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f}, logits {mem.logits / 1e9:.1f} GB)", ", ".join(fixes))
 
 
 @rule
@@ -303,6 +303,31 @@ def optimizer(cfg, facts, draft):
         yield error("train.scheduler", f"unknown scheduler '{t.scheduler}'", "train.scheduler=cosine")
     if t.max_grad_norm < 0:
         yield error("train.max_grad_norm", "must be >= 0 (0 disables clipping)", "train.max_grad_norm=1.0")
+
+
+LOSSES = ("auto", "selective", "liger", "model")
+
+
+@rule
+def loss_implementation(cfg, facts, draft):
+    t = cfg.train
+    if t.loss not in LOSSES:
+        yield error("train.loss", f"unknown loss '{t.loss}'", f"train.loss={' | '.join(LOSSES)}")
+    elif t.token_metrics and t.loss != "auto":
+        yield error("train.loss", "train.token_metrics needs TRL's loss over the full logits",
+                    "train.loss=auto or train.token_metrics=false")
+    elif t.loss == "selective" and draft.logit_transform:
+        yield error("train.loss", f"{draft.family} applies {draft.logit_transform} to its logits, which the "
+                    "selective loss does not", "train.loss=model (or auto)")
+    elif t.loss == "liger":
+        if cfg.hardware.accelerator != "cuda" or not facts.packages.get("liger_kernel"):
+            yield error("train.loss", "Liger's fused loss needs a CUDA device and liger-kernel installed",
+                        "pip install 'ftc[gpu]' on the GPU machine, or train.loss=selective")
+        elif not draft.peft or "lm_head" in draft.targets or draft.zero_stage == 3:
+            yield error("train.loss", "ftc runs Liger's fused loss only with a frozen, unsharded output head "
+                        "(no full fine-tuning, LoRA on lm_head or ZeRO-3)", "train.loss=selective")
+    if t.loss_chunk_tokens < 1:
+        yield error("train.loss_chunk_tokens", "must be >= 1", "train.loss_chunk_tokens=1024")
 
 
 @rule

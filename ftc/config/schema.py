@@ -197,6 +197,13 @@ class TrainConfig:
     """Stop after N validations without improvement of validation loss; null = off."""
     logging_steps: int = 5
     seed: int = 42
+    loss: str = "auto"
+    """auto | selective | liger | model. selective: the output head and cross-entropy run only at positions whose
+    label counts, a chunk at a time (the batch x sequence x vocabulary logits never exist); liger: Liger's fused
+    kernel (CUDA with liger-kernel installed); model: the model's own loss. auto = liger where it can run, else
+    selective, else model (the plan's decisions say which and why)."""
+    loss_chunk_tokens: int = 1024
+    """Positions per chunk of the selective loss: one chunk's fp32 logits (chunk x vocabulary) exist at a time."""
     token_metrics: bool = False
     """Log TRL's per-step entropy and token accuracy (an extra fused pass over the logits: -26% throughput here)."""
     report_to: List[str] = field(default_factory=lambda: ["auto"])

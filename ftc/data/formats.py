@@ -89,6 +89,21 @@ def check_row(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> dict[str
     return values
 
 
+def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
+    """(characters the loss counts, all characters) of a checked row, for the plan's estimate of the share of
+    positions the output head must run on with completion-only loss."""
+    if fmt == "alpaca":
+        completion = len(values["output"])
+        return completion, completion + len(values["instruction"]) + len(values["input"]) + 100  # ~the header
+    if fmt == "prompt_completion":
+        return len(values["completion"]), len(values["completion"]) + len(values["prompt"])
+    if fmt == "chat":
+        messages = values["messages"]
+        last = _last_assistant(messages)
+        return len(messages[last]["content"]), sum(len(m["content"]) + 10 for m in messages[: last + 1])
+    return 1, 1  # text: every token counts
+
+
 def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
                          tokenizer: Optional[Any] = None) -> tuple[str, str]:
     """Returns (prompt, completion) without EOS; the tokenizer step appends EOS."""

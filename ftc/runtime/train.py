@@ -126,6 +126,7 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         ddp_backend="gloo" if distributed and plan.hardware.accelerator == "cpu" else None,
         dataloader_num_workers=0,
         disable_tqdm=True,  # ftc's own progress bar (runtime/console.py) replaces the bar and the printed dicts
+        prediction_loss_only=True,  # validation needs the loss only (the selective loss builds no logits)
     )
     # max_steps wins when the experiment set it; otherwise epochs over the data actually loaded
     # (the plan's step count is an estimate from file sizes; the summary reports both).
@@ -138,19 +139,34 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
 
 
 def trainer_class(plan: Plan) -> type:
-    """TRL's SFTTrainer (data preparation, packing, collator, PEFT wiring); with ``train.token_metrics=false`` its
-    loss is the model's own causal-LM loss, skipping the per-step entropy/accuracy pass over the logits."""
+    """TRL's SFTTrainer (data preparation, packing, collator, PEFT wiring) with the loss the plan chose
+    (``plan.train.loss``): ``selective`` / ``liger`` compute the output head only where the loss counts
+    (runtime/loss.py); ``model`` is the model's own causal-LM loss; ``trl`` is SFTTrainer's own (with its per-step
+    entropy/accuracy pass over the logits, ``train.token_metrics=true``)."""
     from transformers import Trainer
     from trl import SFTTrainer
 
-    if plan.train.token_metrics:
+    loss, chunk = plan.train.loss, plan.train.loss_chunk_tokens
+    if loss == "trl":
         return SFTTrainer
 
     class LeanSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs["use_cache"] = False
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if loss == "model" or "labels" not in inputs:
+                inputs["use_cache"] = False
+                return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            from ftc.runtime.loss import selective_loss
+
+            # As Trainer.compute_loss does for a model that takes loss kwargs: sum / tokens of the accumulated
+            # batch, scaled by the processes that average it (so gradients equal the model's own loss).
+            per_batch = num_items_in_batch if self.model_accepts_loss_kwargs else None
+            value = selective_loss(model, inputs, chunk, per_batch, fused=loss == "liger")
+            if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and \
+                    num_items_in_batch is not None:
+                scale = self.accelerator.num_processes // self.get_tp_size()
+                value = value * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return (value, {"loss": value}) if return_outputs else value
 
     return LeanSFTTrainer
 

@@ -48,7 +48,7 @@ def plan_timing(n: int = 5) -> dict:
 
 def main() -> None:
     out = {"plan": plan_timing()}
-    base = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", "3"], capture_output=True, text=True,
+    base = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", "--epochs", "3"], capture_output=True, text=True,
                           cwd=ROOT, check=True)
     out["baseline_handwritten_3_epochs"] = json.loads(base.stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,96 @@
+"""Issue 10's benchmark: the selective, chunked loss against the model's own loss and a hand-written loop.
+
+Side by side in one run, each variant in its own process (so peak RSS is its own), same data, tokens and settings:
+  (a) a hand-written transformers + peft loop (tests/benchmarks/baseline_lora.py),
+  (b) ftc with the model's own loss (train.loss=model),
+  (c) ftc with the selective loss (train.loss=selective, the default),
+on a Qwen2.5-0.5B-architecture model (random init built offline from its published config: 24 layers, hidden 896,
+14/2 heads, MLP 4864, the full 151,936-token vocabulary, tied embeddings; the tiny BPE tokenizer feeds it), LoRA
+r=16 on all linear layers, the shipped alpaca-style sample set, max_length 512, micro batch = global batch = 4,
+6 steps, no validation/evaluation; and the same three on the built-in tiny default (1 epoch, batch 16).
+Tokens/s = real (non-padding) training tokens over training time only.
+
+    python tests/benchmarks/bench_loss.py > bench_loss.json     # ~10 minutes on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                    num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=32768,
+                    tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6)
+QUIET = ["eval.enabled=false", "train.eval_steps=100000", "train.save_steps=100000", "train.report_to=[none]"]
+
+
+def build_qwen(target: Path) -> Path:
+    """Random-init Qwen2.5-0.5B shape + the tiny tokenizer, saved like a downloaded model."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(ROOT))
+    from ftc.runtime.model import tiny_path
+    from tests.conftest import plan_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path(plan_for([]).model))
+    torch.manual_seed(0)
+    config = Qwen2Config(**QWEN2_5_0_5B, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = Qwen2ForCausalLM(config)
+    print(f"Qwen2.5-0.5B shape: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters", file=sys.stderr)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def ftc_run(run: Path, *overrides: str) -> dict:
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *QUIET, *overrides, f"output_dir={run}"],
+                       capture_output=True, text=True, cwd=ROOT)
+    if r.returncode:
+        raise SystemExit(r.stderr[-3000:])
+    s = json.loads((run / "summary.json").read_text())
+    t = s["training"]
+    plan = json.loads((run / "plan.json").read_text())
+    return {"loss": plan["train"]["loss"], "steps": t["steps"], "real_tokens": t["tokens_seen"],
+            "train_s": round(t["train_runtime_s"], 1), "tokens_per_s": round(t["tokens_per_s"], 1),
+            "peak_rss_gb": round(t["peak_memory_gb"], 2), "final_train_loss": round(t["train_loss"], 4),
+            "predicted_gb": plan["memory"]["per_device_gb"], "predicted_logits_gb": plan["memory"]["breakdown"]["logits"]}
+
+
+def loop_run(*args: str) -> dict:
+    r = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", *args], capture_output=True, text=True,
+                       cwd=ROOT)
+    if r.returncode:
+        raise SystemExit(r.stderr[-3000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        qwen = build_qwen(tmp / "qwen2_5_0_5b_shape")
+        common = ["model=local", f"model.path={qwen}", "data.max_length=512", "train.max_steps=6", "train.epochs=null",
+                  "train.global_batch_size=4", "train.micro_batch_size=4", "train.logging_steps=1", "train.lr=2e-4"]
+        out["qwen_a_handwritten"] = loop_run("--model", str(qwen), "--steps", "6", "--batch", "4", "--lr", "2e-4",
+                                             "--max-length", "512")
+        out["qwen_b_ftc_model_loss"] = ftc_run(tmp / "qb", *common, "train.loss=model")
+        out["qwen_c_ftc_selective"] = ftc_run(tmp / "qc", *common, "train.loss=selective")
+        out["tiny_a_handwritten"] = loop_run("--epochs", "1")
+        out["tiny_b_ftc_model_loss"] = ftc_run(tmp / "tb", "train.epochs=1", "train.logging_steps=25", "train.loss=model")
+        out["tiny_c_ftc_selective"] = ftc_run(tmp / "tc", "train.epochs=1", "train.logging_steps=25",
+                                              "train.loss=selective")
+    for shape in ("qwen", "tiny"):
+        a, b, c = (out[f"{shape}_{k}"] for k in ("a_handwritten", "b_ftc_model_loss", "c_ftc_selective"))
+        out[f"{shape}_ratios"] = {"c_tokens_per_s_vs_a": round(c["tokens_per_s"] / a["tokens_per_s"], 3),
+                                  "c_tokens_per_s_vs_b": round(c["tokens_per_s"] / b["tokens_per_s"], 3),
+                                  "c_peak_vs_b": round(c["peak_rss_gb"] / b["peak_rss_gb"], 3)}
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
