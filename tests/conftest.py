@@ -107,10 +107,10 @@ def _schema():
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_data_facts(path: str, fmt: str, fields: tuple) -> object:
+def _cached_data_facts(path: str, fmt: str, fields: tuple, template: str, tokenizer_file) -> object:
     from ftc.compiler.facts import data_facts
 
-    return data_facts(path, fmt, dict(fields))
+    return data_facts(path, fmt, dict(fields), template, tokenizer_file)
 
 
 def plan_for(overrides: list[str] | None = None):
@@ -119,7 +119,8 @@ def plan_for(overrides: list[str] | None = None):
     from ftc.compiler.facts import gather
 
     cfg = typed_config(list(overrides or []))
-    facts = gather(cfg, read_data=lambda p, fmt, fields: _cached_data_facts(p, fmt, tuple(sorted(fields.items()))))
+    facts = gather(cfg, read_data=lambda p, fmt, fields, template, tok: _cached_data_facts(
+        p, fmt, tuple(sorted(fields.items())), template, tok))
     return compile(cfg, facts)
 
 

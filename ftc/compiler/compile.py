@@ -35,6 +35,8 @@ CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Ge
 
 
 def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """Architecture numbers from the model YAML, else config.json; module names and exact parameter counts from the
+    weights' header when the weights are on disk, else from the family table."""
     m = cfg.model
     values = {k: getattr(m, k) for k in CONFIG_KEYS}
     source = facts.model_config or {}
@@ -49,10 +51,13 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     if values["tie_word_embeddings"] is None:
         values["tie_word_embeddings"] = bool(source.get("tie_word_embeddings", False))
     family = source.get("model_type") or m.family
-    if family not in facts.families:
-        family = m.family if m.family in facts.families else "llama"
+    known = facts.families.get(family)
     draft.family = family
-    draft.linear_modules = tuple(facts.families.get(family, {}).get("linear", ()))
+    w = facts.weights
+    if w is not None:
+        draft.linear_modules = tuple(w.linear)
+    else:
+        draft.linear_modules = tuple((known or {}).get("linear", ()))
     needed = ("hidden_size", "num_layers", "num_heads", "vocab_size")
     if all(values[k] for k in needed):
         values["head_dim"] = values["head_dim"] or values["hidden_size"] // values["num_heads"]
@@ -61,7 +66,9 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
             hidden=values["hidden_size"], layers=values["num_layers"], heads=values["num_heads"],
             kv_heads=values["num_kv_heads"], head_dim=values["head_dim"], intermediate=values["intermediate_size"],
             vocab=values["vocab_size"], tied=values["tie_word_embeddings"],
-            gated_mlp=facts.families.get(family, {}).get("mlp", "gated") == "gated",
+            gated_mlp=(known or {}).get("mlp", "gated") == "gated",
+            exact_total=w.total_params if w else None,
+            exact_linear=sum(x.params for x in w.linear.values()) if w else None,
         )
     draft.arch_values = values
 
@@ -82,6 +89,27 @@ def _max_length(cfg: Config, draft: Draft) -> None:
     draft.decisions.append(f"data.max_length={draft.max_length} (null: the model's context of {context} tokens"
                            f"{f', capped at {AUTO_MAX_LENGTH}' if context and context > AUTO_MAX_LENGTH else ''})"
                            if context else f"data.max_length={draft.max_length} (null; the model's context is unknown)")
+
+
+def _attention(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """The kernel the run will use: flash-attention only as asked (rules check it is installed and has a GPU);
+    SDPA becomes eager for architectures without an SDPA path (Gemma-2)."""
+    asked = cfg.model.attn_implementation
+    draft.attention = asked
+    if asked == "sdpa" and draft.family in facts.families.get("_no_sdpa", ()):
+        draft.attention = "eager"
+        draft.decisions.append(f"attn_implementation=eager ({draft.family} has no SDPA path in transformers)")
+
+
+def _report_to(cfg: Config, facts: Facts, draft: Draft) -> None:
+    wanted = [r for r in cfg.train.report_to if r != "none"]
+    if "auto" in wanted:
+        wanted.remove("auto")
+        if facts.packages.get("tensorboard") and "tensorboard" not in wanted:
+            wanted.append("tensorboard")
+        draft.decisions.append(f"report_to={wanted or ['none']} (auto: TensorBoard "
+                               f"{'is' if facts.packages.get('tensorboard') else 'is not'} installed)")
+    draft.report_to = tuple(wanted)
 
 
 def _precision(cfg: Config, draft: Draft) -> None:
@@ -108,19 +136,33 @@ def _world(cfg: Config, draft: Draft) -> None:
     draft.zero_stage = stage
 
 
-def _targets(cfg: Config, draft: Draft) -> None:
+def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """What PEFT will wrap: ``all-linear`` = every linear layer but the output head; named targets must each match
+    a module of the model (by name or path suffix, as PEFT matches them). The head (``lm_head``) may be named."""
     m = cfg.method
     if not draft.peft:
         return
     if isinstance(m.target_modules, str):
-        if m.target_modules == "all-linear":
-            draft.targets = draft.linear_modules
-        else:
-            draft.targets = (m.target_modules,)
+        draft.targets = draft.linear_modules if m.target_modules == "all-linear" else (m.target_modules,)
     else:
         draft.targets = tuple(m.target_modules)
-    known = set(draft.linear_modules)
-    draft.unknown_targets = tuple(t for t in draft.targets if known and t not in known)
+    head = _head_name(facts)
+    w = facts.weights
+    if w is not None:
+        def matches(t: str) -> bool:
+            return any(p == t or p.endswith("." + t) for p in w.module_paths) or t == head
+    else:
+        known = set(draft.linear_modules) | {head}
+
+        def matches(t: str) -> bool:
+            return not draft.linear_modules or t in known
+    draft.unknown_targets = tuple(t for t in draft.targets if not matches(t))
+
+
+def _head_name(facts: Facts) -> str:
+    """The output head's module name as PEFT sees it: ``lm_head`` in transformers 5 causal LMs, whatever name the
+    checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load)."""
+    return "lm_head"
 
 
 # config.json keys by which an architecture transforms its logits before the loss (Gemma-2 soft-capping, Cohere and
@@ -163,7 +205,7 @@ def _packing(cfg: Config, draft: Draft) -> None:
     """Padding-free packing flattens a batch into one row with position_ids marking the examples. Flash-attention's
     varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
     quadratic in the batch's total tokens (measured 47% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
-    varlen = cfg.hardware.accelerator == "cuda" and cfg.model.attn_implementation.startswith("flash")
+    varlen = cfg.hardware.accelerator == "cuda" and draft.attention.startswith("flash")
     if cfg.data.packing is None:
         draft.packing = varlen
         draft.decisions.append("packing=on (flash-attention varlen: no padding computed)" if varlen else
@@ -185,12 +227,17 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     if d.max_samples:
         rows = min(rows, d.max_samples)
     draft.train_examples = max(rows, 0)
-    chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
-    overhead = FORMATS[d.format].template_tokens if d.format in FORMATS else 1
-    tokens = int(chars / cfg.model.chars_per_token) + overhead
+    if train and train.tokens_mean:  # counted with the model's tokenizer
+        tokens, longest = int(round(train.tokens_mean)), train.tokens_max
+        draft.decisions.append(f"tokens per example: {tokens} mean, {longest} longest (counted with the model's "
+                               f"tokenizer on {train.tokens_rows} rows)")
+    else:
+        chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
+        overhead = FORMATS[d.format].template_tokens if d.format in FORMATS else 1
+        tokens = int(chars / cfg.model.chars_per_token) + overhead
+        longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars \
+            else draft.max_length
     draft.tokens_per_example = max(1, min(tokens, draft.max_length))
-    longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars \
-        else draft.max_length
     draft.longest_example = max(draft.tokens_per_example, min(longest, draft.max_length))
     if draft.packing:
         total = draft.train_examples * draft.tokens_per_example
@@ -207,8 +254,8 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
     # their longest example (worst case: the file's longest, capped at max_length).
     seq = draft.max_length if draft.packing else draft.longest_example
     return est.memory(
-        draft.arch, method=method, dtype=dtype, double_quant=m.double_quant,
-        trainable_params=_trainable(cfg, draft), micro=micro, seq=seq, checkpointing=checkpointing,
+        draft.arch, method=method, dtype=dtype, optim=cfg.train.optim, double_quant=m.double_quant,
+        trainable_params=draft.trainable, micro=micro, seq=seq, checkpointing=checkpointing,
         logit_tokens=_logit_tokens(cfg, draft, micro * seq),
         n_targets=len(draft.targets), world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda",
@@ -224,16 +271,42 @@ def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
 
 
 def _weight_dtype(cfg: Config, draft: Draft) -> str:
+    """dtype of the model's weights (the trained ones for full fine-tuning): method.compute_dtype, or auto = the
+    run's precision, except fp16 full fine-tuning, which keeps fp32 master weights (fp16 gradients cannot be
+    unscaled)."""
     if cfg.method.compute_dtype in est.BYTES:
         return cfg.method.compute_dtype
+    if draft.kind == "full" and draft.precision == "fp16":
+        return "fp32"
     return draft.precision
 
 
-def _trainable(cfg: Config, draft: Draft) -> int:
+def _full_weights_decision(cfg: Config, draft: Draft) -> None:
+    if draft.kind == "full" and cfg.method.compute_dtype == "auto":
+        dtype = _weight_dtype(cfg, draft)
+        draft.decisions.append(
+            f"full fine-tuning weights in {dtype}" + (" (pure bf16: weights, gradients and optimizer states; "
+                                                       "method.compute_dtype=fp32 keeps fp32 master weights)"
+                                                       if dtype == "bf16" else ""))
+
+
+def _trainable(cfg: Config, facts: Facts, draft: Draft) -> int:
+    """Trainable parameters: every one for full fine-tuning; else r x (in + out) per wrapped module (+ out for
+    DoRA), from the header's shapes when on disk, else from the architecture numbers."""
     if not draft.peft:
         return draft.arch.total_params
-    known = tuple(t for t in draft.targets if t in draft.arch.module_shapes())
-    return est.lora_params(draft.arch, known, cfg.method.r, cfg.method.use_dora)
+    m, a, w = cfg.method, draft.arch, facts.weights
+    total = 0
+    head = _head_name(facts)
+    for t in draft.targets:
+        if t == head:  # the output head: hidden -> vocab
+            total += m.r * (a.hidden + a.vocab) + (a.vocab if m.use_dora else 0)
+        elif w is not None and t in w.linear:
+            x = w.linear[t]
+            total += m.r * x.in_plus_out + (x.out if m.use_dora else 0)
+        elif w is None and t in a.module_shapes():
+            total += est.lora_params(a, (t,), m.r, m.use_dora)
+    return total
 
 
 def _batch(cfg: Config, draft: Draft) -> None:
@@ -330,13 +403,17 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _method(cfg, draft)
     _arch(cfg, facts, draft)
     _max_length(cfg, draft)
+    _attention(cfg, facts, draft)
+    _report_to(cfg, facts, draft)
     _precision(cfg, draft)
+    _full_weights_decision(cfg, draft)
     _world(cfg, draft)
-    _targets(cfg, draft)
+    _targets(cfg, facts, draft)
     _packing(cfg, draft)
     _data(cfg, facts, draft)
     _loss(cfg, facts, draft)
     if draft.arch is not None:
+        draft.trainable = _trainable(cfg, facts, draft)
         _batch(cfg, draft)
     _schedule(cfg, draft)
 
@@ -349,7 +426,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     if draft.arch is not None:
         mem = _memory_for(cfg, draft, draft.micro, draft.checkpointing)
         fpt, tps, train_h, eval_h, hours = _costing(cfg, draft, tokens)
-        params, trainable = draft.arch.total_params, _trainable(cfg, draft)
+        params, trainable = draft.arch.total_params, draft.trainable
     else:
         mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)
         fpt = tps = train_h = eval_h = hours = 0.0
@@ -372,7 +449,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         name=cfg.name,
         model=ModelSpec(
             name=cfg.model.name, path=cfg.model.path, family=draft.family, revision=cfg.model.revision,
-            trust_remote_code=cfg.model.trust_remote_code, attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code, attn_implementation=draft.attention,
             chat_template=cfg.model.chat_template, hidden_size=av["hidden_size"] or 0,
             num_layers=av["num_layers"] or 0, num_heads=av["num_heads"] or 0, num_kv_heads=av["num_kv_heads"] or 0,
             head_dim=av["head_dim"] or 0, intermediate_size=av["intermediate_size"] or 0,
@@ -382,7 +459,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         method=MethodSpec(
             name=m.name, peft=draft.peft, r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
             target_modules=draft.targets, trainable_params=trainable,
-            trainable_percent=round(100 * trainable / params, 4) if params else 0.0, quantization=quant,
+            trainable_percent=round(100 * trainable / params, 4) if params else 0.0,
+            weight_dtype=_weight_dtype(cfg, draft), quantization=quant,
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
@@ -415,7 +493,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
             early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,
             loss=draft.loss, loss_chunk_tokens=t.loss_chunk_tokens, token_metrics=t.token_metrics, seed=t.seed,
-            report_to=tuple(t.report_to), trainer_kwargs=dict(t.trainer_kwargs),
+            report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
         ),
         eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,
                       max_new_tokens=cfg.eval.max_new_tokens, max_samples=cfg.eval.max_samples,

@@ -32,6 +32,10 @@ class Draft:
     linear_modules: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
     unknown_targets: tuple[str, ...] = ()
+    trainable: int = 0
+    attention: str = "sdpa"
+    """The attention kernel the run uses (model.attn_implementation, decided)."""
+    report_to: tuple[str, ...] = ()
     precision: str = "fp32"
     max_length: int = 0
     """data.max_length, or the value chosen for null."""

@@ -7,6 +7,7 @@ GPU vendors quote), time is seconds until the Plan turns it into hours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 GB = 1e9
 
@@ -18,10 +19,39 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 NF4_BYTES = 0.5 + 0.0625
 NF4_DOUBLE_QUANT_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 
-# Trainable parameters kept in fp32 with AdamW: weight 4 + gradient 4 + two moments 8 = 16 B each.
-TRAINABLE_BYTES = 16
-# Full fine-tuning loads the weight itself in fp32 (counted as weights); gradient + AdamW moments add 12 B.
-FULL_EXTRA_BYTES = 12
+# LoRA adapters are fp32 whatever the base dtype (PEFT casts them up: autocast_adapter_dtype): weight 4 + gradient
+# 4 + the optimizer's state. Full fine-tuning: the weights (counted as weights, in their dtype) + a gradient of the
+# same dtype + the optimizer's state.
+ADAPTER_BYTES = 4
+
+# Optimizer state per trainable parameter, by TrainingArguments.optim name: torch's AdamW keeps two moments in the
+# parameter's dtype; bitsandbytes' 8-bit optimizers keep 1 B per moment (block-wise quantized; the per-block
+# constants are ~0.5%); its 32-bit ones fp32; Lion keeps one moment; Adafactor factors the second moment into a row
+# and a column vector (negligible for matrices); SGD without momentum keeps none. Paged optimizers hold the same
+# state in CUDA unified memory that can be evicted to the CPU under pressure: counted in full (the peak when nothing
+# is evicted).
+OPTIMIZER_MOMENTS = {  # name -> (moments, bytes per moment or None = the parameter's dtype)
+    "adamw_torch": (2, None), "adamw_torch_fused": (2, None), "adamw_hf": (2, None), "adamw_apex_fused": (2, None),
+    "adamw_anyprecision": (2, None), "adamw_torch_4bit": (2, 0.5), "adamw_torch_8bit": (2, 1),
+    "adamw_bnb_8bit": (2, 1), "adamw_8bit": (2, 1), "paged_adamw_8bit": (2, 1),
+    "paged_adamw_32bit": (2, 4), "paged_adamw": (2, 4), "adamw_32bit": (2, 4),
+    "lion_8bit": (1, 1), "paged_lion_8bit": (1, 1), "lion_32bit": (1, 4), "paged_lion_32bit": (1, 4),
+    "adafactor": (0, None), "sgd": (0, None), "adagrad": (1, None), "rmsprop": (1, None),
+}
+DEFAULT_OPTIMIZER = "adamw_torch"
+
+
+def optimizer_state_bytes(optim: str, param_bytes: float) -> float:
+    """Bytes of optimizer state per trainable parameter (unknown names: as AdamW, and the rules say so)."""
+    moments, per = OPTIMIZER_MOMENTS.get(optim, OPTIMIZER_MOMENTS[DEFAULT_OPTIMIZER])
+    return moments * (param_bytes if per is None else per)
+
+
+def trainable_bytes_per_param(method: str, optim: str, dtype: str) -> float:
+    """Gradient + optimizer state (+ the adapter weight itself) per trainable parameter."""
+    if method == "full":
+        return BYTES[dtype] + optimizer_state_bytes(optim, BYTES[dtype])
+    return 2 * ADAPTER_BYTES + optimizer_state_bytes(optim, ADAPTER_BYTES)
 
 # Loss on the logits: the bf16 logits, their fp32 upcast and its gradient (2 + 4 + 4 B), held at once by the
 # cross-entropy backward; ~8 B per (token x vocab entry) measured on the tiny model is what we use.
@@ -48,6 +78,10 @@ class Arch:
     vocab: int
     tied: bool
     gated_mlp: bool
+    exact_total: Optional[int] = None
+    """Parameters counted from the weights' header, when on disk (wins over the formula)."""
+    exact_linear: Optional[int] = None
+    """Parameters of the decoder's linear layers (what 4-bit quantization applies to), from the header."""
 
     @property
     def q_dim(self) -> int:
@@ -76,7 +110,7 @@ class Arch:
 
     @property
     def linear_params(self) -> int:
-        return self.layers * self.layer_linear_params
+        return self.exact_linear if self.exact_linear is not None else self.layers * self.layer_linear_params
 
     @property
     def embedding_params(self) -> int:
@@ -84,6 +118,8 @@ class Arch:
 
     @property
     def total_params(self) -> int:
+        if self.exact_total is not None:
+            return self.exact_total
         norms = self.layers * 2 * self.hidden + self.hidden
         return self.linear_params + self.embedding_params + norms
 
@@ -97,8 +133,6 @@ def lora_params(arch: Arch, targets: tuple[str, ...], r: int, dora: bool) -> int
 
 def weight_bytes(arch: Arch, method: str, dtype: str, double_quant: bool) -> float:
     """Bytes of the (frozen or full) model weights on one device before any sharding."""
-    if method == "full":
-        return arch.total_params * 4
     if method == "qlora":
         per = NF4_DOUBLE_QUANT_BYTES if double_quant else NF4_BYTES
         return arch.linear_params * per + (arch.total_params - arch.linear_params) * BYTES[dtype]
@@ -166,6 +200,7 @@ def memory(
     *,
     method: str,
     dtype: str,
+    optim: str,
     double_quant: bool,
     trainable_params: int,
     micro: int,
@@ -179,7 +214,7 @@ def memory(
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
-    trainable = trainable_params * (FULL_EXTRA_BYTES if method == "full" else TRAINABLE_BYTES)
+    trainable = trainable_params * trainable_bytes_per_param(method, optim, dtype)
     gather = 0.0
     if zero_stage == 3 and world > 1:
         weights /= world

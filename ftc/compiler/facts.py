@@ -6,6 +6,7 @@ checks and measures the rows of local data files (torch-free, with the loader ``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ftc.data.formats import check_row, completion_chars
+from ftc.data.formats import check_row, completion_chars, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
@@ -36,16 +37,52 @@ class DataFacts:
     empty_rows: int = 0
     """Rows with nothing to learn from (dropped and counted at train time)."""
     completion_share: Optional[float] = None
-    """Share of the rows' characters in the completion (what completion-only loss counts), in the sampled part."""
+    """Share of the rows' characters in the completion (what completion-only loss counts), in the sampled part;
+    of their tokens when a tokenizer counted them."""
+    tokens_mean: Optional[float] = None
+    """Mean tokens per example (template, BOS and EOS included), counted with the model's tokenizer.json."""
+    tokens_max: Optional[int] = None
+    tokens_rows: int = 0
+    """Rows the tokenizer counted (the first ``TOKEN_SAMPLE`` of the file)."""
     problems: tuple[str, ...] = ()
     """Malformed rows (``ftc train`` would refuse the file): the first ones as ``file:line: what``, then how many
     more."""
 
 
 @dataclass(frozen=True)
+class LinearModule:
+    """All linear layers of one name (``q_proj`` in every decoder layer) as read from the weights' header."""
+
+    count: int
+    """Instances (typically one per layer)."""
+    in_plus_out: int
+    """Sum over instances of in_features + out_features: LoRA adds r x this."""
+    out: int
+    """Sum of out_features: DoRA's magnitude vectors."""
+    params: int
+
+
+@dataclass(frozen=True)
+class WeightFacts:
+    """What the safetensors header (JSON, no tensor is read) says about a model's parameters."""
+
+    total_params: int
+    linear: dict[str, LinearModule]
+    """Linear layers PEFT's ``all-linear`` wraps, by module name, in the file's order (output head excluded)."""
+    head: Optional[str]
+    """The output head's name in the checkpoint when stored apart (untied); None when tied to the embeddings.
+    PEFT sees it as ``lm_head`` either way."""
+    head_shape: Optional[tuple[int, int]]
+    module_paths: tuple[str, ...]
+    """Every 2-D weight's module path (``model.layers.0.self_attn.q_proj``): targets are matched against these."""
+
+
+@dataclass(frozen=True)
 class Facts:
     model_config: Optional[dict[str, Any]] = None
     """The model's config.json when it is on disk (local dir or Hugging Face cache)."""
+    weights: Optional[WeightFacts] = None
+    """Module names and shapes from the safetensors header, when the weights are on disk."""
     data: dict[str, DataFacts] = field(default_factory=dict)
     """By role: train, validation, test."""
     families: dict[str, Any] = field(default_factory=dict)
@@ -63,29 +100,93 @@ def load_families() -> dict[str, Any]:
     return yaml.safe_load(files("ftc.conf").joinpath("families.yaml").read_text())
 
 
-def find_model_config(path: str) -> Optional[dict]:
-    """config.json from a local model directory, or from the Hugging Face cache for a hub id (no download)."""
+def find_model_dir(path: str) -> Optional[Path]:
+    """A local model directory, or the Hugging Face cache snapshot of a hub id (no download), holding config.json."""
     if path.startswith("ftc:"):
         return None
     local = Path(path).expanduser()
-    candidates = [local / "config.json"]
+    candidates = [local]
     if not local.exists() and path.count("/") == 1:
         hub_home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface"))
                         / "hub").expanduser()
         repo = hub_home / ("models--" + path.replace("/", "--"))
-        candidates += sorted(repo.glob("snapshots/*/config.json"))
-    for c in candidates:
-        if c.is_file():
-            try:
-                return json.loads(c.read_text())
-            except (OSError, ValueError):
-                continue
-    return None
+        candidates += sorted(p.parent for p in repo.glob("snapshots/*/config.json"))
+    return next((c for c in candidates if (c / "config.json").is_file()), None)
 
 
-def data_facts(path: str, fmt: str, fields: dict[str, str]) -> DataFacts:
+def find_model_config(path: str) -> Optional[dict]:
+    """config.json from a local model directory or the Hugging Face cache (no download)."""
+    found = find_model_dir(path)
+    try:
+        return json.loads((found / "config.json").read_text()) if found else None
+    except (OSError, ValueError):
+        return None
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file: 8 bytes of little-endian length, then the JSON (no tensor is read)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size < 1 << 30:
+            raise ValueError(f"{path}: not a safetensors file")
+        return json.loads(f.read(size))
+
+
+# 2-D weights that are lookup tables, not linear layers (PEFT's all-linear skips them).
+_EMBEDDINGS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings")
+_HEADS = ("lm_head", "embed_out", "output")
+
+
+def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Optional[WeightFacts]:
+    """Linear module names and shapes and the exact parameter count, from the safetensors header(s)."""
+    if model_dir is None:
+        return None
+    index = model_dir / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        else:
+            files = [p.name for p in sorted(model_dir.glob("*.safetensors"))]
+        tensors: dict[str, Any] = {}
+        for name in files:
+            tensors.update(safetensors_header(model_dir / name))
+    except (OSError, ValueError, KeyError):
+        return None
+    tensors.pop("__metadata__", None)
+    if not tensors:
+        return None
+    total, linear, paths = 0, {}, []
+    head = head_shape = None
+    for name, info in tensors.items():
+        shape = info.get("shape", [])
+        numel = 1
+        for d in shape:
+            numel *= d
+        total += numel
+        if len(shape) != 2 or not name.endswith(".weight"):
+            continue
+        module = name[: -len(".weight")]
+        leaf = module.rsplit(".", 1)[-1]
+        paths.append(module)
+        if leaf in _HEADS or (vocab_size and shape[0] == vocab_size and not any(e in leaf for e in _EMBEDDINGS)):
+            head, head_shape = leaf, (shape[1], shape[0])
+            continue
+        if any(e in leaf for e in _EMBEDDINGS):
+            continue
+        m = linear.get(leaf) or LinearModule(0, 0, 0, 0)
+        linear[leaf] = LinearModule(m.count + 1, m.in_plus_out + shape[0] + shape[1], m.out + shape[0],
+                                    m.params + numel)
+    return WeightFacts(total_params=total, linear=linear, head=head, head_shape=head_shape, module_paths=tuple(paths))
+
+
+TOKEN_SAMPLE = 2000  # rows whose tokens are counted exactly when the model's tokenizer.json is on disk
+
+
+def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alpaca",
+               tokenizer_file: Optional[str] = None) -> DataFacts:
     """Checks every row of a local file against its format (the same check ``ftc train`` runs) and measures rows
-    and characters per row (the first 32 MB) for the estimates, without a tokenizer."""
+    and characters per row (the first 32 MB); with the model's ``tokenizer_file``, counts the tokens of the first
+    ``TOKEN_SAMPLE`` examples exactly (the ``tokenizers`` library: no torch)."""
     resolved = resolve_path(path)
     if "://" in resolved:
         return _remote_facts(resolved)
@@ -93,6 +194,7 @@ def data_facts(path: str, fmt: str, fields: dict[str, str]) -> DataFacts:
         return DataFacts(path=resolved, exists=False, error="no such file")
     problems = RowProblems(resolved)
     rows = empty = chars = sampled = longest = counted = total = 0
+    texts: list[tuple[str, str, int]] = []
     try:
         for _, row in checked_rows(resolved, fmt, fields, problems):
             rows += 1
@@ -101,13 +203,37 @@ def data_facts(path: str, fmt: str, fields: dict[str, str]) -> DataFacts:
             elif chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
-                c, a = completion_chars(check_row(row, fmt, fields), fmt)
+                values = check_row(row, fmt, fields)
+                c, a = completion_chars(values, fmt)
                 counted, total = counted + c, total + a
+                if tokenizer_file and len(texts) < TOKEN_SAMPLE:
+                    texts.append(plain_prompt_completion(values, fmt, template))
     except DataError as e:
         return DataFacts(path=resolved, exists=True, error=str(e).removeprefix(resolved + ": "))
-    return DataFacts(path=resolved, exists=True, rows=rows + problems.count, mean_chars=chars / sampled if sampled
-                     else 0.0, max_chars=longest, empty_rows=empty, completion_share=counted / total if total else None,
-                     problems=tuple(problems.lines()))
+    facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count, mean_chars=chars / sampled if sampled
+                      else 0.0, max_chars=longest, empty_rows=empty, completion_share=counted / total if total else None,
+                      problems=tuple(problems.lines()))
+    counts = _count_tokens(tokenizer_file, texts) if texts else None
+    if counts:
+        lengths, completion = counts
+        facts = dataclasses.replace(facts, tokens_mean=sum(lengths) / len(lengths), tokens_max=max(lengths),
+                                    tokens_rows=len(lengths), completion_share=completion / sum(lengths))
+    return facts
+
+
+def _count_tokens(tokenizer_file: str, texts: list[tuple[str, str, int]]) -> Optional[tuple[list[int], int]]:
+    """Token lengths of examples as training builds them (BOS + prompt + completion + EOS), and the completion
+    tokens in all; None when the ``tokenizers`` library or the file is not usable."""
+    try:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(tokenizer_file)
+        prompts = tok.encode_batch([p for p, _, _ in texts], add_special_tokens=False)
+        completions = tok.encode_batch([c for _, c, _ in texts], add_special_tokens=False)
+    except Exception:  # noqa: BLE001 - any problem: fall back to characters / model.chars_per_token
+        return None
+    lengths = [len(p.ids) + len(c.ids) + extra + 2 for p, c, (_, _, extra) in zip(prompts, completions, texts)]
+    return lengths, sum(len(c.ids) + 1 for c in completions)
 
 
 def _remote_facts(uri: str) -> DataFacts:
@@ -124,15 +250,22 @@ def _remote_facts(uri: str) -> DataFacts:
         return DataFacts(path=uri, exists=False, remote=True, error=f"{type(e).__name__}: {e}")
 
 
-def gather(cfg: Any, read_data: Callable[[str, str, dict[str, str]], DataFacts] = data_facts) -> Facts:
+def gather(cfg: Any, read_data: Callable[..., DataFacts] = data_facts) -> Facts:
     """Facts for a typed or DictConfig experiment (``read_data`` reads one data file: tests cache it)."""
-    model_config = find_model_config(cfg.model.path) if _is_set(cfg.model, "path") else None
+    model_dir = find_model_dir(cfg.model.path) if _is_set(cfg.model, "path") else None
+    model_config = find_model_config(str(model_dir)) if model_dir else None
+    text = (model_config or {}).get("text_config", model_config or {})
+    weights = weight_facts(model_dir, text.get("vocab_size"))
+    tokenizer_file = str(model_dir / "tokenizer.json") if model_dir and (model_dir / "tokenizer.json").is_file() \
+        else None
     data = {}
     for role, key in (("train", "path"), ("validation", "validation_path"), ("test", "test_path")):
         value = getattr(cfg.data, key, None) if _is_set(cfg.data, key) else None
         if value:
-            data[role] = read_data(value, cfg.data.format, dict(cfg.data.fields))
-    return Facts(model_config=model_config, data=data, families=load_families(), packages=installed_packages())
+            data[role] = read_data(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
+                                   tokenizer_file if role == "train" else None)
+    return Facts(model_config=model_config, weights=weights, data=data, families=load_families(),
+                 packages=installed_packages())
 
 
 OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow")

@@ -57,6 +57,8 @@ class MethodSpec:
     target_modules: tuple[str, ...]
     trainable_params: int
     trainable_percent: float
+    weight_dtype: str
+    """dtype the model's weights load in (the trained ones for full fine-tuning; the non-quantized ones for QLoRA)."""
     quantization: Optional[QuantSpec]
 
 

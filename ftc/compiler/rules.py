@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from ftc.compiler.draft import Draft, fits
+from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -111,13 +112,19 @@ def lora_dropout(cfg, facts, draft):
 def target_modules(cfg, facts, draft):
     if not draft.peft:
         return
-    if not draft.targets:
+    if not draft.targets and facts.weights is None and draft.family not in facts.families:
+        yield error("method.target_modules", f"all-linear cannot be resolved: the weights of '{cfg.model.path}' are "
+                    f"not on disk and ftc's module table has no '{draft.family}'",
+                    "download the model first (its safetensors header names the modules), or "
+                    "method.target_modules=[<module names>]")
+    elif not draft.targets:
         yield error("method.target_modules", "no modules to adapt", "method.target_modules=all-linear")
     elif draft.unknown_targets:
+        where = "its weights" if facts.weights is not None else f"the {draft.family} module table"
         yield error("method.target_modules",
-                    f"{list(draft.unknown_targets)} not in the {draft.family} architecture "
-                    f"(its linear modules: {list(draft.linear_modules)})",
-                    "method.target_modules=all-linear")
+                    f"{list(draft.unknown_targets)} match no module of this model (by {where}: linear modules "
+                    f"{list(draft.linear_modules)}, output head lm_head)",
+                    "method.target_modules=all-linear, or a list of the modules above")
 
 
 @rule
@@ -188,6 +195,22 @@ def attention(cfg, facts, draft):
                     "model.attn_implementation=sdpa")
     elif cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
         yield error("model.attn_implementation", "flash attention needs a CUDA GPU", "model.attn_implementation=sdpa")
+    elif cfg.model.attn_implementation.startswith("flash") and not facts.packages.get("flash_attn"):
+        yield error("model.attn_implementation", "flash-attn is not installed here, so the run could only fall back "
+                    "to another kernel (and packing would lose its point)",
+                    "pip install flash-attn on the GPU machine, or model.attn_implementation=sdpa")
+
+
+REPORTERS = ("auto", "none", "tensorboard", "wandb", "mlflow")
+
+
+@rule
+def reporting(cfg, facts, draft):
+    for name in cfg.train.report_to:
+        if name not in REPORTERS:
+            yield error("train.report_to", f"unknown logger '{name}'", f"train.report_to=[{' | '.join(REPORTERS)}]")
+        elif name not in ("auto", "none") and not facts.packages.get(name):
+            yield error("train.report_to", f"{name} is not installed", f"pip install {name}, or train.report_to=[none]")
 
 
 # --- precision and hardware --------------------------------------------------------------------------------------
@@ -303,6 +326,12 @@ def optimizer(cfg, facts, draft):
         yield error("train.scheduler", f"unknown scheduler '{t.scheduler}'", "train.scheduler=cosine")
     if t.max_grad_norm < 0:
         yield error("train.max_grad_norm", "must be >= 0 (0 disables clipping)", "train.max_grad_norm=1.0")
+    if t.optim not in OPTIMIZER_MOMENTS:
+        yield warning("train.optim", f"ftc does not know the state size of '{t.optim}': memory assumes AdamW's",
+                      f"one of {', '.join(sorted(OPTIMIZER_MOMENTS))}")
+    if draft.kind == "full" and cfg.method.compute_dtype == "fp16":
+        yield error("method.compute_dtype", "full fine-tuning cannot train fp16 weights (their gradients cannot be "
+                    "unscaled)", "method.compute_dtype=auto (fp32 master weights under fp16 precision)")
 
 
 LOSSES = ("auto", "selective", "liger", "model")

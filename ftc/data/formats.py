@@ -104,6 +104,21 @@ def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
     return 1, 1  # text: every token counts
 
 
+def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> tuple[str, str, int]:
+    """(prompt, completion, extra tokens) of a checked row without a tokenizer object: what the plan counts tokens
+    on. Chat rows are their contents; the template's role markers are the extra tokens (~5 per message)."""
+    if fmt == "alpaca":
+        return alpaca_prompt(values["instruction"].strip(), values["input"].strip(), template), \
+            values["output"].strip(), 0
+    if fmt == "prompt_completion":
+        return values["prompt"], values["completion"], 0
+    if fmt == "chat":
+        messages = values["messages"]
+        last = _last_assistant(messages)
+        return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"], 5 * (last + 1)
+    return "", values["text"], 0
+
+
 def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
                          tokenizer: Optional[Any] = None) -> tuple[str, str]:
     """Returns (prompt, completion) without EOS; the tokenizer step appends EOS."""

@@ -87,12 +87,10 @@ def load_tokenizer(plan: Plan, path: Optional[str] = None) -> Any:
 
 
 def torch_dtype(plan: Plan) -> Any:
+    """The dtype the plan decided for the weights (method.weight_dtype)."""
     import torch
 
-    if not plan.method.peft:
-        return torch.float32  # fp32 master weights; autocast does the bf16/fp16 math
-    name = plan.method.quantization.compute_dtype if plan.method.quantization else plan.precision
-    return getattr(torch, DTYPES[name])
+    return getattr(torch, DTYPES[plan.method.weight_dtype])
 
 
 def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[Any] = None) -> Any:
@@ -105,7 +103,7 @@ def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[
         "revision": spec.revision,
         "trust_remote_code": spec.trust_remote_code,
         "dtype": torch_dtype(plan),
-        "attn_implementation": _attention(spec.attn_implementation),
+        "attn_implementation": spec.attn_implementation,  # decided by the compiler; never swapped here
         "use_safetensors": True,
     }
     if q:
@@ -120,15 +118,6 @@ def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[
     if for_training and plan.train.gradient_checkpointing:
         model.config.use_cache = False
     return model
-
-
-def _attention(requested: str) -> str:
-    if requested.startswith("flash"):
-        try:
-            import flash_attn  # noqa: F401
-        except ImportError:
-            return "sdpa"
-    return requested
 
 
 def lora_config(plan: Plan) -> Any:

@@ -17,11 +17,12 @@ def finish(plan: Plan, training: dict[str, Any], started: float) -> dict[str, An
 
     from ftc.runtime.evaluate import evaluate_run
 
-    evaluation = None
+    evaluation, eval_start = None, time.time()
     if plan.eval.enabled:
         print(f"ftc: evaluating the tuned{' and the base' if plan.eval.compare_base else ''} model on the test split "
               f"(up to {plan.eval.max_samples} examples)", file=sys.stderr)
         evaluation = evaluate_run(plan, plan.output_dir)
+    training = {**training, "evaluation_s": time.time() - eval_start if evaluation else 0.0}
     summary = write(plan, plan.output_dir, training, evaluation, time.time() - started)
     artifacts.event(plan.output_dir, "finished", wall_time_s=summary["wall_time_s"])
     return summary
@@ -56,11 +57,15 @@ def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[s
         "wall_time_s": round(wall_s, 1),
         "training": training,
         "eval": evaluation,
+        # Like with like: training steps only (validation, checkpoints and evaluation on their own lines).
         "predicted": {"hours": plan.time.hours, "usd": plan.cost.usd, "tokens_per_s": plan.time.tokens_per_s,
-                      "memory_gb": plan.memory.per_device_gb, "steps": plan.schedule.steps},
+                      "memory_gb": plan.memory.per_device_gb, "steps": plan.schedule.steps,
+                      "train_s": plan.time.train_hours * 3600, "eval_s": plan.time.eval_hours * 3600},
         "actual": {"hours": wall_s / 3600, "usd": wall_s / 3600 * plan.cost.usd_per_hour,
                    "tokens_per_s": tokens_per_s, "peak_memory_gb": training.get("peak_memory_gb"),
-                   "steps": training.get("steps")},
+                   "steps": training.get("steps"), "train_s": training.get("train_runtime_s"),
+                   "validation_s": training.get("validation_s"), "checkpoints_s": training.get("checkpoints_s"),
+                   "eval_s": training.get("evaluation_s")},
     }
     artifacts.atomic_write_json(run / "summary.json", summary)
     png = loss_curve(run)
@@ -102,9 +107,12 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
         "## Training",
         "",
         f"- steps: {t.get('steps')} (planned {p['steps']}), final train loss {_f(t.get('train_loss'))}",
-        f"- wall time: {summary['wall_time_s']:.1f} s (planned {p['hours'] * 3600:.0f} s); training "
-        f"{_f(t.get('train_runtime_s'), '.1f')} s",
-        f"- throughput: {_f(a['tokens_per_s'], '.0f')} real tokens/s (planned {_f(p['tokens_per_s'], '.0f')})",
+        f"- wall time: {summary['wall_time_s']:.1f} s (planned {p['hours'] * 3600:.0f} s)",
+        f"- training steps: {_f(a['train_s'], '.1f')} s (planned {p['train_s']:.0f} s); validation "
+        f"{_f(a['validation_s'], '.1f')} s; checkpoints {_f(a['checkpoints_s'], '.1f')} s; evaluation "
+        f"{_f(a['eval_s'], '.1f')} s (validation + evaluation planned {p['eval_s']:.0f} s)",
+        f"- throughput: {_f(a['tokens_per_s'], '.0f')} real tokens/s over training steps only (planned "
+        f"{_f(p['tokens_per_s'], '.0f')})",
         f"- peak memory: {_f(a['peak_memory_gb'], '.2f')} GB (planned {p['memory_gb']:.2f} GB per device)",
         f"- cost: ${a['usd']:.4f} (planned ${p['usd']:.2f})",
         f"- batch: {plan.batch.derivation}; precision {plan.precision}; world size {t.get('world_size')}",

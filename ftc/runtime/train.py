@@ -18,19 +18,6 @@ from ftc.paths import publish
 from ftc.runtime import artifacts, console
 
 
-def report_to(plan: Plan) -> list[str]:
-    wanted = [r for r in plan.train.report_to if r != "none"]
-    if "auto" in wanted:
-        wanted.remove("auto")
-        try:
-            import tensorboard  # noqa: F401
-
-            wanted.append("tensorboard")
-        except ImportError:
-            pass
-    return wanted
-
-
 def make_callbacks(plan: Plan, run_dir: Path) -> list[Any]:
     from transformers import EarlyStoppingCallback, TrainerCallback
 
@@ -114,7 +101,7 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         logging_first_step=True,
         seed=t.seed,
         data_seed=t.seed,
-        report_to=report_to(plan),
+        report_to=list(plan.train.report_to) or "none",  # decided by the compiler
         max_length=plan.data.max_length,
         packing=plan.data.packing,
         train_sampling_strategy="group_by_length" if plan.data.group_by_length and not plan.data.packing else "random",
@@ -147,11 +134,31 @@ def trainer_class(plan: Plan) -> type:
     from trl import SFTTrainer
 
     loss, chunk = plan.train.loss, plan.train.loss_chunk_tokens
-    if loss == "trl":
-        return SFTTrainer
 
-    class LeanSFTTrainer(SFTTrainer):
+    class FtcSFTTrainer(SFTTrainer):
+        """SFTTrainer with the plan's loss, timing validation and checkpoint saves apart from training steps."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.seconds = {"validation": 0.0, "checkpoints": 0.0}
+
+        def evaluate(self, *args, **kwargs):
+            start = time.time()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.seconds["validation"] += time.time() - start
+
+        def _save_checkpoint(self, *args, **kwargs):
+            start = time.time()
+            try:
+                return super()._save_checkpoint(*args, **kwargs)
+            finally:
+                self.seconds["checkpoints"] += time.time() - start
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if loss == "trl":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if loss == "model" or "labels" not in inputs:
                 inputs["use_cache"] = False
                 return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
@@ -168,7 +175,7 @@ def trainer_class(plan: Plan) -> type:
                 value = value * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
             return (value, {"loss": value}) if return_outputs else value
 
-    return LeanSFTTrainer
+    return FtcSFTTrainer
 
 
 def peak_memory_gb(device: str) -> float:
@@ -224,6 +231,10 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.time() - start
+    # Training throughput counts training steps only: the Trainer's validation passes (it runs one at the end even
+    # when eval_steps > max_steps) and checkpoint saves are timed apart and reported on their own lines.
+    validation_s, checkpoints_s = trainer.seconds["validation"], trainer.seconds["checkpoints"]
+    train_s = max(wall - validation_s - checkpoints_s, 1e-9)
     diverged = next((c.diverged for c in trainer.callback_handler.callbacks if hasattr(c, "diverged")), None)
     if diverged is not None:
         if rank0:
@@ -239,10 +250,13 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     figures = {
         "steps": state.global_step,
         "train_loss": result.training_loss,
-        "train_runtime_s": wall,
+        "train_runtime_s": train_s,
+        "validation_s": validation_s,
+        "checkpoints_s": checkpoints_s,
+        "trainer_wall_s": wall,
         "resumed_from": resume,
         "tokens_seen": tokens_seen,
-        "tokens_per_s": tokens_this_attempt / wall if wall else 0.0,  # this attempt's tokens over its time
+        "tokens_per_s": tokens_this_attempt / train_s,  # this attempt's tokens over its training steps' time
         "peak_memory_gb": peak_memory_gb(device),
         "data": splits.report.__dict__,
         "world_size": trainer.args.world_size,
