@@ -5,12 +5,11 @@ Heavy libraries (torch, transformers, ray...) are imported only inside the comma
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from ftc.errors import FtcError, UserError
+from ftc.errors import UserError, exit_on_error
 from ftc.sweep.trial import RUN_PLAN
 
 USAGE = """usage: ftc <command> [options] [hydra overrides]
@@ -33,19 +32,6 @@ examples:
 Hydra flags work after plan/train: --cfg job, --info, --help, -m, --shell-completion.
 Config groups: model, method, data, hardware, launcher, recipe; sections: train, eval, budget (docs/CONFIG.md).
 """
-
-
-@contextlib.contextmanager
-def exit_on_error() -> Iterator[None]:
-    """The one place an ftc error becomes an exit: its message on stderr, no traceback, its exit code."""
-    try:
-        yield
-    except FtcError as e:
-        print(str(e) if str(e).startswith("ftc:") else f"ftc: {e}", file=sys.stderr)
-        raise SystemExit(e.exit_code) from None
-    except KeyboardInterrupt:
-        print("ftc: interrupted (re-run the same command with the same output_dir to resume)", file=sys.stderr)
-        raise SystemExit(130) from None
 
 
 def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:

@@ -5,8 +5,15 @@
     │   └── DataError    exit 2   a bad input file or row; the message names file:line
     └── TrainingDiverged exit 1   loss became NaN/inf; the run stopped cleanly at that step
 
-Anything else that escapes is a bug and keeps its traceback.
+Anything else that escapes is a bug and keeps its traceback. ``exit_on_error`` is used by the entry points only:
+the CLI, and the search sweeper that Hydra runs outside the CLI's reach.
 """
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Iterator
 
 
 class FtcError(Exception):
@@ -27,3 +34,16 @@ class DataError(UserError):
 
 class TrainingDiverged(FtcError):
     """Loss became NaN/inf: the run stops cleanly at that step."""
+
+
+@contextlib.contextmanager
+def exit_on_error() -> Iterator[None]:
+    """The one place an ftc error becomes an exit: its message on stderr, no traceback, its exit code."""
+    try:
+        yield
+    except FtcError as e:
+        print(str(e) if str(e).startswith("ftc:") else f"ftc: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        print("ftc: interrupted (re-run the same command with the same output_dir to resume)", file=sys.stderr)
+        raise SystemExit(130) from None

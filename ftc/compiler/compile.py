@@ -199,6 +199,11 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.loss = "selective"
         draft.decisions.append(f"loss=selective (output head + cross-entropy only at the ~{draft.loss_share:.0%} of "
                                f"positions the loss counts, {t.loss_chunk_tokens} at a time: no full logits)")
+    if draft.loss == "selective" and draft.zero_stage == 3:
+        # ZeRO-3 re-partitions the head's weight after its forward; a chunk recomputed inside the backward would see
+        # the empty shard. Keep the counted positions' logits instead (still never the whole batch's).
+        draft.loss_recompute = False
+        draft.decisions.append("loss chunks kept for the backward, not recomputed (ZeRO-3 shards the output head)")
 
 
 def _packing(cfg: Config, draft: Draft) -> None:
@@ -267,7 +272,8 @@ def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
     loss; one chunk (at most the positions the loss counts) with the selective or fused loss."""
     if draft.loss in ("model", "trl"):
         return tokens
-    return min(cfg.train.loss_chunk_tokens, max(1, math.ceil(tokens * draft.loss_share)))
+    counted = max(1, math.ceil(tokens * draft.loss_share))
+    return min(cfg.train.loss_chunk_tokens, counted) if draft.loss_recompute else counted
 
 
 def _weight_dtype(cfg: Config, draft: Draft) -> str:
@@ -357,7 +363,7 @@ def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, floa
     fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
                                     checkpointing=draft.checkpointing,
                                     head_share=draft.loss_share if selective else 1.0,
-                                    head_recompute=draft.loss == "selective")
+                                    head_recompute=draft.loss == "selective" and draft.loss_recompute)
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage)
     train_s = tokens / tps if tps else 0.0
@@ -492,7 +498,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
             early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,
-            loss=draft.loss, loss_chunk_tokens=t.loss_chunk_tokens, token_metrics=t.token_metrics, seed=t.seed,
+            loss=draft.loss, loss_chunk_tokens=t.loss_chunk_tokens, loss_recompute=draft.loss_recompute,
+            token_metrics=t.token_metrics, seed=t.seed,
             report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
         ),
         eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,

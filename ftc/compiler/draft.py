@@ -53,6 +53,7 @@ class Draft:
     epochs: float = 0.0
     loss: str = "selective"
     """selective | liger | model | trl (train.loss decided)."""
+    loss_recompute: bool = True
     loss_share: float = 1.0
     """Share of positions the loss counts: where the selective loss runs the output head."""
     logit_transform: Optional[str] = None

@@ -128,6 +128,8 @@ class TrainSpec:
     loss: str
     """selective | liger | model | trl: how the training loss is computed (decided; runtime/loss.py)."""
     loss_chunk_tokens: int
+    loss_recompute: bool
+    """The selective loss recomputes each chunk in the backward (one chunk's logits at a time); off under ZeRO-3."""
     token_metrics: bool
     seed: int
     report_to: tuple[str, ...]

@@ -44,8 +44,11 @@ def _fused_loss(head: Any, hidden: Any, labels: Any) -> Any:
 
 
 def selective_loss(model: Any, inputs: dict[str, Any], chunk_tokens: int,
-                   num_items_in_batch: Optional[Any] = None, fused: bool = False) -> Any:
-    """Causal-LM cross-entropy over the positions whose label is not -100, without full logits."""
+                   num_items_in_batch: Optional[Any] = None, fused: bool = False, recompute: bool = True) -> Any:
+    """Causal-LM cross-entropy over the positions whose label is not -100, without full logits. ``recompute``
+    (the plan's ``train.loss_recompute``) recomputes each chunk in the backward so only one chunk's logits exist at
+    a time; without it (ZeRO-3, whose sharded head cannot be re-gathered inside the backward) every counted
+    position's logits are kept, still never the full batch's."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
@@ -64,7 +67,7 @@ def selective_loss(model: Any, inputs: dict[str, Any], chunk_tokens: int,
     else:
         for start in range(0, targets.numel(), chunk_tokens):
             h, t = selected[start: start + chunk_tokens], targets[start: start + chunk_tokens]
-            if torch.is_grad_enabled():  # recomputed in backward: one chunk's logits at a time
+            if recompute and torch.is_grad_enabled():  # recomputed in backward: one chunk's logits at a time
                 total = total + checkpoint(_chunk_loss, head, h, t, use_reentrant=False)
             else:
                 total = total + _chunk_loss(head, h, t)

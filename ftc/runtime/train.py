@@ -133,7 +133,7 @@ def trainer_class(plan: Plan) -> type:
     from transformers import Trainer
     from trl import SFTTrainer
 
-    loss, chunk = plan.train.loss, plan.train.loss_chunk_tokens
+    loss, chunk, recompute = plan.train.loss, plan.train.loss_chunk_tokens, plan.train.loss_recompute
 
     class FtcSFTTrainer(SFTTrainer):
         """SFTTrainer with the plan's loss, timing validation and checkpoint saves apart from training steps."""
@@ -168,7 +168,7 @@ def trainer_class(plan: Plan) -> type:
             # As Trainer.compute_loss does for a model that takes loss kwargs: sum / tokens of the accumulated
             # batch, scaled by the processes that average it (so gradients equal the model's own loss).
             per_batch = num_items_in_batch if self.model_accepts_loss_kwargs else None
-            value = selective_loss(model, inputs, chunk, per_batch, fused=loss == "liger")
+            value = selective_loss(model, inputs, chunk, per_batch, fused=loss == "liger", recompute=recompute)
             if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and \
                     num_items_in_batch is not None:
                 scale = self.accelerator.num_processes // self.get_tp_size()

@@ -87,14 +87,15 @@ class SearchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna
 
-        from ftc.errors import UserError
+        from ftc.errors import UserError, exit_on_error
 
         if self.metric not in METRICS:
             raise UserError(f"ftc: hydra.sweeper.metric={self.metric} unknown (choose from {', '.join(METRICS)})")
         fixed, space = self._space(arguments)
         if not space:
             raise UserError("ftc: the search needs at least one choice(...), range(...) or interval(...) override")
-        self._check_budget(fixed)
+        with exit_on_error():  # Hydra runs the sweeper outside the CLI's reach: a refusal exits 2 here, not a traceback
+            self._check_budget(fixed)
         path, higher = METRICS[self.metric]
         sampler = optuna.samplers.TPESampler(seed=self.seed) if self.sampler == "tpe" else \
             optuna.samplers.RandomSampler(seed=self.seed)

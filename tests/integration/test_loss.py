@@ -120,3 +120,18 @@ def test_no_full_logits_are_built():
     counted = int((batch["labels"][:, 1:] != -100).sum())
     assert sum(rows) == 2 * counted  # forward once and once more in the backward (recomputed), nothing else
     assert max(rows) == 4 and len(rows[: len(rows) // 2]) == -(-counted // 4)
+
+
+def test_equal_without_chunk_recomputation():
+    """Under ZeRO-3 the plan keeps the counted positions' logits instead of recomputing chunks: same numbers."""
+    from ftc.runtime.loss import selective_loss
+
+    model, batch = _peft(_model("qwen2"), "lora"), _batch()
+    expected, want = _loss_and_grads(model, batch, False, 5)
+    model.zero_grad()
+    loss = selective_loss(model, batch, 5, recompute=False)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+    for name, p in model.named_parameters():
+        if name in want:
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -21,9 +21,6 @@ def ftc(*args, timeout=600):
 
 def test_grid_2x2_with_a_failing_trial_and_summary(tmp_path):
     sweep = tmp_path / "sweep"
-    # A data file that compiles (it exists and has rows) but breaks in the data pipeline at line 31.
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"instruction": "a", "output": "b"}\n' * 30 + "not json\n")
     r = ftc("train", "-m", "method.r=4,8", "train.lr=1e-3,2e-3", *QUICK, f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
@@ -38,14 +35,21 @@ def test_grid_2x2_with_a_failing_trial_and_summary(tmp_path):
     for i in range(4):
         assert (sweep / str(i) / "adapter" / "adapter_model.safetensors").exists()
 
-    # One trial of a second sweep fails at run time (malformed data): recorded, and the sweep goes on.
+    # One trial of a second sweep fails at run time (an optimizer name only the Trainer can check; the plan warns):
+    # recorded, and the sweep goes on.
     sweep2 = tmp_path / "sweep2"
-    r = ftc("train", "-m", "data=file", f"data.path={bad},ftc:sample/train.jsonl", "data.max_length=128", *QUICK,
-            f"hydra.sweep.dir={sweep2}")
+    r = ftc("train", "-m", "train.optim=no_such_optimizer,adamw_torch", *QUICK, f"hydra.sweep.dir={sweep2}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["trial"]: row for row in csv.DictReader((sweep2 / "summary.csv").open())}
     assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "completed"
-    assert "bad.jsonl:31" in json.loads((sweep2 / "0" / "trial.json").read_text())["error"]
+    assert "no_such_optimizer" in json.loads((sweep2 / "0" / "trial.json").read_text())["error"]
+
+    # A malformed data file is found at plan time: the sweep is refused before any trial starts, naming file:line.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n' * 30 + "not json\n")
+    r = ftc("train", "-m", "data=file", f"data.path={bad},ftc:sample/train.jsonl", *QUICK,
+            f"hydra.sweep.dir={tmp_path / 'sweep3'}")
+    assert r.returncode == 2 and f"{bad}:31: invalid JSON" in r.stderr
 
     # sweep-report on demand, by another metric.
     r = ftc("sweep-report", str(sweep), "metric=test_loss")
