@@ -17,6 +17,7 @@ USAGE = """usage: ftc <command> [options] [hydra overrides]
 commands:
   plan [--json] [overrides]      compile the experiment and print the plan (no torch, no downloads)
   plan -m [sweep overrides]      compile every trial of a sweep and print its total cost
+  plan hardware=auto [...]       rank every GPU profile by predicted cost and plan on the cheapest that fits
   train [overrides]              run the plan (re-running with the same output_dir resumes)
   train -m [sweep overrides]     hyperparameter sweep (Hydra multirun)
   eval RUN_DIR                   held-out metrics of base vs tuned model
@@ -56,9 +57,26 @@ def _with_extra_overrides(argv: list[str], extra: list[str]) -> list[str]:
 
 
 # --- plan ----------------------------------------------------------------------------------------------------------
+def _with_advice(plan: Any, advice: Any) -> Any:
+    """Records hardware=auto's choice, runner-up and whole ranked table in the plan."""
+    if advice is None:
+        return plan
+    import dataclasses
+
+    from ftc.compiler.advisor import decision
+
+    options, chosen = advice
+    return dataclasses.replace(plan, decisions=(decision(options, chosen),) + plan.decisions,
+                               hardware_table=tuple(o.row() for o in options))
+
+
 def _plan(argv: list[str]) -> None:
+    from ftc.compiler.advisor import resolve, table
+
     as_json = "--json" in argv
-    argv = [a for a in argv if a != "--json"]
+    argv, advice = resolve([a for a in argv if a != "--json"])
+    if advice and not as_json:
+        print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n")
     if "-m" in argv or "--multirun" in argv:
         from ftc.sweep.plan import plan_sweep
 
@@ -70,7 +88,7 @@ def _plan(argv: list[str]) -> None:
         from ftc.render import errors_text, plan_table
 
         with exit_on_error():
-            plan = compile_config(cfg)
+            plan = _with_advice(compile_config(cfg), advice)
         print(plan.to_json() if as_json else plan_table(plan))
         if plan.errors:
             if as_json:
@@ -83,6 +101,11 @@ def _plan(argv: list[str]) -> None:
 
 # --- train ---------------------------------------------------------------------------------------------------------
 def _train(argv: list[str]) -> None:
+    from ftc.compiler.advisor import resolve, table
+
+    argv, advice = resolve(argv)
+    if advice:
+        print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n", file=sys.stderr)
     if "-m" in argv or "--multirun" in argv:
         from ftc.sweep.plan import check_sweep
         from hydra_plugins.ftc_search import register
@@ -94,12 +117,12 @@ def _train(argv: list[str]) -> None:
 
     def task(cfg):
         with exit_on_error():
-            return run_task(cfg)
+            return run_task(cfg, advice)
 
     _hydra_app(task, argv, ["hydra.job.name=train"])
 
 
-def run_task(cfg: Any) -> dict[str, Any]:
+def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     """The Hydra job body of `ftc train`: one run, or one trial of a sweep (run in its own process)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -109,7 +132,7 @@ def run_task(cfg: Any) -> dict[str, Any]:
     from ftc.render import errors_text
     from ftc.runtime.artifacts import prepare_run_dir
 
-    plan = compile_config(cfg)
+    plan = _with_advice(compile_config(cfg), advice)
     if plan.errors:
         raise UserError(errors_text(plan))
     hc = HydraConfig.get()

@@ -514,11 +514,13 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                       device_hours=round(draft.device_hours, 3)),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
-        budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours),
+        budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours,
+                          max_hours=cfg.budget.max_hours),
         output_dir=cfg.output_dir,
         warnings=tuple(str(p) for p in problems if p.severity == "warning"),
         errors=tuple(str(p) for p in problems if p.severity == "error"),
         decisions=tuple(draft.decisions),
+        hardware_table=(),
     )
 
 

@@ -201,6 +201,7 @@ class LauncherSpec:
 class BudgetSpec:
     max_usd: Optional[float]
     max_gpu_hours: Optional[float]
+    max_hours: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,8 @@ class Plan:
     errors: tuple[str, ...]
     decisions: tuple[str, ...]
     """Choices the compiler made for you (auto values), one line each."""
+    hardware_table: tuple[dict[str, Any], ...]
+    """hardware=auto: every GPU profile compiled and ranked (empty otherwise)."""
 
     @property
     def ok(self) -> bool:

@@ -73,9 +73,13 @@ def check(cfg: Config, facts: Facts, draft: Draft) -> list[Problem]:
 
 
 def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], usd: float, device_hours: float,
-                    what: str = "the run") -> list[Problem]:
+                    what: str = "the run", max_hours: Optional[float] = None, hours: float = 0.0) -> list[Problem]:
     """The one budget check, for a run, a sweep (its total) or a search (n_trials x one trial)."""
     found = []
+    if max_hours is not None and hours > max_hours:
+        found.append(error("budget.max_hours", f"predicted {hours:.2f} h of wall clock for {what}, past the deadline "
+                           f"of {max_hours:g} h", "more GPUs (launcher=ray), a faster hardware profile, fewer "
+                           "train.epochs, or raise budget.max_hours"))
     if max_usd is not None and usd > max_usd:
         found.append(error("budget.max_usd", f"predicted ${usd:.2f} for {what}, over the budget of ${max_usd:.2f}", "method=qlora, fewer train.epochs or trials, a cheaper hardware "
                            "profile, or raise budget.max_usd"))
@@ -445,4 +449,6 @@ def splits(cfg, facts, draft):
 # --- budget --------------------------------------------------------------------------------------------------------
 @rule
 def budget(cfg, facts, draft):
-    yield from budget_problems(cfg.budget.max_usd, cfg.budget.max_gpu_hours, draft.usd, draft.device_hours)
+    b = cfg.budget
+    yield from budget_problems(b.max_usd, b.max_gpu_hours, draft.usd, draft.device_hours, max_hours=b.max_hours,
+                               hours=draft.hours)

@@ -230,6 +230,8 @@ class BudgetConfig:
     """Refuse runs (and sweeps) predicted to cost more than this."""
     max_gpu_hours: Optional[float] = None
     """Refuse runs predicted to use more device-hours than this."""
+    max_hours: Optional[float] = None
+    """Deadline: refuse runs predicted to take longer than this (wall clock, training + evaluation)."""
 
 
 @dataclass

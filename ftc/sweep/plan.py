@@ -83,8 +83,9 @@ def problems(trials: list[Trial]) -> list[str]:
     if trials:
         usd, hours = totals(trials)
         b = trials[0].plan.budget
+        wall = sum(t.plan.time.hours for t in trials)  # trials run one after another unless on Ray
         out += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
-                                                f"the sweep's {len(trials)} trials in total")]
+                                                f"the sweep's {len(trials)} trials in total", b.max_hours, wall)]
     return out
 
 

@@ -79,7 +79,8 @@ class SearchSweeper(Sweeper):
         b = plan.budget
         problems = [e for e in plan.errors if not e.startswith("budget.")]
         problems += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
-                                                     f"the search's {self.n_trials} trials (hydra.sweeper.n_trials)")]
+                                                     f"the search's {self.n_trials} trials (hydra.sweeper.n_trials)",
+                                                     b.max_hours, plan.time.hours * self.n_trials)]
         if problems:
             raise UserError("ftc: search refused before any trial started:\n" +
                             "\n".join(f"  - {p}" for p in problems))

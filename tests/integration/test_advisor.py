@@ -1,0 +1,51 @@
+"""hardware=auto: every GPU profile compiled and ranked; a deadline or a budget changes the choice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+JOB = ["model=llama3_8b", "method=qlora", "data.max_length=2048", "train.epochs=30"]
+
+
+def plan_json(*overrides):
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "--json", "hardware=auto", *overrides],
+                       capture_output=True, text=True, timeout=300)
+    return r, (json.loads(r.stdout) if r.returncode == 0 else None)
+
+
+def test_ranks_every_gpu_profile_and_runs_on_the_cheapest():
+    from ftc.compiler.advisor import profiles
+
+    r, plan = plan_json(*JOB)
+    assert r.returncode == 0, r.stderr
+    table = plan["hardware_table"]
+    gpus = [p for p in profiles() if not p.startswith("cpu")]
+    assert sorted(row["hardware"] for row in table) == sorted(gpus)
+    usable = [row for row in table if row["ok"]]
+    assert [row["usd"] for row in usable] == sorted(row["usd"] for row in usable)  # cheapest first
+    assert plan["hardware"]["name"] == usable[0]["hardware"]
+    assert plan["decisions"][0].startswith(f"hardware={usable[0]['hardware']} (hardware=auto")
+    assert "runner-up" in plan["decisions"][0]
+    multi = next(row for row in table if row["workers"] > 1)
+    assert multi["launcher"] == "ray"
+
+
+def test_a_deadline_changes_the_choice():
+    _, free = plan_json(*JOB)
+    fastest_cheap = free["hardware_table"][0]
+    _, rushed = plan_json(*JOB, f"budget.max_hours={fastest_cheap['hours'] * 0.9:.4f}")
+    assert rushed["hardware"]["name"] != fastest_cheap["hardware"]
+    assert rushed["time"]["hours"] <= fastest_cheap["hours"] * 0.9
+    assert not next(r for r in rushed["hardware_table"] if r["hardware"] == fastest_cheap["hardware"])["ok"]
+
+
+def test_a_budget_no_profile_meets_is_refused_with_the_table():
+    r, _ = plan_json(*JOB, "budget.max_usd=0.01")
+    assert r.returncode == 2 and "found no GPU profile" in r.stderr and "budget.max_usd" in r.stderr
+    assert "Traceback" not in r.stderr
