@@ -31,9 +31,12 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
         plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=max_samples))
     result = evaluate_run(plan, plan.output_dir)
     artifacts.atomic_write_json(Path(run_dir) / "eval.json", result)
-    for name in ("base", "tuned"):
+    for name in ("base", "start", "tuned"):
         m = result.get(name)
-        if m:
+        if m and "preference_accuracy" in m:
+            print(f"{name:6s} preference accuracy {m['preference_accuracy']:.1%}  log-likelihood margin "
+                  f"{m['logp_margin']:.2f}  ({m['samples']} pairs)")
+        elif m:
             print(f"{name:6s} loss {m['loss']:.4f}  ppl {m['perplexity']:.2f}  exact match {m['exact_match']:.1%}  "
                   f"ROUGE-L {m['rouge_l']:.3f}  ({m['samples']} samples)")
     print(result["verdict"])

@@ -29,8 +29,13 @@ def plan_table(plan: Plan) -> str:
     ds = plan.deepspeed
     rows = [
         ("experiment", plan.name),
-        ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"),
+        ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"
+                  + (f"; starts from the adapter {m.adapter}" if m.adapter else "")),
         ("method", method),
+        ("objective", f"{plan.objective.name}" + (
+            f" beta={plan.objective.beta:g} loss={plan.objective.loss_type}, {plan.objective.sequences_per_example} "
+            f"sequences/example + {plan.objective.reference_forwards} reference forward each, reference: the model "
+            f"at the start" if plan.objective.trainer == "dpo" else "")),
         ("targets", ", ".join(me.target_modules) or "all weights"),
         ("trainable", f"{_num(me.trainable_params)} ({me.trainable_percent:.3g}%)"),
         ("data", f"{d.name} [{d.format}] {d.train_examples} examples x ~{d.tokens_per_example} tokens, "

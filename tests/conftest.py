@@ -17,7 +17,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-GROUPS = ("model", "method", "data", "hardware", "launcher")
+GROUPS = ("model", "method", "data", "hardware", "launcher", "objective")
 
 
 @pytest.fixture(autouse=True, scope="session")

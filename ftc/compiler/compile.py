@@ -16,7 +16,7 @@ from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
-    ModelSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
+    ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -71,6 +71,19 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
             exact_linear=sum(x.params for x in w.linear.values()) if w else None,
         )
     draft.arch_values = values
+
+
+def _objective(cfg: Config, draft: Draft) -> None:
+    """What the objective costs per example: preference pairs run chosen and rejected (2 sequences); DPO adds a
+    reference forward per sequence (no gradient). Prompts of pairs keep at most max_prompt_length tokens."""
+    o = cfg.objective
+    if o.trainer == "dpo":
+        draft.sequences_per_example, draft.reference_forwards = 2, 1
+    if cfg.data.format == "preference":
+        draft.max_prompt_length = o.max_prompt_length or draft.max_length // 2
+        if o.max_prompt_length is None:
+            draft.decisions.append(f"objective.max_prompt_length={draft.max_prompt_length} (null: half of "
+                                   f"data.max_length)")
 
 
 def _method(cfg: Config, draft: Draft) -> None:
@@ -146,6 +159,11 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.targets = draft.linear_modules if m.target_modules == "all-linear" else (m.target_modules,)
     else:
         draft.targets = tuple(m.target_modules)
+    a = facts.adapter
+    if a is not None and a.exists:  # the starting adapter keeps its own targets and rank
+        draft.targets = a.target_modules
+        draft.decisions.append(f"model.adapter: training continues from {a.path} (trained on {a.base_model}; "
+                               f"r={a.r}, targets {', '.join(a.target_modules)}: the adapter's own, not method's)")
     head = _head_name(facts)
     w = facts.weights
     if w is not None:
@@ -178,6 +196,11 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
     train = facts.data.get("train")
     share = train.completion_share if train and train.completion_share else 0.5  # unreadable: a guess
     draft.loss_share = round(share, 3) if d.completion_only_loss and d.format != "text" else 1.0
+    if cfg.objective.trainer != "sft":
+        draft.loss = "trl"
+        draft.decisions.append(f"loss=trl ({cfg.objective.name}: TRL's own loss, over the per-token log-probabilities "
+                               "of both sequences)")
+        return
     if t.token_metrics:
         draft.loss = "trl"
         draft.decisions.append("loss=trl (train.token_metrics: TRL's loss with its entropy/accuracy pass over the "
@@ -211,6 +234,9 @@ def _packing(cfg: Config, draft: Draft) -> None:
     varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
     quadratic in the batch's total tokens (measured 47% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
     varlen = cfg.hardware.accelerator == "cuda" and draft.attention.startswith("flash")
+    if cfg.objective.trainer != "sft":
+        draft.packing = False  # TRL's DPOTrainer pads pairs (its padding-free mode is off since its refactor)
+        return
     if cfg.data.packing is None:
         draft.packing = varlen
         draft.decisions.append("packing=on (flash-attention varlen: no padding computed)" if varlen else
@@ -260,8 +286,8 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> e
     seq = draft.max_length if draft.packing else draft.longest_example
     return est.memory(
         draft.arch, method=method, dtype=dtype, optim=cfg.train.optim, double_quant=m.double_quant,
-        trainable_params=draft.trainable, micro=micro, seq=seq, checkpointing=checkpointing,
-        logit_tokens=_logit_tokens(cfg, draft, micro * seq),
+        trainable_params=draft.trainable, micro=micro * draft.sequences_per_example, seq=seq,
+        checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
         n_targets=len(draft.targets), world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda",
     )
@@ -302,6 +328,10 @@ def _trainable(cfg: Config, facts: Facts, draft: Draft) -> int:
     if not draft.peft:
         return draft.arch.total_params
     m, a, w = cfg.method, draft.arch, facts.weights
+    if facts.adapter is not None and facts.adapter.exists and facts.adapter.r:
+        import dataclasses
+
+        m = dataclasses.replace(m, r=facts.adapter.r)
     total = 0
     head = _head_name(facts)
     for t in draft.targets:
@@ -363,7 +393,8 @@ def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, floa
     fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
                                     checkpointing=draft.checkpointing,
                                     head_share=draft.loss_share if selective else 1.0,
-                                    head_recompute=draft.loss == "selective" and draft.loss_recompute)
+                                    head_recompute=draft.loss == "selective" and draft.loss_recompute,
+                                    reference_forwards=draft.reference_forwards)
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage)
     train_s = tokens / tps if tps else 0.0
@@ -409,6 +440,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _method(cfg, draft)
     _arch(cfg, facts, draft)
     _max_length(cfg, draft)
+    _objective(cfg, draft)
     _attention(cfg, facts, draft)
     _report_to(cfg, facts, draft)
     _precision(cfg, draft)
@@ -425,7 +457,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
 
     t, hw, m, d = cfg.train, cfg.hardware, cfg.method, cfg.data
     seq_tokens = draft.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
-    tokens_per_step = int(t.global_batch_size * seq_tokens)
+    tokens_per_step = int(t.global_batch_size * seq_tokens * draft.sequences_per_example)
     tokens = draft.steps * tokens_per_step
     devices = hw.gpus_per_node * hw.nodes
 
@@ -461,6 +493,12 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             head_dim=av["head_dim"] or 0, intermediate_size=av["intermediate_size"] or 0,
             vocab_size=av["vocab_size"] or 0, max_position_embeddings=av["max_position_embeddings"] or 0,
             tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
+            adapter=facts.adapter.path if facts.adapter is not None else None,
+        ),
+        objective=ObjectiveSpec(
+            name=cfg.objective.name, trainer=cfg.objective.trainer, beta=cfg.objective.beta,
+            loss_type=cfg.objective.loss_type, reference=cfg.objective.reference,
+            sequences_per_example=draft.sequences_per_example, reference_forwards=draft.reference_forwards,
         ),
         method=MethodSpec(
             name=m.name, peft=draft.peft, r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
@@ -470,7 +508,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
-            fields=dict(d.fields), template=d.template, max_length=draft.max_length, packing=draft.packing,
+            fields=dict(d.fields), template=d.template, max_length=draft.max_length, max_prompt_length=draft.max_prompt_length,
+            packing=draft.packing,
             group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
             test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,

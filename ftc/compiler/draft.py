@@ -51,6 +51,11 @@ class Draft:
     sequences_per_epoch: int = 0
     steps: int = 0
     epochs: float = 0.0
+    sequences_per_example: int = 1
+    """2 for preference pairs (chosen and rejected)."""
+    reference_forwards: int = 0
+    """DPO: one forward without gradient per sequence for the reference log-probabilities."""
+    max_prompt_length: int = 0
     loss: str = "selective"
     """selective | liger | model | trl (train.loss decided)."""
     loss_recompute: bool = True

@@ -229,7 +229,7 @@ def memory(
 
 
 def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool, head_share: float = 1.0,
-                          head_recompute: bool = False) -> float:
+                          head_recompute: bool = False, reference_forwards: int = 0) -> float:
     """Training FLOPs per token.
 
     Decoder forward: 2 FLOPs per weight of every linear layer plus causal attention, 2 x context x q_dim per layer
@@ -238,13 +238,13 @@ def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointin
     negligible). Gradient checkpointing recomputes the decoder forward once. The output head (2 x vocab x hidden
     per position, forward and backward alike) runs on every position with the model's own loss, and only on the
     ``head_share`` of positions the loss counts with the selective loss, which recomputes it in the backward
-    (``head_recompute``).
+    (``head_recompute``). DPO adds ``reference_forwards`` forward passes (decoder and head) without gradient.
     """
     backward = 2 if method == "full" else 1
     body = 2 * arch.linear_params + 2 * arch.layers * context * arch.q_dim
     head = 2 * arch.vocab * arch.hidden
     return body * (1 + backward + (1 if checkpointing else 0)) + \
-        head * head_share * (1 + backward + (1 if head_recompute else 0))
+        head * head_share * (1 + backward + (1 if head_recompute else 0)) + (body + head) * reference_forwards
 
 
 def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float, world: int, method: str,

@@ -78,11 +78,45 @@ class WeightFacts:
 
 
 @dataclass(frozen=True)
+class AdapterFacts:
+    """An adapter to start from (model.adapter): where it is and what it was trained on."""
+
+    path: str
+    """The adapter directory (a run directory's adapter/)."""
+    exists: bool
+    base_model: Optional[str] = None
+    """The base the adapter was trained on: the run's plan.json model.path, else adapter_config.json's
+    base_model_name_or_path."""
+    r: Optional[int] = None
+    target_modules: tuple[str, ...] = ()
+
+
+def adapter_facts(path: str) -> AdapterFacts:
+    root = Path(resolve_path(path))
+    run_plan = root / "plan.json"
+    adapter = root / "adapter" if (root / "adapter" / "adapter_config.json").is_file() else root
+    config = adapter / "adapter_config.json"
+    if not config.is_file():
+        return AdapterFacts(path=str(adapter), exists=False)
+    try:
+        c = json.loads(config.read_text())
+        base = json.loads(run_plan.read_text())["model"]["path"] if run_plan.is_file() else \
+            c.get("base_model_name_or_path")
+    except (OSError, ValueError, KeyError):
+        return AdapterFacts(path=str(adapter), exists=False)
+    targets = c.get("target_modules") or ()
+    return AdapterFacts(path=str(adapter), exists=True, base_model=base, r=c.get("r"),
+                        target_modules=tuple(sorted(targets)) if not isinstance(targets, str) else (targets,))
+
+
+@dataclass(frozen=True)
 class Facts:
     model_config: Optional[dict[str, Any]] = None
     """The model's config.json when it is on disk (local dir or Hugging Face cache)."""
     weights: Optional[WeightFacts] = None
     """Module names and shapes from the safetensors header, when the weights are on disk."""
+    adapter: Optional[AdapterFacts] = None
+    """model.adapter, when set."""
     data: dict[str, DataFacts] = field(default_factory=dict)
     """By role: train, validation, test."""
     families: dict[str, Any] = field(default_factory=dict)
@@ -264,7 +298,8 @@ def gather(cfg: Any, read_data: Callable[..., DataFacts] = data_facts) -> Facts:
         if value:
             data[role] = read_data(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
-    return Facts(model_config=model_config, weights=weights, data=data, families=load_families(),
+    adapter = adapter_facts(cfg.model.adapter) if getattr(cfg.model, "adapter", None) else None
+    return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=load_families(),
                  packages=installed_packages())
 
 

@@ -31,6 +31,8 @@ class ModelSpec:
     vocab_size: int
     max_position_embeddings: int
     tie_word_embeddings: bool
+    adapter: Optional[str]
+    """An existing adapter training starts from (model.adapter, resolved to its directory), or null."""
     params: int
     """Total parameters computed from the architecture numbers."""
     linear_modules: tuple[str, ...]
@@ -72,6 +74,8 @@ class DataSpec:
     fields: dict[str, str]
     template: str
     max_length: int
+    max_prompt_length: int
+    """Preference pairs: prompt tokens kept (0 for other formats)."""
     packing: bool
     group_by_length: bool
     completion_only_loss: bool
@@ -86,6 +90,20 @@ class DataSpec:
     loss_share: float
     """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
     where the selective loss runs the output head."""
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str
+    trainer: str
+    """sft | dpo: the runtime's trainer mapping (ftc/runtime/train.py)."""
+    beta: float
+    loss_type: str
+    reference: str
+    sequences_per_example: int
+    """1 for SFT; 2 for preference pairs (chosen and rejected run through the model together)."""
+    reference_forwards: int
+    """Extra forward passes per sequence without gradient (DPO's reference log-probabilities)."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +227,7 @@ class Plan:
     name: str
     model: ModelSpec
     method: MethodSpec
+    objective: ObjectiveSpec
     data: DataSpec
     precision: str
     world_size: int

@@ -164,6 +164,50 @@ def zero_stage_values(cfg, facts, draft):
                       "overhead", "train.zero_stage=0, or launcher=ray with multi-GPU hardware")
 
 
+# --- objective ----------------------------------------------------------------------------------------------------
+TRAINERS = ("sft", "dpo")
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@rule
+def objective(cfg, facts, draft):
+    o, d = cfg.objective, cfg.data
+    if o.trainer not in TRAINERS:
+        yield error("objective.trainer", f"unknown trainer '{o.trainer}'", f"objective.trainer={' | '.join(TRAINERS)}")
+        return
+    if o.trainer == "dpo" and d.format != "preference":
+        yield error("data.format", f"{o.name} trains on preference pairs, not {d.format} rows",
+                    "data=sample_preference, or data.format=preference with {prompt, chosen, rejected} rows")
+    if o.trainer == "sft" and d.format == "preference":
+        yield error("objective", "preference pairs need a preference objective", "objective=dpo")
+    if o.trainer == "dpo":
+        if o.beta <= 0:
+            yield error("objective.beta", f"must be > 0, got {o.beta}", "objective.beta=0.1")
+        if o.loss_type not in DPO_LOSSES:
+            yield error("objective.loss_type", f"unknown DPO loss '{o.loss_type}'", "objective.loss_type=sigmoid")
+        if o.reference != "start":
+            yield error("objective.reference", f"unknown reference '{o.reference}'", "objective.reference=start")
+    if o.max_prompt_length is not None and o.max_prompt_length >= draft.max_length:
+        yield error("objective.max_prompt_length", f"{o.max_prompt_length} leaves no room for the completion within "
+                    f"data.max_length={draft.max_length}", f"objective.max_prompt_length={draft.max_length // 2}")
+
+
+@rule
+def start_adapter(cfg, facts, draft):
+    a = facts.adapter
+    if a is None:
+        return
+    if not a.exists:
+        yield error("model.adapter", f"no adapter at {a.path} (adapter_config.json not found)",
+                    "a run directory with adapter/ (e.g. model.adapter=runs/sft) or a PEFT adapter directory")
+    elif not draft.peft:
+        yield error("model.adapter", "full fine-tuning cannot start from an adapter", "method=lora")
+    elif a.base_model and a.base_model != cfg.model.path:
+        yield error("model.adapter", f"the adapter was trained on {a.base_model}, not {cfg.model.path}",
+                    f"model.path={a.base_model}, or an adapter trained on this model")
+
+
 # --- model ------------------------------------------------------------------------------------------------------
 @rule
 def architecture_known(cfg, facts, draft):

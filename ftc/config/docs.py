@@ -10,7 +10,8 @@ from importlib.resources import files
 from ftc.config import schema
 
 SECTIONS = [("model", schema.ModelConfig), ("method", schema.MethodConfig), ("data", schema.DataConfig),
-            ("hardware", schema.HardwareConfig), ("launcher", schema.LauncherConfig), ("train", schema.TrainConfig),
+            ("hardware", schema.HardwareConfig), ("launcher", schema.LauncherConfig),
+            ("objective", schema.ObjectiveConfig), ("train", schema.TrainConfig),
             ("eval", schema.EvalConfig), ("budget", schema.BudgetConfig), ("(top level)", schema.Config)]
 
 

@@ -48,6 +48,9 @@ class ModelConfig:
     """Vocabulary size (the logits' width: a large term of activation memory)."""
     max_position_embeddings: Optional[int] = None
     """Context length the model was trained for; data.max_length may not exceed it."""
+    adapter: Optional[str] = None
+    """Start from an existing adapter: a run directory (its adapter/) or a PEFT adapter directory, e.g. the SFT run
+    before DPO. It keeps its own rank and targets; the plan records the lineage."""
     tie_word_embeddings: Optional[bool] = None
     """Output head shares the embedding matrix."""
     chars_per_token: float = 3.8
@@ -81,6 +84,24 @@ class MethodConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    name: str = MISSING
+    """sft | dpo: what is trained for, orthogonal to method (which parameters train)."""
+    trainer: str = "sft"
+    """The trainer that implements it: sft (TRL SFTTrainer) | dpo (TRL DPOTrainer). A new objective is a YAML file
+    naming its trainer here plus one mapping in ftc/runtime/train.py."""
+    beta: float = 0.1
+    """DPO: how far the policy may move from the reference (higher = closer)."""
+    loss_type: str = "sigmoid"
+    """DPO loss: sigmoid (DPO) | ipo | hinge | robust | ... (TRL's DPOConfig.loss_type)."""
+    max_prompt_length: Optional[int] = None
+    """Preference data: prompt tokens kept (the end of longer prompts); null = half of data.max_length."""
+    reference: str = "start"
+    """DPO reference model: start = the model as training starts (the base with the new adapter disabled, or a
+    frozen copy of model.adapter); no second copy of the base weights is loaded."""
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     """Short name shown in plans and reports."""
@@ -91,7 +112,8 @@ class DataConfig:
     test_path: Optional[str] = None
     """Optional separate test file; otherwise split from ``path``."""
     format: str = "alpaca"
-    """alpaca | chat | prompt_completion | text"""
+    """alpaca | chat | prompt_completion | text | preference ({prompt, chosen, rejected}, or chosen/rejected message
+    lists)"""
     fields: Dict[str, str] = field(default_factory=dict)
     """Field mapping from the format's names to your file's column names, e.g. ``{output: answer}``."""
     template: str = "alpaca"
@@ -241,6 +263,7 @@ class Config:
     data: DataConfig = MISSING
     hardware: HardwareConfig = MISSING
     launcher: LauncherConfig = MISSING
+    objective: ObjectiveConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -256,6 +279,7 @@ GROUPS = {
     "data": DataConfig,
     "hardware": HardwareConfig,
     "launcher": LauncherConfig,
+    "objective": ObjectiveConfig,
 }
 
 

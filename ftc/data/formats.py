@@ -30,6 +30,8 @@ FORMATS = {
     "chat": Format(required=("messages",), optional=(), template_tokens=12),
     "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1),
     "text": Format(required=("text",), optional=(), template_tokens=1),
+    # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
+    "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26),
 }
 
 ALPACA = {
@@ -81,12 +83,46 @@ def check_row(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> dict[str
         raise RowError(f"unknown format '{fmt}'")
     if fmt == "chat":
         return {"messages": _chat_messages(_field(row, "messages", fields))}
+    if fmt == "preference":
+        return _preference(row, fields)
     spec = FORMATS[fmt]
     values = {name: _text(_field(row, name, fields), name) for name in spec.required}
     values.update({name: _text(_field(row, name, fields, required=False) or "", name) for name in spec.optional})
     if any(not values[name].strip() for name in spec.required if name != "prompt"):
         raise EmptyRow(f"empty {' or '.join(n for n in spec.required if n != 'prompt')}")
     return values
+
+
+def _preference(row: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    chosen, rejected = _field(row, "chosen", fields), _field(row, "rejected", fields)
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        chosen, rejected = _chat_messages(chosen), _chat_messages(rejected)
+        if chosen[:-1] != rejected[:-1]:
+            raise RowError("chosen and rejected must share every message but the last (the prompt turns)")
+        if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+            raise RowError("chosen and rejected must each end with an assistant message")
+        if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
+            raise EmptyRow("chosen equals rejected")
+        return {"prompt": chosen[:-1], "chosen": chosen, "rejected": rejected}
+    prompt = _text(_field(row, "prompt", fields), "prompt")
+    chosen, rejected = _text(chosen, "chosen"), _text(rejected, "rejected")
+    if not chosen.strip() or not rejected.strip():
+        raise EmptyRow("empty chosen or rejected")
+    if chosen.strip() == rejected.strip():
+        raise EmptyRow("chosen equals rejected")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def to_preference(row: dict[str, Any], fields: dict[str, str], template: str,
+                  tokenizer: Optional[Any] = None) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) text of a preference row, the prompt formatted as for SFT (alpaca template or the
+    chat template); EOS is appended at tokenization."""
+    v = _preference(row, fields)
+    if isinstance(v["chosen"], list):
+        prompt, chosen = _chat(v["chosen"], tokenizer)
+        _, rejected = _chat(v["rejected"], tokenizer)
+        return prompt, chosen, rejected
+    return alpaca_prompt(v["prompt"].strip(), "", template), v["chosen"].strip(), v["rejected"].strip()
 
 
 def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
@@ -101,7 +137,15 @@ def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
         messages = values["messages"]
         last = _last_assistant(messages)
         return len(messages[last]["content"]), sum(len(m["content"]) + 10 for m in messages[: last + 1])
+    if fmt == "preference":
+        c, p = _completion_text(values["chosen"]), values["prompt"]
+        prompt = len(p) + 100 if isinstance(p, str) else sum(len(m["content"]) + 10 for m in p)
+        return len(c), len(c) + prompt
     return 1, 1  # text: every token counts
+
+
+def _completion_text(value: Any) -> str:
+    return value[-1]["content"] if isinstance(value, list) else value
 
 
 def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> tuple[str, str, int]:
@@ -116,6 +160,11 @@ def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> 
         messages = values["messages"]
         last = _last_assistant(messages)
         return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"], 5 * (last + 1)
+    if fmt == "preference":  # one sequence of the pair (the chosen one)
+        p = values["prompt"]
+        if isinstance(p, list):
+            return "\n".join(m["content"] for m in p), _completion_text(values["chosen"]), 5 * (len(p) + 1)
+        return alpaca_prompt(p.strip(), "", template), values["chosen"].strip(), 0
     return "", values["text"], 0
 
 

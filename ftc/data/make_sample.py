@@ -1,4 +1,5 @@
-"""Builds the built-in ``data=sample`` set: support-ticket triage in alpaca format.
+"""Builds the built-in ``data=sample`` set: support-ticket triage in alpaca format (and its chat and preference-pair
+variants, ``data=sample_chat`` and ``data=sample_preference``).
 
 The task is a narrow format + classification job of the kind people fine-tune for: read a ticket, answer exactly
 ``category: <billing|technical|account|shipping> | priority: <low|normal|high>``. The category follows from what
@@ -102,8 +103,29 @@ def as_chat(row: dict[str, str]) -> dict[str, list[dict[str, str]]]:
                          {"role": "assistant", "content": row["output"]}]}
 
 
+def as_preference(row: dict[str, str], rng: random.Random) -> dict[str, str]:
+    """A preference pair: the right triage is chosen, one with a wrong category or a wrong priority rejected."""
+    category, priority = (part.split(": ")[1] for part in row["output"].split(" | "))
+    if rng.random() < 0.5:
+        category = rng.choice([c for c in sorted(PROBLEMS) if c != category])
+    else:
+        priority = rng.choice([p for p in URGENCY if p != priority])
+    return {"prompt": f"{row['instruction']}\n\nTicket: {row['input']}", "chosen": row["output"],
+            "rejected": f"category: {category} | priority: {priority}"}
+
+
+PREFERENCE_SIZES = {"train": 400, "validation": 50, "test": 100}
+
+
 def main() -> None:
     assets = Path(__file__).resolve().parent.parent / "assets"
+    rng = random.Random(99)
+    out = assets / "sample_preference"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, rows in build().items():
+        with open(out / f"{split}.jsonl", "w") as f:
+            for r in rows[: PREFERENCE_SIZES[split]]:
+                f.write(json.dumps(as_preference(r, rng)) + "\n")
     for name, convert in (("sample", lambda r: r), ("sample_chat", as_chat)):
         out = assets / name
         out.mkdir(parents=True, exist_ok=True)

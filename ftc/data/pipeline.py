@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc.compiler.plan import DataSpec
-from ftc.data.formats import to_prompt_completion
+from ftc.data.formats import to_preference, to_prompt_completion
 from ftc.data.load import RowProblems, checked_rows, problems_message
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root, resolve_path
@@ -54,7 +54,7 @@ class DataReport:
 class Splits:
     train: Any  # datasets.Dataset with input_ids, completion_mask
     validation: Optional[Any]
-    test: list[dict[str, str]]  # raw {prompt, completion} for generation metrics
+    test: list[dict[str, str]]  # raw {prompt, completion} (or {prompt, chosen, rejected}) for evaluation
     test_tokenized: Optional[Any]
     report: DataReport
 
@@ -92,7 +92,7 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
         "version": CACHE_VERSION,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "files": [_file_fingerprint(p) for p in files],
-        "spec": {k: v for k, v in asdict(spec).items() if k not in ("name", "train_examples", "tokens_per_example")},
+        "spec": {k: v for k, v in asdict(spec).items() if k not in ("name", "train_examples", "tokens_per_example", "loss_share")},
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -110,8 +110,12 @@ def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport
         if row is None:
             report.dropped_empty += 1
             continue
-        prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
-        examples.append({"prompt": prompt, "completion": completion})
+        if spec.format == "preference":
+            prompt, chosen, rejected = to_preference(row, spec.fields, spec.template, tokenizer)
+            examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        else:
+            prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
+            examples.append({"prompt": prompt, "completion": completion})
     if problems.count:
         raise DataError(problems_message(problems, role, spec.format))
     report.rows_read[role] = rows
@@ -121,8 +125,8 @@ def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport
 def _dedup(examples: list[dict], report: DataReport, seen_exact: set, seen_near: set) -> list[dict]:
     kept = []
     for ex in examples:
-        exact = (ex["prompt"], ex["completion"])
-        near = (_normalize(ex["prompt"]), _normalize(ex["completion"]))
+        exact = tuple(ex.values())  # (prompt, completion), or (prompt, chosen, rejected) for preference pairs
+        near = tuple(_normalize(v) for v in exact)
         if exact in seen_exact:
             report.dropped_duplicates += 1
             continue
@@ -150,6 +154,26 @@ def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list
     if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
     return prompt_ids, completion_ids
+
+
+def _tokenize_pairs(examples: list[dict], tokenizer: Any, spec: DataSpec, report: DataReport) -> dict[str, list]:
+    """Preference pairs as TRL's DPOTrainer takes them pre-tokenized: prompt_ids (its end, at most
+    max_prompt_length), chosen_ids and rejected_ids (+EOS), each pair within max_length; truncations counted."""
+    out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    for ex in examples:
+        p, chosen = tokenize_example(tokenizer, ex["prompt"], ex["chosen"])
+        _, rejected = tokenize_example(tokenizer, ex["prompt"], ex["rejected"])
+        cut = False
+        if len(p) > spec.max_prompt_length:
+            p, cut = p[len(p) - spec.max_prompt_length:], True
+        room = spec.max_length - len(p)
+        if len(chosen) > room or len(rejected) > room:
+            chosen, rejected, cut = chosen[:room], rejected[:room], True
+        report.truncated += cut
+        out["prompt_ids"].append(p)
+        out["chosen_ids"].append(chosen)
+        out["rejected_ids"].append(rejected)
+    return out
 
 
 def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: DataReport) -> dict[str, list]:
@@ -214,7 +238,13 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
     parts = {"train": train, "validation": validation, "test": test}
     tokenized = {}
     for name, rows in parts.items():
-        if rows:
+        if rows and spec.format == "preference":
+            columns = _tokenize_pairs(rows, tokenizer, spec, report)
+            tokenized[name] = datasets.Dataset.from_dict(columns)
+            report.examples[name] = len(columns["prompt_ids"])
+            report.tokens[name] = sum(2 * len(p) + len(c) + len(r) for p, c, r in
+                                      zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
+        elif rows:
             columns = _tokenize(rows, tokenizer, spec.max_length, report)
             tokenized[name] = datasets.Dataset.from_dict(columns)
             report.examples[name] = len(columns["input_ids"])

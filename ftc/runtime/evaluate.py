@@ -105,6 +105,82 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized
     }
 
 
+def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> tuple[list[float], list[float]]:
+    """Summed log-probabilities of the chosen and of the rejected completion of each pair, given its prompt."""
+    import torch
+
+    device = next(model.parameters()).device
+    chosen, rejected = [], []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            rows = dataset[start: start + batch_size]
+            for side, out in (("chosen_ids", chosen), ("rejected_ids", rejected)):
+                seqs = [p + c for p, c in zip(rows["prompt_ids"], rows[side])]
+                width = max(len(x) for x in seqs)
+                ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+                attn = torch.zeros_like(ids)
+                for i, x in enumerate(seqs):
+                    ids[i, : len(x)], attn[i, : len(x)] = torch.tensor(x), 1
+                logps = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float(),
+                                          -1)
+                for i, (p, c) in enumerate(zip(rows["prompt_ids"], rows[side])):
+                    positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
+                    out.append(float(logps[i, positions, torch.tensor(c, device=device)].sum()))
+    return chosen, rejected
+
+
+def score_pairs(model: Any, tokenizer: Any, splits: Any, plan: Plan) -> dict[str, Any]:
+    """Preference accuracy (the chosen completion more likely than the rejected one) and the mean log-likelihood
+    margin, on the held-out pairs; greedy generations for the report."""
+    data = splits.test_tokenized.select(range(min(plan.eval.max_samples, len(splits.test_tokenized))))
+    chosen, rejected = pair_logps(model, data, tokenizer.pad_token_id or 0)
+    n = max(len(chosen), 1)
+    k = min(plan.eval.num_examples_in_report, len(splits.test))
+    predictions = generate(model, tokenizer, [e["prompt"] for e in splits.test[:k]], plan.eval.max_new_tokens)
+    return {"preference_accuracy": sum(c > r for c, r in zip(chosen, rejected)) / n,
+            "logp_margin": sum(c - r for c, r in zip(chosen, rejected)) / n, "samples": len(chosen),
+            "predictions": predictions, "_logps": (chosen, rejected)}
+
+
+def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
+    tuned = score_pairs(model, tokenizer, splits, plan)
+    start = None
+    if plan.model.adapter and plan.method.peft:  # SFT -> DPO: how the starting adapter scored, too
+        model.load_adapter(plan.model.adapter, adapter_name="start")
+        model.set_adapter("start")
+        start = score_pairs(model, tokenizer, splits, plan)
+        model.set_adapter("default")
+    base = None
+    if plan.eval.compare_base and plan.method.peft:
+        with model.disable_adapter():
+            base = score_pairs(model, tokenizer, splits, plan)
+        (tc, tr), (bc, br) = tuned["_logps"], base["_logps"]
+        # DPO's implicit reward of the tuned model against the base: beta x the change of the chosen-rejected margin.
+        tuned["reward_margin"] = plan.objective.beta * sum((a - b) - (c - d) for a, b, c, d in zip(tc, bc, tr, br)) \
+            / max(len(tc), 1)
+    examples = [{"prompt": e["prompt"], "reference": e["chosen"], "rejected": e["rejected"],
+                 "tuned": tuned["predictions"][i], "base": base["predictions"][i] if base else None}
+                for i, e in enumerate(splits.test[: len(tuned["predictions"])])]
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("predictions", "_logps")} if d else None
+    result = {"tuned": strip(tuned), "base": strip(base), "examples": examples, "verdict": pair_verdict(tuned, base)}
+    if start:
+        result["start"] = strip(start)
+        result["verdict"] += (f"; the starting adapter: {start['preference_accuracy']:.1%} "
+                              f"(margin {start['logp_margin']:.2f})")
+    return result
+
+
+def pair_verdict(tuned: dict, base: dict | None) -> str:
+    if not base:
+        return f"tuned: preference accuracy {tuned['preference_accuracy']:.1%} (no base comparison)"
+    better = tuned["preference_accuracy"] > base["preference_accuracy"]
+    return (f"{'tuned prefers the chosen answers more often than base' if better else 'tuned does NOT beat base'}: "
+            f"preference accuracy {base['preference_accuracy']:.1%} -> {tuned['preference_accuracy']:.1%}, "
+            f"log-likelihood margin {base['logp_margin']:.2f} -> {tuned['logp_margin']:.2f}, "
+            f"reward margin {tuned['reward_margin']:.3f}")
+
+
 def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
     """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter."""
     from ftc.data.pipeline import build
@@ -112,6 +188,8 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
 
     model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
+    if plan.data.format == "preference":
+        return _evaluate_pairs(plan, model, tokenizer, splits)
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
     base = None
     if plan.eval.compare_base:

@@ -81,14 +81,30 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
     t, ev = summary["training"], summary["eval"]
     p, a = summary["predicted"], summary["actual"]
     lines = [
-        f"# {plan.name}: {plan.model.name} + {plan.method.name} on {plan.data.name}",
+        f"# {plan.name}: {plan.model.name} + {plan.method.name} {plan.objective.name} on {plan.data.name}",
         "",
         f"**Verdict:** {ev['verdict']}" if ev else "**Verdict:** evaluation disabled",
         "",
         "## Evaluation on the held-out test split",
         "",
     ]
-    if ev:
+    if ev and "preference_accuracy" in ev["tuned"]:
+        lines += ["| model | preference accuracy | log-likelihood margin (chosen - rejected) | reward margin vs base "
+                  "| pairs |", "|---|---|---|---|---|"]
+        for name in ("base", "start", "tuned"):
+            m = ev.get(name)
+            if m:
+                lines.append(f"| {name} | {m['preference_accuracy']:.1%} | {_f(m['logp_margin'], '.2f')} | "
+                             f"{_f(m.get('reward_margin'))} | {m['samples']} |")
+        lines += ["", "### Side by side", ""]
+        for i, e in enumerate(ev["examples"], 1):
+            prompt = e["prompt"].strip().splitlines()
+            lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", "", f"- chosen: `{e['reference']}`",
+                      f"- rejected: `{e['rejected']}`", f"- tuned: `{e['tuned']}`"]
+            if e["base"] is not None:
+                lines.append(f"- base: `{e['base'][:200]}`")
+            lines.append("")
+    elif ev:
         lines += ["| model | test loss | perplexity | exact match | ROUGE-L | samples |", "|---|---|---|---|---|---|"]
         for name in ("base", "tuned"):
             m = ev.get(name)

@@ -70,9 +70,8 @@ def fault_injection(run_dir: Path) -> Any:
     return Die()
 
 
-def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
-    from trl import SFTConfig
-
+def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bool) -> dict[str, Any]:
+    """TrainingArguments fields every objective shares, all from the plan."""
     t, s, b = plan.train, plan.schedule, plan.batch
     early = bool(t.early_stopping_patience) and validation
     kwargs: dict[str, Any] = dict(
@@ -103,10 +102,6 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         data_seed=t.seed,
         report_to=list(plan.train.report_to) or "none",  # decided by the compiler
         max_length=plan.data.max_length,
-        packing=plan.data.packing,
-        train_sampling_strategy="group_by_length" if plan.data.group_by_length and not plan.data.packing else "random",
-        packing_strategy="bfd",
-        completion_only_loss=plan.data.completion_only_loss,
         include_num_input_tokens_seen="non_padding",
         deepspeed=plan.deepspeed,
         use_cpu=plan.hardware.accelerator == "cpu" and not distributed,
@@ -121,11 +116,55 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
         kwargs["max_steps"] = t.max_steps
     else:
         kwargs["num_train_epochs"] = plan.schedule.epochs
-    kwargs.update(t.trainer_kwargs)
-    return SFTConfig(**kwargs)
+    return kwargs
+
+
+def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+    from trl import SFTConfig
+
+    d = plan.data
+    return SFTConfig(**training_kwargs(plan, run_dir, distributed, validation), packing=d.packing,
+                     train_sampling_strategy="group_by_length" if d.group_by_length and not d.packing else "random",
+                     packing_strategy="bfd", completion_only_loss=d.completion_only_loss,
+                     **plan.train.trainer_kwargs)
+
+
+def dpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+    from trl import DPOConfig
+
+    o = plan.objective
+    return DPOConfig(**training_kwargs(plan, run_dir, distributed, validation), beta=o.beta,
+                     loss_type=[o.loss_type], **plan.train.trainer_kwargs)
+
+
+class _Timed:
+    """Times validation passes and checkpoint saves apart from training steps (mixed into the TRL trainers)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seconds = {"validation": 0.0, "checkpoints": 0.0}
+
+    def evaluate(self, *args, **kwargs):
+        start = time.time()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.seconds["validation"] += time.time() - start
+
+    def _save_checkpoint(self, *args, **kwargs):
+        start = time.time()
+        try:
+            return super()._save_checkpoint(*args, **kwargs)
+        finally:
+            self.seconds["checkpoints"] += time.time() - start
 
 
 def trainer_class(plan: Plan) -> type:
+    """The trainer of the plan's objective (``TRAINERS``)."""
+    return TRAINERS[plan.objective.trainer][1](plan)
+
+
+def _sft_trainer(plan: Plan) -> type:
     """TRL's SFTTrainer (data preparation, packing, collator, PEFT wiring) with the loss the plan chose
     (``plan.train.loss``): ``selective`` / ``liger`` compute the output head only where the loss counts
     (runtime/loss.py); ``model`` is the model's own causal-LM loss; ``trl`` is SFTTrainer's own (with its per-step
@@ -135,27 +174,7 @@ def trainer_class(plan: Plan) -> type:
 
     loss, chunk, recompute = plan.train.loss, plan.train.loss_chunk_tokens, plan.train.loss_recompute
 
-    class FtcSFTTrainer(SFTTrainer):
-        """SFTTrainer with the plan's loss, timing validation and checkpoint saves apart from training steps."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.seconds = {"validation": 0.0, "checkpoints": 0.0}
-
-        def evaluate(self, *args, **kwargs):
-            start = time.time()
-            try:
-                return super().evaluate(*args, **kwargs)
-            finally:
-                self.seconds["validation"] += time.time() - start
-
-        def _save_checkpoint(self, *args, **kwargs):
-            start = time.time()
-            try:
-                return super()._save_checkpoint(*args, **kwargs)
-            finally:
-                self.seconds["checkpoints"] += time.time() - start
-
+    class FtcSFTTrainer(_Timed, SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if loss == "trl":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -176,6 +195,25 @@ def trainer_class(plan: Plan) -> type:
             return (value, {"loss": value}) if return_outputs else value
 
     return FtcSFTTrainer
+
+
+def _dpo_trainer(plan: Plan) -> type:
+    """TRL's DPOTrainer on ftc's pre-tokenized pairs (prompt_ids, chosen_ids, rejected_ids: same BOS/EOS and
+    truncation rules as SFT, counted in the data report). With a PEFT method the reference is the model as training
+    starts: TRL disables the new adapter, or keeps a frozen copy of a starting adapter (model.adapter)."""
+    from trl import DPOTrainer
+
+    class FtcDPOTrainer(_Timed, DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:
+                return dataset  # tokenized by ftc's data pipeline
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    return FtcDPOTrainer
+
+
+# objective.trainer -> (arguments builder, trainer class builder): a new objective is a YAML file + one entry here.
+TRAINERS = {"sft": (sft_config, _sft_trainer), "dpo": (dpo_config, _dpo_trainer)}
 
 
 def peak_memory_gb(device: str) -> float:
@@ -202,20 +240,25 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     set_seed(plan.train.seed)
     tokenizer = load_tokenizer(plan)
     splits = build(plan.data, tokenizer, plan.train.seed)
-    config = sft_config(plan, run, distributed, validation=bool(splits.validation))
+    config = TRAINERS[plan.objective.trainer][0](plan, run, distributed, validation=bool(splits.validation))
     # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
     model = load_base_model(plan, for_training=True)
     if plan.method.quantization:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.train.gradient_checkpointing)
+    peft_config = lora_config(plan) if plan.method.peft else None
+    if plan.model.adapter:  # continue from an earlier run's adapter (SFT -> DPO): it keeps its own config
+        from peft import PeftModel
+
+        model, peft_config = PeftModel.from_pretrained(model, plan.model.adapter, is_trainable=True), None
     trainer = trainer_class(plan)(
         model=model,
         args=config,
         train_dataset=splits.train,
         eval_dataset=splits.validation,
         processing_class=tokenizer,
-        peft_config=lora_config(plan) if plan.method.peft else None,
+        peft_config=peft_config,
         callbacks=make_callbacks(plan, run),
     )
     from transformers.trainer_callback import PrinterCallback

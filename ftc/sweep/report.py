@@ -17,6 +17,8 @@ METRICS = {
     "rouge_l": (("eval", "tuned", "rouge_l"), True),
     "test_loss": (("eval", "tuned", "loss"), False),
     "train_loss": (("training", "train_loss"), False),
+    "preference_accuracy": (("eval", "tuned", "preference_accuracy"), True),
+    "logp_margin": (("eval", "tuned", "logp_margin"), True),
 }
 
 

@@ -64,3 +64,19 @@ def test_unsatisfiable_cluster_request_fails_fast(tmp_path):
     assert r.returncode == 2
     assert "cannot run this plan" in r.stderr and "GPU: need 4" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_dpo_on_ray_zero3_trains_a_non_empty_adapter(tmp_path):
+    """Preference tuning through the same launcher swap: 2 CPU workers, DeepSpeed ZeRO-3, TRL's DPOTrainer."""
+    from safetensors.torch import load_file
+
+    from ftc.compiler.plan import Plan
+
+    run = tmp_path / "dpo"
+    r = _train(run, ["objective=dpo", "data=sample_preference", "eval.max_samples=8"])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    plan = Plan.load(str(run / "plan.json"))
+    assert plan.objective.trainer == "dpo" and plan.deepspeed["zero_optimization"]["stage"] == 3
+    weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    assert weights and any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+    assert "preference_accuracy" in json.loads((run / "summary.json").read_text())["eval"]["tuned"]

@@ -100,6 +100,16 @@ CASES = [
     pytest.param(["data.test_path=null", "data.test_fraction=0"], "data.test_fraction", "error",
                  ["data.test_path=null", "data.test_fraction=0", "eval.enabled=false"], id="no-test-split"),
     pytest.param(["data.max_samples=0"], "data.max_samples", "error", ["data.max_samples=100"], id="max-samples"),
+    pytest.param(["objective=dpo"], "data.format", "error", ["objective=dpo", "data=sample_preference"],
+                 id="dpo-needs-pairs"),
+    pytest.param(["data=sample_preference"], "objective", "error", ["data=sample_preference", "objective=dpo"],
+                 id="pairs-need-dpo"),
+    pytest.param(["objective=dpo", "data=sample_preference", "objective.max_prompt_length=192"],
+                 "objective.max_prompt_length", "error",
+                 ["objective=dpo", "data=sample_preference", "objective.max_prompt_length=100"], id="prompt-length"),
+    pytest.param(["objective=dpo", "data=sample_preference", "objective.beta=0"], "objective.beta", "error",
+                 ["objective=dpo", "data=sample_preference", "objective.beta=0.1"], id="dpo-beta"),
+    pytest.param(["model.adapter=/nonexistent/run"], "model.adapter", "error", [], id="adapter-missing"),
     pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=0.01"], "budget.max_usd",
                  "error", ["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=10"], id="budget"),
     pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_gpu_hours=0.001"],
@@ -158,6 +168,8 @@ BAD_FILES = [
                  ":2: missing field 'output'", id="missing-output"),
     pytest.param(['{"messages": [{"role": "human", "content": "hi"}, {"role": "bot", "content": "yo"}]}'],
                  ["data.format=chat"], ":1: messages[0] must be {role: system|user|assistant", id="chat-roles"),
+    pytest.param(['{"prompt": "a", "chosen": "b", "rejected": "c"}', '{"prompt": "a", "chosen": "b"}'],
+                 ["data.format=preference", "objective=dpo"], ":2: missing field 'rejected'", id="preference-pair"),
 ]
 
 

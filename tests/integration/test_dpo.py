@@ -1,0 +1,53 @@
+"""Preference tuning (DPO) through compile -> plan -> run -> evaluate: the built-in demo learns, SFT -> DPO
+continues from the SFT run's adapter, bad pairs are refused with file:line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+QUICK = ["train.report_to=[none]", "train.epochs=null", "train.eval_steps=1000", "train.save_steps=1000",
+         "eval.num_examples_in_report=2", "eval.max_new_tokens=8"]
+
+
+def ftc(*args):
+    return subprocess.run([sys.executable, "-m", "ftc.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_the_demo_moves_held_out_preference_accuracy(tmp_path):
+    r = ftc("train", "objective=dpo", "data=sample_preference", *QUICK, "train.max_steps=40", "eval.max_samples=60",
+            f"output_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = json.loads((tmp_path / "summary.json").read_text())["eval"]
+    assert ev["tuned"]["preference_accuracy"] >= ev["base"]["preference_accuracy"] + 0.15, ev
+    assert ev["tuned"]["logp_margin"] > ev["base"]["logp_margin"] and ev["tuned"]["reward_margin"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "preference accuracy" in report and "- rejected:" in report
+
+
+def test_sft_then_dpo_from_the_sft_runs_adapter(tmp_path):
+    sft, dpo = tmp_path / "sft", tmp_path / "dpo"
+    r = ftc("train", *QUICK, "train.max_steps=6", "eval.max_samples=4", "method.r=8", f"output_dir={sft}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = ftc("train", "objective=dpo", "data=sample_preference", f"model.adapter={sft}", *QUICK, "train.max_steps=4",
+            "eval.max_samples=8", f"output_dir={dpo}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    plan = json.loads((dpo / "plan.json").read_text())
+    assert plan["model"]["adapter"] == str(sft / "adapter")
+    assert any(d.startswith(f"model.adapter: training continues from {sft / 'adapter'}") for d in plan["decisions"])
+    config = json.loads((dpo / "adapter" / "adapter_config.json").read_text())
+    assert config["r"] == 8  # the SFT adapter's rank, not method.r's default 16
+    assert "start" in json.loads((dpo / "summary.json").read_text())["eval"]
+
+
+def test_an_adapter_of_another_base_model_is_refused(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": "mistralai/Mistral-7B-v0.3", "r": 8, "target_modules": ["q_proj"]}))
+    r = ftc("plan", "objective=dpo", "data=sample_preference", f"model.adapter={tmp_path}")
+    assert r.returncode == 2 and "model.adapter: the adapter was trained on mistralai/Mistral-7B-v0.3" in r.stdout
