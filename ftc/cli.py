@@ -20,6 +20,7 @@ commands:
   plan hardware=auto [...]       rank every GPU profile by predicted cost and plan on the cheapest that fits
   train [overrides]              run the plan (re-running with the same output_dir resumes)
   train -m [sweep overrides]     hyperparameter sweep (Hydra multirun)
+  calibrate [profile=NAME] [...]  measure this machine (<1 min) and write hardware profile NAME (default: calibrated)
   eval RUN_DIR                   held-out metrics of base vs tuned model
   generate RUN_DIR prompt="..."  generate with the tuned model
   merge RUN_DIR [out=DIR]        merge the adapter into the base model (safetensors + tokenizer)
@@ -152,6 +153,30 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     return execute(plan)
 
 
+# --- calibrate ------------------------------------------------------------------------------------------------------
+def _calibrate(argv: list[str]) -> None:
+    """Probes this machine on the experiment's model shape, writes a hardware profile and shows what it changes."""
+    from hydra import compose, initialize_config_module
+
+    from ftc.compiler.frontend import compile_config
+    from ftc.config.schema import register
+    from ftc.runtime import calibrate
+
+    name = next((a.split("=", 1)[1] for a in argv if a.startswith("profile=")), "calibrated")
+    overrides = [a for a in argv if not a.startswith("profile=")]
+    register()
+    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
+        before = compile_config(compose(config_name="config", overrides=overrides))
+    print(f"ftc: probing {before.hardware.name} with a model of {before.model.name}'s shape (under a minute)...",
+          file=sys.stderr)
+    result = calibrate.run(before, name)
+    register()  # the new profile
+    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
+        after = compile_config(compose(config_name="config", overrides=overrides + [f"hardware={name}"]))
+    print(calibrate.report(before, after, result["measured"]))
+    print(f"ftc: wrote {result['profile']}: use it with hardware={name}")
+
+
 # --- run-dir commands ------------------------------------------------------------------------------------------------
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes"):
@@ -214,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
             _plan(rest)
         elif command == "train":
             _train(rest)
+        elif command == "calibrate":
+            _calibrate(rest)
         elif command in ("eval", "generate", "merge", "sweep-report", RUN_PLAN):
             _run_dir_command(command, rest)
         else:

@@ -386,7 +386,20 @@ def _schedule(cfg: Config, draft: Draft) -> None:
         draft.epochs = float(t.epochs)
 
 
-def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
+EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time
+
+
+def _split_rows(cfg: Config, facts: Facts, role: str, fraction: float) -> int:
+    """Rows of a held-out split: its own file's count, else its fraction of the training file."""
+    f = facts.data.get(role)
+    if f is not None and f.rows:
+        return f.rows
+    train = facts.data.get("train")
+    total = train.rows if train is not None and train.rows else (cfg.data.num_rows or 0)
+    return max(int(total * fraction), 1)
+
+
+def _costing(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
     selective = draft.loss in ("selective", "liger")
@@ -397,15 +410,30 @@ def _costing(cfg: Config, draft: Draft, tokens: int) -> tuple[float, float, floa
                                     reference_forwards=draft.reference_forwards)
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage)
-    train_s = tokens / tps if tps else 0.0
+    micro_steps = draft.steps * draft.grad_accum  # per worker
+    train_s = (tokens / tps if tps else 0.0) + micro_steps * hw.step_overhead_s
     evals = max(1, draft.steps // _eval_steps(cfg, draft)) if draft.steps else 0
-    val_examples = max(int(draft.train_examples * cfg.data.validation_fraction), 1)
-    eval_tokens = evals * val_examples * draft.tokens_per_example
-    generated = 0
+    val_examples = _split_rows(cfg, facts, "validation", cfg.data.validation_fraction)
+    eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
+    eval_batches = evals * math.ceil(val_examples / max(draft.micro * draft.world, 1))
+    generation_batches, decode_steps = 0, 0.0
     if cfg.eval.enabled:
-        generated = cfg.eval.max_samples * cfg.eval.max_new_tokens * (2 if cfg.eval.compare_base else 1)
-    eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, generated_tokens=generated, peak_tflops=hw.peak_tflops,
-                              mfu=hw.mfu, world=draft.world)
+        samples = min(cfg.eval.max_samples, _split_rows(cfg, facts, "test", cfg.data.test_fraction))
+        generation_batches = math.ceil(samples / EVAL_BATCH)
+        # The tuned model stops at EOS, about a completion's length in (a batch runs to its longest, x1.5); the base
+        # model, not tuned to stop, is charged every max_new_tokens step.
+        completion = draft.tokens_per_example * draft.loss_share if draft.loss_share < 1 else cfg.eval.max_new_tokens
+        decode_steps = min(cfg.eval.max_new_tokens, math.ceil(1.5 * completion))
+        if cfg.eval.compare_base:
+            decode_steps = (decode_steps + cfg.eval.max_new_tokens) / 2
+            generation_batches *= 2
+    method = "lora" if draft.kind == "dora" else draft.kind
+    eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
+                              generation_batches=generation_batches, decode_steps=decode_steps,
+                              batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, _weight_dtype(cfg, draft),
+                                                                               cfg.method.double_quant),
+                              peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
+                              step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs)
     return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
 
 
@@ -463,7 +491,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
 
     if draft.arch is not None:
         mem = _memory_for(cfg, draft, draft.micro, draft.checkpointing)
-        fpt, tps, train_h, eval_h, hours = _costing(cfg, draft, tokens)
+        fpt, tps, train_h, eval_h, hours = _costing(cfg, facts, draft, tokens)
         params, trainable = draft.arch.total_params, draft.trainable
     else:
         mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)
@@ -520,6 +548,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         hardware=HardwareSpec(
             name=hw.name, accelerator=hw.accelerator, devices=devices, device_gb=hw.memory_gb, bf16=hw.bf16,
             peak_tflops=hw.peak_tflops, mfu=hw.mfu, usd_per_hour=hw.usd_per_hour, cpus_per_worker=hw.cpus_per_worker,
+            step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs,
         ),
         batch=BatchSpec(
             micro=draft.micro, grad_accum=draft.grad_accum, world=draft.world, global_=t.global_batch_size,

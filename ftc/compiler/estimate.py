@@ -260,11 +260,19 @@ def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float,
     return rate
 
 
-def eval_seconds(arch: Arch, *, eval_tokens: int, generated_tokens: int, peak_tflops: float, mfu: float,
-                 world: int) -> float:
-    """Validation passes (forward only) plus generation for the base-vs-tuned comparison (decode-bound)."""
-    fwd = 2 * (arch.linear_params + arch.vocab * arch.hidden)
-    validation = eval_tokens * fwd / (world * peak_tflops * 1e12 * mfu)
-    generation = generated_tokens * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
-    return validation + generation
+def eval_seconds(arch: Arch, *, eval_tokens: int, eval_batches: int, generation_batches: int, decode_steps: float,
+                 batch: int, weight_bytes_: float, peak_tflops: float, mfu: float, world: int,
+                 step_overhead_s: float = 0.0, decode_gbs: Optional[float] = None) -> float:
+    """Validation passes (forward only) plus greedy generation for the base-vs-tuned comparison.
 
+    Generation runs ``generation_batches`` batches of ``batch`` prompts for ``decode_steps`` steps on average.
+    A decode step is memory-bound: it reads every weight once (``weight_bytes_ / decode_gbs``) when the profile has
+    a measured bandwidth; otherwise it is charged at 2% of peak FLOP/s.
+    """
+    fwd = 2 * (arch.linear_params + arch.vocab * arch.hidden)
+    validation = eval_tokens * fwd / (world * peak_tflops * 1e12 * mfu) + eval_batches * step_overhead_s
+    if decode_gbs:  # measured on the machine (ftc calibrate), fixed costs included
+        step = weight_bytes_ / (decode_gbs * 1e9)
+    else:
+        step = batch * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
+    return validation + generation_batches * decode_steps * step

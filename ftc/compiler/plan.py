@@ -174,6 +174,8 @@ class HardwareSpec:
     mfu: float
     usd_per_hour: float
     cpus_per_worker: int
+    step_overhead_s: float
+    decode_gbs: Optional[float]
 
 
 @dataclass(frozen=True)

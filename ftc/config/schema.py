@@ -160,6 +160,12 @@ class HardwareConfig:
     """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
     usd_per_hour: float = 0.0
     """On-demand price per device-hour (source and date in the YAML)."""
+    step_overhead_s: float = 0.0
+    """Fixed seconds per forward/backward micro-step besides the FLOPs (kernel launches, optimizer, Python):
+    measured by ``ftc calibrate``; 0 in datasheet profiles."""
+    decode_gbs: Optional[float] = None
+    """Weight bytes read per second while generating (GB/s achieved; decoding is memory-bound): measured by
+    ``ftc calibrate``; null = decode at 2% of peak FLOP/s."""
     cpus_per_worker: int = 1
     """CPU cores reserved per worker (Ray)."""
 
@@ -291,3 +297,20 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
+    _register_user_hardware(cs)
+
+
+def _register_user_hardware(cs) -> None:
+    """Hardware profiles written by ``ftc calibrate`` ($FTC_CONFIG_DIR/hardware/*.yaml, default ~/.config/ftc):
+    usable as ``hardware=<name>`` next to the shipped ones."""
+    import os
+    from pathlib import Path
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    root = os.environ.get("FTC_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "ftc"
+    for path in sorted((Path(root).expanduser() / "hardware").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        data.pop("defaults", None)
+        cs.store(group="hardware", name=path.stem, node=OmegaConf.merge(OmegaConf.structured(HardwareConfig), data))

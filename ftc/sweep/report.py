@@ -46,6 +46,9 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             "rouge_l": _dig(summary, METRICS["rouge_l"][0]),
             "test_loss": _dig(summary, METRICS["test_loss"][0]),
             "base_exact_match": _dig(summary, ("eval", "base", "exact_match")),
+            "preference_accuracy": _dig(summary, METRICS["preference_accuracy"][0]),
+            "logp_margin": _dig(summary, METRICS["logp_margin"][0]),
+            "objective": _dig(plan, ("objective", "name")) or "sft",
             "train_loss": _dig(summary, METRICS["train_loss"][0]),
             "wall_time_s": summary.get("wall_time_s", trial.get("wall_time_s")),
             "tokens_per_s": _dig(summary, ("actual", "tokens_per_s")),
@@ -78,13 +81,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-COLUMNS = ["trial", "overrides", "status", "exact_match", "rouge_l", "test_loss", "base_exact_match", "train_loss",
-           "wall_time_s", "tokens_per_s", "predicted_usd", "actual_usd"]
+COLUMNS = ["trial", "overrides", "status", "exact_match", "rouge_l", "test_loss", "base_exact_match",
+           "preference_accuracy", "logp_margin", "train_loss", "wall_time_s", "tokens_per_s", "predicted_usd",
+           "actual_usd"]
 
 
 def markdown(rows: list[dict], metric: str) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
+    """The table, without the columns no trial has a value for (SFT sweeps have no preference metrics...)."""
+    columns = [c for c in COLUMNS if c in ("trial", "overrides", "status") or any(r[c] is not None for r in rows)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -110,20 +116,24 @@ def loss_curves(sweep_dir: Path, rows: list[dict]) -> Optional[Path]:
                                       sweep_dir / "loss_curves.png", legend_size=7)
 
 
-def write_report(sweep_dir: str, metric: str = "exact_match") -> str:
-    """Writes summary.csv, summary.md and loss_curves.png in the sweep dir; returns the Markdown text."""
+def write_report(sweep_dir: str, metric: Optional[str] = None) -> str:
+    """Writes summary.csv, summary.md and loss_curves.png in the sweep dir; returns the Markdown text. The metric
+    defaults to exact_match, or preference_accuracy when the trials tuned on preferences."""
     from ftc.errors import UserError
 
     root = Path(sweep_dir)
-    if metric not in METRICS:
+    if metric is not None and metric not in METRICS:
         raise UserError(f"ftc: unknown metric '{metric}' (choose from {', '.join(METRICS)})")
     if not root.is_dir():
         raise UserError(f"ftc: {sweep_dir} is not a directory")
-    rows = _sort(collect(root), metric)
+    collected = collect(root)
+    if metric is None:
+        metric = "preference_accuracy" if any(r["objective"] == "dpo" for r in collected) else "exact_match"
+    rows = _sort(collected, metric)
     if not rows:
         raise UserError(f"ftc: no trials found in {sweep_dir} (expected <sweep>/<n>/plan.json)")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS + ["predicted_hours", "dir"])
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + ["objective", "predicted_hours", "dir"])
     writer.writeheader()
     writer.writerows(rows)
     artifacts.atomic_write_text(root / "summary.csv", buf.getvalue())
