@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from ftc.compiler.draft import Draft, fits
+from ftc.compiler.draft import HEADROOM, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.schema import Config
@@ -294,8 +294,11 @@ def memory_fits(cfg, facts, draft):
     if draft.max_length > 512:
         fixes.append(f"data.max_length={draft.max_length // 2}")
     fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
-    yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds {have:g} GB on {cfg.hardware.name} "
-                f"(weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f}, logits {mem.logits / 1e9:.1f} GB)", ", ".join(fixes))
+    usable = have * HEADROOM
+    yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds the {usable:.1f} GB planned usable of "
+                f"{have:g} GB on {cfg.hardware.name} ({HEADROOM:.0%}: the estimator's margin; weights "
+                f"{mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f}, logits {mem.logits / 1e9:.1f} GB)",
+                ", ".join(fixes))
 
 
 @rule
