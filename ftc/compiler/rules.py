@@ -321,6 +321,10 @@ def workers(cfg, facts, draft):
                           "(and are paid for)", f"launcher.num_workers={devices}")
     if la.max_failures < 0:
         yield error("launcher.max_failures", "must be >= 0", "launcher.max_failures=2")
+    if la.name == "ray" and la.address and not la.storage_path:
+        yield error("launcher.storage_path", "a cluster's nodes do not share this machine's run directory: checkpoints "
+                    "and results need storage every node reaches", "launcher.storage_path=s3://<bucket>/<prefix> (or "
+                    "a shared filesystem path)")
 
 
 @rule

@@ -181,7 +181,9 @@ class LauncherConfig:
     max_failures: int = 2
     """Ray: times the worker group is restarted from the last checkpoint after a failure."""
     storage_path: Optional[str] = None
-    """Ray: shared filesystem or cloud URI for checkpoints; null = the run directory."""
+    """Ray: where checkpoints and the final results persist (Ray Train storage): a local or shared path, or an
+    object store (s3://bucket/prefix, gs://...; credentials from the environment only). Workers then need no shared
+    disk: a restarted group restores from it. null = the run directory on this machine (refused for a cluster)."""
     dashboard_host: str = "127.0.0.1"
     """Ray dashboard bind address (localhost by default)."""
     include_dashboard: bool = False

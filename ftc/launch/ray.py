@@ -4,8 +4,10 @@
   ``auto`` or ``ray://host:10001`` joins a cluster. Before launching, the plan's resource request is compared
   with what the cluster offers, so a request that can never be met fails at once with the numbers.
 - Workers get the Plan as plain data and absolute paths; each runs ``ftc.runtime.train.train``.
-- On a worker failure Ray restarts the group (``launcher.max_failures`` times); ``train`` resumes from the newest
-  complete checkpoint in ``<run>/checkpoints`` (the run dir must be on storage every node sees).
+- On a worker failure Ray restarts the group (``launcher.max_failures`` times). With ``launcher.storage_path`` (a
+  path, NFS, or s3://...) checkpoints go through Ray Train's storage and a restarted group restores from
+  ``ray.train.get_checkpoint()``: no shared disk is assumed. Without it (one machine) ``train`` resumes from the
+  newest complete checkpoint in the shared ``<run>/checkpoints``.
 """
 
 from __future__ import annotations
@@ -44,10 +46,70 @@ def _train_worker(config: dict[str, Any]) -> None:
     if plan.hardware.accelerator == "cpu":
         _cpu_distributed_shim()
     rank = ray.train.get_context().get_world_rank()
-    run = Path(plan.output_dir)
+    if plan.launcher.storage_path:
+        _train_through_storage(plan, rank)
+        return
+    run = Path(plan.output_dir)  # launcher.storage_path=null: one machine, the run dir is shared
     figures = train(plan, plan.output_dir, distributed=True)
     if rank == 0:
         artifacts.atomic_write_json(run / ".training.json", figures)
+
+
+FINAL = ("adapter", "model", "metrics.jsonl", "events.jsonl", ".training.json")
+
+
+def _train_through_storage(plan: Plan, rank: int) -> None:
+    """No shared disk: each worker trains in a fresh node-local directory; checkpoints go to Ray Train's storage
+    (launcher.storage_path: a path or s3://, gs://...) through RayTrainReportCallback, a restarted group restores
+    from ray.train.get_checkpoint(), and rank 0 reports the final adapter and run files as the last checkpoint,
+    which the driver downloads into its run directory."""
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    import ray.train
+    from ray.train import Checkpoint
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    from ftc.runtime import artifacts
+    from ftc.runtime.train import train
+
+    local = Path(tempfile.mkdtemp(prefix=f"ftc-{Path(plan.output_dir).name}-rank{rank}-"))
+    restored = ray.train.get_checkpoint()
+    step = None
+    if restored is not None:
+        with restored.as_directory() as d:
+            hf = Path(d) / RayTrainReportCallback.CHECKPOINT_NAME
+            step = json.loads((hf / "trainer_state.json").read_text())["global_step"]
+            shutil.copytree(hf, local / "checkpoints" / f"checkpoint-{step}")
+    if rank == 0 and step is not None:
+        artifacts.event(local, "restore", step=step, storage=plan.launcher.storage_path)
+    class TimedReport(RayTrainReportCallback):
+        """Ray's callback (it reports each Trainer checkpoint to storage), timed: events.jsonl says what persisting
+        a checkpoint costs."""
+
+        def on_save(self, args, state, control, **kwargs):
+            start = time.time()
+            super().on_save(args, state, control, **kwargs)
+            if rank == 0:
+                artifacts.event(local, "persisted", step=state.global_step, seconds=round(time.time() - start, 3),
+                                storage=plan.launcher.storage_path)
+
+    figures = train(dataclasses.replace(plan, output_dir=str(local)), str(local), distributed=True,
+                    extra_callbacks=(TimedReport(),), fault_dir=Path(plan.output_dir))
+    final = None
+    if rank == 0:
+        artifacts.atomic_write_json(local / ".training.json", {**figures, "restored_step": step})
+        final = local / "final"
+        final.mkdir()
+        for name in FINAL:
+            if (local / name).is_dir():
+                shutil.copytree(local / name, final / name)
+            elif (local / name).is_file():
+                shutil.copy2(local / name, final / name)
+    ray.train.report({"final": True}, checkpoint=Checkpoint.from_directory(str(final)) if final else None)
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def _cpu_distributed_shim() -> None:
@@ -125,9 +187,31 @@ def _wait_for_resources(plan: Plan) -> None:
         time.sleep(2)
 
 
+def _download_final(result: Any, run: Path) -> None:
+    """The final checkpoint rank 0 reported (adapter, metrics, events, figures) into the driver's run dir."""
+    import shutil
+
+    from ftc.runtime import artifacts
+    from ftc.paths import publish
+
+    with result.checkpoint.as_directory() as d:
+        for name in FINAL:
+            src = Path(d) / name
+            if name == "events.jsonl" and src.is_file():
+                for record in artifacts.read_jsonl(src):
+                    artifacts.append_jsonl(run / "events.jsonl", record)
+            elif src.is_dir():
+                tmp = run / f".{name}.download"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(src, tmp)
+                publish(tmp, run / name)
+            elif src.is_file():
+                shutil.copy2(src, run / name)
+
+
 def execute(plan: Plan) -> dict[str, Any]:
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ftc.runtime import artifacts
@@ -148,6 +232,7 @@ def execute(plan: Plan) -> dict[str, Any]:
         run_config=RunConfig(
             name=run.name,
             storage_path=la.storage_path or str(run / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=plan.train.save_total_limit + 1),  # + the final one
             failure_config=FailureConfig(max_failures=la.max_failures),
             worker_runtime_env={"env_vars": worker_env(plan)},
         ),
@@ -155,7 +240,9 @@ def execute(plan: Plan) -> dict[str, Any]:
     artifacts.event(run, "ray_launch", workers=la.num_workers, resources_per_worker=resources,
                     address=la.address or "local")
     try:
-        trainer.fit()
+        result = trainer.fit()
+        if la.storage_path:
+            _download_final(result, run)
     except Exception as e:
         artifacts.event(run, "failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -173,7 +260,8 @@ def execute(plan: Plan) -> dict[str, Any]:
 def _record_restarts(run: Path) -> None:
     from ftc.runtime import artifacts
 
-    starts = [e for e in artifacts.read_jsonl(run / "events.jsonl") if e["event"] in ("start", "resume")]
-    if len(starts) > 1:
+    events = artifacts.read_jsonl(run / "events.jsonl")
+    starts = [e for e in events if e["event"] in ("start", "resume")]
+    if len(starts) > 1 or any(e["event"] == "restore" for e in events):
         artifacts.event(run, "restarted", attempts=len(starts),
                         note="a worker failed; Ray restarted the group and training resumed from the last checkpoint")

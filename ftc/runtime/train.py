@@ -18,7 +18,7 @@ from ftc.paths import publish
 from ftc.runtime import artifacts, console
 
 
-def make_callbacks(plan: Plan, run_dir: Path) -> list[Any]:
+def make_callbacks(plan: Plan, run_dir: Path, fault_dir: Path | None = None) -> list[Any]:
     from transformers import EarlyStoppingCallback, TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
@@ -36,7 +36,7 @@ def make_callbacks(plan: Plan, run_dir: Path) -> list[Any]:
                                        {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs})
 
     callbacks: list[Any] = [MetricsJsonl()]
-    fault = fault_injection(run_dir)
+    fault = fault_injection(fault_dir or run_dir)
     if fault:
         callbacks.append(fault)
     if plan.train.early_stopping_patience:
@@ -65,6 +65,9 @@ def fault_injection(run_dir: Path) -> Any:
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= step and args.process_index == args.world_size - 1:
                 marker.write_text(str(state.global_step))
+                # Some seconds after the last checkpoint, as a preemption would: Ray Train's controller collects
+                # the checkpoints workers reported when it polls them (every 2 s by default).
+                time.sleep(3)
                 os._exit(1)
 
     return Die()
@@ -224,7 +227,8 @@ def peak_memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
 
 
-def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: bool = False) -> Any:
+def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: bool = False,
+          extra_callbacks: tuple[Any, ...] = (), fault_dir: Path | None = None) -> Any:
     """Trains per the plan, saves the adapter (or model) into ``run_dir``; returns training figures (rank 0),
     or (figures, model, tokenizer) with ``return_model``.
 
@@ -259,7 +263,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         eval_dataset=splits.validation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=make_callbacks(plan, run),
+        callbacks=make_callbacks(plan, run, fault_dir) + list(extra_callbacks),
     )
     from transformers.trainer_callback import PrinterCallback
 

@@ -80,3 +80,19 @@ def test_dpo_on_ray_zero3_trains_a_non_empty_adapter(tmp_path):
     weights = load_file(str(run / "adapter" / "adapter_model.safetensors"))
     assert weights and any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
     assert "preference_accuracy" in json.loads((run / "summary.json").read_text())["eval"]["tuned"]
+
+
+def test_no_shared_disk_worker_death_restores_from_storage(tmp_path):
+    """Workers train in fresh node-local directories (nothing local survives a restart); checkpoints go to Ray Train
+    storage; rank 1 dies at step 4; the restarted group restores checkpoint 3 from storage and finishes 6 steps;
+    the final adapter and run files come back to the driver's run dir through storage."""
+    run, storage = tmp_path / "run", tmp_path / "storage"
+    r = _train(run, ["eval.max_samples=4", f"launcher.storage_path={storage}"], env={"FTC_FAULT_INJECT_STEP": "4"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    restore = next(e for e in events if e["event"] == "restore")
+    assert restore["step"] == 3 and restore["storage"] == str(storage)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["training"]["steps"] == 6 and summary["training"]["restored_step"] == 3
+    assert (run / "adapter" / "adapter_model.safetensors").exists() and not (run / "checkpoints").exists()
+    assert list(storage.rglob("checkpoint_*")), "checkpoints persisted under launcher.storage_path"
