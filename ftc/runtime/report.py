@@ -77,6 +77,23 @@ def _f(x: Any, fmt: str = ".3f") -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else "-"
 
 
+def _side_by_side(examples: list[dict[str, Any]]) -> list[str]:
+    """Prompt, reference (or chosen and rejected, for preference pairs), tuned and base generations."""
+    lines = ["", "### Side by side", ""]
+    for i, e in enumerate(examples, 1):
+        prompt = e["prompt"].strip().splitlines()
+        lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", ""]
+        if "rejected" in e:
+            lines += [f"- chosen: `{e['reference']}`", f"- rejected: `{e['rejected']}`"]
+        else:
+            lines.append(f"- reference: `{e['reference']}`")
+        lines.append(f"- tuned: `{e['tuned']}`")
+        if e["base"] is not None:
+            lines.append(f"- base: `{e['base'][:200]}`")
+        lines.append("")
+    return lines
+
+
 def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
     t, ev = summary["training"], summary["eval"]
     p, a = summary["predicted"], summary["actual"]
@@ -96,14 +113,7 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
             if m:
                 lines.append(f"| {name} | {m['preference_accuracy']:.1%} | {_f(m['logp_margin'], '.2f')} | "
                              f"{_f(m.get('reward_margin'))} | {m['samples']} |")
-        lines += ["", "### Side by side", ""]
-        for i, e in enumerate(ev["examples"], 1):
-            prompt = e["prompt"].strip().splitlines()
-            lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", "", f"- chosen: `{e['reference']}`",
-                      f"- rejected: `{e['rejected']}`", f"- tuned: `{e['tuned']}`"]
-            if e["base"] is not None:
-                lines.append(f"- base: `{e['base'][:200]}`")
-            lines.append("")
+        lines += _side_by_side(ev["examples"])
     elif ev:
         lines += ["| model | test loss | perplexity | exact match | ROUGE-L | samples |", "|---|---|---|---|---|---|"]
         for name in ("base", "tuned"):
@@ -111,14 +121,7 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
             if m:
                 lines.append(f"| {name} | {_f(m['loss'])} | {_f(m['perplexity'], '.2f')} | {m['exact_match']:.1%} | "
                              f"{_f(m['rouge_l'])} | {m['samples']} |")
-        lines += ["", "### Side by side", ""]
-        for i, e in enumerate(ev["examples"], 1):
-            prompt = e["prompt"].strip().splitlines()
-            lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", "",
-                      f"- reference: `{e['reference']}`", f"- tuned: `{e['tuned']}`"]
-            if e["base"] is not None:
-                lines.append(f"- base: `{e['base'][:200]}`")
-            lines.append("")
+        lines += _side_by_side(ev["examples"])
     lines += [
         "## Training",
         "",
