@@ -79,7 +79,7 @@ def test_plan_multirun_prints_sweep_cost():
 
 def test_plan_multirun_over_budget_is_refused():
     r = ftc("plan", "-m", "model=mistral_7b", "method=qlora", "hardware=rtx4090", "method.r=8,16",
-            "budget.max_usd=0.1")
+            "budget.max_usd=0.05")
     assert r.returncode == 2
     assert "budget.max_usd: predicted $" in r.stdout and "for the sweep's 2 trials in total" in r.stdout
 
