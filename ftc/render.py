@@ -53,6 +53,10 @@ def plan_table(plan: Plan) -> str:
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x ${plan.hardware.usd_per_hour:g}/h)"),
+        ("serving", "no estimate (the profile has no memory bandwidth)" if plan.serving is None else
+         f"~{_num(plan.serving.merged_tokens_per_s)} tokens/s merged (${plan.serving.merged_usd_per_m_tokens:g}/M "
+         f"tokens), ~{_num(plan.serving.adapter_tokens_per_s)} tokens/s adapter on the 16-bit base "
+         f"(${plan.serving.adapter_usd_per_m_tokens:g}/M), batch 32 on one device, decode-bound"),
         ("launcher", f"{plan.launcher.kind}" + (
             f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
             f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"

@@ -16,7 +16,7 @@ from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
-    ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
+    ModelSpec, ObjectiveSpec, Plan, ServingSpec, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -437,6 +437,25 @@ def _costing(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[floa
     return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
 
 
+def _serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
+    hw, a = cfg.hardware, draft.arch
+    if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
+        return None
+    # Served as LoRA servers do (vLLM, TGI): a 16-bit base, merged or with the adapter applied per step (its bytes
+    # read too; the extra LoRA kernels are not modelled). A QLoRA adapter is served on the 16-bit base as well.
+    merged = est.weight_bytes(a, "lora", "bf16" if hw.bf16 else "fp16", False)
+    adapter = merged + (draft.trainable * 2 if draft.peft else 0)
+
+    def figures(weights: float) -> tuple[float, float]:
+        tps = est.decode_tokens_per_s(weights, est.SERVING_BATCH, bandwidth_gbs=hw.memory_bandwidth_gbs,
+                                      decode_gbs=hw.decode_gbs)
+        return round(tps, 1), round(hw.usd_per_hour / (tps * 3600) * 1e6, 3) if tps else 0.0
+
+    (m_tps, m_usd), (a_tps, a_usd) = figures(merged), figures(adapter)
+    return ServingSpec(merged_tokens_per_s=m_tps, merged_usd_per_m_tokens=m_usd, adapter_tokens_per_s=a_tps,
+                       adapter_usd_per_m_tokens=a_usd)
+
+
 def _eval_steps(cfg: Config, draft: Draft) -> int:
     if cfg.train.eval_steps:
         return cfg.train.eval_steps
@@ -580,6 +599,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                       train_hours=round(train_h, 4), eval_hours=round(eval_h, 4)),
         cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(hw.usd_per_hour * billed, 3),
                       device_hours=round(draft.device_hours, 3)),
+        serving=_serving(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
         budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours,

@@ -276,3 +276,17 @@ def eval_seconds(arch: Arch, *, eval_tokens: int, eval_batches: int, generation_
     else:
         step = batch * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
     return validation + generation_batches * decode_steps * step
+
+
+# Decode kernels reach ~60-80% of peak HBM bandwidth in practice: assumed 0.7 until measured (ftc calibrate's
+# decode_gbs replaces bandwidth x efficiency on a measured machine).
+DECODE_BANDWIDTH_EFFICIENCY = 0.7
+SERVING_BATCH = 32
+
+
+def decode_tokens_per_s(weight_bytes_: float, batch: int, *, bandwidth_gbs: Optional[float],
+                        decode_gbs: Optional[float]) -> float:
+    """Tokens/s of greedy decoding at ``batch`` sequences: each step reads every weight once (KV cache and compute
+    ignored: the estimate holds while the batch's KV cache is small against the weights)."""
+    rate = decode_gbs * 1e9 if decode_gbs else (bandwidth_gbs or 0) * 1e9 * DECODE_BANDWIDTH_EFFICIENCY
+    return batch * rate / weight_bytes_ if rate and weight_bytes_ else 0.0

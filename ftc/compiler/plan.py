@@ -197,6 +197,18 @@ class TimeSpec:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    """Generation with the tuned model on one device of the profile, as LoRA servers do it: a 16-bit base, merged, or
+    with the adapter applied on top. Decode-bound estimate: weights read per step over memory bandwidth."""
+
+    merged_tokens_per_s: float
+    """At a batch of 32 sequences."""
+    merged_usd_per_m_tokens: float
+    adapter_tokens_per_s: float
+    adapter_usd_per_m_tokens: float
+
+
+@dataclass(frozen=True)
 class CostSpec:
     usd: float
     usd_per_hour: float
@@ -241,6 +253,8 @@ class Plan:
     memory: MemorySpec
     time: TimeSpec
     cost: CostSpec
+    serving: Optional[ServingSpec]
+    """null when the profile has no memory bandwidth (CPU without calibration)."""
     launcher: LauncherSpec
     deepspeed: Optional[dict[str, Any]]
     budget: BudgetSpec

@@ -160,6 +160,9 @@ class HardwareConfig:
     """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
     usd_per_hour: float = 0.0
     """On-demand price per device-hour (source and date in the YAML)."""
+    memory_bandwidth_gbs: Optional[float] = None
+    """Device memory bandwidth (GB/s, datasheet): generation reads every weight per step, so it bounds decoding
+    speed (the plan's serving estimate); null = no serving estimate unless decode_gbs is measured."""
     step_overhead_s: float = 0.0
     """Fixed seconds per forward/backward micro-step besides the FLOPs (kernel launches, optimizer, Python):
     measured by ``ftc calibrate``; 0 in datasheet profiles."""

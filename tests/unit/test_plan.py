@@ -169,3 +169,18 @@ def test_config_reference_is_up_to_date():
 
     assert (ROOT / "docs" / "CONFIG.md").read_text().strip() == render().strip(), \
         "run: python -m ftc.config.docs > docs/CONFIG.md"
+
+
+def test_serving_estimate_is_decode_bound_on_the_chosen_profile():
+    """Tokens/s = batch x bandwidth x efficiency / weight bytes; dollars per million tokens from the device price."""
+    from ftc.compiler.estimate import DECODE_BANDWIDTH_EFFICIENCY, SERVING_BATCH
+
+    l4 = plan_for(["model=mistral_7b", "method=qlora", "hardware=l4"]).serving
+    h100 = plan_for(["model=mistral_7b", "method=qlora", "hardware=h100"])
+    weights = h100.model.params * 2  # served 16-bit, merged
+    expected = SERVING_BATCH * 3350e9 * DECODE_BANDWIDTH_EFFICIENCY / weights
+    assert h100.serving.merged_tokens_per_s == pytest.approx(expected, rel=0.01)
+    assert h100.serving.merged_usd_per_m_tokens == pytest.approx(2.99 / (expected * 3600) * 1e6, rel=0.01)
+    assert h100.serving.adapter_tokens_per_s < h100.serving.merged_tokens_per_s  # the adapter's bytes too
+    assert l4.merged_tokens_per_s < h100.serving.merged_tokens_per_s
+    assert plan_for([]).serving is None  # the CPU profile has no bandwidth figure until calibrated
