@@ -45,14 +45,20 @@ def plan_table(plan: Plan) -> str:
         ("precision", plan.precision),
         ("batch", b.derivation),
         ("schedule", f"{s.steps} steps, {s.epochs:g} epochs, {_num(s.tokens)} tokens "
-                     f"({_num(s.tokens_per_step)}/step), warmup {s.warmup_steps}, eval/save every {s.eval_steps}"),
+                     f"({_num(s.tokens_per_step)}/step), warmup {s.warmup_steps}, "
+                     + (f"eval/save every {s.eval_steps}" if s.eval_steps == s.save_steps else
+                        f"eval every {s.eval_steps}, save every {s.save_steps}")),
         ("grad checkpointing", "on" if plan.train.gradient_checkpointing else "off"),
         ("memory/device", f"{mem.per_device_gb:.2f} GB of {mem.device_gb:g} GB -> "
                           f"{'fits' if mem.fits else 'DOES NOT FIT'}"),
         ("  breakdown", ", ".join(f"{k} {v:g}" for k, v in mem.breakdown.items() if v)),
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
-        ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x ${plan.hardware.usd_per_hour:g}/h)"),
+        ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
+                 f"${plan.cost.usd_per_hour / max(plan.world_size if plan.launcher.kind == 'ray' else 1, 1):g}/h"
+                 f"{' spot' if plan.hardware.spot else ''})" + (
+                     f"; on-demand ${plan.cost.on_demand_usd:.2f}, spot ${plan.cost.spot_usd:.2f}"
+                     if plan.cost.spot_usd is not None else "")),
         ("serving", "no estimate (the profile has no memory bandwidth)" if plan.serving is None else
          f"~{_num(plan.serving.merged_tokens_per_s)} tokens/s merged (${plan.serving.merged_usd_per_m_tokens:g}/M "
          f"tokens), ~{_num(plan.serving.adapter_tokens_per_s)} tokens/s adapter on the 16-bit base "

@@ -1,4 +1,5 @@
-"""``hardware=auto``: compile the experiment against every GPU profile and rank them by predicted cost.
+"""``hardware=auto``: compile the experiment against every GPU profile and rank them by predicted cost (at the spot
+price with ``hardware.spot=true``: profiles without one are then refused).
 
 Each profile is compiled exactly as ``ftc plan hardware=<profile>`` would (single devices on the local launcher,
 multi-device profiles on Ray with the ZeRO stage the compiler picks). The cheapest profile whose plan has no error
@@ -34,6 +35,7 @@ class Option:
             "hardware": self.hardware, "launcher": p.launcher.kind, "workers": p.world_size,
             "zero_stage": p.train.zero_stage, "fits": p.memory.fits, "memory_gb": p.memory.per_device_gb,
             "device_gb": p.memory.device_gb, "hours": p.time.hours, "usd": p.cost.usd,
+            "on_demand_usd": p.cost.on_demand_usd, "spot_usd": p.cost.spot_usd,
             "usd_per_m_tokens": round(p.cost.usd / tokens * 1e6, 3) if tokens else None,
             "ok": not self.why_not, "why_not": self.why_not,
         }
@@ -78,12 +80,14 @@ def decision(options: list[Option], chosen: Option) -> str:
 
 
 def table(options: list[Option]) -> str:
-    head = ["#", "hardware", "launcher", "ZeRO", "memory/device", "hours", "usd", "usd/M tokens", "verdict"]
+    head = ["#", "hardware", "launcher", "ZeRO", "memory/device", "hours", "usd", "on-demand/spot", "usd/M tokens",
+            "verdict"]
     rows = []
     for i, o in enumerate(options, 1):
         r = o.row()
         rows.append([str(i), r["hardware"], f"{r['launcher']} x{r['workers']}", str(r["zero_stage"]),
                      f"{r['memory_gb']:.1f}/{r['device_gb']:g} GB", f"{r['hours']:.2f}", f"{r['usd']:.2f}",
+                     f"{r['on_demand_usd']:.2f}/" + ("-" if r["spot_usd"] is None else f"{r['spot_usd']:.2f}"),
                      "-" if r["usd_per_m_tokens"] is None else f"{r['usd_per_m_tokens']:.2f}",
                      "ok" if r["ok"] else "no: " + r["why_not"][:90]])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]

@@ -437,6 +437,34 @@ def _costing(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[floa
     return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
 
 
+CHECKPOINT_WRITE_GBS = 1.0  # assumed local-disk write rate for a checkpoint (adapter/weights + optimizer state)
+
+
+def _spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int, price: float) -> Optional[int]:
+    """On spot devices: a checkpoint interval from the preemption assumption (Young 1974: sqrt(2 x checkpoint
+    cost x mean time between preemptions)), and what a preemption costs in lost work."""
+    hw = cfg.hardware
+    if draft.steps == 0 or train_hours <= 0:
+        return None
+    step_s = train_hours * 3600 / draft.steps
+    weights = draft.trainable if draft.peft else (draft.arch.total_params if draft.arch else 0)
+    checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(draft.kind, cfg.train.optim, draft.precision
+                                                                  if draft.precision in est.BYTES else "fp32") \
+        / (CHECKPOINT_WRITE_GBS * 1e9)
+    between_s = 3600 / max(hw.preemptions_per_hour * devices, 1e-9)
+    interval_s = math.sqrt(2 * checkpoint_s * between_s)
+    steps = max(1, min(draft.steps, round(interval_s / step_s)))
+    lost_s = steps * step_s / 2
+    expected = train_hours * hw.preemptions_per_hour * devices
+    draft.decisions.append(
+        f"spot: checkpoint every {steps} steps (~{steps * step_s / 60:.1f} min: Young's rule for an assumed "
+        f"{hw.preemptions_per_hour:g} preemptions per device-hour and ~{checkpoint_s:.0f} s per checkpoint); "
+        f"~{expected:.2f} preemptions expected, each losing ~{lost_s / 60:.1f} min of work "
+        f"(${lost_s / 3600 * price * devices:.2f}) plus the restart"
+        + ("" if cfg.train.save_steps is None else f"; train.save_steps={cfg.train.save_steps} is kept as set"))
+    return steps
+
+
 def _serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
     hw, a = cfg.hardware, draft.arch
     if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
@@ -519,7 +547,9 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     draft.memory, draft.hours = mem, hours
     billed = max(draft.world, 1) if cfg.launcher.name == "ray" else 1
     draft.device_hours = hours * billed
-    draft.usd = draft.device_hours * hw.usd_per_hour
+    price = hw.spot_usd_per_hour if hw.spot and hw.spot_usd_per_hour is not None else hw.usd_per_hour
+    draft.usd = draft.device_hours * price
+    save_steps = _spot_checkpoints(cfg, draft, train_h, billed, price) if hw.spot else None
 
     problems = rules.check(cfg, facts, draft)
     quant = None
@@ -567,7 +597,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         hardware=HardwareSpec(
             name=hw.name, accelerator=hw.accelerator, devices=devices, device_gb=hw.memory_gb, bf16=hw.bf16,
             peak_tflops=hw.peak_tflops, mfu=hw.mfu, usd_per_hour=hw.usd_per_hour, cpus_per_worker=hw.cpus_per_worker,
-            step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs,
+            step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs, spot=hw.spot,
+            spot_usd_per_hour=hw.spot_usd_per_hour,
         ),
         batch=BatchSpec(
             micro=draft.micro, grad_accum=draft.grad_accum, world=draft.world, global_=t.global_batch_size,
@@ -578,7 +609,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             steps=draft.steps, epochs=round(draft.epochs, 3), tokens=int(tokens), tokens_per_step=tokens_per_step,
             sequences_per_epoch=draft.sequences_per_epoch,
             warmup_steps=math.ceil(draft.steps * t.warmup_ratio), eval_steps=eval_steps,
-            save_steps=t.save_steps or eval_steps,
+            save_steps=t.save_steps or save_steps or eval_steps,
         ),
         train=TrainSpec(
             max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
@@ -597,8 +628,11 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                           headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb()),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
                       train_hours=round(train_h, 4), eval_hours=round(eval_h, 4)),
-        cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(hw.usd_per_hour * billed, 3),
-                      device_hours=round(draft.device_hours, 3)),
+        cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(price * billed, 3),
+                      device_hours=round(draft.device_hours, 3),
+                      on_demand_usd=round(draft.device_hours * hw.usd_per_hour, 2),
+                      spot_usd=round(draft.device_hours * hw.spot_usd_per_hour, 2)
+                      if hw.spot_usd_per_hour is not None else None),
         serving=_serving(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),

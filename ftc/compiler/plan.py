@@ -176,6 +176,8 @@ class HardwareSpec:
     cpus_per_worker: int
     step_overhead_s: float
     decode_gbs: Optional[float]
+    spot: bool
+    spot_usd_per_hour: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -211,8 +213,12 @@ class ServingSpec:
 @dataclass(frozen=True)
 class CostSpec:
     usd: float
+    """At the price the run pays: spot when hardware.spot, else on-demand."""
     usd_per_hour: float
     device_hours: float
+    on_demand_usd: float
+    spot_usd: Optional[float]
+    """The same run at the profile's spot price (null when it has none)."""
 
 
 @dataclass(frozen=True)

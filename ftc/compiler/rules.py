@@ -328,6 +328,16 @@ def workers(cfg, facts, draft):
 
 
 @rule
+def spot_price(cfg, facts, draft):
+    hw = cfg.hardware
+    if hw.spot and hw.spot_usd_per_hour is None:
+        yield error("hardware.spot", f"no spot price is known for {hw.name}",
+                    f"hardware.spot_usd_per_hour=<your provider's price> or hardware.spot=false")
+    if hw.preemptions_per_hour < 0:
+        yield error("hardware.preemptions_per_hour", "must be >= 0", "hardware.preemptions_per_hour=0.1")
+
+
+@rule
 def dashboard_binding(cfg, facts, draft):
     if cfg.launcher.include_dashboard and cfg.launcher.dashboard_host not in ("127.0.0.1", "localhost"):
         yield warning("launcher.dashboard_host", f"Ray dashboard exposed on {cfg.launcher.dashboard_host}",

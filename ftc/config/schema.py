@@ -160,6 +160,14 @@ class HardwareConfig:
     """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
     usd_per_hour: float = 0.0
     """On-demand price per device-hour (source and date in the YAML)."""
+    spot_usd_per_hour: Optional[float] = None
+    """Spot / preemptible price per device-hour (source and date in the YAML); null = no spot offer known."""
+    spot: bool = False
+    """Rent preemptible (spot) devices: the cost uses spot_usd_per_hour, and checkpoints are spaced for the
+    preemption rate below (Young's rule) unless train.save_steps is set."""
+    preemptions_per_hour: float = 0.1
+    """Assumed preemptions per device-hour on spot (a stated assumption, not a measurement: providers publish
+    none; 0.1 = one per 10 device-hours)."""
     memory_bandwidth_gbs: Optional[float] = None
     """Device memory bandwidth (GB/s, datasheet): generation reads every weight per step, so it bounds decoding
     speed (the plan's serving estimate); null = no serving estimate unless decode_gbs is measured."""

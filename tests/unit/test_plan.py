@@ -184,3 +184,19 @@ def test_serving_estimate_is_decode_bound_on_the_chosen_profile():
     assert h100.serving.adapter_tokens_per_s < h100.serving.merged_tokens_per_s  # the adapter's bytes too
     assert l4.merged_tokens_per_s < h100.serving.merged_tokens_per_s
     assert plan_for([]).serving is None  # the CPU profile has no bandwidth figure until calibrated
+
+
+def test_spot_pays_the_spot_price_and_spaces_checkpoints_for_preemptions():
+    import math
+
+    on_demand = plan_for(["model=mistral_7b", "method=qlora", "hardware=rtx4090"])
+    spot = plan_for(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "hardware.spot=true"])
+    assert spot.cost.usd == pytest.approx(spot.cost.device_hours * 0.34, abs=0.01)
+    assert spot.cost.on_demand_usd == on_demand.cost.usd and on_demand.cost.spot_usd == spot.cost.usd
+    decision = next(d for d in spot.decisions if d.startswith("spot: checkpoint every"))
+    assert "preemptions expected" in decision and "losing" in decision
+    step_s = spot.time.train_hours * 3600 / spot.schedule.steps
+    between_s = 3600 / 0.1  # the schema's assumed preemption rate, one device
+    young = math.sqrt(2 * 1.0 * between_s)  # checkpoint cost ~1 s for a LoRA adapter + AdamW state
+    assert spot.schedule.save_steps == pytest.approx(young / step_s, rel=0.2)
+    assert spot.schedule.save_steps != on_demand.schedule.save_steps
