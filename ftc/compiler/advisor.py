@@ -9,6 +9,8 @@ CPU profiles describe this machine, not something to rent: ``hardware=cpu`` sele
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Optional
@@ -94,15 +96,50 @@ def table(options: list[Option]) -> str:
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head] + rows)
 
 
+def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option], list[str]]:
+    """One profile for a whole sweep: the cheapest in total on which every trial runs. Returns the ranking (with
+    the sweep's totals), the choice, and one line per trial whose own cheapest profile differs."""
+    per_trial = [advise(t) for t in trials]
+    by_name: dict[str, list[Option]] = {}
+    for options, _ in per_trial:
+        for o in options:
+            by_name.setdefault(o.hardware, []).append(o)
+    totals = []
+    for name, opts in by_name.items():
+        why_not = next((f"trial {i}: {o.why_not}" for i, o in enumerate(opts) if o.why_not), "")
+        plan = opts[0].plan
+        spots = [o.plan.cost.spot_usd for o in opts]
+        cost = dataclasses.replace(plan.cost, usd=round(sum(o.plan.cost.usd for o in opts), 2),
+                                   on_demand_usd=round(sum(o.plan.cost.on_demand_usd for o in opts), 2),
+                                   spot_usd=None if None in spots else round(sum(spots), 2))
+        total = dataclasses.replace(plan, cost=cost, schedule=dataclasses.replace(
+                                        plan.schedule, tokens=sum(o.plan.schedule.tokens for o in opts)),
+                                    time=dataclasses.replace(plan.time, hours=round(sum(o.plan.time.hours for o in opts),
+                                                                                    4)))
+        totals.append(Option(name, opts[0].overrides, total, why_not))
+    totals.sort(key=lambda o: (bool(o.why_not), o.plan.cost.usd, o.plan.time.hours, o.hardware))
+    chosen = totals[0] if totals and not totals[0].why_not else None
+    differ = [f"trial {i} ({' '.join(t)}) alone would choose {c.hardware}" for i, (t, (_, c)) in
+              enumerate(zip(trials, per_trial)) if chosen and c is not None and c.hardware != chosen.hardware]
+    return totals, chosen, differ
+
+
 def resolve(argv: list[str]) -> tuple[list[str], Optional[tuple[list[Option], Option]]]:
-    """Replaces ``hardware=auto`` in a command's arguments with the chosen profile (and its launcher)."""
+    """Replaces ``hardware=auto`` in a command's arguments with the chosen profile (and its launcher); in a sweep,
+    the cheapest profile in total on which every trial runs."""
     if AUTO not in argv:
         return argv, None
-    if "-m" in argv or "--multirun" in argv:
-        raise UserError("ftc: hardware=auto is not supported in sweeps yet (fix: run `ftc plan hardware=auto` with "
-                        "one trial's values, then sweep with hardware=<the chosen profile>)")
     overrides = [a for a in argv if not a.startswith("-") and "=" in a]
-    options, chosen = advise(overrides)
+    if "-m" in argv or "--multirun" in argv:
+        from ftc.config.overrides import expand
+
+        options, chosen, differ = advise_sweep(expand([o for o in overrides if o != AUTO]))
+        if differ:
+            print("ftc: hardware=auto: the trials would not all choose the same profile; the sweep runs on "
+                  f"{chosen.hardware if chosen else '-'} (cheapest in total where every trial runs):\n  - "
+                  + "\n  - ".join(differ), file=sys.stderr)
+    else:
+        options, chosen = advise(overrides)
     if chosen is None:
         raise UserError("ftc: hardware=auto found no GPU profile that can run this experiment:\n" + table(options) +
                         "\n  fix: method=qlora, a shorter data.max_length, or raise budget.max_usd / budget.max_hours")
