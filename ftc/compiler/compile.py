@@ -12,11 +12,12 @@ from typing import Any, Optional
 
 from ftc.compiler import estimate as est
 from ftc.compiler import rules
-from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits
+from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
+from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
-    ModelSpec, ObjectiveSpec, Plan, ServingSpec, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
+    ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -280,7 +281,7 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
 def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> est.MemoryEstimate:
     m = cfg.method
     method = "lora" if draft.kind == "dora" else draft.kind
-    dtype = _weight_dtype(cfg, draft)
+    dtype = weight_dtype(cfg, draft)
     # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
     # their longest example (worst case: the file's longest, capped at max_length).
     seq = draft.max_length if draft.packing else draft.longest_example
@@ -302,20 +303,9 @@ def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
     return min(cfg.train.loss_chunk_tokens, counted) if draft.loss_recompute else counted
 
 
-def _weight_dtype(cfg: Config, draft: Draft) -> str:
-    """dtype of the model's weights (the trained ones for full fine-tuning): method.compute_dtype, or auto = the
-    run's precision, except fp16 full fine-tuning, which keeps fp32 master weights (fp16 gradients cannot be
-    unscaled)."""
-    if cfg.method.compute_dtype in est.BYTES:
-        return cfg.method.compute_dtype
-    if draft.kind == "full" and draft.precision == "fp16":
-        return "fp32"
-    return draft.precision
-
-
 def _full_weights_decision(cfg: Config, draft: Draft) -> None:
     if draft.kind == "full" and cfg.method.compute_dtype == "auto":
-        dtype = _weight_dtype(cfg, draft)
+        dtype = weight_dtype(cfg, draft)
         draft.decisions.append(
             f"full fine-tuning weights in {dtype}" + (" (pure bf16: weights, gradients and optimizer states; "
                                                        "method.compute_dtype=fp32 keeps fp32 master weights)"
@@ -386,110 +376,6 @@ def _schedule(cfg: Config, draft: Draft) -> None:
         draft.epochs = float(t.epochs)
 
 
-EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time
-
-
-def _split_rows(cfg: Config, facts: Facts, role: str, fraction: float) -> int:
-    """Rows of a held-out split: its own file's count, else its fraction of the training file."""
-    f = facts.data.get(role)
-    if f is not None and f.rows:
-        return f.rows
-    train = facts.data.get("train")
-    total = train.rows if train is not None and train.rows else (cfg.data.num_rows or 0)
-    return max(int(total * fraction), 1)
-
-
-def _costing(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
-    hw, a = cfg.hardware, draft.arch
-    context = draft.tokens_per_example
-    selective = draft.loss in ("selective", "liger")
-    fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
-                                    checkpointing=draft.checkpointing,
-                                    head_share=draft.loss_share if selective else 1.0,
-                                    head_recompute=draft.loss == "selective" and draft.loss_recompute,
-                                    reference_forwards=draft.reference_forwards)
-    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
-                                zero_stage=draft.zero_stage)
-    micro_steps = draft.steps * draft.grad_accum  # per worker
-    train_s = (tokens / tps if tps else 0.0) + micro_steps * hw.step_overhead_s
-    evals = max(1, draft.steps // _eval_steps(cfg, draft)) if draft.steps else 0
-    val_examples = _split_rows(cfg, facts, "validation", cfg.data.validation_fraction)
-    eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
-    eval_batches = evals * math.ceil(val_examples / max(draft.micro * draft.world, 1))
-    generation_batches, decode_steps = 0, 0.0
-    if cfg.eval.enabled:
-        samples = min(cfg.eval.max_samples, _split_rows(cfg, facts, "test", cfg.data.test_fraction))
-        generation_batches = math.ceil(samples / EVAL_BATCH)
-        # The tuned model stops at EOS, about a completion's length in (a batch runs to its longest, x1.5); the base
-        # model, not tuned to stop, is charged every max_new_tokens step.
-        completion = draft.tokens_per_example * draft.loss_share if draft.loss_share < 1 else cfg.eval.max_new_tokens
-        decode_steps = min(cfg.eval.max_new_tokens, math.ceil(1.5 * completion))
-        if cfg.eval.compare_base:
-            decode_steps = (decode_steps + cfg.eval.max_new_tokens) / 2
-            generation_batches *= 2
-    method = "lora" if draft.kind == "dora" else draft.kind
-    eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
-                              generation_batches=generation_batches, decode_steps=decode_steps,
-                              batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, _weight_dtype(cfg, draft),
-                                                                               cfg.method.double_quant),
-                              peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
-                              step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs)
-    return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
-
-
-CHECKPOINT_WRITE_GBS = 1.0  # assumed local-disk write rate for a checkpoint (adapter/weights + optimizer state)
-
-
-def _spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int, price: float) -> Optional[int]:
-    """On spot devices: a checkpoint interval from the preemption assumption (Young 1974: sqrt(2 x checkpoint
-    cost x mean time between preemptions)), and what a preemption costs in lost work."""
-    hw = cfg.hardware
-    if draft.steps == 0 or train_hours <= 0:
-        return None
-    step_s = train_hours * 3600 / draft.steps
-    weights = draft.trainable if draft.peft else (draft.arch.total_params if draft.arch else 0)
-    checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(draft.kind, cfg.train.optim, draft.precision
-                                                                  if draft.precision in est.BYTES else "fp32") \
-        / (CHECKPOINT_WRITE_GBS * 1e9)
-    between_s = 3600 / max(hw.preemptions_per_hour * devices, 1e-9)
-    interval_s = math.sqrt(2 * checkpoint_s * between_s)
-    steps = max(1, min(draft.steps, round(interval_s / step_s)))
-    lost_s = steps * step_s / 2
-    expected = train_hours * hw.preemptions_per_hour * devices
-    draft.decisions.append(
-        f"spot: checkpoint every {steps} steps (~{steps * step_s / 60:.1f} min: Young's rule for an assumed "
-        f"{hw.preemptions_per_hour:g} preemptions per device-hour and ~{checkpoint_s:.0f} s per checkpoint); "
-        f"~{expected:.2f} preemptions expected, each losing ~{lost_s / 60:.1f} min of work "
-        f"(${lost_s / 3600 * price * devices:.2f}) plus the restart"
-        + ("" if cfg.train.save_steps is None else f"; train.save_steps={cfg.train.save_steps} is kept as set"))
-    return steps
-
-
-def _serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
-    hw, a = cfg.hardware, draft.arch
-    if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
-        return None
-    # Served as LoRA servers do (vLLM, TGI): a 16-bit base, merged or with the adapter applied per step (its bytes
-    # read too; the extra LoRA kernels are not modelled). A QLoRA adapter is served on the 16-bit base as well.
-    merged = est.weight_bytes(a, "lora", "bf16" if hw.bf16 else "fp16", False)
-    adapter = merged + (draft.trainable * 2 if draft.peft else 0)
-
-    def figures(weights: float) -> tuple[float, float]:
-        tps = est.decode_tokens_per_s(weights, est.SERVING_BATCH, bandwidth_gbs=hw.memory_bandwidth_gbs,
-                                      decode_gbs=hw.decode_gbs)
-        return round(tps, 1), round(hw.usd_per_hour / (tps * 3600) * 1e6, 3) if tps else 0.0
-
-    (m_tps, m_usd), (a_tps, a_usd) = figures(merged), figures(adapter)
-    return ServingSpec(merged_tokens_per_s=m_tps, merged_usd_per_m_tokens=m_usd, adapter_tokens_per_s=a_tps,
-                       adapter_usd_per_m_tokens=a_usd)
-
-
-def _eval_steps(cfg: Config, draft: Draft) -> int:
-    if cfg.train.eval_steps:
-        return cfg.train.eval_steps
-    return max(1, draft.steps // 5) if draft.steps else 1
-
-
 def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
     if draft.zero_stage == 0:
         return None
@@ -538,7 +424,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
 
     if draft.arch is not None:
         mem = _memory_for(cfg, draft, draft.micro, draft.checkpointing)
-        fpt, tps, train_h, eval_h, hours = _costing(cfg, facts, draft, tokens)
+        fpt, tps, train_h, eval_h, hours = time_and_cost(cfg, facts, draft, tokens)
         params, trainable = draft.arch.total_params, draft.trainable
     else:
         mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)
@@ -549,16 +435,16 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     draft.device_hours = hours * billed
     price = hw.spot_usd_per_hour if hw.spot and hw.spot_usd_per_hour is not None else hw.usd_per_hour
     draft.usd = draft.device_hours * price
-    save_steps = _spot_checkpoints(cfg, draft, train_h, billed, price) if hw.spot else None
+    save_steps = spot_checkpoints(cfg, draft, train_h, billed, price) if hw.spot else None
 
     problems = rules.check(cfg, facts, draft)
     quant = None
     if m.quant_bits:
-        compute = _weight_dtype(cfg, draft)
+        compute = weight_dtype(cfg, draft)
         quant = QuantSpec(bits=m.quant_bits, quant_type=m.quant_type, double_quant=m.double_quant,
                           compute_dtype=compute, storage_dtype=compute if draft.zero_stage == 3 else "uint8")
     av = draft.arch_values
-    eval_steps = _eval_steps(cfg, draft)
+    every = eval_steps(cfg, draft)
     per_device = mem.total / est.GB
     return Plan(
         name=cfg.name,
@@ -581,7 +467,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             name=m.name, peft=draft.peft, r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
             target_modules=draft.targets, trainable_params=trainable,
             trainable_percent=round(100 * trainable / params, 4) if params else 0.0,
-            weight_dtype=_weight_dtype(cfg, draft), quantization=quant,
+            weight_dtype=weight_dtype(cfg, draft), quantization=quant,
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
@@ -608,8 +494,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         schedule=ScheduleSpec(
             steps=draft.steps, epochs=round(draft.epochs, 3), tokens=int(tokens), tokens_per_step=tokens_per_step,
             sequences_per_epoch=draft.sequences_per_epoch,
-            warmup_steps=math.ceil(draft.steps * t.warmup_ratio), eval_steps=eval_steps,
-            save_steps=t.save_steps or save_steps or eval_steps,
+            warmup_steps=math.ceil(draft.steps * t.warmup_ratio), eval_steps=every,
+            save_steps=t.save_steps or save_steps or every,
         ),
         train=TrainSpec(
             max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
@@ -633,7 +519,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                       on_demand_usd=round(draft.device_hours * hw.usd_per_hour, 2),
                       spot_usd=round(draft.device_hours * hw.spot_usd_per_hour, 2)
                       if hw.spot_usd_per_hour is not None else None),
-        serving=_serving(cfg, draft),
+        serving=serving(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
         budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours,

@@ -4,9 +4,12 @@ rules. Shared constants of both live here so that neither imports the other's mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ftc.compiler import estimate as est
+
+if TYPE_CHECKING:
+    from ftc.config.schema import Config
 
 HEADROOM = 0.92  # a plan "fits" when the estimate is at most 92% of device memory (estimator error + spikes)
 PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
@@ -68,3 +71,14 @@ class Draft:
     usd: float = 0.0
     device_hours: float = 0.0
     decisions: list[str] = field(default_factory=list)
+
+
+def weight_dtype(cfg: "Config", draft: Draft) -> str:
+    """dtype of the model's weights (the trained ones for full fine-tuning): method.compute_dtype, or auto = the
+    run's precision, except fp16 full fine-tuning, which keeps fp32 master weights (fp16 gradients cannot be
+    unscaled)."""
+    if cfg.method.compute_dtype in est.BYTES:
+        return cfg.method.compute_dtype
+    if draft.kind == "full" and draft.precision == "fp16":
+        return "fp32"
+    return draft.precision

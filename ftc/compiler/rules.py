@@ -332,7 +332,7 @@ def spot_price(cfg, facts, draft):
     hw = cfg.hardware
     if hw.spot and hw.spot_usd_per_hour is None:
         yield error("hardware.spot", f"no spot price is known for {hw.name}",
-                    f"hardware.spot_usd_per_hour=<your provider's price> or hardware.spot=false")
+                    "hardware.spot_usd_per_hour=<your provider's price> or hardware.spot=false")
     if hw.preemptions_per_hour < 0:
         yield error("hardware.preemptions_per_hour", "must be >= 0", "hardware.preemptions_per_hour=0.1")
 

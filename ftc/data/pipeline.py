@@ -14,7 +14,6 @@ import json
 import random
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from ftc.compiler.plan import DataSpec

@@ -1,0 +1,118 @@
+"""Time, cost, spot checkpoints and serving of a compiled experiment: the estimators applied to the draft.
+
+Formulas and sources in docs/ESTIMATES.md; ``compile`` calls these once the batch and schedule are decided.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from ftc.compiler import estimate as est
+from ftc.compiler.draft import Draft, weight_dtype
+from ftc.compiler.facts import Facts
+from ftc.compiler.plan import ServingSpec
+from ftc.config.schema import Config
+
+EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time
+
+
+def _split_rows(cfg: Config, facts: Facts, role: str, fraction: float) -> int:
+    """Rows of a held-out split: its own file's count, else its fraction of the training file."""
+    f = facts.data.get(role)
+    if f is not None and f.rows:
+        return f.rows
+    train = facts.data.get("train")
+    total = train.rows if train is not None and train.rows else (cfg.data.num_rows or 0)
+    return max(int(total * fraction), 1)
+
+
+def time_and_cost(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
+    hw, a = cfg.hardware, draft.arch
+    context = draft.tokens_per_example
+    selective = draft.loss in ("selective", "liger")
+    fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
+                                    checkpointing=draft.checkpointing,
+                                    head_share=draft.loss_share if selective else 1.0,
+                                    head_recompute=draft.loss == "selective" and draft.loss_recompute,
+                                    reference_forwards=draft.reference_forwards)
+    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
+                                zero_stage=draft.zero_stage)
+    micro_steps = draft.steps * draft.grad_accum  # per worker
+    train_s = (tokens / tps if tps else 0.0) + micro_steps * hw.step_overhead_s
+    evals = max(1, draft.steps // eval_steps(cfg, draft)) if draft.steps else 0
+    val_examples = _split_rows(cfg, facts, "validation", cfg.data.validation_fraction)
+    eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
+    eval_batches = evals * math.ceil(val_examples / max(draft.micro * draft.world, 1))
+    generation_batches, decode_steps = 0, 0.0
+    if cfg.eval.enabled:
+        samples = min(cfg.eval.max_samples, _split_rows(cfg, facts, "test", cfg.data.test_fraction))
+        generation_batches = math.ceil(samples / EVAL_BATCH)
+        # The tuned model stops at EOS, about a completion's length in (a batch runs to its longest, x1.5); the base
+        # model, not tuned to stop, is charged every max_new_tokens step.
+        completion = draft.tokens_per_example * draft.loss_share if draft.loss_share < 1 else cfg.eval.max_new_tokens
+        decode_steps = min(cfg.eval.max_new_tokens, math.ceil(1.5 * completion))
+        if cfg.eval.compare_base:
+            decode_steps = (decode_steps + cfg.eval.max_new_tokens) / 2
+            generation_batches *= 2
+    method = "lora" if draft.kind == "dora" else draft.kind
+    eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
+                              generation_batches=generation_batches, decode_steps=decode_steps,
+                              batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, weight_dtype(cfg, draft),
+                                                                               cfg.method.double_quant),
+                              peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
+                              step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs)
+    return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
+
+
+CHECKPOINT_WRITE_GBS = 1.0  # assumed local-disk write rate for a checkpoint (adapter/weights + optimizer state)
+
+
+def spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int, price: float) -> Optional[int]:
+    """On spot devices: a checkpoint interval from the preemption assumption (Young 1974: sqrt(2 x checkpoint
+    cost x mean time between preemptions)), and what a preemption costs in lost work."""
+    hw = cfg.hardware
+    if draft.steps == 0 or train_hours <= 0:
+        return None
+    step_s = train_hours * 3600 / draft.steps
+    weights = draft.trainable if draft.peft else (draft.arch.total_params if draft.arch else 0)
+    checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(draft.kind, cfg.train.optim, draft.precision
+                                                                  if draft.precision in est.BYTES else "fp32") \
+        / (CHECKPOINT_WRITE_GBS * 1e9)
+    between_s = 3600 / max(hw.preemptions_per_hour * devices, 1e-9)
+    interval_s = math.sqrt(2 * checkpoint_s * between_s)
+    steps = max(1, min(draft.steps, round(interval_s / step_s)))
+    lost_s = steps * step_s / 2
+    expected = train_hours * hw.preemptions_per_hour * devices
+    draft.decisions.append(
+        f"spot: checkpoint every {steps} steps (~{steps * step_s / 60:.1f} min: Young's rule for an assumed "
+        f"{hw.preemptions_per_hour:g} preemptions per device-hour and ~{checkpoint_s:.0f} s per checkpoint); "
+        f"~{expected:.2f} preemptions expected, each losing ~{lost_s / 60:.1f} min of work "
+        f"(${lost_s / 3600 * price * devices:.2f}) plus the restart"
+        + ("" if cfg.train.save_steps is None else f"; train.save_steps={cfg.train.save_steps} is kept as set"))
+    return steps
+
+
+def serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
+    hw, a = cfg.hardware, draft.arch
+    if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
+        return None
+    # Served as LoRA servers do (vLLM, TGI): a 16-bit base, merged or with the adapter applied per step (its bytes
+    # read too; the extra LoRA kernels are not modelled). A QLoRA adapter is served on the 16-bit base as well.
+    merged = est.weight_bytes(a, "lora", "bf16" if hw.bf16 else "fp16", False)
+    adapter = merged + (draft.trainable * 2 if draft.peft else 0)
+
+    def figures(weights: float) -> tuple[float, float]:
+        tps = est.decode_tokens_per_s(weights, est.SERVING_BATCH, bandwidth_gbs=hw.memory_bandwidth_gbs,
+                                      decode_gbs=hw.decode_gbs)
+        return round(tps, 1), round(hw.usd_per_hour / (tps * 3600) * 1e6, 3) if tps else 0.0
+
+    (m_tps, m_usd), (a_tps, a_usd) = figures(merged), figures(adapter)
+    return ServingSpec(merged_tokens_per_s=m_tps, merged_usd_per_m_tokens=m_usd, adapter_tokens_per_s=a_tps,
+                       adapter_usd_per_m_tokens=a_usd)
+
+
+def eval_steps(cfg: Config, draft: Draft) -> int:
+    if cfg.train.eval_steps:
+        return cfg.train.eval_steps
+    return max(1, draft.steps // 5) if draft.steps else 1
