@@ -10,6 +10,34 @@ from ftc.paths import atomic_path
 from ftc.compiler.plan import Plan
 
 
+def local_run(location: str) -> str:
+    """A run directory on this machine for ``location``: the directory itself, or a run persisted in Ray Train
+    storage (``<storage_path>/<run name>``, local or s3://...) fetched once into ftc's cache."""
+    import hashlib
+
+    from ftc.paths import cache_root
+
+    if "://" not in location and (Path(location) / "plan.json").is_file():
+        return location
+    results = f"{location.rstrip('/')}/results"
+    try:
+        import fsspec
+
+        fs, _, (root,) = fsspec.get_fs_token_paths(results)
+        if not fs.exists(f"{root}/plan.json"):
+            return location  # not a persisted run: load_plan says what is missing
+        target = cache_root() / "runs" / hashlib.sha256(results.encode()).hexdigest()[:16]
+        with atomic_path(target) as tmp:
+            for remote in fs.find(root):
+                local = tmp / remote[len(root):].lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(remote, str(local))
+    except (ImportError, OSError, ValueError) as e:
+        raise UserError(f"ftc: cannot read the run at {location}: {e}") from None
+    print(f"ftc: fetched {results} -> {target}")
+    return str(target)
+
+
 def load_plan(run_dir: str) -> Plan:
     path = Path(run_dir) / "plan.json"
     if not path.is_file():
@@ -26,6 +54,7 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
     from ftc.runtime import artifacts
     from ftc.runtime.evaluate import evaluate_run
 
+    run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
     if max_samples:
         plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=max_samples))
@@ -49,7 +78,7 @@ def generate(run_dir: str, prompt: str, max_new_tokens: int = 128, base: bool = 
     from ftc.runtime.evaluate import generate as gen
     from ftc.runtime.model import load_tuned
 
-    plan = load_plan(run_dir)
+    plan = load_plan(local_run(run_dir))
     model, tokenizer = load_tuned(plan, plan.output_dir)
     if plan.data.format == "alpaca":
         text = alpaca_prompt(prompt, "", plan.data.template)
@@ -76,6 +105,7 @@ def merge(run_dir: str, out: str | None = None) -> str:
 
     from ftc.runtime.model import load_base_model, load_tokenizer
 
+    run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
     if not plan.method.peft:
         raise UserError(f"ftc: {run_dir} was fully fine-tuned; its model/ is already a merged model")

@@ -252,9 +252,31 @@ def execute(plan: Plan) -> dict[str, Any]:
     training["launcher"] = "ray"
     # Evaluation reloads base + the saved adapter outside DeepSpeed, on the driver (it also proves the adapter loads).
     summary = finish(plan, training, started)
+    if la.storage_path:
+        _persist_results(run, f"{la.storage_path.rstrip('/')}/{run.name}/{RESULTS}")
     if not la.address:
         ray.shutdown()
     return summary
+
+
+RESULTS = "results"  # <storage_path>/<run name>/results: the finished run, what `ftc eval|generate|merge` can read
+
+
+def _persist_results(run: Path, target: str) -> None:
+    """The driver's finished run dir (plan, config, summary, report, metrics, events, adapter) into storage, so the
+    run outlives the machine that launched it: ``ftc eval <storage_path>/<run name>`` reads it back."""
+    import fsspec
+
+    from ftc.runtime import artifacts
+
+    start = time.time()
+    fs, _, (root,) = fsspec.get_fs_token_paths(target)
+    for path in sorted(run.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            remote = f"{root}/{path.relative_to(run).as_posix()}"
+            fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(str(path), remote)
+    artifacts.event(run, "persisted_results", target=target, seconds=round(time.time() - start, 3))
 
 
 def _record_restarts(run: Path) -> None:

@@ -96,3 +96,4 @@ def test_no_shared_disk_worker_death_restores_from_storage(tmp_path):
     assert summary["training"]["steps"] == 6 and summary["training"]["restored_step"] == 3
     assert (run / "adapter" / "adapter_model.safetensors").exists() and not (run / "checkpoints").exists()
     assert list(storage.rglob("checkpoint_*")), "checkpoints persisted under launcher.storage_path"
+    assert (storage / "run" / "results" / "plan.json").exists() and (storage / "run" / "results" / "report.md").exists()

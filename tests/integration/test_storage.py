@@ -67,6 +67,14 @@ def test_ray_run_with_data_and_storage_on_s3_survives_a_worker_death(tmp_path, s
     for key in keys:
         body = client.get_object(Bucket="ftc-test", Key=key)["Body"].read()
         assert SECRET.encode() not in body, key
+    assert "runs/run/results/plan.json" in keys and "runs/run/results/adapter/adapter_model.safetensors" in keys
+
+    # The run outlives the machine that launched it: evaluate it from storage, from another directory.
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "eval", "s3://ftc-test/runs/run", "max_samples=4"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env=dict(os.environ, FTC_CACHE=str(tmp_path / "cache"), **env))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "fetched s3://ftc-test/runs/run/results" in r.stdout and "tuned" in r.stdout
 
 
 def test_local_run_killed_with_sigkill_resumes_with_the_same_command(tmp_path):
