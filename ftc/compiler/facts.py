@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ftc.data.formats import check_row, completion_chars, plain_prompt_completion
+from ftc.data.formats import completion_chars, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
@@ -230,14 +230,13 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
     rows = empty = chars = sampled = longest = counted = total = 0
     texts: list[tuple[str, str, int]] = []
     try:
-        for _, row in checked_rows(resolved, fmt, fields, problems):
+        for row, values in checked_rows(resolved, fmt, fields, problems):
             rows += 1
-            if row is None:
+            if values is None:
                 empty += 1
             elif chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
-                values = check_row(row, fmt, fields)
                 c, a = completion_chars(values, fmt)
                 counted, total = counted + c, total + a
                 if tokenizer_file and len(texts) < TOKEN_SAMPLE:

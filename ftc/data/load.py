@@ -122,22 +122,22 @@ def _json_line(raw: bytes) -> Row:
 
 
 def checked_rows(path: str, fmt: str, fields: dict[str, str],
-                 problems: RowProblems) -> Iterator[tuple[int, Optional[dict[str, Any]]]]:
-    """Yields (line, row) for every well-formed row and (line, None) for a row with nothing to learn from (the
-    caller counts it); malformed rows go to ``problems``."""
+                 problems: RowProblems) -> Iterator[tuple[dict[str, Any], Optional[dict[str, Any]]]]:
+    """Yields (row, its fields by the format's names) for every well-formed row and (row, None) for a row with
+    nothing to learn from (the caller counts it); malformed rows go to ``problems``."""
     for line, row in read_rows(path):
         if isinstance(row, RowError):
             problems.add(line, str(row))
             continue
         try:
-            check_row(row, fmt, fields)
+            values = check_row(row, fmt, fields)
         except EmptyRow:
-            yield line, None
+            yield row, None
             continue
         except RowError as e:
             problems.add(line, str(e))
             continue
-        yield line, row
+        yield row, values
 
 
 def problems_message(problems: RowProblems, role: str, fmt: str) -> str:

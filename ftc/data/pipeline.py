@@ -104,9 +104,9 @@ def _normalize(text: str) -> str:
 def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport, role: str) -> list[dict]:
     examples, rows = [], 0
     problems = RowProblems(resolve_path(path))
-    for _, row in checked_rows(path, spec.format, spec.fields, problems):
+    for row, values in checked_rows(path, spec.format, spec.fields, problems):
         rows += 1
-        if row is None:
+        if values is None:
             report.dropped_empty += 1
             continue
         if spec.format == "preference":
