@@ -5,6 +5,7 @@ Runs in every worker; only the world's rank 0 writes run-dir artifacts. Everythi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import sys
@@ -147,19 +148,21 @@ class _Timed:
         super().__init__(*args, **kwargs)
         self.seconds = {"validation": 0.0, "checkpoints": 0.0}
 
-    def evaluate(self, *args, **kwargs):
+    @contextlib.contextmanager
+    def _timing(self, what: str):
         start = time.time()
         try:
-            return super().evaluate(*args, **kwargs)
+            yield
         finally:
-            self.seconds["validation"] += time.time() - start
+            self.seconds[what] += time.time() - start
+
+    def evaluate(self, *args, **kwargs):
+        with self._timing("validation"):
+            return super().evaluate(*args, **kwargs)
 
     def _save_checkpoint(self, *args, **kwargs):
-        start = time.time()
-        try:
+        with self._timing("checkpoints"):
             return super()._save_checkpoint(*args, **kwargs)
-        finally:
-            self.seconds["checkpoints"] += time.time() - start
 
 
 def trainer_class(plan: Plan) -> type:
