@@ -49,8 +49,9 @@ def plan_table(plan: Plan) -> str:
                      + (f"eval/save every {s.eval_steps}" if s.eval_steps == s.save_steps else
                         f"eval every {s.eval_steps}, save every {s.save_steps}")),
         ("grad checkpointing", "on" if plan.train.gradient_checkpointing else "off"),
-        ("memory/device", f"{mem.per_device_gb:.2f} GB of {mem.device_gb:g} GB -> "
-                          f"{'fits' if mem.fits else 'DOES NOT FIT'}"),
+        ("memory/device", f"{mem.per_device_gb:.2f} GB process peak of {mem.device_gb:g} GB -> "
+                          f"{'fits' if mem.fits else 'DOES NOT FIT'} (live tensors {mem.live_gb:.2f} GB, "
+                          f"allocator reserved {mem.reserved_gb:.2f} GB)"),
         ("  breakdown", ", ".join(f"{k} {v:g}" for k, v in mem.breakdown.items() if v)),
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),

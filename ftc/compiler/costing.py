@@ -9,7 +9,7 @@ import math
 from typing import Optional
 
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import Draft, weight_dtype
+from ftc.compiler.draft import PACKING_FILL, Draft, weight_dtype
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import ServingSpec
 from ftc.config.schema import Config
@@ -36,8 +36,14 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple
                                     head_share=draft.loss_share if selective else 1.0,
                                     head_recompute=draft.loss == "selective" and draft.loss_recompute,
                                     reference_forwards=draft.reference_forwards)
+    # Tokens one device's matmuls see per micro-step (a typical unpacked batch: its mean example): short ones run
+    # below the profile's utilisation on a GPU. CPU profiles are calibrated end to end (ftc calibrate fits rate and
+    # fixed cost).
+    seq = draft.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
+    micro_tokens = draft.micro * draft.sequences_per_example * seq
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
-                                zero_stage=draft.zero_stage)
+                                zero_stage=draft.zero_stage, micro_tokens=micro_tokens,
+                                half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
     micro_steps = draft.steps * draft.grad_accum  # per worker
     train_s = (tokens / tps if tps else 0.0) + micro_steps * hw.step_overhead_s
     evals = max(1, draft.steps // eval_steps(cfg, draft)) if draft.steps else 0

@@ -59,7 +59,12 @@ LOGIT_BYTES = 8
 
 CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS/cuDNN workspaces, measured 0.6-1.2 GB on recent drivers
 CPU_RUNTIME_GB = 0.75  # process RSS of the default CPU run is 0.83 GB, of which model + activations < 0.1 GB
-FRAGMENTATION = 1.10  # caching-allocator slack on top of live tensors
+ALLOCATOR_SLACK = 1.10  # caching-allocator blocks reserved but not in use, on top of the live tensors
+
+# Tokens per micro-step at which a GPU's matmuls reach half of the profile's utilisation: a GEMM whose token
+# dimension is short fills few tensor-core tiles and waves (cuBLAS reaches most of peak only from ~1-2k rows).
+# Utilisation = mfu x t / (t + GEMM_HALF_TOKENS): 94% of it at 4,096 tokens per micro-step, 67% at 512.
+GEMM_HALF_TOKENS = 256
 
 QLORA_SLOWDOWN = 0.8  # dequantizing NF4 on every matmul costs ~20% throughput (QLoRA paper, fig. 7; peer reports)
 DORA_SLOWDOWN = 0.75  # DoRA's weight-norm recomputation per step
@@ -100,6 +105,9 @@ class Arch:
             "qkv_proj": (h, q + 2 * kv), "gate_up_proj": (h, 2 * i),
             # GPT-2 style: c_attn (h -> 3h), c_proj (both attention and MLP out: counted once as h -> h), c_fc (h -> i)
             "c_attn": (h, 3 * h), "c_proj": (h, h), "c_fc": (h, i),
+            # GPT-NeoX / Falcon / Bloom (fused qkv, dense, dense_h_to_4h, dense_4h_to_h), OPT and Phi (fc1, fc2)
+            "query_key_value": (h, q + 2 * kv), "dense": (q, h), "dense_h_to_4h": (h, i), "dense_4h_to_h": (i, h),
+            "out_proj": (q, h), "fc1": (h, i), "fc2": (i, h),
         }
 
     @property
@@ -145,19 +153,20 @@ def logit_bytes(arch: Arch, logit_tokens: int) -> float:
     return logit_tokens * arch.vocab * LOGIT_BYTES
 
 
-def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, targets: int) -> float:
+def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, dropout_width: int) -> float:
     """Activations saved for backward for one micro batch of ``micro`` sequences of ``seq`` tokens (the logits are
     ``logit_bytes``).
 
     Per token and layer without checkpointing (elements): residual + norm outputs (4h), q/k/v and attention output
-    (2 q_dim + 2 kv_dim, SDPA saves no s x s score matrix), MLP inputs/outputs (3i gated, 2i plain), and one copy
-    of the input of each LoRA-targeted module for its dropout (~h each). With checkpointing only each layer's input
+    (2 q_dim + 2 kv_dim, SDPA saves no s x s score matrix), MLP inputs/outputs (3i gated, 2i plain), and the
+    dropped-out copy of each LoRA-targeted module's input (``dropout_width``: the summed input widths of the targeted
+    modules when LoRA dropout is on; PEFT uses no dropout module at 0). With checkpointing only each layer's input
     (h) is kept, plus one layer recomputed at a time.
     """
     tokens = micro * seq
     act = BYTES[dtype]
     per_layer = 4 * arch.hidden + 2 * arch.q_dim + 2 * arch.kv_dim
-    per_layer += (3 if arch.gated_mlp else 2) * arch.intermediate + targets * arch.hidden
+    per_layer += (3 if arch.gated_mlp else 2) * arch.intermediate + dropout_width
     if checkpointing:
         layers = tokens * act * (arch.layers * arch.hidden + per_layer)
     else:
@@ -179,8 +188,14 @@ class MemoryEstimate:
         return self.weights + self.trainable + self.activations + self.logits + self.zero3_gather
 
     @property
+    def reserved(self) -> float:
+        """What the caching allocator holds at the peak (torch.cuda.max_memory_reserved)."""
+        return self.live * ALLOCATOR_SLACK
+
+    @property
     def total(self) -> float:
-        return self.live * FRAGMENTATION + self.runtime
+        """The process peak on the device (nvidia-smi): reserved + CUDA context and workspaces."""
+        return self.reserved + self.runtime
 
     def breakdown_gb(self) -> dict[str, float]:
         live = self.live
@@ -190,7 +205,7 @@ class MemoryEstimate:
             "activations": round(self.activations / GB, 3),
             "logits": round(self.logits / GB, 3),
             "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
-            "allocator_slack": round(live * (FRAGMENTATION - 1) / GB, 3),
+            "allocator_slack": round(live * (ALLOCATOR_SLACK - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
         }
 
@@ -207,7 +222,7 @@ def memory(
     seq: int,
     checkpointing: bool,
     logit_tokens: int,
-    n_targets: int,
+    dropout_width: int,
     world: int,
     zero_stage: int,
     cuda: bool,
@@ -223,7 +238,7 @@ def memory(
         gather = 2 * arch.layer_linear_params * BYTES["bf16"]
     elif zero_stage == 2 and world > 1:
         trainable /= world
-    acts = activation_bytes(arch, micro, seq, dtype, checkpointing, n_targets)
+    acts = activation_bytes(arch, micro, seq, dtype, checkpointing, dropout_width)
     runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
     return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime)
 
@@ -247,10 +262,18 @@ def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointin
         head * head_share * (1 + backward + (1 if head_recompute else 0)) + (body + head) * reference_forwards
 
 
+def utilisation(mfu: float, micro_tokens: float, half_tokens: float) -> float:
+    """The profile's utilisation at ``micro_tokens`` tokens per micro-step: mfu x t / (t + half_tokens)."""
+    if half_tokens <= 0 or micro_tokens <= 0:
+        return mfu
+    return mfu * micro_tokens / (micro_tokens + half_tokens)
+
+
 def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float, world: int, method: str,
-                      zero_stage: int) -> float:
-    """Whole-job training throughput: world x peak x MFU / FLOPs per token, with method and comm. slowdowns."""
-    rate = world * peak_tflops * 1e12 * mfu / flops_per_token
+                      zero_stage: int, micro_tokens: float = 0.0, half_tokens: float = 0.0) -> float:
+    """Whole-job training throughput: world x peak x utilisation / FLOPs per token, with method and comm.
+    slowdowns; utilisation falls for short micro-steps (``utilisation``)."""
+    rate = world * peak_tflops * 1e12 * utilisation(mfu, micro_tokens, half_tokens) / flops_per_token
     if method == "qlora":
         rate *= QLORA_SLOWDOWN
     if method == "dora":

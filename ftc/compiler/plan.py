@@ -183,6 +183,11 @@ class HardwareSpec:
 @dataclass(frozen=True)
 class MemorySpec:
     per_device_gb: float
+    """Process peak on one device (what nvidia-smi shows): reserved + CUDA context; decides ``fits``."""
+    live_gb: float
+    """Live tensors at the peak (torch.cuda.max_memory_allocated)."""
+    reserved_gb: float
+    """Live tensors + caching-allocator slack (torch.cuda.max_memory_reserved)."""
     device_gb: float
     fits: bool
     headroom_gb: float

@@ -59,10 +59,11 @@ def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[s
         "eval": evaluation,
         # Like with like: training steps only (validation, checkpoints and evaluation on their own lines).
         "predicted": {"hours": plan.time.hours, "usd": plan.cost.usd, "tokens_per_s": plan.time.tokens_per_s,
-                      "memory_gb": plan.memory.per_device_gb, "steps": plan.schedule.steps,
+                      "memory_gb": plan.memory.per_device_gb, "live_gb": plan.memory.live_gb,
+                      "reserved_gb": plan.memory.reserved_gb, "steps": plan.schedule.steps,
                       "train_s": plan.time.train_hours * 3600, "eval_s": plan.time.eval_hours * 3600},
         "actual": {"hours": wall_s / 3600, "usd": wall_s / 3600 * plan.cost.usd_per_hour,
-                   "tokens_per_s": tokens_per_s, "peak_memory_gb": training.get("peak_memory_gb"),
+                   "tokens_per_s": tokens_per_s, "peak_memory": training.get("peak_memory") or {},
                    "steps": training.get("steps"), "train_s": training.get("train_runtime_s"),
                    "validation_s": training.get("validation_s"), "checkpoints_s": training.get("checkpoints_s"),
                    "eval_s": training.get("evaluation_s")},
@@ -71,6 +72,16 @@ def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[s
     png = loss_curve(run)
     artifacts.atomic_write_text(run / "report.md", markdown(plan, summary, png is not None))
     return summary
+
+
+def _memory_line(measured: dict[str, float], p: dict[str, Any]) -> str:
+    """Measured peaks beside the plan's prediction of the same quantity (live tensors, allocator reservation, or
+    the process peak)."""
+    planned = {"live_gb": ("live tensors", p.get("live_gb")), "reserved_gb": ("reserved", p.get("reserved_gb")),
+               "process_gb": ("process peak", p.get("memory_gb"))}
+    parts = [f"{planned[k][0]} {_f(v, '.2f')} GB (planned {_f(planned[k][1], '.2f')})"
+             for k, v in measured.items() if k in planned]
+    return "; ".join(parts) or f"not measured (planned {p['memory_gb']:.2f} GB per device)"
 
 
 def _f(x: Any, fmt: str = ".3f") -> str:
@@ -132,7 +143,7 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
         f"{_f(a['eval_s'], '.1f')} s (validation + evaluation planned {p['eval_s']:.0f} s)",
         f"- throughput: {_f(a['tokens_per_s'], '.0f')} real tokens/s over training steps only (planned "
         f"{_f(p['tokens_per_s'], '.0f')})",
-        f"- peak memory: {_f(a['peak_memory_gb'], '.2f')} GB (planned {p['memory_gb']:.2f} GB per device)",
+        f"- peak memory: {_memory_line(a['peak_memory'], p)}",
         f"- cost: ${a['usd']:.4f} (planned ${p['usd']:.2f})",
         f"- batch: {plan.batch.derivation}; precision {plan.precision}; world size {t.get('world_size')}",
     ]

@@ -222,12 +222,16 @@ def _dpo_trainer(plan: Plan) -> type:
 TRAINERS = {"sft": (sft_config, _sft_trainer), "dpo": (dpo_config, _dpo_trainer)}
 
 
-def peak_memory_gb(device: str) -> float:
+def peak_memory_gb(device: str) -> dict[str, float]:
+    """The run's peaks, named as the plan names its predictions: on CUDA the live tensors (max_memory_allocated)
+    and the allocator's reservation (max_memory_reserved; nvidia-smi adds the CUDA context to it); on the CPU the
+    process's peak resident memory."""
     if device == "cuda":
         import torch
 
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux reports KiB
+        return {"live_gb": torch.cuda.max_memory_allocated() / 1e9,
+                "reserved_gb": torch.cuda.max_memory_reserved() / 1e9}
+    return {"process_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}  # Linux reports KiB
 
 
 def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: bool = False,
@@ -307,7 +311,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         "resumed_from": resume,
         "tokens_seen": tokens_seen,
         "tokens_per_s": tokens_this_attempt / train_s,  # this attempt's tokens over its training steps' time
-        "peak_memory_gb": peak_memory_gb(device),
+        "peak_memory": peak_memory_gb(device),
         "data": splits.report.__dict__,
         "world_size": trainer.args.world_size,
         "best_checkpoint": state.best_model_checkpoint,

@@ -57,7 +57,7 @@ def ftc_run(run: Path, *overrides: str) -> dict:
     plan = json.loads((run / "plan.json").read_text())
     return {"loss": plan["train"]["loss"], "steps": t["steps"], "real_tokens": t["tokens_seen"],
             "train_s": round(t["train_runtime_s"], 1), "tokens_per_s": round(t["tokens_per_s"], 1),
-            "peak_rss_gb": round(t["peak_memory_gb"], 2), "final_train_loss": round(t["train_loss"], 4),
+            "peak_rss_gb": round(t["peak_memory"]["process_gb"], 2), "final_train_loss": round(t["train_loss"], 4),
             "predicted_gb": plan["memory"]["per_device_gb"], "predicted_logits_gb": plan["memory"]["breakdown"]["logits"]}
 
 
