@@ -7,13 +7,14 @@ every rule and attach their findings to the Plan.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
 from ftc.compiler import estimate as est
 from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
-from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, Draft, fits, weight_dtype
+from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
@@ -178,6 +179,25 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
     draft.unknown_targets = tuple(t for t in draft.targets if not matches(t))
 
 
+def _dropout_width(cfg: Config, facts: Facts, draft: Draft) -> int:
+    """Elements per token and layer of the dropped-out input copies LoRA keeps for its backward: the input width of
+    every targeted decoder module when method.dropout > 0 (PEFT applies no dropout module at 0, and the input itself
+    is already saved by the layer)."""
+    if not draft.peft or cfg.method.dropout <= 0 or draft.arch is None:
+        return 0
+    a, w, head = draft.arch, facts.weights, _head_name(facts)
+    width = 0
+    for t in draft.targets:
+        if t == head:
+            continue
+        if w is not None and t in w.linear:
+            x = w.linear[t]
+            width += (x.in_plus_out - x.out) // max(a.layers, 1)
+        else:
+            width += a.module_shapes().get(t, (a.hidden, 0))[0]
+    return width
+
+
 def _head_name(facts: Facts) -> str:
     """The output head's module name as PEFT sees it: ``lm_head`` in transformers 5 causal LMs, whatever name the
     checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load)."""
@@ -278,18 +298,23 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.sequences_per_epoch = draft.train_examples
 
 
-def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool) -> est.MemoryEstimate:
+def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, seq: Optional[int] = None,
+                kind: Optional[str] = None) -> est.MemoryEstimate:
+    """Peak memory at a micro batch and checkpointing choice; ``seq`` and ``kind`` try another sequence length or
+    method (the rules check that each fix they suggest makes the plan fit)."""
     m = cfg.method
-    method = "lora" if draft.kind == "dora" else draft.kind
+    kind = kind or draft.kind
+    method = "lora" if kind == "dora" else kind
     dtype = weight_dtype(cfg, draft)
     # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
     # their longest example (worst case: the file's longest, capped at max_length).
-    seq = draft.max_length if draft.packing else draft.longest_example
+    if seq is None:
+        seq = draft.max_length if draft.packing else draft.longest_example
     return est.memory(
         draft.arch, method=method, dtype=dtype, optim=cfg.train.optim, double_quant=m.double_quant,
         trainable_params=draft.trainable, micro=micro * draft.sequences_per_example, seq=seq,
         checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
-        n_targets=len(draft.targets), world=draft.world, zero_stage=draft.zero_stage,
+        dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda",
     )
 
@@ -346,19 +371,19 @@ def _batch(cfg: Config, draft: Draft) -> None:
             draft.checkpointing = t.gradient_checkpointing
         else:
             draft.checkpointing = draft.arch is not None and \
-                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb)
+                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb, TIGHT)
     else:
         candidates = [2 ** k for k in range(int(math.log2(per_worker)), -1, -1) if per_worker % (2 ** k) == 0]
         chosen = None
         for ckpt in ckpt_options:
             for micro in candidates:
-                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb):
+                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb, TIGHT):
                     chosen = (micro, ckpt)
                     break
             if chosen:
                 break
         draft.micro, draft.checkpointing = chosen or (1, ckpt_options[-1])
-        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits memory"
+        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits {TIGHT:.0%} of memory"
                                f"{' with' if draft.checkpointing else ' without'} gradient checkpointing)")
     if t.gradient_checkpointing is None and draft.checkpointing:
         draft.decisions.append("gradient_checkpointing=on (needed to fit memory; costs ~1 extra forward)")
@@ -413,6 +438,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _loss(cfg, facts, draft)
     if draft.arch is not None:
         draft.trainable = _trainable(cfg, facts, draft)
+        draft.dropout_width = _dropout_width(cfg, facts, draft)
+        draft.memory_at = functools.partial(_memory_for, cfg, draft)
         _batch(cfg, draft)
     _schedule(cfg, draft)
 
@@ -509,7 +536,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,
                       max_new_tokens=cfg.eval.max_new_tokens, max_samples=cfg.eval.max_samples,
                       num_examples_in_report=cfg.eval.num_examples_in_report),
-        memory=MemorySpec(per_device_gb=round(per_device, 2), device_gb=hw.memory_gb,
+        memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
+                          reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=fits(mem.total, hw.memory_gb),
                           headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb()),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
