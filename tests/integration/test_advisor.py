@@ -52,10 +52,11 @@ def test_a_budget_no_profile_meets_is_refused_with_the_table():
 
 
 def test_a_sweep_runs_on_the_cheapest_profile_every_trial_fits_and_says_when_trials_differ():
-    """70B QLoRA alone fits one H100; 70B LoRA needs eight with ZeRO-3: the sweep takes the profile both fit."""
+    """70B QLoRA alone fits one H100; 70B LoRA needs four A100-80GB (85.9 GB each, as nvidia-smi reports them) with
+    ZeRO-3: the sweep takes the profile both fit."""
     r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "-m", "hardware=auto", "model=llama3_70b",
                         "method=qlora,lora", "train.epochs=1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "the trials would not all choose the same profile; the sweep runs on h100_x8" in r.stderr
+    assert "the trials would not all choose the same profile; the sweep runs on a100_80g_x4" in r.stderr
     assert "trial 0 (model=llama3_70b method=qlora train.epochs=1) alone would choose h100" in r.stderr
     assert "2 trials, predicted total $" in r.stdout
