@@ -291,12 +291,14 @@ def _memory_fixes(cfg, draft, have: float) -> list[str]:
         return micro
 
     if not draft.checkpointing:
-        if ok(at(draft.micro, True)):
+        micro = largest_micro(True)
+        if micro == draft.micro:
             fixes.append("train.gradient_checkpointing=true")
-        elif largest_micro(True) >= 1:
-            fixes.append(f"train.gradient_checkpointing=true train.micro_batch_size={largest_micro(True)}")
-    if largest_micro(draft.checkpointing) >= 1:
-        fixes.append(f"train.micro_batch_size={largest_micro(draft.checkpointing)}")
+        elif micro >= 1:
+            fixes.append(f"train.gradient_checkpointing=true train.micro_batch_size={micro}")
+    micro = largest_micro(draft.checkpointing)
+    if micro >= 1:
+        fixes.append(f"train.micro_batch_size={micro}")
     seq = draft.max_length // 2
     while seq >= 256 and not ok(at(draft.micro, draft.checkpointing, seq=seq)):
         seq //= 2

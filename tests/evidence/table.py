@@ -26,6 +26,7 @@ from typing import Optional
 import yaml
 
 from ftc.compiler import estimate as est
+from ftc.compiler.draft import HEADROOM
 
 RUNS = Path(__file__).with_name("published_runs.yaml")
 GIB = 2 ** 30 / 1e9
@@ -97,18 +98,12 @@ def predict(run: dict, sources: dict) -> Row:
     else:  # boundary: the process peak against the card's capacity
         predicted, measured = m.per_device_gb + extra * est.ALLOCATOR_SLACK, m.device_gb
     # Would ftc refuse it? The process peak, with the source's conditions applied, against the card.
-    fits = m.per_device_gb + extra * est.ALLOCATOR_SLACK <= m.device_gb * _headroom()
+    fits = m.per_device_gb + extra * est.ALLOCATOR_SLACK <= m.device_gb * HEADROOM
     return Row(source=run["source"], label=_label(plan, run), metric=metric,
                measured_gb=measured * scale if measured is not None and metric != "boundary" else measured,
                predicted_gb=round(predicted, 2), measured_tps=run.get("tokens_per_s"),
                predicted_tps=int(round(plan.time.tokens_per_s)) if run.get("tokens_per_s") else None,
                fits=fits, excluded=run.get("exclude"), method=plan.method.name)
-
-
-def _headroom() -> float:
-    from ftc.compiler.draft import HEADROOM
-
-    return HEADROOM
 
 
 def rows() -> list[Row]:
