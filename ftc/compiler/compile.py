@@ -283,6 +283,10 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         tokens, longest = int(round(train.tokens_mean)), train.tokens_max
         draft.decisions.append(f"tokens per example: {tokens} mean, {longest} longest (counted with the model's "
                                f"tokenizer on {train.tokens_rows} rows)")
+    elif d.tokens_per_example:
+        tokens = d.tokens_per_example
+        longest = int(train.max_chars / cfg.model.chars_per_token) if train and train.max_chars else draft.max_length
+        draft.decisions.append(f"tokens per example: {tokens} mean, as data.tokens_per_example sets")
     else:
         chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
         overhead = FORMATS[d.format].template_tokens if d.format in FORMATS else 1
@@ -451,7 +455,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
 
     if draft.arch is not None:
         mem = _memory_for(cfg, draft, draft.micro, draft.checkpointing)
-        fpt, tps, train_h, eval_h, hours = time_and_cost(cfg, facts, draft, tokens)
+        fpt, tps, train_h, eval_h, hours = time_and_cost(cfg, facts, draft)
         params, trainable = draft.arch.total_params, draft.trainable
     else:
         mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)

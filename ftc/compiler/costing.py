@@ -27,7 +27,7 @@ def _split_rows(cfg: Config, facts: Facts, role: str, fraction: float) -> int:
     return max(int(total * fraction), 1)
 
 
-def time_and_cost(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple[float, float, float, float, float]:
+def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float, float, float, float]:
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
     selective = draft.loss in ("selective", "liger")
@@ -44,8 +44,13 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage, micro_tokens=micro_tokens,
                                 half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
-    micro_steps = draft.steps * draft.grad_accum  # per worker
-    train_s = (tokens / tps if tps else 0.0) + micro_steps * hw.step_overhead_s
+    # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
+    step_s = draft.grad_accum * (micro_tokens * draft.world / tps if tps else 0.0) \
+        + draft.grad_accum * micro_step_overhead(cfg, draft) + optimizer_seconds(cfg, draft)
+    step_tokens = cfg.train.global_batch_size * seq * draft.sequences_per_example
+    if step_s > 0:
+        tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it
+    train_s = draft.steps * step_s
     evals = max(1, draft.steps // eval_steps(cfg, draft)) if draft.steps else 0
     val_examples = _split_rows(cfg, facts, "validation", cfg.data.validation_fraction)
     eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
@@ -69,6 +74,24 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft, tokens: int) -> tuple
                               peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
                               step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs)
     return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
+
+
+def micro_step_overhead(cfg: Config, draft: Draft) -> float:
+    """Fixed seconds per micro-step: the profile's measured figure (ftc calibrate), else on a GPU the eager host cost
+    of the adapted modules (est.EAGER_ADAPTER_S each)."""
+    hw = cfg.hardware
+    if hw.step_overhead_s or hw.accelerator != "cuda" or not draft.peft or draft.arch is None:
+        return hw.step_overhead_s
+    modules = sum(1 if t == "lm_head" or "embed" in t else draft.arch.layers for t in draft.targets)
+    return modules * est.EAGER_ADAPTER_S
+
+
+def optimizer_seconds(cfg: Config, draft: Draft) -> float:
+    """One optimizer step on one device (ZeRO shards the update across workers)."""
+    trainable = draft.trainable / (draft.world if draft.zero_stage and draft.world > 1 else 1)
+    param_bytes = est.ADAPTER_BYTES if draft.peft else est.BYTES[weight_dtype(cfg, draft)]
+    return est.optimizer_step_seconds(trainable, optim=cfg.train.optim, param_bytes=param_bytes,
+                                      clip=cfg.train.max_grad_norm > 0, bandwidth_gbs=cfg.hardware.memory_bandwidth_gbs)
 
 
 CHECKPOINT_WRITE_GBS = 1.0  # assumed local-disk write rate for a checkpoint (adapter/weights + optimizer state)

@@ -66,6 +66,39 @@ ALLOCATOR_SLACK = 1.10  # caching-allocator blocks reserved but not in use, on t
 # Utilisation = mfu x t / (t + GEMM_HALF_TOKENS): 94% of it at 4,096 tokens per micro-step, 67% at 512.
 GEMM_HALF_TOKENS = 256
 
+# Host cost of an eager micro-step that the FLOPs do not show: each adapted module (PEFT's LoRA layer: dtype casts,
+# dropout, two skinny matmuls, the scaled add, and as many backward nodes) launches its kernels from Python. Fitted
+# on PEFT's method-comparison runs (L40S, Llama-3.2-3B, 4 x ~210 tokens per step): LoRA on q,v (56 modules) vs on
+# the three MLP projections (84 modules) differ by 21.6 ms a step, 0.77 ms per module (docs/ESTIMATES.md,
+# Evidence). Used on GPUs whose profile has no measured step_overhead_s (ftc calibrate measures it whole).
+EAGER_ADAPTER_S = 0.77e-3
+
+# Optimizer step: memory-bound, so its time is the bytes it moves over the device's bandwidth. Element passes over
+# the trainable parameters per step (a pass reads or writes one array the size of the parameters, in their dtype),
+# counted from the implementations: torch's foreach AdamW (the Trainer's adamw_torch) runs ~10 kernels (weight decay,
+# lerp of m, two updates of v, sqrt / scale / eps on a temporary, addcdiv) = 21 passes; the fused kernels read
+# p, g, m, v and write p, m, v once = 7; bitsandbytes' 8-bit kernels move 1-byte moments (~5 passes in the
+# parameter's dtype); SGD reads p, g and writes p. Unknown names: as adamw_torch. Clipping the gradient norm reads the
+# gradients twice and writes them once (3 passes).
+OPTIMIZER_PASSES = {"adamw_torch": 21, "adamw_hf": 21, "adamw_torch_fused": 7, "adamw_apex_fused": 7,
+                    "adamw_32bit": 7, "paged_adamw_32bit": 7, "paged_adamw": 7, "lion_32bit": 5, "paged_lion_32bit": 5,
+                    "adamw_bnb_8bit": 5, "adamw_8bit": 5, "paged_adamw_8bit": 5, "adamw_torch_8bit": 5,
+                    "adamw_torch_4bit": 5, "lion_8bit": 4, "paged_lion_8bit": 4, "adafactor": 12, "sgd": 3,
+                    "adagrad": 8, "rmsprop": 8}
+CLIP_PASSES = 3
+OPTIMIZER_BANDWIDTH_EFFICIENCY = 0.7  # elementwise kernels reach ~70% of the datasheet bandwidth
+
+
+def optimizer_step_seconds(trainable: float, *, optim: str, param_bytes: float, clip: bool,
+                           bandwidth_gbs: Optional[float]) -> float:
+    """Seconds of one optimizer step on one device: the bytes it moves over the memory bandwidth (0 when the
+    profile states none: CPU profiles are calibrated end to end)."""
+    if not bandwidth_gbs or trainable <= 0:
+        return 0.0
+    passes = OPTIMIZER_PASSES.get(optim, OPTIMIZER_PASSES[DEFAULT_OPTIMIZER]) + (CLIP_PASSES if clip else 0)
+    return trainable * passes * param_bytes / (bandwidth_gbs * 1e9 * OPTIMIZER_BANDWIDTH_EFFICIENCY)
+
+
 QLORA_SLOWDOWN = 0.8  # dequantizing NF4 on every matmul costs ~20% throughput (QLoRA paper, fig. 7; peer reports)
 DORA_SLOWDOWN = 0.75  # DoRA's weight-norm recomputation per step
 ZERO3_COMM = 0.85  # parameter all-gathers per layer when more than one worker

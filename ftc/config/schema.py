@@ -140,6 +140,9 @@ class DataConfig:
     """Use only the first N training examples (quick experiments)."""
     num_rows: Optional[int] = None
     """Rows in the training file, when ftc cannot read the file before launch (remote URI); used by estimates."""
+    tokens_per_example: Optional[int] = None
+    """Mean tokens per example (template and EOS included), when ftc cannot count them with the model's tokenizer
+    (a remote file, a hub model not on disk); used by estimates instead of the characters-per-token guess."""
 
 
 @dataclass

@@ -44,6 +44,8 @@ class Row:
     fits: bool
     excluded: Optional[str]
     method: str
+    tps_excluded: Optional[str] = None
+    fitted: bool = False
 
     @property
     def memory_error(self) -> Optional[float]:
@@ -103,7 +105,9 @@ def predict(run: dict, sources: dict) -> Row:
                measured_gb=measured * scale if measured is not None and metric != "boundary" else measured,
                predicted_gb=round(predicted, 2), measured_tps=run.get("tokens_per_s"),
                predicted_tps=int(round(plan.time.tokens_per_s)) if run.get("tokens_per_s") else None,
-               fits=fits, excluded=run.get("exclude"), method=plan.method.name)
+               fits=fits, excluded=run.get("exclude"), method=plan.method.name,
+               tps_excluded=src.get("tps_exclude") if run.get("tokens_per_s") else None,
+               fitted=bool(run.get("fitted")))
 
 
 def rows() -> list[Row]:
@@ -113,10 +117,13 @@ def rows() -> list[Row]:
 
 def summary(table: list[Row]) -> dict[str, float]:
     mem = [abs(r.memory_error) for r in table if r.memory_error is not None and not r.excluded]
-    tps = [abs(r.tps_error) for r in table if r.tps_error is not None and not r.excluded]
+    tps = [r for r in table if r.tps_error is not None and not r.excluded and not r.tps_excluded]
+    tested = [abs(r.tps_error) for r in tps if not r.fitted]
+    tps_err = [abs(r.tps_error) for r in tps]
     return {"memory_runs": len(mem), "memory_median": statistics.median(mem), "memory_worst": max(mem),
-            "tps_runs": len(tps), "tps_median": statistics.median(tps) if tps else float("nan"),
-            "tps_worst": max(tps) if tps else float("nan")}
+            "tps_runs": len(tps_err), "tps_median": statistics.median(tps_err) if tps_err else float("nan"),
+            "tps_worst": max(tps_err) if tps_err else float("nan"), "tps_fitted": len(tps_err) - len(tested),
+            "tps_tested_worst": max(tested) if tested else float("nan")}
 
 
 def _pct(x: Optional[float]) -> str:
@@ -129,18 +136,27 @@ def markdown(table: list[Row]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
         what = {"allocated": "allocated", "reserved": "reserved", "boundary": "card"}[r.metric]
-        err = _pct(r.memory_error) + (" (excluded)" if r.excluded else "")
-        lines.append(f"| {r.source} | {r.label} | {r.measured_gb:.2f} GB {what} | {r.predicted_gb:.2f} GB | {err} | "
-                     f"{r.measured_tps or '-'} | {r.predicted_tps or '-'} | {_pct(r.tps_error)} |")
+        err = _pct(r.memory_error) + (" (excluded)" if r.excluded and r.memory_error is not None else "")
+        measured = "-" if r.measured_gb is None else f"{r.measured_gb:.2f} GB {what}"
+        predicted = "-" if r.measured_gb is None else f"{r.predicted_gb:.2f} GB"
+        tps_err = _pct(r.tps_error) + (" (excluded)" if r.tps_error is not None and (r.excluded or r.tps_excluded)
+                                       else " (fitted)" if r.fitted else "")
+        lines.append(f"| {r.source} | {r.label} | {measured} | {predicted} | {err} | "
+                     f"{r.measured_tps or '-'} | {r.predicted_tps or '-'} | {tps_err} |")
     s = summary(table)
     lines += ["", f"Memory: {s['memory_runs']} runs, median error {s['memory_median'] * 100:.1f}%, worst "
                   f"{s['memory_worst'] * 100:.1f}%. Tokens/s: {s['tps_runs']} runs, median error "
-                  f"{s['tps_median'] * 100:.1f}%, worst {s['tps_worst'] * 100:.1f}%.", ""]
+                  f"{s['tps_median'] * 100:.1f}%, worst {s['tps_worst'] * 100:.1f}% ({s['tps_fitted']} of them fitted "
+                  f"constants; the others' worst {s['tps_tested_worst'] * 100:.1f}%).", ""]
     for name, src in data["sources"].items():
         lines.append(f"- **{name}** ({src['cite']}): {src['how']}")
     excluded = [(r.label, r.excluded) for r in table if r.excluded]
     if excluded:
         lines += ["", "Excluded from the medians:"] + [f"- {label}: {why}." for label, why in excluded]
+    tps_excluded = sorted({(r.source, r.tps_excluded) for r in table if r.tps_excluded and not r.excluded})
+    if tps_excluded:
+        lines += ["", "Excluded from the tokens/s medians:"] + [f"- every {source} row: {why}."
+                                                                 for source, why in tps_excluded]
     return "\n".join(lines) + "\n"
 
 
