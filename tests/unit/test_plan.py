@@ -200,3 +200,26 @@ def test_spot_pays_the_spot_price_and_spaces_checkpoints_for_preemptions():
     young = math.sqrt(2 * 1.0 * between_s)  # checkpoint cost ~1 s for a LoRA adapter + AdamW state
     assert spot.schedule.save_steps == pytest.approx(young / step_s, rel=0.2)
     assert spot.schedule.save_steps != on_demand.schedule.save_steps
+
+
+def test_the_optimizer_update_is_timed_by_the_bytes_it_moves():
+    """Full fine-tuning's step is mostly the optimizer's update: the fused AdamW moves a third of foreach's bytes."""
+    base = ["model=qwen2_5_0_5b", "method=full", "hardware=l40s", "train.precision=bf16", "data.packing=false"]
+    foreach, fused = (plan_for(base + [f"train.optim={o}"]) for o in ("adamw_torch", "adamw_torch_fused"))
+    assert fused.time.tokens_per_s > 1.2 * foreach.time.tokens_per_s
+    assert fused.time.train_flops_per_token == foreach.time.train_flops_per_token
+
+
+def test_adapted_modules_cost_a_fixed_time_per_micro_step_on_a_gpu():
+    two, seven = (plan_for(["model=llama3_8b", "hardware=l40s", "data.packing=false", "data.max_length=512",
+                            "data.tokens_per_example=200", "train.micro_batch_size=4",
+                            "train.gradient_checkpointing=true",
+                            f"method.target_modules={t}"])
+                  for t in ("[q_proj,v_proj]", "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"))
+    from ftc.compiler.estimate import EAGER_ADAPTER_S
+
+    step_s = [p.schedule.tokens_per_step / p.time.tokens_per_s for p in (two, seven)]
+    expected = two.batch.grad_accum * 5 * two.model.num_layers * EAGER_ADAPTER_S  # 5 more targets in every layer
+    assert step_s[1] - step_s[0] == pytest.approx(expected, rel=0.1)
+    assert any("as data.tokens_per_example sets" in d for d in two.decisions)
+    assert two.data.tokens_per_example == 200
