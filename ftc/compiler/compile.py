@@ -14,7 +14,7 @@ from typing import Any, Optional
 from ftc.compiler import estimate as est
 from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
-from ftc.compiler.draft import AUTO_MAX_LENGTH, PACKING_FILL, TIGHT, Draft, fits, weight_dtype
+from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
@@ -283,21 +283,19 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         tokens, longest = int(round(train.tokens_mean)), train.tokens_max
         draft.decisions.append(f"tokens per example: {tokens} mean, {longest} longest (counted with the model's "
                                f"tokenizer on {train.tokens_rows} rows)")
-    elif d.tokens_per_example:
-        tokens = d.tokens_per_example
-        longest = int(train.max_chars / cfg.model.chars_per_token) if train and train.max_chars else draft.max_length
-        draft.decisions.append(f"tokens per example: {tokens} mean, as data.tokens_per_example sets")
     else:
         chars = train.mean_chars if train and train.mean_chars else 600.0  # typical instruction row when unreadable
         overhead = FORMATS[d.format].template_tokens if d.format in FORMATS else 1
-        tokens = int(chars / cfg.model.chars_per_token) + overhead
+        tokens = d.tokens_per_example or int(chars / cfg.model.chars_per_token) + overhead
         longest = int(train.max_chars / cfg.model.chars_per_token) + overhead if train and train.max_chars \
             else draft.max_length
+        if d.tokens_per_example:
+            draft.decisions.append(f"tokens per example: {tokens} mean, as data.tokens_per_example sets")
     draft.tokens_per_example = max(1, min(tokens, draft.max_length))
     draft.longest_example = max(draft.tokens_per_example, min(longest, draft.max_length))
     if draft.packing:
         total = draft.train_examples * draft.tokens_per_example
-        draft.sequences_per_epoch = math.ceil(total / (draft.max_length * PACKING_FILL)) if total else 0
+        draft.sequences_per_epoch = math.ceil(total / draft.seq_tokens) if total else 0
     else:
         draft.sequences_per_epoch = draft.train_examples
 
@@ -448,8 +446,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _schedule(cfg, draft)
 
     t, hw, m, d = cfg.train, cfg.hardware, cfg.method, cfg.data
-    seq_tokens = draft.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
-    tokens_per_step = int(t.global_batch_size * seq_tokens * draft.sequences_per_example)
+    tokens_per_step = int(t.global_batch_size * draft.seq_tokens * draft.sequences_per_example)
     tokens = draft.steps * tokens_per_step
     devices = hw.gpus_per_node * hw.nodes
 

@@ -9,7 +9,7 @@ import math
 from typing import Optional
 
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import PACKING_FILL, Draft, weight_dtype
+from ftc.compiler.draft import Draft, weight_dtype
 from ftc.compiler.facts import Facts
 from ftc.compiler.plan import ServingSpec
 from ftc.config.schema import Config
@@ -39,15 +39,14 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     # Tokens one device's matmuls see per micro-step (a typical unpacked batch: its mean example): short ones run
     # below the profile's utilisation on a GPU. CPU profiles are calibrated end to end (ftc calibrate fits rate and
     # fixed cost).
-    seq = draft.max_length * PACKING_FILL if draft.packing else draft.tokens_per_example
-    micro_tokens = draft.micro * draft.sequences_per_example * seq
+    micro_tokens = draft.micro * draft.sequences_per_example * draft.seq_tokens
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
                                 zero_stage=draft.zero_stage, micro_tokens=micro_tokens,
                                 half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
     # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
     step_s = draft.grad_accum * (micro_tokens * draft.world / tps if tps else 0.0) \
         + draft.grad_accum * micro_step_overhead(cfg, draft) + optimizer_seconds(cfg, draft)
-    step_tokens = cfg.train.global_batch_size * seq * draft.sequences_per_example
+    step_tokens = cfg.train.global_batch_size * draft.seq_tokens * draft.sequences_per_example
     if step_s > 0:
         tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it
     train_s = draft.steps * step_s

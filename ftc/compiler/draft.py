@@ -83,6 +83,11 @@ class Draft:
     device_hours: float = 0.0
     decisions: list[str] = field(default_factory=list)
 
+    @property
+    def seq_tokens(self) -> float:
+        """Real tokens in one training sequence: a packed row's fill, else the mean example."""
+        return self.max_length * PACKING_FILL if self.packing else self.tokens_per_example
+
 
 def weight_dtype(cfg: "Config", draft: Draft) -> str:
     """dtype of the model's weights (the trained ones for full fine-tuning): method.compute_dtype, or auto = the
