@@ -107,15 +107,18 @@ def test_gemma2_plans_eager_attention_and_its_own_loss(zoo):
     assert any("final_logit_softcapping" in d for d in plan.decisions)
 
 
-def test_no_sdpa_list_matches_installed_transformers():
-    import importlib
+def test_no_sdpa_list_is_safe_for_the_installed_transformers():
+    """Every causal LM of the installed transformers without an SDPA path is planned as eager (else transformers
+    refuses the plan's attention at load); an entry that gained SDPA is only reported (python -m tests.drift)."""
+    import warnings
 
-    from ftc.compiler.facts import load_families
+    from tests.drift import no_sdpa_drift
 
-    for model_type in load_families()["_no_sdpa"]:
-        module = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
-        classes = [c for c in vars(module).values() if isinstance(c, type) and c.__name__.endswith("ForCausalLM")]
-        assert classes and all(c._supports_sdpa is False for c in classes), model_type
+    drift = no_sdpa_drift()
+    assert drift.unsafe == (), f"add to conf/families.yaml _no_sdpa: {drift.unsafe}"
+    if drift.stale:
+        warnings.warn(f"transformers gained SDPA for {drift.stale}: ftc still plans eager for them (safe, slower); "
+                      "drop them from _no_sdpa once pyproject's lower bound has it", UserWarning)
 
 
 def test_tokens_are_counted_with_the_models_tokenizer(zoo):
