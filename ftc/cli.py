@@ -142,7 +142,9 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     if hc.mode == RunMode.MULTIRUN:
         from ftc.sweep.trial import run_trial
 
-        if "ray" in str(hc.launcher.get("_target_", "")).lower() and plan.launcher.kind == "ray":
+        from ftc.config.launchers import LAUNCHER_KINDS
+
+        if "ray" in str(hc.launcher.get("_target_", "")).lower() and LAUNCHER_KINDS[plan.launcher.kind].ray_train:
             # The trial is already a Ray task holding its resources; a Ray Train job inside it would wait for
             # resources the sweep itself holds (deadlock on a full cluster).
             raise UserError("ftc: parallel Ray sweep trials run with launcher=local inside their Ray task "

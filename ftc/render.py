@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ftc.compiler.plan import Plan
+from ftc.config.launchers import LAUNCHER_KINDS
 
 
 def _num(n: float) -> str:
@@ -27,6 +28,7 @@ def plan_table(plan: Plan) -> str:
     if q:
         method += f", {q.bits}-bit {q.quant_type}{' +double-quant' if q.double_quant else ''}, compute {q.compute_dtype}"
     ds = plan.deepspeed
+    ray_train = LAUNCHER_KINDS[plan.launcher.kind].ray_train
     rows = [
         ("experiment", plan.name),
         ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"
@@ -56,7 +58,7 @@ def plan_table(plan: Plan) -> str:
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
-                 f"${plan.cost.usd_per_hour / max(plan.world_size if plan.launcher.kind == 'ray' else 1, 1):g}/h"
+                 f"${plan.cost.usd_per_hour / max(plan.world_size if ray_train else 1, 1):g}/h"
                  f"{' spot' if plan.hardware.spot else ''})" + (
                      f"; on-demand ${plan.cost.on_demand_usd:.2f}, spot ${plan.cost.spot_usd:.2f}"
                      if plan.cost.spot_usd is not None else "")),
@@ -67,7 +69,7 @@ def plan_table(plan: Plan) -> str:
         ("launcher", f"{plan.launcher.kind}" + (
             f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
             f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"
-            f", max_failures {plan.launcher.max_failures}" if plan.launcher.kind == "ray" else "")),
+            f", max_failures {plan.launcher.max_failures}" if ray_train else "")),
         ("deepspeed", f"ZeRO-{ds['zero_optimization']['stage']}" if ds else "none"),
         ("output", plan.output_dir),
     ]

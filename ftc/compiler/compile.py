@@ -20,8 +20,13 @@ from ftc.compiler.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
     ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
+from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
+
+# The output head's module name as PEFT sees it: ``lm_head`` in every transformers 5 causal LM, whatever name the
+# checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load).
+HEAD = "lm_head"
 
 CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Gemma/Phi3; GPT-2 aliases)
     "hidden_size": ("hidden_size", "n_embd"),
@@ -136,9 +141,15 @@ def _precision(cfg: Config, draft: Draft) -> None:
     draft.precision = p if p in est.BYTES else "fp32"  # an unknown name is reported by rules.precision
 
 
+def _ray_train(cfg: Config) -> bool:
+    """The launcher's kind runs Ray Train workers (an unknown kind is refused by rules.workers)."""
+    kind = LAUNCHER_KINDS.get(cfg.launcher.kind)
+    return bool(kind and kind.ray_train)
+
+
 def _world(cfg: Config, draft: Draft) -> None:
     devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
-    if cfg.launcher.name == "ray":
+    if _ray_train(cfg):
         draft.world = cfg.launcher.num_workers or devices
     else:
         draft.world = 1
@@ -166,7 +177,7 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.targets = a.target_modules
         draft.decisions.append(f"model.adapter: training continues from {a.path} (trained on {a.base_model}; "
                                f"r={a.r}, targets {', '.join(a.target_modules)}: the adapter's own, not method's)")
-    head = _head_name(facts)
+    head = HEAD
     w = facts.weights
     if w is not None:
         def matches(t: str) -> bool:
@@ -185,7 +196,7 @@ def _dropout_width(cfg: Config, facts: Facts, draft: Draft) -> int:
     is already saved by the layer)."""
     if not draft.peft or cfg.method.dropout <= 0 or draft.arch is None:
         return 0
-    a, w, head = draft.arch, facts.weights, _head_name(facts)
+    a, w, head = draft.arch, facts.weights, HEAD
     width = 0
     for t in draft.targets:
         if t == head:
@@ -196,12 +207,6 @@ def _dropout_width(cfg: Config, facts: Facts, draft: Draft) -> int:
         else:
             width += a.module_shapes().get(t, (a.hidden, 0))[0]
     return width
-
-
-def _head_name(facts: Facts) -> str:
-    """The output head's module name as PEFT sees it: ``lm_head`` in transformers 5 causal LMs, whatever name the
-    checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load)."""
-    return "lm_head"
 
 
 # config.json keys by which an architecture transforms its logits before the loss (Gemma-2 soft-capping, Cohere and
@@ -350,7 +355,7 @@ def _trainable(cfg: Config, facts: Facts, draft: Draft) -> int:
 
         m = dataclasses.replace(m, r=facts.adapter.r)
     total = 0
-    head = _head_name(facts)
+    head = HEAD
     for t in draft.targets:
         if t == head:  # the output head: hidden -> vocab
             total += m.r * (a.hidden + a.vocab) + (a.vocab if m.use_dora else 0)
@@ -459,7 +464,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         fpt = tps = train_h = eval_h = hours = 0.0
         params = trainable = 0
     draft.memory, draft.hours = mem, hours
-    billed = max(draft.world, 1) if cfg.launcher.name == "ray" else 1
+    billed = max(draft.world, 1) if _ray_train(cfg) else 1
     draft.device_hours = hours * billed
     price = hw.spot_usd_per_hour if hw.spot and hw.spot_usd_per_hour is not None else hw.usd_per_hour
     draft.usd = draft.device_hours * price
@@ -568,7 +573,7 @@ def _launcher(cfg: Config, draft: Draft) -> LauncherSpec:
     if gpu:
         resources["GPU"] = 1.0
     return LauncherSpec(
-        kind=la.name, num_workers=draft.world, use_gpu=gpu, resources_per_worker=resources, address=la.address,
+        kind=la.kind, num_workers=draft.world, use_gpu=gpu, resources_per_worker=resources, address=la.address,
         max_failures=la.max_failures, storage_path=la.storage_path, dashboard_host=la.dashboard_host,
         include_dashboard=la.include_dashboard, resource_wait_s=la.resource_wait_s,
     )

@@ -69,10 +69,6 @@ class WeightFacts:
     total_params: int
     linear: dict[str, LinearModule]
     """Linear layers PEFT's ``all-linear`` wraps, by module name, in the file's order (output head excluded)."""
-    head: Optional[str]
-    """The output head's name in the checkpoint when stored apart (untied); None when tied to the embeddings.
-    PEFT sees it as ``lm_head`` either way."""
-    head_shape: Optional[tuple[int, int]]
     module_paths: tuple[str, ...]
     """Every 2-D weight's module path (``model.layers.0.self_attn.q_proj``): targets are matched against these."""
 
@@ -190,7 +186,6 @@ def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Option
     if not tensors:
         return None
     total, linear, paths = 0, {}, []
-    head = head_shape = None
     for name, info in tensors.items():
         shape = info.get("shape", [])
         numel = 1
@@ -203,14 +198,13 @@ def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Option
         leaf = module.rsplit(".", 1)[-1]
         paths.append(module)
         if leaf in _HEADS or (vocab_size and shape[0] == vocab_size and not any(e in leaf for e in _EMBEDDINGS)):
-            head, head_shape = leaf, (shape[1], shape[0])
-            continue
+            continue  # the output head: not part of all-linear (PEFT sees it as lm_head whatever it is stored as)
         if any(e in leaf for e in _EMBEDDINGS):
             continue
         m = linear.get(leaf) or LinearModule(0, 0, 0, 0)
         linear[leaf] = LinearModule(m.count + 1, m.in_plus_out + shape[0] + shape[1], m.out + shape[0],
                                     m.params + numel)
-    return WeightFacts(total_params=total, linear=linear, head=head, head_shape=head_shape, module_paths=tuple(paths))
+    return WeightFacts(total_params=total, linear=linear, module_paths=tuple(paths))
 
 
 TOKEN_SAMPLE = 2000  # rows whose tokens are counted exactly when the model's tokenizer.json is on disk

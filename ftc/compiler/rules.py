@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Optional
 from ftc.compiler.draft import TIGHT, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
+from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
 
@@ -337,12 +338,15 @@ def memory_fits(cfg, facts, draft):
 def workers(cfg, facts, draft):
     devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
     la = cfg.launcher
-    if la.name not in ("local", "ray"):
-        yield error("launcher", f"unknown launcher '{la.name}'", "launcher=local or launcher=ray")
-    if la.name == "local" and devices > 1:
+    kind = LAUNCHER_KINDS.get(la.kind)
+    if kind is None:
+        yield error("launcher.kind", f"unknown launcher kind '{la.kind}' (launcher={la.name})",
+                    f"launcher.kind={' or launcher.kind='.join(LAUNCHER_KINDS)}")
+        return
+    if not kind.ray_train and devices > 1:
         yield error("launcher", f"the local launcher runs one process but {cfg.hardware.name} has {devices} devices",
                     "launcher=ray (one worker per device)")
-    if la.name == "ray" and la.num_workers is not None:
+    if kind.ray_train and la.num_workers is not None:
         if la.num_workers < 1:
             yield error("launcher.num_workers", "need at least one worker", f"launcher.num_workers={devices}")
         elif la.num_workers > devices:
@@ -353,7 +357,7 @@ def workers(cfg, facts, draft):
                           "(and are paid for)", f"launcher.num_workers={devices}")
     if la.max_failures < 0:
         yield error("launcher.max_failures", "must be >= 0", "launcher.max_failures=2")
-    if la.name == "ray" and la.address and not la.storage_path:
+    if kind.ray_train and la.address and not la.storage_path:
         yield error("launcher.storage_path", "a cluster's nodes do not share this machine's run directory: checkpoints "
                     "and results need storage every node reaches", "launcher.storage_path=s3://<bucket>/<prefix> (or "
                     "a shared filesystem path)")

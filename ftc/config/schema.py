@@ -187,7 +187,10 @@ class HardwareConfig:
 @dataclass
 class LauncherConfig:
     name: str = MISSING
-    """local | ray"""
+    """The option's name (shown in plans): local, ray, or your own preset's."""
+    kind: str = "local"
+    """local (one process, one device) | ray (Ray Train workers): what runs the plan. A preset of your own
+    (``launcher=my_cluster``) names its kind."""
     address: Optional[str] = None
     """Ray: null starts a local instance; ``auto`` or ``ray://host:10001`` connects to a cluster."""
     num_workers: Optional[int] = None
@@ -313,20 +316,43 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for group, schema in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema)
-    _register_user_hardware(cs)
+    _register_user_presets(cs)
 
 
-def _register_user_hardware(cs) -> None:
-    """Hardware profiles written by ``ftc calibrate`` ($FTC_CONFIG_DIR/hardware/*.yaml, default ~/.config/ftc):
-    usable as ``hardware=<name>`` next to the shipped ones."""
+USER_GROUPS = ("hardware", "launcher")  # groups whose options a user may add in the ftc config dir
+
+
+def user_config_dir() -> "Path":
+    """$FTC_CONFIG_DIR, default ~/.config/ftc (XDG): where ``ftc calibrate`` writes hardware profiles and where a
+    user keeps presets of their own (``hardware/<name>.yaml``, ``launcher/<name>.yaml``)."""
     import os
     from pathlib import Path
 
+    root = os.environ.get("FTC_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "ftc"
+    return Path(root).expanduser()
+
+
+def _register_user_presets(cs) -> None:
+    """Options of ``USER_GROUPS`` from the user config dir, usable as ``hardware=<name>`` / ``launcher=<name>`` next
+    to the shipped ones. A file that is not valid YAML, or has keys or values the schema refuses, is skipped with one
+    line naming the file and the problem: it must not stop the commands that do not use it."""
+    import sys
+
     import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    root = os.environ.get("FTC_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "ftc"
-    for path in sorted((Path(root).expanduser() / "hardware").glob("*.yaml")):
-        data = yaml.safe_load(path.read_text()) or {}
-        data.pop("defaults", None)
-        cs.store(group="hardware", name=path.stem, node=OmegaConf.merge(OmegaConf.structured(HardwareConfig), data))
+    for group in USER_GROUPS:
+        schema = GROUPS[group]
+        for path in sorted((user_config_dir() / group).glob("*.yaml")):
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+                if not isinstance(data, dict):
+                    raise ValueError(f"expected a mapping of {group} fields, got {type(data).__name__}")
+                data.pop("defaults", None)
+                node = OmegaConf.merge(OmegaConf.structured(schema), data)
+            except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException) as e:
+                reason = " ".join(str(e).split())[:300]
+                print(f"ftc: skipping {path} ({group}={path.stem} unavailable): {reason}", file=sys.stderr)
+                continue
+            cs.store(group=group, name=path.stem, node=node)

@@ -8,16 +8,18 @@ from typing import Any
 from ftc.compiler.plan import Plan
 
 
+# launcher.kind -> the module whose ``execute(plan)`` runs it (ftc.config.launchers.LAUNCHER_KINDS: same keys).
+EXECUTORS = {"local": "ftc.launch.local", "ray": "ftc.launch.ray"}
+
+
 def execute(plan: Plan) -> dict[str, Any]:
     """Runs the plan with its launcher and prints where the results are."""
     from ftc.runtime import console
 
     console.setup(plan.output_dir, plan.hardware.accelerator)
-    if plan.launcher.kind == "ray":
-        from ftc.launch.ray import execute as run
-    else:
-        from ftc.launch.local import execute as run
-    summary = run(plan)
+    import importlib
+
+    summary = importlib.import_module(EXECUTORS[plan.launcher.kind]).execute(plan)
     run_dir = Path(plan.output_dir)
     ev = summary.get("eval")
     print(f"\nftc: done in {summary['wall_time_s']:.0f} s -> {run_dir}")

@@ -11,7 +11,6 @@ usable as ``hardware=<name>``.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from datetime import date
@@ -25,8 +24,9 @@ PROXY_LIMIT = 100e6  # parameters: larger models are probed through a 2-layer pr
 
 
 def user_hardware_dir() -> Path:
-    root = os.environ.get("FTC_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "ftc"
-    return Path(root).expanduser() / "hardware"
+    from ftc.config.schema import user_config_dir
+
+    return user_config_dir() / "hardware"
 
 
 def _shape(plan: Plan) -> dict[str, int]:

@@ -54,6 +54,7 @@ CASES = [
                            "train.gradient_checkpointing=true"], id="oom-full-70b"),
     pytest.param(["hardware=cpu_x2"], "launcher", "error", ["hardware=cpu_x2", "launcher=ray"],
                  id="local-multi-device"),
+    pytest.param(["launcher.kind=slurm"], "launcher.kind", "error", ["launcher.kind=local"], id="launcher-kind"),
     pytest.param(["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=4"], "launcher.num_workers", "error",
                  ["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=2"], id="too-many-workers"),
     pytest.param(["hardware=cpu_x2", "launcher=ray", "launcher.num_workers=1"], "launcher.num_workers", "warning",
