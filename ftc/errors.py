@@ -3,7 +3,9 @@
     FtcError             exit 1   something went wrong that is not a bug (e.g. training diverged)
     ├── UserError        exit 2   a mistake the user can fix: config, data, run dir; printed without a traceback
     │   └── DataError    exit 2   a bad input file or row; the message names file:line
-    └── TrainingDiverged exit 1   loss became NaN/inf; the run stopped cleanly at that step
+    ├── TrainingDiverged exit 1   loss became NaN/inf; the run stopped cleanly at that step
+    └── RunFailed        exit 1   a library failed during the run, or its results are not finite: the message says
+                                  what, the likely cause and fix, and where the full log is; the run is not complete
 
 Anything else that escapes is a bug and keeps its traceback. ``exit_on_error`` is used by the entry points only:
 the CLI, and the search sweeper that Hydra runs outside the CLI's reach.
@@ -34,6 +36,11 @@ class DataError(UserError):
 
 class TrainingDiverged(FtcError):
     """Loss became NaN/inf: the run stops cleanly at that step."""
+
+
+class RunFailed(FtcError):
+    """The run did not complete (a library raised, or its results are not finite); the traceback, when there is
+    one, is in the run's train.log, not on the console."""
 
 
 @contextlib.contextmanager

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler.plan import Plan
-
+from ftc.errors import FtcError
+from ftc.runtime.failures import explain
 
 # launcher.kind -> the module whose ``execute(plan)`` runs it (ftc.config.launchers.LAUNCHER_KINDS: same keys).
 EXECUTORS = {"local": "ftc.launch.local", "ray": "ftc.launch.ray"}
@@ -17,9 +19,12 @@ def execute(plan: Plan) -> dict[str, Any]:
     from ftc.runtime import console
 
     console.setup(plan.output_dir, plan.hardware.accelerator)
-    import importlib
-
-    summary = importlib.import_module(EXECUTORS[plan.launcher.kind]).execute(plan)
+    try:
+        summary = importlib.import_module(EXECUTORS[plan.launcher.kind]).execute(plan)
+    except FtcError:
+        raise
+    except Exception as e:  # a library's failure: one message on the console, the traceback in train.log
+        raise explain(e, plan.output_dir) from None
     run_dir = Path(plan.output_dir)
     ev = summary.get("eval")
     print(f"\nftc: done in {summary['wall_time_s']:.0f} s -> {run_dir}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from ftc.compiler.plan import Plan
+from ftc.errors import RunFailed
 from ftc.runtime import artifacts
 
 
@@ -23,9 +25,29 @@ def finish(plan: Plan, training: dict[str, Any], started: float) -> dict[str, An
               f"(up to {plan.eval.max_samples} examples)", file=sys.stderr)
         evaluation = evaluate_run(plan, plan.output_dir)
     training = {**training, "evaluation_s": time.time() - eval_start if evaluation else 0.0}
-    summary = write(plan, plan.output_dir, training, evaluation, time.time() - started)
+    bad = non_finite(training, evaluation)
+    failure = (f"non-finite results: {', '.join(bad)}. The figures mean nothing (often: too few or empty "
+               "examples in a split, or a diverged model); see the Data section and train.log") if bad else None
+    summary = write(plan, plan.output_dir, training, evaluation, time.time() - started, failure)
+    if failure:
+        artifacts.event(plan.output_dir, "failed", error=failure)
+        raise RunFailed(f"ftc: the run did not complete: {failure}. report.md and summary.json say status "
+                        f"failed ({plan.output_dir})")
     artifacts.event(plan.output_dir, "finished", wall_time_s=summary["wall_time_s"])
     return summary
+
+
+def non_finite(training: dict[str, Any], evaluation: dict[str, Any] | None) -> list[str]:
+    """The named results that are NaN or infinite: training loss, and each model's held-out metrics."""
+    found = []
+    loss = training.get("train_loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        found.append(f"train loss {loss}")
+    for model in ("base", "start", "tuned"):
+        for key, value in ((evaluation or {}).get(model) or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                found.append(f"{model} {key.replace('_', ' ')} {value}")
+    return found
 
 
 def loss_curve(run_dir: Path) -> Path | None:
@@ -48,12 +70,13 @@ def loss_curve(run_dir: Path) -> Path | None:
 
 
 def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[str, Any] | None,
-          wall_s: float) -> dict[str, Any]:
+          wall_s: float, failure: str | None = None) -> dict[str, Any]:
     run = Path(run_dir)
     tokens_per_s = training.get("tokens_per_s", 0.0)
     summary = {
         "name": plan.name,
-        "status": "completed",
+        "status": "failed" if failure else "completed",
+        "failure": failure,
         "wall_time_s": round(wall_s, 1),
         "training": training,
         "eval": evaluation,
@@ -111,6 +134,7 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
     lines = [
         f"# {plan.name}: {plan.model.name} + {plan.method.name} {plan.objective.name} on {plan.data.name}",
         "",
+        f"**FAILED:** {summary['failure']}" if summary.get("failure") else
         f"**Verdict:** {ev['verdict']}" if ev else "**Verdict:** evaluation disabled",
         "",
         "## Evaluation on the held-out test split",
