@@ -41,7 +41,11 @@ def plan_table(plan: Plan) -> str:
         ("targets", ", ".join(me.target_modules) or "all weights"),
         ("trainable", f"{_num(me.trainable_params)} ({me.trainable_percent:.3g}%)"),
         ("data", f"{d.name} [{d.format}] {d.train_examples} examples x ~{d.tokens_per_example} tokens, "
-                 f"max_length {d.max_length}, packing {'on' if d.packing else 'off'}"),
+                 f"max_length {d.max_length}, packing {'on' if d.packing else 'off'}" + (
+                     f"; validation {d.examples.get('validation', 0)}, test {d.examples.get('test', 0)}"
+                     if d.examples else "") + (
+                     f"; dropped {d.dropped.get('empty', 0)} empty, {d.dropped.get('duplicates', 0)} duplicate rows"
+                     if any(d.dropped.values()) else "")),
         ("hardware", f"{plan.hardware.name}: {plan.hardware.devices} x {plan.hardware.device_gb:g} GB "
                      f"{plan.hardware.accelerator}"),
         ("precision", plan.precision),

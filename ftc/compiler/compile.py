@@ -272,18 +272,48 @@ def _packing(cfg: Config, draft: Draft) -> None:
         draft.packing = cfg.data.packing
 
 
+def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, int]]:
+    """Examples per split and rows dropped, as the data pipeline (``ftc.data.pipeline.build``) makes them: empty rows
+    dropped; the test file, then the validation file, then the training file deduplicated against everything seen
+    before (the training file only with data.dedup); held-out fractions taken from what is left; max_samples last.
+    Without readable files (a remote URI) the counts come from data.num_rows and nothing is known dropped."""
+    d = cfg.data
+    files = {role: facts.data.get(role) for role in ("train", "validation", "test")}
+    read = {role: f for role, f in files.items() if f is not None and f.rows is not None}
+    dropped = {"empty": sum(f.empty_rows for f in read.values()), "duplicates": 0}
+    seen: set[int] = set()
+    kept: dict[str, int] = {}
+    for role in ("test", "validation", "train"):
+        f = read.get(role)
+        if f is None:
+            continue
+        if (role == "train" and not d.dedup) or not f.keys:  # no keys: facts without the rows (duplicates unknown)
+            kept[role] = f.rows - f.empty_rows
+            continue
+        unique = f.keys - seen
+        kept[role] = len(unique)
+        dropped["duplicates"] += f.rows - f.empty_rows - len(unique)
+        seen |= f.keys
+    n = kept.get("train", d.num_rows or 0)
+    counts = {"train": n}
+    for role, fraction in (("test", d.test_fraction), ("validation", d.validation_fraction)):
+        path = d.test_path if role == "test" else d.validation_path
+        if path:
+            counts[role] = kept.get(role, 0)
+        else:
+            counts[role] = int(n * fraction)  # both fractions of the same deduplicated set, as the pipeline splits
+            counts["train"] -= counts[role]
+    counts["train"] = max(counts["train"], 0)
+    if d.max_samples:
+        counts["train"] = min(counts["train"], d.max_samples)
+    return counts, dropped
+
+
 def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
     d = cfg.data
     train = facts.data.get("train")
-    rows = train.rows if train and train.rows is not None else (d.num_rows or 0)
-    total = rows  # both held-out fractions are of the whole file, as the data pipeline splits it
-    if not d.validation_path:
-        rows -= int(total * d.validation_fraction)
-    if not d.test_path:
-        rows -= int(total * d.test_fraction)
-    if d.max_samples:
-        rows = min(rows, d.max_samples)
-    draft.train_examples = max(rows, 0)
+    draft.split_examples, draft.dropped_rows = split_counts(cfg, facts)
+    draft.train_examples = draft.split_examples["train"]
     if train and train.tokens_mean:  # counted with the model's tokenizer
         tokens, longest = int(round(train.tokens_mean)), train.tokens_max
         draft.decisions.append(f"tokens per example: {tokens} mean, {longest} longest (counted with the model's "
@@ -509,6 +539,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
             test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
+            examples=dict(draft.split_examples), dropped=dict(draft.dropped_rows),
             tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
         ),
         precision=draft.precision,

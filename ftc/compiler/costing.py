@@ -17,16 +17,6 @@ from ftc.config.schema import Config
 EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time
 
 
-def _split_rows(cfg: Config, facts: Facts, role: str, fraction: float) -> int:
-    """Rows of a held-out split: its own file's count, else its fraction of the training file."""
-    f = facts.data.get(role)
-    if f is not None and f.rows:
-        return f.rows
-    train = facts.data.get("train")
-    total = train.rows if train is not None and train.rows else (cfg.data.num_rows or 0)
-    return max(int(total * fraction), 1)
-
-
 def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float, float, float, float]:
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
@@ -51,12 +41,12 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
         tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it
     train_s = draft.steps * step_s
     evals = max(1, draft.steps // eval_steps(cfg, draft)) if draft.steps else 0
-    val_examples = _split_rows(cfg, facts, "validation", cfg.data.validation_fraction)
+    val_examples = draft.split_examples.get("validation", 0)
     eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
     eval_batches = evals * math.ceil(val_examples / max(draft.micro * draft.world, 1))
     generation_batches, decode_steps = 0, 0.0
     if cfg.eval.enabled:
-        samples = min(cfg.eval.max_samples, _split_rows(cfg, facts, "test", cfg.data.test_fraction))
+        samples = min(cfg.eval.max_samples, max(draft.split_examples.get("test", 0), 1))
         generation_batches = math.ceil(samples / EVAL_BATCH)
         # The tuned model stops at EOS, about a completion's length in (a batch runs to its longest, x1.5); the base
         # model, not tuned to stop, is charged every max_new_tokens step.

@@ -58,6 +58,10 @@ class Draft:
     micro: int = 1
     grad_accum: int = 1
     train_examples: int = 0
+    split_examples: dict[str, int] = field(default_factory=dict)
+    """Examples per split (train, validation, test) after dropping, as the data pipeline makes them."""
+    dropped_rows: dict[str, int] = field(default_factory=dict)
+    """Rows the data pipeline will drop: empty, duplicates."""
     tokens_per_example: int = 0
     longest_example: int = 0
     sequences_per_epoch: int = 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ftc.data.formats import completion_chars, plain_prompt_completion
+from ftc.data.formats import completion_chars, dedup_keys, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
@@ -47,6 +47,11 @@ class DataFacts:
     problems: tuple[str, ...] = ()
     """Malformed rows (``ftc train`` would refuse the file): the first ones as ``file:line: what``, then how many
     more."""
+    keys: frozenset[int] = field(default=frozenset(), repr=False)
+    """Near-duplicate keys (``formats.dedup_keys``) of the rows with something to learn from: the plan counts the
+    examples each split keeps after deduplication, across files, exactly as the data pipeline drops them."""
+    duplicates: int = 0
+    """Rows with something to learn from that repeat an earlier row of the file (up to case and whitespace)."""
 
 
 @dataclass(frozen=True)
@@ -223,12 +228,15 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
     problems = RowProblems(resolved)
     rows = empty = chars = sampled = longest = counted = total = 0
     texts: list[tuple[str, str, int]] = []
+    keys: set[int] = set()
     try:
         for row, values in checked_rows(resolved, fmt, fields, problems):
             rows += 1
             if values is None:
                 empty += 1
-            elif chars < _SAMPLE_CHARS:
+                continue
+            keys.add(dedup_keys(values)[1])
+            if chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
                 c, a = completion_chars(values, fmt)
@@ -239,7 +247,7 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
         return DataFacts(path=resolved, exists=True, error=str(e).removeprefix(resolved + ": "))
     facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count, mean_chars=chars / sampled if sampled
                       else 0.0, max_chars=longest, empty_rows=empty, completion_share=counted / total if total else None,
-                      problems=tuple(problems.lines()))
+                      problems=tuple(problems.lines()), keys=frozenset(keys), duplicates=rows - empty - len(keys))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:
         lengths, completion = counts

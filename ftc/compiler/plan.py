@@ -84,7 +84,12 @@ class DataSpec:
     test_fraction: float
     max_samples: Optional[int]
     train_examples: int
-    """Training examples (estimated from the file before launch)."""
+    """Training examples: counted from the files before launch (after empty rows, duplicates and the held-out
+    splits), else estimated from data.num_rows."""
+    examples: dict[str, int]
+    """Examples per split (train, validation, test) as the run's data pipeline will make them."""
+    dropped: dict[str, int]
+    """Rows the data pipeline will drop before splitting: empty, duplicates (case and whitespace folded)."""
     tokens_per_example: int
     """Mean tokens per example (estimated: characters / model.chars_per_token + template), capped at max_length."""
     loss_share: float

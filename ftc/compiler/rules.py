@@ -6,6 +6,7 @@ key and a fix. ``check`` runs them all, so a user sees every problem at once. do
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -408,8 +409,9 @@ def schedule_length(cfg, facts, draft):
     if t.max_steps is not None and t.max_steps < 0:
         yield error("train.max_steps", "must be positive", "train.max_steps=100")
     if draft.train_examples and draft.sequences_per_epoch and draft.sequences_per_epoch < t.global_batch_size:
-        yield warning("train.global_batch_size", f"one epoch is only {draft.sequences_per_epoch} sequences, fewer "
-                      f"than one batch of {t.global_batch_size}", f"train.global_batch_size={max(1, draft.sequences_per_epoch)}")
+        fit = 1 << (max(1, draft.sequences_per_epoch).bit_length() - 1)  # the largest power of two that fits
+        yield error("train.global_batch_size", f"one epoch is only {draft.sequences_per_epoch} sequences, fewer "
+                    f"than one batch of {t.global_batch_size}", f"train.global_batch_size={fit}, or more examples")
 
 
 @rule
@@ -505,6 +507,29 @@ def data_files(cfg, facts, draft):
                         "data.fields.<name>=<column>)")
         if f.rows and f.empty_rows == f.rows:
             yield error(key, f"{f.path}: all {f.rows} rows are empty (nothing to learn from)", "a file with examples")
+
+
+@rule
+def split_sizes(cfg, facts, draft):
+    """After empty rows and duplicates are dropped and the held-out splits taken, every split the run uses must
+    hold examples (a test set of 0 makes every metric NaN; an empty training set trains nothing)."""
+    train = facts.data.get("train")
+    if train is None or train.rows is None or not train.rows or train.rows == train.empty_rows:
+        return  # unread, empty or unreadable: data_files says so
+    counts, dropped = draft.split_examples, draft.dropped_rows
+    left = (f"{train.rows} rows, {dropped.get('empty', 0)} empty and {dropped.get('duplicates', 0)} duplicates "
+            f"dropped: {counts}")
+    if counts.get("train", 0) < 1:
+        yield error("data.path", f"no training examples left ({left})", "more distinct examples, or smaller "
+                    "data.test_fraction / data.validation_fraction")
+    if cfg.eval.enabled and not cfg.data.test_path and cfg.data.test_fraction > 0 and counts.get("test", 0) < 1:
+        need = math.ceil(1 / cfg.data.test_fraction)
+        yield error("data.test_fraction", f"the test split would be empty ({left}; data.test_fraction="
+                    f"{cfg.data.test_fraction:g} of them rounds down to 0)", f"at least {need} distinct examples, "
+                    "data.test_path=<file>, or eval.enabled=false")
+    if not cfg.data.validation_path and cfg.data.validation_fraction > 0 and counts.get("validation", 0) < 1:
+        yield warning("data.validation_fraction", f"the validation split would be empty ({left}): no validation "
+                      "loss during training", "more distinct examples or data.validation_path=<file>")
 
 
 @rule

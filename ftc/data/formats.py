@@ -7,10 +7,11 @@ context.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
-
-
 
 @dataclass(frozen=True)
 class Format:
@@ -40,6 +41,30 @@ ALPACA = {
     "plain": "{instruction}\n{input_block}",
 }
 ROLES = ("system", "user", "assistant")
+
+
+def dedup_keys(values: dict[str, Any]) -> tuple[int, int]:
+    """(exact, near) keys of an example from its checked fields (``check_row``): equal exact keys are duplicates,
+    equal near keys are the same example up to case and whitespace. The data pipeline drops a row whose near key it
+    has seen, and ``ftc plan`` counts with the same keys, so the plan's example counts are the run's."""
+    exact = json.dumps(values, sort_keys=True, ensure_ascii=False)
+    return _digest(exact), _digest(json.dumps(_fold(values), sort_keys=True, ensure_ascii=False))
+
+
+def _fold(value: Any) -> Any:
+    """Every string lower-cased, stripped, its whitespace runs one space: what makes two examples the same."""
+    if isinstance(value, str):
+        return re.sub(r"\s+", " ", value.strip().lower())
+    if isinstance(value, dict):
+        return {k: _fold(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fold(v) for v in value]
+    return value
+
+
+def _digest(text: str) -> int:
+    # 64 bits: a chance collision needs ~4e9 rows (birthday bound); 8 bytes a row keep a file's keys small.
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
 class RowError(ValueError):

@@ -19,6 +19,7 @@ from ftc.errors import DataError
 from ftc.paths import resolve_path
 
 MAX_SHOWN = 10
+BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
 @dataclass
@@ -55,10 +56,22 @@ def _open_binary(path: str):
 
 def _decode(path: str, data: bytes) -> str:
     try:
-        return data.decode("utf-8")
+        return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save the file as UTF-8")
+
+
+def _wrapped_rows(path: str, data: dict[str, Any]) -> list[Any]:
+    """The rows of a JSON object that wraps them (``{"data": [...]}``, ``{"version": 2, "rows": [...]}``): its one
+    value that is a list of objects. None or several such lists is ambiguous: refused, naming the keys."""
+    lists = [k for k, v in data.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    if len(lists) == 1:
+        return data[lists[0]]
+    keys = ", ".join(f"'{k}'" for k in (lists or data)) or "none"
+    what = f"several lists of objects ({keys})" if lists else f"no list of objects (keys: {keys})"
+    raise DataError(f"{path}: a JSON object with {what}; expected a JSON list of row objects, or an object holding "
+                    "exactly one such list. Save the rows as a JSON list or as JSONL (one object per line)")
 
 
 def _suffix(path: str) -> str:
@@ -77,6 +90,8 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
         if suffix == ".jsonl":
             with _open_binary(path) as f:
                 for no, raw in enumerate(f, 1):
+                    if no == 1:
+                        raw = raw.removeprefix(BOM)  # spreadsheet and Windows tools start UTF-8 files with one
                     if not raw.strip():
                         continue
                     yield no, _json_line(raw)
@@ -84,9 +99,9 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
             with _open_binary(path) as f:
                 data = json.loads(_decode(path, f.read()))
             if isinstance(data, dict):
-                data = next((v for v in data.values() if isinstance(v, list)), None)
+                data = _wrapped_rows(path, data)
             if not isinstance(data, list):
-                raise DataError(f"{path}: expected a JSON list of objects")
+                raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
             for no, row in enumerate(data, 1):
                 yield no, row if isinstance(row, dict) else RowError(f"expected a JSON object, got {type(row).__name__}")
         elif suffix == ".csv":

@@ -12,17 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ftc.compiler.plan import DataSpec
-from ftc.data.formats import to_preference, to_prompt_completion
+from ftc.data.formats import dedup_keys, to_preference, to_prompt_completion
 from ftc.data.load import RowProblems, checked_rows, problems_message
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root, resolve_path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: duplicates keyed on the checked fields (formats.dedup_keys), as ftc plan counts them
 
 
 @dataclass
@@ -97,11 +96,9 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _normalize(text: str) -> str:
-    return re.sub(r"\s+", " ", text.strip().lower())
-
-
-def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport, role: str) -> list[dict]:
+def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport,
+                   role: str) -> list[tuple[dict, tuple[int, int]]]:
+    """(example, its dedup keys) for every row with something to learn from; malformed rows raise one DataError."""
     examples, rows = [], 0
     problems = RowProblems(resolve_path(path))
     for row, values in checked_rows(path, spec.format, spec.fields, problems):
@@ -111,21 +108,22 @@ def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport
             continue
         if spec.format == "preference":
             prompt, chosen, rejected = to_preference(row, spec.fields, spec.template, tokenizer)
-            examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+            example = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         else:
             prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
-            examples.append({"prompt": prompt, "completion": completion})
+            example = {"prompt": prompt, "completion": completion}
+        examples.append((example, dedup_keys(values)))
     if problems.count:
         raise DataError(problems_message(problems, role, spec.format))
     report.rows_read[role] = rows
     return examples
 
 
-def _dedup(examples: list[dict], report: DataReport, seen_exact: set, seen_near: set) -> list[dict]:
+def _dedup(examples: list[tuple[dict, tuple[int, int]]], report: DataReport, seen_exact: set,
+           seen_near: set) -> list[dict]:
+    """Drops examples seen before (here or in an earlier split), keyed as ``ftc plan`` counts them."""
     kept = []
-    for ex in examples:
-        exact = tuple(ex.values())  # (prompt, completion), or (prompt, chosen, rejected) for preference pairs
-        near = tuple(_normalize(v) for v in exact)
+    for ex, (exact, near) in examples:
         if exact in seen_exact:
             report.dropped_duplicates += 1
             continue
@@ -211,14 +209,14 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
     test = _read_examples(spec.test_path, spec, tokenizer, report, "test") if spec.test_path else None
 
     # Held-out sets are deduplicated first, so a training example never duplicates a test prompt.
+    # ftc plan counts the same way (compiler/compile.py, _split_counts).
     seen_exact: set = set()
     seen_near: set = set()
     if test is not None:
         test = _dedup(test, report, seen_exact, seen_near)
     if validation is not None:
         validation = _dedup(validation, report, seen_exact, seen_near)
-    if spec.dedup:
-        train = _dedup(train, report, seen_exact, seen_near)
+    train = _dedup(train, report, seen_exact, seen_near) if spec.dedup else [ex for ex, _ in train]
     rng = random.Random(seed)
     if test is None or validation is None:
         rng.shuffle(train)

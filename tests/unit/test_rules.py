@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import plan_for, write_jsonl
@@ -72,7 +74,7 @@ CASES = [
                  id="no-schedule"),
     pytest.param(["train.max_steps=10"], "train.max_steps", "warning", ["train.max_steps=10", "train.epochs=null"],
                  id="steps-and-epochs"),
-    pytest.param(["train.global_batch_size=4096"], "train.global_batch_size", "warning",
+    pytest.param(["train.global_batch_size=4096"], "train.global_batch_size", "error",
                  ["train.global_batch_size=16"], id="epoch-smaller-than-batch"),
     pytest.param(["train.lr=0"], "train.lr", "error", ["train.lr=1e-4"], id="lr-zero"),
     pytest.param(["train.lr=0.5"], "train.lr", "warning", ["train.lr=1e-3"], id="lr-high"),
@@ -161,7 +163,7 @@ def test_unreadable_and_empty_data_files(tmp_path):
     bad.write_text("hello")
     plan = plan_for(["data=file", f"data.path={bad}"])
     assert any("unsupported file type" in e for e in plan.errors)
-    ok = write_jsonl(tmp_path / "ok.jsonl", [{"instruction": "a", "output": "b"}] * 50)
+    ok = write_jsonl(tmp_path / "ok.jsonl", [{"instruction": f"a{i}", "output": "b"} for i in range(50)])
     assert not [e for e in plan_for(["data=file", f"data.path={ok}"]).errors if e.startswith("data.path")]
 
 
@@ -201,9 +203,30 @@ def test_every_bad_row_is_counted_and_the_list_capped(tmp_path):
 
 def test_unset_max_length_adapts_to_the_model(tmp_path):
     """Defaults never produce an error: the default model's context is 512, an unset max_length follows it."""
-    path = write_jsonl(tmp_path / "mine.jsonl", [{"instruction": "a", "output": "b"}] * 40)
+    path = write_jsonl(tmp_path / "mine.jsonl", [{"instruction": f"a{i}", "output": "b"} for i in range(40)])
     plan = plan_for(["data=file", f"data.path={path}"])
     assert plan.errors == () and plan.data.max_length == 512
     assert "data.max_length=512 (null: the model's context of 512 tokens)" in plan.decisions
     big = plan_for(["model=llama3_8b", "hardware=a100_80g", "data=file", f"data.path={path}"])
     assert big.data.max_length == 2048 and any("capped at 2048" in d for d in big.decisions)
+
+
+def test_a_json_object_with_several_row_lists_is_refused_naming_them(tmp_path):
+    rows = [{"instruction": f"a{i}", "output": "b"} for i in range(20)]
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"train": rows, "test": rows[:3]}))
+    errors = [e for e in plan_for(["data=file", f"data.path={path}"]).errors if e.startswith("data.path")]
+    assert any("several lists of objects ('train', 'test')" in e for e in errors), errors
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"data": rows}))  # one list: its rows
+    plan = plan_for(["data=file", f"data.path={one}"])
+    assert not [e for e in plan.errors if e.startswith("data.path")] and plan.data.examples["train"] == 16
+
+
+def test_too_few_distinct_examples_for_the_splits_is_refused_and_the_fix_plans(tmp_path):
+    path = write_jsonl(tmp_path / "few.jsonl", [{"instruction": f"a{i % 4}", "output": "b"} for i in range(40)])
+    bad = plan_for(["data=file", f"data.path={path}"])
+    assert any(e.startswith("data.test_fraction: the test split would be empty") and "at least 10 distinct" in e
+               for e in bad.errors), bad.errors
+    fixed = plan_for(["data=file", f"data.path={path}", "eval.enabled=false", "train.global_batch_size=4"])
+    assert not [e for e in fixed.errors if e.startswith(("data.", "train.global_batch_size"))], fixed.errors

@@ -1,0 +1,89 @@
+"""The plan sees the data the run will see: the same parsing (BOM, CRLF, gzip, JSON arrays and wrapping objects),
+the same deduplication across files and the same splits, so the plan's example counts equal training's."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import pytest
+
+from tests.conftest import plan_for, write_jsonl
+
+pytestmark = pytest.mark.integration
+
+ROWS = [{"instruction": f"Route ticket {i}", "input": f"order {i % 7}", "output": f"team {i % 3}"}
+        for i in range(60)]
+
+
+def _planted(rows):
+    """Exact duplicates, case/whitespace variants and empty rows among real ones."""
+    return rows + rows[:5] + [{**r, "instruction": "  " + r["instruction"].upper()} for r in rows[5:9]] + \
+        [{"instruction": "x", "output": "  "}] * 3
+
+
+def _files(tmp_path):
+    planted = _planted(ROWS)
+    json_wrapped = tmp_path / "wrapped.json"
+    json_wrapped.write_text(json.dumps({"version": 2, "data": planted}))
+    bom_crlf = tmp_path / "bom_crlf.jsonl"
+    bom_crlf.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\r\n" for r in planted).encode())
+    gz = tmp_path / "rows.jsonl.gz"
+    gz.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in planted).encode()))
+    bom_csv = tmp_path / "rows.csv"
+    with open(bom_csv, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["instruction", "input", "output"])
+        w.writeheader()
+        w.writerows({"input": "", **r} for r in planted)
+    # Separate held-out files that share examples with the training file (dropped from training, not from tests).
+    test = write_jsonl(tmp_path / "test.jsonl", ROWS[:8] + ROWS[:2])
+    val = write_jsonl(tmp_path / "val.jsonl", ROWS[6:14])
+    train = write_jsonl(tmp_path / "train.jsonl", planted)
+    return {
+        "json-object": ["data=file", f"data.path={json_wrapped}"],
+        "bom-crlf-jsonl": ["data=file", f"data.path={bom_crlf}"],
+        "gzip-jsonl": ["data=file", f"data.path={gz}"],
+        "bom-csv": ["data=file", f"data.path={bom_csv}"],
+        "held-out-files": ["data=file", f"data.path={train}", f"data.test_path={test}",
+                           f"data.validation_path={val}"],
+        "no-dedup": ["data=file", f"data.path={train}", "data.dedup=false"],
+        "max-samples": ["data=file", f"data.path={train}", "data.max_samples=20"],
+    }
+
+
+BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"], "sample_preference": ["data=sample_preference",
+                                                                                     "objective=dpo"]}
+CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv", "held-out-files", "no-dedup",
+                          "max-samples"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_plan_counts_equal_the_runs(case, tmp_path):
+    from ftc.data.pipeline import build
+    from ftc.runtime.model import load_tokenizer
+
+    overrides = BUILT_IN[case] if case in BUILT_IN else _files(tmp_path)[case]
+    plan = plan_for(overrides + ["data.max_length=256"])
+    assert plan.errors == (), plan.errors
+    splits = build(plan.data, load_tokenizer(plan), plan.train.seed, use_cache=False)
+    report = splits.report
+    assert report.dropped_no_completion_after_truncation == 0  # the one drop the plan cannot count (needs ids)
+    assert plan.data.examples == {"train": report.examples["train"], "validation": report.examples["validation"],
+                                  "test": report.examples["test"]}
+    assert plan.data.train_examples == report.examples["train"]
+    assert plan.data.dropped == {"empty": report.dropped_empty,
+                                 "duplicates": report.dropped_duplicates + report.dropped_near_duplicates}
+
+
+def test_planted_duplicates_are_counted_before_launch(tmp_path):
+    plan = plan_for(_files(tmp_path)["bom-crlf-jsonl"])
+    assert plan.data.dropped == {"empty": 3, "duplicates": 9}
+    assert plan.data.examples == {"train": 48, "validation": 6, "test": 6}  # 60 distinct: 6 + 6 held out
+
+
+def test_a_file_of_one_row_repeated_is_refused_before_launch(tmp_path):
+    path = write_jsonl(tmp_path / "same.jsonl", [ROWS[0]] * 40)
+    plan = plan_for(["data=file", f"data.path={path}"])
+    assert plan.data.dropped["duplicates"] == 39 and plan.data.train_examples == 1
+    assert any(e.startswith("data.test_fraction: the test split would be empty") for e in plan.errors)
