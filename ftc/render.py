@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ftc import secrets
 from ftc.compiler.plan import Plan
 from ftc.config.launchers import LAUNCHER_KINDS
 
@@ -83,7 +84,7 @@ def plan_table(plan: Plan) -> str:
         if items:
             lines.append(f"{title}:")
             lines.extend(f"  - {i}" for i in items)
-    return "\n".join(lines)
+    return secrets.mask("\n".join(lines))  # a path with credentials is refused, and never shown
 
 
 def errors_text(plan: Plan) -> str:

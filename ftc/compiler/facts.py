@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ftc import secrets
 from ftc.data.formats import completion_chars, dedup_keys, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
@@ -221,6 +222,9 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
     and characters per row (the first 32 MB); with the model's ``tokenizer_file``, counts the tokens of the first
     ``TOKEN_SAMPLE`` examples exactly (the ``tokenizers`` library: no torch)."""
     resolved = resolve_path(path)
+    if secrets.find(resolved):  # refused by rules.secrets_in_config; never sent anywhere
+        return DataFacts(path=secrets.mask(resolved), exists=False, remote="://" in resolved,
+                         error="not read: the path holds credentials")
     if "://" in resolved:
         return _remote_facts(resolved)
     if not Path(resolved).is_file():

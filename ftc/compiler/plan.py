@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ftc import secrets
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -287,7 +289,8 @@ class Plan:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(self)
+        """JSON-ready, with any secret masked (the compiler refuses configs holding one: defence in depth)."""
+        return secrets.mask_all(_to_jsonable(self), by_key=False)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

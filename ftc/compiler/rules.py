@@ -6,10 +6,12 @@ key and a fix. ``check`` runs them all, so a user sees every problem at once. do
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+from ftc import secrets
 from ftc.compiler.draft import TIGHT, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
@@ -68,9 +70,11 @@ def warning(key: str, message: str, fix: str = "") -> Problem:
 
 
 def check(cfg: Config, facts: Facts, draft: Draft) -> list[Problem]:
+    """Every rule's problems; a secret a message would echo (a path holding credentials) is masked."""
     problems: list[Problem] = []
     for r in RULES:
-        problems.extend(r(cfg, facts, draft))
+        problems.extend(Problem(p.severity, p.key, secrets.mask(p.message), secrets.mask(p.fix))
+                        for p in r(cfg, facts, draft))
     return problems
 
 
@@ -90,6 +94,39 @@ def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], us
                            f"cap of {max_gpu_hours:g}", "fewer train.epochs, train.max_steps or trials, "
                            "or raise budget.max_gpu_hours"))
     return found
+
+
+# --- secrets ----------------------------------------------------------------------------------------------------
+def _values(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of the config."""
+    if dataclasses.is_dataclass(node):
+        node = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _values(v, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
+@rule
+def secrets_in_config(cfg, facts, draft):
+    """A credential in any value would be written to plan.json and config.yaml and shown by ``ftc plan``: refused.
+    Storage and hub credentials come from the environment or a credentials file, which every library reads."""
+    for key, value in _values(cfg):
+        if not isinstance(value, str) or not value:
+            continue
+        kinds = secrets.find(value)
+        if not kinds and secrets.SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            kinds = ["a secret (by its name)"]
+        if kinds:
+            yield error(key, f"holds {', '.join(kinds)}: secrets are never stored in plans, configs or logs "
+                        f"(value {secrets.mask(value) if secrets.find(value) else secrets.MASK})",
+                        "remove it and give credentials by the environment (AWS_ACCESS_KEY_ID / "
+                        "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, HF_TOKEN, "
+                        "WANDB_API_KEY) or the tool's credentials file (~/.aws/credentials)")
 
 
 # --- method -----------------------------------------------------------------------------------------------------

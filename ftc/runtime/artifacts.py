@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from ftc import secrets
 from ftc.paths import atomic_path
 
-SECRET = re.compile(r"(token|secret|password|passwd|api[_-]?key|access[_-]?key|credential)", re.I)
-REDACTED = "***redacted***"
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -69,12 +67,8 @@ def save_loss_figure(fig: Any, ax: Any, title: str, ylabel: str, path: Path, leg
 
 
 def redact(obj: Any) -> Any:
-    """Replaces values of secret-looking keys (hub tokens, API keys...) at any depth."""
-    if isinstance(obj, dict):
-        return {k: (REDACTED if SECRET.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
+    """Secrets masked at any depth: values of secret-named keys, credentials inside URIs and key-shaped strings."""
+    return secrets.mask_all(obj)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -42,3 +42,18 @@ def test_non_finite_results_fail_the_run_and_the_report_says_so(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "train loss nan" in summary["failure"]
     assert (tmp_path / "run" / "report.md").read_text().splitlines()[2].startswith("**FAILED:** non-finite")
+
+
+def test_a_planted_secret_reaches_no_console_and_no_file(tmp_path):
+    secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+    planted = [f"launcher.storage_path=s3://AKIAIOSFODNN7EXAMPLE:{secret}@bucket/runs",
+               f'data.test_path="https://host/t.jsonl?sig={secret}"']
+    seen = []
+    for command in (["plan"], ["plan", "--json"], ["train", f"output_dir={tmp_path / 'run'}"]):
+        r = subprocess.run([sys.executable, "-m", "ftc.cli", *command, *planted], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+        assert r.returncode == 2 and "secrets are never stored" in r.stdout + r.stderr, r.stderr
+        seen.append(r.stdout + r.stderr)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(secret in text for text in seen + [p.read_text(errors="replace") for p in files])
+    assert "Traceback" not in "".join(seen)

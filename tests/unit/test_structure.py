@@ -18,7 +18,7 @@ PACKAGE = ROOT / "ftc"
 # Imports only point down: cli -> sweep -> launch -> runtime -> data -> {plan, paths, errors};
 # compiler -> {config, plan, data formats}. A module may import modules of its own rank or lower, never higher.
 RANKS = [
-    (0, ("ftc.errors", "ftc.paths", "ftc.compiler.plan", "ftc.config")),
+    (0, ("ftc.errors", "ftc.paths", "ftc.secrets", "ftc.compiler.plan", "ftc.config")),
     (1, ("ftc.data.formats", "ftc.data.load")),
     (2, ("ftc.compiler", "ftc.render")),
     (3, ("ftc.data",)),

@@ -1,0 +1,60 @@
+"""Credentials never enter a plan, a config file, a log or the console.
+
+``find`` names the secrets inside a value (credentials in a URI's userinfo or query string, and the key shapes of
+the clouds and hubs a fine-tuning run touches); ``mask`` replaces them. The compiler refuses a config that holds
+one (rules.secrets: credentials come from the environment or a credentials file), and every printed or written
+plan, problem and config passes through ``mask`` as well, so a refused value is never echoed back.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+
+# (what it is, pattern, the group that is secret). Patterns name the secret part only: the rest of a URI stays
+# readable (``s3://***@bucket/runs``). No bare-hex pattern: a 40-hex value is as often a commit (model.revision).
+PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+    ("credentials in a URI (its userinfo)", re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s:]+:[^/@\s]*)@", re.I), 1),
+    # The same userinfo quoted without its scheme, as libraries echo a URI's "bucket" in their errors.
+    ("credentials before a host name", re.compile(r"(?:^|(?<=[\s\"'(]))([^\s/@:\"']+:[^\s/@\"']+)@"), 1),
+    ("a credential in a URI's query string",
+     re.compile(r"[?&](?:access_token|token|api_key|apikey|key|sig|signature|x-amz-signature|x-amz-credential|"
+                r"x-amz-security-token|x-goog-signature|x-goog-credential|password|secret)=([^&#\s)\"']+)", re.I),
+     1),
+    ("an AWS access key id", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"), 1),
+    ("a Hugging Face token", re.compile(r"\b(hf_[A-Za-z0-9]{30,})\b"), 1),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,})\b"), 1),
+    ("a Google API key", re.compile(r"\b(AIza[0-9A-Za-z_-]{35})\b"), 1),
+    ("an API key (sk-...)", re.compile(r"\b(sk-[A-Za-z0-9_-]{20,})\b"), 1),
+)
+SECRET_KEY = re.compile(r"^(?!.*per_token$).*(?:^|[_-])(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
+                        r"credentials?)$", re.I)
+"""Names of fields whose values are secrets whatever they look like (hub_token, aws_secret_access_key, api_key),
+and not the names that merely mention tokens (max_new_tokens, tokens_per_example)."""
+
+
+def find(text: str) -> list[str]:
+    """What kinds of secret ``text`` holds (empty when none)."""
+    return [what for what, pattern, _ in PATTERNS if pattern.search(text)]
+
+
+def mask(text: str) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for _, pattern, group in PATTERNS:
+        text = pattern.sub(lambda m: m.group(0).replace(m.group(group), MASK), text)
+    return text
+
+
+def mask_all(obj: Any, by_key: bool = True) -> Any:
+    """Every string in a nested structure masked; with ``by_key``, the values of secret-named keys replaced whole
+    (a config; a Plan's keys are ftc's own, so it masks strings only and still loads back)."""
+    if isinstance(obj, dict):
+        return {k: (MASK if by_key and SECRET_KEY.search(str(k)) and v not in (None, "") else mask_all(v, by_key))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(mask_all(v, by_key) for v in obj)
+    if isinstance(obj, str):
+        return mask(obj)
+    return obj
