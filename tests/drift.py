@@ -4,7 +4,8 @@ ftc carries a few facts about transformers that it needs without importing torch
 newer or older library they can drift two ways:
 
 - **unsafe**: the table would make ftc choose something the installed library cannot do (plan SDPA attention for
-  a model that has no SDPA path: transformers refuses it at load). The tests fail on this.
+  a model that has no SDPA path: transformers refuses it at load; accept an optimizer name TrainingArguments no
+  longer knows). The tests fail on this.
 - **stale**: the library gained a capability ftc does not use yet (a model that gained SDPA and is still planned
   as eager: slower, never wrong). The tests warn; this report lists it.
 
@@ -64,6 +65,23 @@ def no_sdpa_drift() -> Drift:
     return Drift(tuple(unsafe), tuple(stale))
 
 
+def trainer_names_drift() -> dict[str, Drift]:
+    """ftc's optimizer and scheduler names (ftc/config/schema.py) vs the installed transformers' enums: a name ftc
+    accepts that transformers does not is unsafe (it fails at TrainingArguments); one transformers has and ftc
+    does not accept is stale."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    from ftc.config.schema import OPTIMIZERS, SCHEDULERS, SCHEDULERS_LEFT_OUT
+
+    out = {}
+    for what, ours, theirs, left_out in (
+            ("optimizers", OPTIMIZERS, {o.value for o in OptimizerNames}, ()),
+            ("schedulers", SCHEDULERS, {s.value for s in SchedulerType}, SCHEDULERS_LEFT_OUT)):
+        out[what] = Drift(tuple(sorted(set(ours) - theirs)), tuple(sorted(theirs - set(ours) - set(left_out))))
+    return out
+
+
 def main() -> int:
     import transformers
 
@@ -73,7 +91,12 @@ def main() -> int:
           f"{', '.join(drift.unsafe) or 'none'}")
     print(f"  stale (listed, but SDPA exists now: planned as eager, slower, never wrong): "
           f"{', '.join(drift.stale) or 'none'}")
-    return 1 if drift.unsafe else 0
+    unsafe = bool(drift.unsafe)
+    for what, d in trainer_names_drift().items():
+        print(f"schema {what}: unsafe (accepted by ftc, unknown to transformers): {', '.join(d.unsafe) or 'none'}; "
+              f"stale (transformers has, ftc refuses): {', '.join(d.stale) or 'none'}")
+        unsafe = unsafe or bool(d.unsafe)
+    return 1 if unsafe else 0
 
 
 if __name__ == "__main__":

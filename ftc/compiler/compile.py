@@ -459,7 +459,11 @@ def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
 
 def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``."""
+    value_problems, cfg = rules.value_problems(cfg)  # out-of-range values: refused, and compiled as their defaults
     draft = Draft()
+    if value_problems:
+        draft.decisions.append("values outside what their field accepts are refused; the rest of this plan is "
+                               f"compiled with their defaults: {', '.join(p.key for p in value_problems)}")
     _method(cfg, draft)
     _arch(cfg, facts, draft)
     _max_length(cfg, draft)
@@ -500,7 +504,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     draft.usd = draft.device_hours * price
     save_steps = spot_checkpoints(cfg, draft, train_h, billed, price) if hw.spot else None
 
-    problems = rules.check(cfg, facts, draft)
+    problems = value_problems + rules.check(cfg, facts, draft)
     quant = None
     if m.quant_bits:
         compute = weight_dtype(cfg, draft)

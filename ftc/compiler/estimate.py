@@ -31,10 +31,10 @@ ADAPTER_BYTES = 4
 # state in CUDA unified memory that can be evicted to the CPU under pressure: counted in full (the peak when nothing
 # is evicted).
 OPTIMIZER_MOMENTS = {  # name -> (moments, bytes per moment or None = the parameter's dtype)
-    "adamw_torch": (2, None), "adamw_torch_fused": (2, None), "adamw_hf": (2, None), "adamw_apex_fused": (2, None),
+    "adamw_torch": (2, None), "adamw_torch_fused": (2, None),
     "adamw_anyprecision": (2, None), "adamw_torch_4bit": (2, 0.5), "adamw_torch_8bit": (2, 1),
     "adamw_bnb_8bit": (2, 1), "adamw_8bit": (2, 1), "paged_adamw_8bit": (2, 1),
-    "paged_adamw_32bit": (2, 4), "paged_adamw": (2, 4), "adamw_32bit": (2, 4),
+    "paged_adamw_32bit": (2, 4),
     "lion_8bit": (1, 1), "paged_lion_8bit": (1, 1), "lion_32bit": (1, 4), "paged_lion_32bit": (1, 4),
     "adafactor": (0, None), "sgd": (0, None), "adagrad": (1, None), "rmsprop": (1, None),
 }
@@ -80,8 +80,8 @@ EAGER_ADAPTER_S = 0.77e-3
 # p, g, m, v and write p, m, v once = 7; bitsandbytes' 8-bit kernels move 1-byte moments (~5 passes in the
 # parameter's dtype); SGD reads p, g and writes p. Unknown names: as adamw_torch. Clipping the gradient norm reads the
 # gradients twice and writes them once (3 passes).
-OPTIMIZER_PASSES = {"adamw_torch": 21, "adamw_hf": 21, "adamw_torch_fused": 7, "adamw_apex_fused": 7,
-                    "adamw_32bit": 7, "paged_adamw_32bit": 7, "paged_adamw": 7, "lion_32bit": 5, "paged_lion_32bit": 5,
+OPTIMIZER_PASSES = {"adamw_torch": 21, "adamw_torch_fused": 7, "paged_adamw_32bit": 7, "lion_32bit": 5,
+                    "paged_lion_32bit": 5,
                     "adamw_bnb_8bit": 5, "adamw_8bit": 5, "paged_adamw_8bit": 5, "adamw_torch_8bit": 5,
                     "adamw_torch_4bit": 5, "lion_8bit": 4, "paged_lion_8bit": 4, "adafactor": 12, "sgd": 3,
                     "adagrad": 8, "rmsprop": 8}

@@ -16,11 +16,9 @@ from ftc.compiler.draft import TIGHT, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
-from ftc.config.schema import Config
+from ftc.config.schema import Config, field_check
 from ftc.data.formats import FORMATS
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "polynomial")
 # SFTConfig / TrainingArguments fields removed or renamed in TRL 1.x / transformers 5, and where ftc sets them.
 RENAMED_TRL_FIELDS = {
     "max_seq_length": "data.max_length (TRL renamed max_seq_length to max_length)",
@@ -96,6 +94,39 @@ def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], us
     return found
 
 
+# --- declared ranges and choices ------------------------------------------------------------------------------
+def value_problems(cfg: Config) -> tuple[list[Problem], Config]:
+    """Every field whose value is outside the range or choices its schema declares (``schema.checked``), and the
+    config with those fields set to their fix or default, so that the rest of the compile runs on sane numbers and
+    every other problem is still found. The plan keeps the errors: nothing runs."""
+    problems: list[Problem] = []
+    sections = {}
+    for section in dataclasses.fields(cfg):
+        node = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(node):
+            continue
+        sane = {}
+        for f in dataclasses.fields(node):
+            check = field_check(f)
+            value = getattr(node, f.name)
+            if check is None or check.accepts(value):
+                continue
+            fix = check.fix if check.fix is not None else f.default
+            fix_text = "null" if fix is None else fix
+            label = f"{check.what} must be" if check.what else "must be"
+            problems.append(error(f"{section.name}.{f.name}", f"{label} {check.allowed()}, got {value!r}",
+                                  f"{section.name}.{f.name}={fix_text}"))
+            if f.default is not dataclasses.MISSING and f.default != "???":
+                sane[f.name] = f.default
+            elif isinstance(fix, (int, float)):
+                sane[f.name] = fix
+            else:  # a required number: any value inside its range keeps the arithmetic finite
+                sane[f.name] = check.ge if check.ge is not None else (check.gt or 0) + 1
+        if sane:
+            sections[section.name] = dataclasses.replace(node, **sane)
+    return problems, dataclasses.replace(cfg, **sections) if sections else cfg
+
+
 # --- secrets ----------------------------------------------------------------------------------------------------
 def _values(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf of the config."""
@@ -132,23 +163,8 @@ def secrets_in_config(cfg, facts, draft):
 # --- method -----------------------------------------------------------------------------------------------------
 @rule
 def lora_rank(cfg, facts, draft):
-    if draft.peft and cfg.method.r < 1:
-        yield error("method.r", f"LoRA rank must be >= 1, got {cfg.method.r}", "method.r=8")
-    elif draft.peft and cfg.method.r > 256:
+    if draft.peft and cfg.method.r > 256:
         yield warning("method.r", f"rank {cfg.method.r} is unusually high; gains flatten beyond 64", "method.r=64")
-
-
-@rule
-def lora_alpha(cfg, facts, draft):
-    if draft.peft and cfg.method.alpha <= 0:
-        yield error("method.alpha", f"LoRA alpha must be > 0, got {cfg.method.alpha}",
-                    f"method.alpha={2 * max(cfg.method.r, 1)}")
-
-
-@rule
-def lora_dropout(cfg, facts, draft):
-    if draft.peft and not 0 <= cfg.method.dropout < 1:
-        yield error("method.dropout", f"dropout must be in [0, 1), got {cfg.method.dropout}", "method.dropout=0.05")
 
 
 @rule
@@ -173,15 +189,8 @@ def target_modules(cfg, facts, draft):
 @rule
 def quantization(cfg, facts, draft):
     m = cfg.method
-    if m.quant_bits not in (None, 4):
-        yield error("method.quant_bits", f"only 4-bit (NF4/FP4) QLoRA is supported, got {m.quant_bits}",
-                    "method=qlora (quant_bits=4) or method.quant_bits=null")
     if m.quant_bits and not m.peft:
         yield error("method.quant_bits", "4-bit weights cannot be fully fine-tuned", "method=qlora")
-    if m.quant_type not in ("nf4", "fp4"):
-        yield error("method.quant_type", f"unknown 4-bit type '{m.quant_type}'", "method.quant_type=nf4")
-    if m.compute_dtype not in PRECISIONS:
-        yield error("method.compute_dtype", f"unknown dtype '{m.compute_dtype}'", "method.compute_dtype=auto")
 
 
 @rule
@@ -195,10 +204,7 @@ def qlora_with_zero3(cfg, facts, draft):
 
 @rule
 def zero_stage_values(cfg, facts, draft):
-    if cfg.train.zero_stage not in (None, 0, 2, 3):
-        yield error("train.zero_stage", f"ZeRO stage must be 0, 2 or 3, got {cfg.train.zero_stage}",
-                    "train.zero_stage=3")
-    elif draft.zero_stage in (2, 3) and draft.world == 1:
+    if draft.zero_stage in (2, 3) and draft.world == 1:
         yield warning("train.zero_stage", f"ZeRO-{draft.zero_stage} with one worker shards nothing and only adds "
                       "overhead", "train.zero_stage=0, or launcher=ray with multi-GPU hardware")
 
@@ -277,10 +283,7 @@ def remote_code(cfg, facts, draft):
 
 @rule
 def attention(cfg, facts, draft):
-    if cfg.model.attn_implementation not in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
-        yield error("model.attn_implementation", f"unknown attention '{cfg.model.attn_implementation}'",
-                    "model.attn_implementation=sdpa")
-    elif cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
+    if cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
         yield error("model.attn_implementation", "flash attention needs a CUDA GPU", "model.attn_implementation=sdpa")
     elif cfg.model.attn_implementation.startswith("flash") and not facts.packages.get("flash_attn"):
         yield error("model.attn_implementation", "flash-attn is not installed here, so the run could only fall back "
@@ -303,10 +306,7 @@ def reporting(cfg, facts, draft):
 # --- precision and hardware --------------------------------------------------------------------------------------
 @rule
 def precision(cfg, facts, draft):
-    p = cfg.train.precision
-    if p not in PRECISIONS:
-        yield error("train.precision", f"unknown precision '{p}'", "train.precision=auto")
-    elif draft.precision == "bf16" and not cfg.hardware.bf16:
+    if draft.precision == "bf16" and not cfg.hardware.bf16:
         yield error("train.precision", f"{cfg.hardware.name} has no bfloat16 support", "train.precision=fp16")
     elif draft.precision == "fp16" and cfg.hardware.accelerator == "cpu":
         yield error("train.precision", "fp16 mixed precision is not supported on the CPU",
@@ -385,16 +385,12 @@ def workers(cfg, facts, draft):
         yield error("launcher", f"the local launcher runs one process but {cfg.hardware.name} has {devices} devices",
                     "launcher=ray (one worker per device)")
     if kind.ray_train and la.num_workers is not None:
-        if la.num_workers < 1:
-            yield error("launcher.num_workers", "need at least one worker", f"launcher.num_workers={devices}")
-        elif la.num_workers > devices:
+        if la.num_workers > devices:
             yield error("launcher.num_workers", f"{la.num_workers} workers but {cfg.hardware.name} has only {devices} "
                         "devices", f"launcher.num_workers={devices} or hardware=<a larger profile>")
         elif la.num_workers < devices:
             yield warning("launcher.num_workers", f"{devices - la.num_workers} of {devices} devices stay idle "
                           "(and are paid for)", f"launcher.num_workers={devices}")
-    if la.max_failures < 0:
-        yield error("launcher.max_failures", "must be >= 0", "launcher.max_failures=2")
     if kind.ray_train and la.address and not la.storage_path:
         yield error("launcher.storage_path", "a cluster's nodes do not share this machine's run directory: checkpoints "
                     "and results need storage every node reaches", "launcher.storage_path=s3://<bucket>/<prefix> (or "
@@ -407,8 +403,6 @@ def spot_price(cfg, facts, draft):
     if hw.spot and hw.spot_usd_per_hour is None:
         yield error("hardware.spot", f"no spot price is known for {hw.name}",
                     "hardware.spot_usd_per_hour=<your provider's price> or hardware.spot=false")
-    if hw.preemptions_per_hour < 0:
-        yield error("hardware.preemptions_per_hour", "must be >= 0", "hardware.preemptions_per_hour=0.1")
 
 
 @rule
@@ -422,12 +416,6 @@ def dashboard_binding(cfg, facts, draft):
 @rule
 def batch_sizes(cfg, facts, draft):
     t = cfg.train
-    if t.global_batch_size < 1:
-        yield error("train.global_batch_size", "must be >= 1", "train.global_batch_size=16")
-        return
-    if t.micro_batch_size is not None and t.micro_batch_size < 1:
-        yield error("train.micro_batch_size", "must be >= 1", "train.micro_batch_size=null (auto)")
-        return
     unit = draft.micro * draft.world
     if t.global_batch_size % unit:
         near = max(unit, round(t.global_batch_size / unit) * unit)
@@ -443,8 +431,6 @@ def schedule_length(cfg, facts, draft):
     elif t.epochs and t.max_steps:
         yield warning("train.max_steps", f"both set: max_steps={t.max_steps} wins over epochs={t.epochs}",
                       "train.epochs=null or train.max_steps=null")
-    if t.max_steps is not None and t.max_steps < 0:
-        yield error("train.max_steps", "must be positive", "train.max_steps=100")
     if draft.train_examples and draft.sequences_per_epoch and draft.sequences_per_epoch < t.global_batch_size:
         fit = 1 << (max(1, draft.sequences_per_epoch).bit_length() - 1)  # the largest power of two that fits
         yield error("train.global_batch_size", f"one epoch is only {draft.sequences_per_epoch} sequences, fewer "
@@ -454,35 +440,22 @@ def schedule_length(cfg, facts, draft):
 @rule
 def optimizer(cfg, facts, draft):
     t = cfg.train
-    if t.lr <= 0:
-        yield error("train.lr", f"learning rate must be > 0, got {t.lr}", "train.lr=2e-4")
-    elif t.lr > 1e-2:
+    if t.lr > 1e-2:
         yield warning("train.lr", f"{t.lr} is very high: expect divergence", "train.lr=2e-4")
     elif draft.kind == "full" and t.lr > 1e-4:
         yield warning("train.lr", f"{t.lr} is high for full fine-tuning (LoRA rates do not transfer)", "train.lr=1e-5")
-    if not 0 <= t.warmup_ratio < 1:
-        yield error("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}", "train.warmup_ratio=0.03")
-    if t.scheduler not in SCHEDULERS:
-        yield error("train.scheduler", f"unknown scheduler '{t.scheduler}'", "train.scheduler=cosine")
-    if t.max_grad_norm < 0:
-        yield error("train.max_grad_norm", "must be >= 0 (0 disables clipping)", "train.max_grad_norm=1.0")
-    if t.optim not in OPTIMIZER_MOMENTS:
+    if t.optim not in OPTIMIZER_MOMENTS:  # a transformers optimizer (schema.OPTIMIZERS) ftc has no state size for
         yield warning("train.optim", f"ftc does not know the state size of '{t.optim}': memory assumes AdamW's",
-                      f"one of {', '.join(sorted(OPTIMIZER_MOMENTS))}")
+                      f"one of {', '.join(sorted(OPTIMIZER_MOMENTS))} for an exact estimate")
     if draft.kind == "full" and cfg.method.compute_dtype == "fp16":
         yield error("method.compute_dtype", "full fine-tuning cannot train fp16 weights (their gradients cannot be "
                     "unscaled)", "method.compute_dtype=auto (fp32 master weights under fp16 precision)")
 
 
-LOSSES = ("auto", "selective", "liger", "model")
-
-
 @rule
 def loss_implementation(cfg, facts, draft):
     t = cfg.train
-    if t.loss not in LOSSES:
-        yield error("train.loss", f"unknown loss '{t.loss}'", f"train.loss={' | '.join(LOSSES)}")
-    elif t.token_metrics and t.loss != "auto":
+    if t.token_metrics and t.loss != "auto":
         yield error("train.loss", "train.token_metrics needs TRL's loss over the full logits",
                     "train.loss=auto or train.token_metrics=false")
     elif t.loss == "selective" and draft.logit_transform:
@@ -593,16 +566,10 @@ def data_format(cfg, facts, draft):
 @rule
 def splits(cfg, facts, draft):
     d = cfg.data
-    for key in ("validation_fraction", "test_fraction"):
-        value = getattr(d, key)
-        if not 0 <= value < 0.5:
-            yield error(f"data.{key}", f"must be in [0, 0.5), got {value}", f"data.{key}=0.1")
     if cfg.eval.enabled and not d.test_path and d.test_fraction == 0:
         yield error("data.test_fraction", "eval is on but there is no test split", "data.test_fraction=0.1 or eval.enabled=false")
     if cfg.train.early_stopping_patience and not d.validation_path and d.validation_fraction == 0:
         yield error("data.validation_fraction", "early stopping needs a validation split", "data.validation_fraction=0.1")
-    if d.max_samples is not None and d.max_samples < 1:
-        yield error("data.max_samples", "must be >= 1 or null", "data.max_samples=null")
 
 
 # --- budget --------------------------------------------------------------------------------------------------------

@@ -46,17 +46,22 @@ def options(group: str) -> list[str]:
 def render() -> str:
     out = ["# Configuration reference", "",
            "Generated from the schema (`ftc/config/schema.py`) by `python -m ftc.config.docs`; do not edit by hand.",
-           "Every field is a command-line override: `ftc plan method.r=8 train.lr=1e-4`. Unknown keys are errors.", ""]
+           "Every field is a command-line override: `ftc plan method.r=8 train.lr=1e-4`. Unknown keys are errors, and",
+           "so is a value outside what the field accepts (`ftc plan` names the key, the range and a fix).", ""]
     for name, cls in SECTIONS:
         out.append(f"## {name}")
         out.append("")
         if name in schema.GROUPS:
             out += [f"Options (`{name}=<option>`): " + ", ".join(f"`{o}`" for o in options(name)), ""]
         docs = field_docs(cls)
-        out += ["| field | default | meaning |", "|---|---|---|"]
+        out += ["| field | default | accepts | meaning |", "|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             meaning = docs.get(f.name, "").replace("|", "\\|")
-            out.append(f"| `{f.name}` | {_default(f)} | {meaning} |")
+            check = schema.field_check(f)
+            accepts = check.allowed() if check else ""
+            if check and len(check.choices) > 8:
+                accepts = f"{len(check.choices)} names (`ftc/config/schema.py`)"
+            out.append(f"| `{f.name}` | {_default(f)} | {accepts} | {meaning} |")
         out.append("")
     out += ["## recipe", "", "Options (`recipe=<option>`): " + ", ".join(f"`{o}`" for o in options("recipe")), ""]
     return "\n".join(out)

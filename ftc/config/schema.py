@@ -15,6 +15,70 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 
+@dataclass(frozen=True)
+class Check:
+    """The values a field accepts, declared once beside the field: bounds or choices. ``ftc plan`` refuses any
+    other value naming the key, the allowed range and a fix (``fix``, else the field's default); null is always
+    allowed for an Optional field (it means "decide for me")."""
+
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+    choices: tuple[Any, ...] = ()
+    what: str = ""
+    """How the message names the field ("LoRA rank"); empty: "must be ..."."""
+    fix: Any = None
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        lower = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        upper = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
+        return " and ".join(x for x in (lower, upper) if x)
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+
+# Trainer names ftc passes to transformers (TrainingArguments.optim / lr_scheduler_type), as transformers 5.24 names
+# them: ftc's lists may hold only names the installed transformers accepts (tests/drift.py checks; a name it has and
+# ftc lacks is only reported). Schedulers that cannot run without extra arguments ftc does not pass
+# (cosine_with_min_lr needs min_lr, reduce_lr_on_plateau and greedy an eval metric, warmup_stable_decay its phases)
+# are left out on purpose.
+OPTIMIZERS = (
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw",
+)
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+SCHEDULERS_LEFT_OUT = ("cosine_with_min_lr", "cosine_warmup_with_min_lr", "reduce_lr_on_plateau",
+                       "warmup_stable_decay", "greedy")  # need arguments or a metric ftc does not pass
+LOSSES = ("auto", "selective", "liger", "model")
+
+
+def checked(default: Any = MISSING, **check: Any) -> Any:
+    """A dataclass field with its ``Check``: ``r: int = checked(16, ge=1, what="LoRA rank", fix=8)``."""
+    return field(default=default, metadata={"check": Check(**check)})
+
+
+def field_check(f: Any) -> Optional[Check]:
+    return f.metadata.get("check")
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
@@ -27,33 +91,33 @@ class ModelConfig:
     """Hub revision (branch, tag or commit) to pin."""
     trust_remote_code: bool = False
     """Run code shipped with the model repository. Off unless you trust the repository."""
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = checked("sdpa", choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3"))
     """sdpa | eager | flash_attention_2 (used only when flash-attn is installed and the GPU supports it)."""
     chat_template: Optional[str] = None
     """Jinja chat template overriding the tokenizer's (chat data only); ``null`` keeps the tokenizer's own."""
     # Architecture numbers; null means "read config.json" (local path or Hugging Face cache).
-    hidden_size: Optional[int] = None
+    hidden_size: Optional[int] = checked(None, ge=1)
     """Architecture (config.json ``hidden_size``); null = read from config.json."""
-    num_layers: Optional[int] = None
+    num_layers: Optional[int] = checked(None, ge=1)
     """Decoder layers (``num_hidden_layers``); null = read from config.json."""
-    num_heads: Optional[int] = None
+    num_heads: Optional[int] = checked(None, ge=1)
     """Attention heads; null = read from config.json."""
-    num_kv_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = checked(None, ge=1)
     """Key/value heads (GQA); null = read from config.json, else num_heads."""
-    head_dim: Optional[int] = None
+    head_dim: Optional[int] = checked(None, ge=1)
     """Per-head dimension; null = hidden_size / num_heads."""
-    intermediate_size: Optional[int] = None
+    intermediate_size: Optional[int] = checked(None, ge=1)
     """MLP width; null = read from config.json."""
-    vocab_size: Optional[int] = None
+    vocab_size: Optional[int] = checked(None, ge=1)
     """Vocabulary size (the logits' width: a large term of activation memory)."""
-    max_position_embeddings: Optional[int] = None
+    max_position_embeddings: Optional[int] = checked(None, ge=1)
     """Context length the model was trained for; data.max_length may not exceed it."""
     adapter: Optional[str] = None
     """Start from an existing adapter: a run directory (its adapter/) or a PEFT adapter directory, e.g. the SFT run
     before DPO. It keeps its own rank and targets; the plan records the lineage."""
     tie_word_embeddings: Optional[bool] = None
     """Output head shares the embedding matrix."""
-    chars_per_token: float = 3.8
+    chars_per_token: float = checked(3.8, gt=0)
     """Average characters per token of this tokenizer on English text, used to estimate tokens from file sizes."""
 
 
@@ -63,23 +127,23 @@ class MethodConfig:
     """Short name shown in plans and reports (the built-in options: lora | qlora | dora | full)."""
     peft: bool = True
     """Train adapters (the LoRA family); false trains every weight (method=full)."""
-    r: int = 16
+    r: int = checked(16, ge=1, what="LoRA rank", fix=8)
     """LoRA rank."""
-    alpha: float = 32.0
+    alpha: float = checked(32.0, gt=0, what="LoRA alpha")
     """LoRA scaling numerator: the update is scaled by alpha / r."""
-    dropout: float = 0.05
+    dropout: float = checked(0.05, ge=0, lt=1, what="LoRA dropout")
     """Dropout on the LoRA input."""
     target_modules: Any = "all-linear"
     """``all-linear`` or a list of module names of the architecture (e.g. ``[q_proj,v_proj]``)."""
     use_dora: bool = False
     """Weight-decomposed LoRA (DoRA)."""
-    quant_bits: Optional[int] = None
+    quant_bits: Optional[int] = checked(None, choices=(4,), what="quantization bits (only 4-bit NF4/FP4 QLoRA)")
     """4 for QLoRA (bitsandbytes NF4), null for none."""
-    quant_type: str = "nf4"
+    quant_type: str = checked("nf4", choices=("nf4", "fp4"))
     """nf4 | fp4"""
     double_quant: bool = True
     """Quantize the quantization constants too (saves ~0.4 bit/parameter)."""
-    compute_dtype: str = "auto"
+    compute_dtype: str = checked("auto", choices=("auto", "bf16", "fp16", "fp32"))
     """auto | bf16 | fp16 | fp32: dtype of the 4-bit matmuls and of the frozen base weights."""
 
 
@@ -90,13 +154,13 @@ class ObjectiveConfig:
     trainer: str = "sft"
     """The trainer that implements it: sft (TRL SFTTrainer) | dpo (TRL DPOTrainer). A new objective is a YAML file
     naming its trainer here plus one mapping in ftc/runtime/train.py."""
-    beta: float = 0.1
+    beta: float = checked(0.1, gt=0)
     """DPO: how far the policy may move from the reference (higher = closer)."""
     loss_type: str = "sigmoid"
     """DPO loss: sigmoid (DPO) | ipo | hinge | robust | ... (TRL's DPOConfig.loss_type)."""
-    max_prompt_length: Optional[int] = None
+    max_prompt_length: Optional[int] = checked(None, ge=1)
     """Preference data: prompt tokens kept (the end of longer prompts); null = half of data.max_length."""
-    reference: str = "start"
+    reference: str = checked("start", choices=("start",))
     """DPO reference model: start = the model as training starts (the base with the new adapter disabled, or a
     frozen copy of model.adapter); no second copy of the base weights is loaded."""
 
@@ -116,9 +180,9 @@ class DataConfig:
     lists)"""
     fields: Dict[str, str] = field(default_factory=dict)
     """Field mapping from the format's names to your file's column names, e.g. ``{output: answer}``."""
-    template: str = "alpaca"
+    template: str = checked("alpaca", choices=("alpaca", "plain"))
     """Prompt template for alpaca data: alpaca | plain."""
-    max_length: Optional[int] = None
+    max_length: Optional[int] = checked(None, ge=1)
     """Maximum tokens per example (longer examples are truncated and counted); null = the model's context, capped
     at 2048 (recorded in the plan's decisions)."""
     packing: Optional[bool] = None
@@ -132,15 +196,15 @@ class DataConfig:
     """Loss only on response / assistant tokens; false trains on the prompt too."""
     dedup: bool = True
     """Drop exact duplicate examples (counted in the report)."""
-    validation_fraction: float = 0.1
+    validation_fraction: float = checked(0.1, ge=0, lt=0.5)
     """Fraction split off for validation when no validation_path is given."""
-    test_fraction: float = 0.1
+    test_fraction: float = checked(0.1, ge=0, lt=0.5)
     """Fraction split off for the test set when no test_path is given."""
-    max_samples: Optional[int] = None
+    max_samples: Optional[int] = checked(None, ge=1)
     """Use only the first N training examples (quick experiments)."""
-    num_rows: Optional[int] = None
+    num_rows: Optional[int] = checked(None, ge=1)
     """Rows in the training file, when ftc cannot read the file before launch (remote URI); used by estimates."""
-    tokens_per_example: Optional[int] = None
+    tokens_per_example: Optional[int] = checked(None, ge=1)
     """Mean tokens per example (template and EOS included), when ftc cannot count them with the model's tokenizer
     (a remote file, a hub model not on disk); used by estimates instead of the characters-per-token guess."""
 
@@ -148,39 +212,39 @@ class DataConfig:
 @dataclass
 class HardwareConfig:
     name: str = MISSING
-    accelerator: str = "cuda"
+    accelerator: str = checked("cuda", choices=("cuda", "cpu"))
     """cuda | cpu"""
-    gpus_per_node: int = 1
+    gpus_per_node: int = checked(1, ge=1)
     """Devices per node (CPU profiles: worker processes)."""
-    nodes: int = 1
-    memory_gb: float = MISSING
+    nodes: int = checked(1, ge=1)
+    memory_gb: float = checked(MISSING, gt=0, fix="<the device's memory in GB>")
     """Memory per device in GB (CPU: RAM available to one worker)."""
     bf16: bool = MISSING
     """Device supports bfloat16 (a fact of the device: every profile states it)."""
-    peak_tflops: float = MISSING
+    peak_tflops: float = checked(MISSING, gt=0, fix="<the datasheet's dense bf16 TFLOP/s>")
     """Dense bf16/fp16 tensor TFLOP/s per device from the vendor sheet (CPU: measured, see docs)."""
-    mfu: float = 0.35
+    mfu: float = checked(0.35, gt=0, le=1)
     """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
-    usd_per_hour: float = 0.0
+    usd_per_hour: float = checked(0.0, ge=0)
     """On-demand price per device-hour (source and date in the YAML)."""
-    spot_usd_per_hour: Optional[float] = None
+    spot_usd_per_hour: Optional[float] = checked(None, ge=0)
     """Spot / preemptible price per device-hour (source and date in the YAML); null = no spot offer known."""
     spot: bool = False
     """Rent preemptible (spot) devices: the cost uses spot_usd_per_hour, and checkpoints are spaced for the
     preemption rate below (Young's rule) unless train.save_steps is set."""
-    preemptions_per_hour: float = 0.1
+    preemptions_per_hour: float = checked(0.1, ge=0)
     """Assumed preemptions per device-hour on spot (a stated assumption, not a measurement: providers publish
     none; 0.1 = one per 10 device-hours)."""
-    memory_bandwidth_gbs: Optional[float] = None
+    memory_bandwidth_gbs: Optional[float] = checked(None, gt=0)
     """Device memory bandwidth (GB/s, datasheet): generation reads every weight per step, so it bounds decoding
     speed (the plan's serving estimate); null = no serving estimate unless decode_gbs is measured."""
-    step_overhead_s: float = 0.0
+    step_overhead_s: float = checked(0.0, ge=0)
     """Fixed seconds per forward/backward micro-step besides the FLOPs (kernel launches, optimizer, Python):
     measured by ``ftc calibrate``; 0 in datasheet profiles."""
-    decode_gbs: Optional[float] = None
+    decode_gbs: Optional[float] = checked(None, gt=0)
     """Weight bytes read per second while generating (GB/s achieved; decoding is memory-bound): measured by
     ``ftc calibrate``; null = decode at 2% of peak FLOP/s."""
-    cpus_per_worker: int = 1
+    cpus_per_worker: int = checked(1, ge=1)
     """CPU cores reserved per worker (Ray)."""
 
 
@@ -193,9 +257,9 @@ class LauncherConfig:
     (``launcher=my_cluster``) names its kind."""
     address: Optional[str] = None
     """Ray: null starts a local instance; ``auto`` or ``ray://host:10001`` connects to a cluster."""
-    num_workers: Optional[int] = None
+    num_workers: Optional[int] = checked(None, ge=1)
     """Ray: training workers; null = one per device of the hardware profile."""
-    max_failures: int = 2
+    max_failures: int = checked(2, ge=0)
     """Ray: times the worker group is restarted from the last checkpoint after a failure."""
     storage_path: Optional[str] = None
     """Ray: where checkpoints and the final results persist (Ray Train storage): a local or shared path, or an
@@ -205,51 +269,51 @@ class LauncherConfig:
     """Ray dashboard bind address (localhost by default)."""
     include_dashboard: bool = False
     """Start Ray's dashboard with a local instance."""
-    resource_wait_s: float = 30.0
+    resource_wait_s: float = checked(30.0, ge=0)
     """Ray: seconds to wait for a cluster's autoscaler to offer the requested resources before failing."""
 
 
 @dataclass
 class TrainConfig:
-    epochs: Optional[float] = 3.0
+    epochs: Optional[float] = checked(3.0, gt=0)
     """Passes over the training set (null when max_steps is set)."""
-    max_steps: Optional[int] = None
+    max_steps: Optional[int] = checked(None, ge=1, fix=100)
     """Optimizer steps; wins over epochs when both are set."""
-    global_batch_size: int = 16
+    global_batch_size: int = checked(16, ge=1)
     """Sequences per optimizer step over all devices; kept fixed when hardware changes (grad_accum is re-derived)."""
-    micro_batch_size: Optional[int] = None
+    micro_batch_size: Optional[int] = checked(None, ge=1, fix="null (auto)")
     """Sequences per device per forward pass; null = the largest power of two that fits memory."""
-    lr: float = 2.0e-4
-    scheduler: str = "cosine"
-    """linear | cosine | constant | constant_with_warmup | cosine_with_min_lr | polynomial"""
-    warmup_ratio: float = 0.03
+    lr: float = checked(2.0e-4, gt=0, what="learning rate")
+    scheduler: str = checked("cosine", choices=SCHEDULERS)
+    """linear | cosine | cosine_with_restarts | polynomial | constant | constant_with_warmup | inverse_sqrt"""
+    warmup_ratio: float = checked(0.03, ge=0, lt=1)
     """Fraction of the optimizer steps over which the learning rate rises linearly from 0 (in [0, 1))."""
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
+    weight_decay: float = checked(0.0, ge=0)
+    max_grad_norm: float = checked(1.0, ge=0, what="max_grad_norm (0 disables clipping)")
+    optim: str = checked("adamw_torch", choices=OPTIMIZERS)
     """Any Trainer optimizer name (adamw_torch, paged_adamw_8bit, adamw_bnb_8bit...)."""
-    precision: str = "auto"
+    precision: str = checked("auto", choices=("auto", "bf16", "fp16", "fp32"))
     """auto | bf16 | fp16 | fp32; auto = bf16 where supported, else fp16 on GPU, fp32 on CPU."""
     gradient_checkpointing: Optional[bool] = None
     """null = on when it is needed to fit memory."""
-    zero_stage: Optional[int] = None
+    zero_stage: Optional[int] = checked(None, choices=(0, 2, 3), what="ZeRO stage", fix=3)
     """DeepSpeed ZeRO stage 0 (DDP) | 2 | 3; null = 3 for multi-worker LoRA/full, 0 for QLoRA or one worker."""
-    eval_steps: Optional[int] = None
+    eval_steps: Optional[int] = checked(None, ge=1)
     """Validate every N steps; null = about 5 times per run."""
-    save_steps: Optional[int] = None
+    save_steps: Optional[int] = checked(None, ge=1)
     """Checkpoint every N steps; null = same as eval_steps."""
-    save_total_limit: int = 2
+    save_total_limit: int = checked(2, ge=1)
     """Checkpoints kept (the last K)."""
-    early_stopping_patience: Optional[int] = None
+    early_stopping_patience: Optional[int] = checked(None, ge=1)
     """Stop after N validations without improvement of validation loss; null = off."""
-    logging_steps: int = 5
-    seed: int = 42
-    loss: str = "auto"
+    logging_steps: int = checked(5, ge=1)
+    seed: int = checked(42, ge=0)
+    loss: str = checked("auto", choices=LOSSES)
     """auto | selective | liger | model. selective: the output head and cross-entropy run only at positions whose
     label counts, a chunk at a time (the batch x sequence x vocabulary logits never exist); liger: Liger's fused
     kernel (CUDA with liger-kernel installed); model: the model's own loss. auto = liger where it can run, else
     selective, else model (the plan's decisions say which and why)."""
-    loss_chunk_tokens: int = 1024
+    loss_chunk_tokens: int = checked(1024, ge=1)
     """Positions per chunk of the selective loss: one chunk's fp32 logits (chunk x vocabulary) exist at a time."""
     token_metrics: bool = False
     """Log TRL's per-step entropy and token accuracy (an extra fused pass over the logits: -26% throughput here)."""
@@ -265,19 +329,19 @@ class EvalConfig:
     """Evaluate base and tuned model on the test split after training."""
     compare_base: bool = True
     """Also evaluate the untuned base model on the same prompts."""
-    max_new_tokens: int = 64
-    max_samples: int = 200
+    max_new_tokens: int = checked(64, ge=1)
+    max_samples: int = checked(200, ge=1)
     """Test examples used for generation metrics."""
-    num_examples_in_report: int = 5
+    num_examples_in_report: int = checked(5, ge=0)
 
 
 @dataclass
 class BudgetConfig:
-    max_usd: Optional[float] = None
+    max_usd: Optional[float] = checked(None, ge=0)
     """Refuse runs (and sweeps) predicted to cost more than this."""
-    max_gpu_hours: Optional[float] = None
+    max_gpu_hours: Optional[float] = checked(None, gt=0)
     """Refuse runs predicted to use more device-hours than this."""
-    max_hours: Optional[float] = None
+    max_hours: Optional[float] = checked(None, gt=0)
     """Deadline: refuse runs predicted to take longer than this (wall clock, training + evaluation)."""
 
 

@@ -148,3 +148,14 @@ def test_trains_on_cpu(zoo, arch, tmp_path):
     assert figures["steps"] == 2 and figures["train_loss"] > 0
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert set(saved["target_modules"]) == set(plan.method.target_modules)
+
+
+def test_optimizer_and_scheduler_names_are_ones_the_installed_transformers_accepts():
+    import warnings
+
+    from tests.drift import trainer_names_drift
+
+    for what, drift in trainer_names_drift().items():
+        assert drift.unsafe == (), f"ftc/config/schema.py accepts {what} transformers refuses: {drift.unsafe}"
+        if drift.stale:
+            warnings.warn(f"transformers has {what} ftc refuses: {drift.stale}", UserWarning)
