@@ -35,14 +35,15 @@ def test_grid_2x2_with_a_failing_trial_and_summary(tmp_path):
     for i in range(4):
         assert (sweep / str(i) / "adapter" / "adapter_model.safetensors").exists()
 
-    # One trial of a second sweep fails at run time (an optimizer name only the Trainer can check; the plan warns):
+    # One trial of a second sweep fails at run time (a TrainingArguments combination only transformers refuses):
     # recorded, and the sweep goes on.
     sweep2 = tmp_path / "sweep2"
-    r = ftc("train", "-m", "train.optim=no_such_optimizer,adamw_torch", *QUICK, f"hydra.sweep.dir={sweep2}")
+    r = ftc("train", "-m", "+train.trainer_kwargs.dataloader_prefetch_factor=2,null", *QUICK,
+            f"hydra.sweep.dir={sweep2}")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["trial"]: row for row in csv.DictReader((sweep2 / "summary.csv").open())}
     assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "completed"
-    assert "no_such_optimizer" in json.loads((sweep2 / "0" / "trial.json").read_text())["error"]
+    assert "dataloader_prefetch_factor" in json.loads((sweep2 / "0" / "trial.json").read_text())["error"]
 
     # A malformed data file is found at plan time: the sweep is refused before any trial starts, naming file:line.
     bad = tmp_path / "bad.jsonl"
