@@ -158,23 +158,16 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
 # --- calibrate ------------------------------------------------------------------------------------------------------
 def _calibrate(argv: list[str]) -> None:
     """Probes this machine on the experiment's model shape, writes a hardware profile and shows what it changes."""
-    from hydra import compose, initialize_config_module
-
-    from ftc.compiler.frontend import compile_config
-    from ftc.config.schema import register
+    from ftc.compiler.frontend import plan
     from ftc.runtime import calibrate
 
     name = next((a.split("=", 1)[1] for a in argv if a.startswith("profile=")), "calibrated")
     overrides = [a for a in argv if not a.startswith("profile=")]
-    register()
-    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        before = compile_config(compose(config_name="config", overrides=overrides))
+    before = plan(overrides)
     print(f"ftc: probing {before.hardware.name} with a model of {before.model.name}'s shape (under a minute)...",
           file=sys.stderr)
     result = calibrate.run(before, name)
-    register()  # the new profile
-    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        after = compile_config(compose(config_name="config", overrides=overrides + [f"hardware={name}"]))
+    after = plan(overrides + [f"hardware={name}"])  # compose registers the new profile
     print(calibrate.report(before, after, result["measured"]))
     print(f"ftc: wrote {result['profile']}: use it with hardware={name}")
 

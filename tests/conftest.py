@@ -2,7 +2,8 @@
 
 - ``typed_config(overrides)`` builds the typed ``Config`` straight from the YAML options (no Hydra): the unit tier
   tests the compiler, not composition, in milliseconds. ``test_composition.py`` holds it equal to Hydra's compose.
-- ``compose(overrides)`` is Hydra's own composition, for the few tests that test composition or the CLI.
+- ``compose(overrides)`` is ftc's front door (``ftc.compiler.frontend.compose``: Hydra's composition), for the few
+  tests that test composition or the CLI.
 """
 
 from __future__ import annotations
@@ -31,14 +32,9 @@ def _isolated_cache(tmp_path_factory):
 
 
 def compose(overrides: list[str] | None = None):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from ftc.compiler.frontend import compose as front_door
 
-    from ftc.config.schema import register
-
-    register()
-    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+    return front_door(list(overrides or []))
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,22 +102,13 @@ def _schema():
     return OmegaConf.structured(Config)  # merge() copies it: the cached node is never changed
 
 
-@functools.lru_cache(maxsize=None)
-def _cached_data_facts(path: str, fmt: str, fields: tuple, template: str, tokenizer_file) -> object:
-    from ftc.compiler.facts import data_facts
-
-    return data_facts(path, fmt, dict(fields), template, tokenizer_file)
-
-
 def plan_for(overrides: list[str] | None = None):
-    """Compiles ``overrides`` as ``ftc plan`` would (each data file is read once per test session)."""
+    """Compiles ``overrides`` as ``ftc plan`` would (facts gather data files once per process, memoized)."""
     from ftc.compiler.compile import compile
     from ftc.compiler.facts import gather
 
     cfg = typed_config(list(overrides or []))
-    facts = gather(cfg, read_data=lambda p, fmt, fields, template, tok: _cached_data_facts(
-        p, fmt, tuple(sorted(fields.items())), template, tok))
-    return compile(cfg, facts)
+    return compile(cfg, gather(cfg))
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -48,25 +48,41 @@ def profiles() -> list[str]:
     return sorted(p.name[:-5] for p in files("ftc.conf").joinpath("hardware").iterdir() if p.name.endswith(".yaml"))
 
 
+def _profile_shape(name: str) -> tuple[str, int]:
+    """A shipped profile's accelerator and device count, from its YAML and the profiles it builds on (``a10g_x4``
+    on ``a10g``), so that each profile is composed once, with its launcher."""
+    import yaml
+
+    from ftc.config.schema import HardwareConfig
+
+    values: dict[str, Any] = {}
+    chain, seen = [name], set()
+    while chain and chain[-1] not in seen:
+        seen.add(chain[-1])
+        data = yaml.safe_load(files("ftc.conf").joinpath("hardware", f"{chain[-1]}.yaml").read_text()) or {}
+        values = {**{k: v for k, v in data.items() if k != "defaults"}, **values}  # the child wins
+        parents = [d for d in data.get("defaults", []) if isinstance(d, str) and d != "_self_"
+                   and not d.startswith("base_")]
+        chain.extend(parents[:1])
+    defaults = HardwareConfig()
+    accelerator = values.get("accelerator", defaults.accelerator)
+    return accelerator, int(values.get("gpus_per_node", defaults.gpus_per_node)) * int(values.get("nodes",
+                                                                                              defaults.nodes))
+
+
 def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
     """Ranks every GPU profile for the experiment ``overrides`` (without hardware/launcher choices)."""
-    from hydra import compose, initialize_config_module
-
-    from ftc.compiler.frontend import compile_config, to_typed
-    from ftc.config.schema import register
+    from ftc.compiler.frontend import compile_config, compose
 
     base = [o for o in overrides if not o.startswith(("hardware=", "launcher="))]
-    register()
     options = []
-    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        for name in profiles():
-            typed = to_typed(compose(config_name="config", overrides=base + [f"hardware={name}"]))
-            if typed.hardware.accelerator != "cuda":
-                continue
-            devices = typed.hardware.gpus_per_node * typed.hardware.nodes
-            extra = (f"hardware={name}", "launcher=ray" if devices > 1 else "launcher=local")
-            plan = compile_config(compose(config_name="config", overrides=base + list(extra)))
-            options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else ""))
+    for name in profiles():
+        accelerator, devices = _profile_shape(name)
+        if accelerator != "cuda":
+            continue
+        extra = (f"hardware={name}", "launcher=ray" if devices > 1 else "launcher=local")  # a Ray worker per device
+        plan = compile_config(compose(base + list(extra)))  # one composition per profile (~0.2 s each)
+        options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else ""))
     options.sort(key=lambda o: (bool(o.why_not), o.plan.cost.usd, o.plan.time.hours, o.hardware))
     chosen = options[0] if options and not options[0].why_not else None
     return options, chosen

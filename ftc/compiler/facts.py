@@ -12,10 +12,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from ftc import secrets
-from ftc.data.formats import completion_chars, dedup_keys, plain_prompt_completion
+from ftc.data.formats import completion_chars, near_key, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
@@ -220,7 +220,10 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
                tokenizer_file: Optional[str] = None) -> DataFacts:
     """Checks every row of a local file against its format (the same check ``ftc train`` runs) and measures rows
     and characters per row (the first 32 MB); with the model's ``tokenizer_file``, counts the tokens of the first
-    ``TOKEN_SAMPLE`` examples exactly (the ``tokenizers`` library: no torch)."""
+    ``TOKEN_SAMPLE`` examples exactly (the ``tokenizers`` library: no torch).
+
+    A file is read once per process for the same (contents' size and mtime, format, fields, template, tokenizer):
+    ``hardware=auto`` compiles the experiment for every profile and a sweep for every trial."""
     resolved = resolve_path(path)
     if secrets.find(resolved):  # refused by rules.secrets_in_config; never sent anywhere
         return DataFacts(path=secrets.mask(resolved), exists=False, remote="://" in resolved,
@@ -229,6 +232,17 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
         return _remote_facts(resolved)
     if not Path(resolved).is_file():
         return DataFacts(path=resolved, exists=False, error="no such file")
+    stat = Path(resolved).stat()
+    tokenizer_stamp = Path(tokenizer_file).stat().st_mtime_ns if tokenizer_file else None
+    return _local_data_facts(resolved, stat.st_size, stat.st_mtime_ns, fmt, tuple(sorted(fields.items())), template,
+                             tokenizer_file, tokenizer_stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _local_data_facts(resolved: str, size: int, mtime_ns: int, fmt: str, fields: tuple[tuple[str, str], ...],
+                      template: str, tokenizer_file: Optional[str], tokenizer_stamp: Optional[int]) -> DataFacts:
+    """``data_facts`` of a local file; size and mtimes are in the key so that an edited file is read again."""
+    fields = dict(fields)
     problems = RowProblems(resolved)
     rows = empty = chars = sampled = longest = counted = total = 0
     texts: list[tuple[str, str, int]] = []
@@ -239,7 +253,7 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
             if values is None:
                 empty += 1
                 continue
-            keys.add(dedup_keys(values)[1])
+            keys.add(near_key(values))
             if chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
@@ -275,6 +289,7 @@ def _count_tokens(tokenizer_file: str, texts: list[tuple[str, str, int]]) -> Opt
     return lengths, sum(len(c.ids) + 1 for c in completions)
 
 
+@functools.lru_cache(maxsize=64)
 def _remote_facts(uri: str) -> DataFacts:
     try:
         import fsspec
@@ -289,8 +304,8 @@ def _remote_facts(uri: str) -> DataFacts:
         return DataFacts(path=uri, exists=False, remote=True, error=f"{type(e).__name__}: {e}")
 
 
-def gather(cfg: Any, read_data: Callable[..., DataFacts] = data_facts) -> Facts:
-    """Facts for a typed or DictConfig experiment (``read_data`` reads one data file: tests cache it)."""
+def gather(cfg: Any) -> Facts:
+    """Facts for a typed or DictConfig experiment."""
     model_dir = find_model_dir(cfg.model.path) if _is_set(cfg.model, "path") else None
     model_config = find_model_config(str(model_dir)) if model_dir else None
     text = (model_config or {}).get("text_config", model_config or {})
@@ -301,7 +316,7 @@ def gather(cfg: Any, read_data: Callable[..., DataFacts] = data_facts) -> Facts:
     for role, key in (("train", "path"), ("validation", "validation_path"), ("test", "test_path")):
         value = getattr(cfg.data, key, None) if _is_set(cfg.data, key) else None
         if value:
-            data[role] = read_data(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
+            data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
     adapter = adapter_facts(cfg.model.adapter) if getattr(cfg.model, "adapter", None) else None
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=load_families(),

@@ -1,11 +1,14 @@
-"""The compiler's front door: a composed Hydra config -> typed ``Config`` -> facts -> ``compile`` -> Plan.
+"""The compiler's front door: overrides -> ``compose`` -> typed ``Config`` -> facts -> ``compile`` -> Plan.
 
-The CLI, the sweep planner, the search sweeper and the tests all enter the compiler here.
+``compose`` is the one composition of ftc's config tree outside a running Hydra app (``ftc plan`` and ``ftc train``
+are Hydra apps and receive theirs from ``@hydra.main``): the advisor, the sweep planner, calibrate and the tests use
+it. Facts are gathered once per input per process (``facts.data_facts`` is memoized), so compiling one experiment
+for every hardware profile or every trial reads each data file once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from ftc.compiler.compile import compile
 from ftc.compiler.facts import gather
@@ -26,6 +29,23 @@ def to_typed(cfg: Any) -> Config:
         raise UserError(f"ftc: {key} is required (e.g. {key}=<value>)") from None
     except ValidationError as e:
         raise UserError(f"ftc: {e}") from None
+
+
+def compose(overrides: Sequence[str] = ()) -> Any:
+    """The composed DictConfig of ``ftc plan <overrides>`` (conf/, recipes/ and the user's presets)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from ftc.config.schema import register
+
+    register()
+    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def plan(overrides: Sequence[str] = ()) -> Plan:
+    """What ``ftc plan <overrides>`` compiles."""
+    return compile_config(compose(overrides))
 
 
 def compile_config(cfg: Any) -> Plan:

@@ -17,18 +17,9 @@ class Trial:
 
 
 def compile_sweep(overrides: list[str]) -> list[Trial]:
-    from hydra import compose, initialize_config_module
+    from ftc.compiler.frontend import plan
 
-    from ftc.compiler.frontend import compile_config
-    from ftc.config.schema import register
-
-    register()
-    trials = []
-    with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        for combo in expand(overrides):
-            cfg = compose(config_name="config", overrides=combo)
-            trials.append(Trial(tuple(combo), compile_config(cfg)))
-    return trials
+    return [Trial(tuple(combo), plan(combo)) for combo in expand(overrides)]
 
 
 def sweep_table(trials: list[Trial]) -> str:

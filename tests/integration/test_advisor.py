@@ -60,3 +60,22 @@ def test_a_sweep_runs_on_the_cheapest_profile_every_trial_fits_and_says_when_tri
     assert "the trials would not all choose the same profile; the sweep runs on a100_80g_x4" in r.stderr
     assert "trial 0 (model=llama3_70b method=qlora train.epochs=1) alone would choose h100" in r.stderr
     assert "2 trials, predicted total $" in r.stdout
+
+
+def test_hardware_auto_reads_a_local_data_file_once(tmp_path, monkeypatch):
+    """Every profile's plan uses the same facts: the rows are read and checked once per process, not per profile."""
+    from ftc.compiler import facts
+    from ftc.compiler.advisor import advise, profiles
+    from tests.conftest import write_jsonl
+
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(200)])
+    reads = []
+    real = facts.checked_rows
+    monkeypatch.setattr(facts, "checked_rows", lambda p, *a: reads.append(p) or real(p, *a))
+    options, chosen = advise(["data=file", f"data.path={path}", "model=qwen2_5_0_5b"])
+    assert len(options) == len([p for p in profiles() if not p.startswith("cpu")]) and chosen is not None
+    assert reads == [str(path)]
+    assert all(o.plan.data.examples == options[0].plan.data.examples for o in options)
+    path.write_text(path.read_text() + '{"instruction": "new", "output": "row"}\n')  # an edited file is read again
+    assert advise(["data=file", f"data.path={path}", "model=qwen2_5_0_5b"])[0][0].plan.data.dropped == \
+        {"empty": 0, "duplicates": 0} and len(reads) == 2
