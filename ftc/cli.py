@@ -64,7 +64,7 @@ def _with_advice(plan: Any, advice: Any) -> Any:
         return plan
     import dataclasses
 
-    from ftc.compiler.advisor import decision
+    from ftc.advisor import decision
 
     options, chosen = advice
     return dataclasses.replace(plan, decisions=(decision(options, chosen),) + plan.decisions,
@@ -72,7 +72,7 @@ def _with_advice(plan: Any, advice: Any) -> Any:
 
 
 def _plan(argv: list[str]) -> None:
-    from ftc.compiler.advisor import resolve, table
+    from ftc.advisor import resolve, table
 
     as_json = "--json" in argv
     argv, advice = resolve([a for a in argv if a != "--json"])
@@ -102,7 +102,7 @@ def _plan(argv: list[str]) -> None:
 
 # --- train ---------------------------------------------------------------------------------------------------------
 def _train(argv: list[str]) -> None:
-    from ftc.compiler.advisor import resolve, table
+    from ftc.advisor import resolve, table
 
     argv, advice = resolve(argv)
     if advice:
@@ -217,7 +217,7 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
         sweep_dir, opts = _options(argv, {"metric": str})
         print(write_report(sweep_dir, **opts))
     elif name == RUN_PLAN:  # a sweep trial's process: run the run dir's saved plan
-        from ftc.compiler.plan import Plan
+        from ftc.plan import Plan
         from ftc.launch import execute
 
         execute(Plan.load(str(Path(argv[0]) / "plan.json")))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ftc.errors import UserError
 from ftc.paths import atomic_path
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 
 
 def local_run(location: str) -> str:

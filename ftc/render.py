@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ftc import secrets
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.config.launchers import LAUNCHER_KINDS
 
 

@@ -16,7 +16,7 @@ from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts
-from ftc.compiler.plan import (
+from ftc.plan import (
     BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
     ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
 )
@@ -273,7 +273,7 @@ def _packing(cfg: Config, draft: Draft) -> None:
 
 
 def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, int]]:
-    """Examples per split and rows dropped, as the data pipeline (``ftc.data.pipeline.build``) makes them: empty rows
+    """Examples per split and rows dropped, as the data pipeline (``ftc.runtime.data.build``) makes them: empty rows
     dropped; the test file, then the validation file, then the training file deduplicated against everything seen
     before (the training file only with data.dedup); held-out fractions taken from what is left; max_samples last.
     Without readable files (a remote URI) the counts come from data.num_rows and nothing is known dropped."""

@@ -11,7 +11,7 @@ from typing import Optional
 from ftc.compiler import estimate as est
 from ftc.compiler.draft import Draft, weight_dtype
 from ftc.compiler.facts import Facts
-from ftc.compiler.plan import ServingSpec
+from ftc.plan import ServingSpec
 from ftc.config.schema import Config
 
 EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time

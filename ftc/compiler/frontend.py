@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ftc.compiler.compile import compile
 from ftc.compiler.facts import gather
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.config.schema import Config
 from ftc.errors import UserError
 

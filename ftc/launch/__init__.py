@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.errors import FtcError
 from ftc.runtime.failures import explain
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 
 
 def execute(plan: Plan) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.errors import UserError
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 
 from ftc.runtime.train import FAULT_ENV
 
@@ -139,7 +139,7 @@ def _cpu_distributed_shim() -> None:
 def _prepare_data(plan: Plan) -> None:
     """Reads, validates and tokenizes the data once on the driver: a bad row fails here with file:line, not in
     every worker after Ray has started (and retried) them; workers on this machine then hit the cache."""
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
     build(plan.data, load_tokenizer(plan), plan.train.seed)

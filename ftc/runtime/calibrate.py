@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.compiler import estimate as est
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 
 PROXY_LIMIT = 100e6  # parameters: larger models are probed through a 2-layer proxy of their width
 

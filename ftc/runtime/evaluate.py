@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 
 
 def _norm(text: str) -> str:
@@ -68,7 +68,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     """Greedy generation; stops at EOS. Left padding so every prompt ends where generation starts."""
     import torch
 
-    from ftc.data.pipeline import tokenize_example
+    from ftc.runtime.data import tokenize_example
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -183,7 +183,7 @@ def pair_verdict(tuned: dict, base: dict | None) -> str:
 
 def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
     """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter."""
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_base_model, load_tuned
 
     model, tokenizer = load_tuned(plan, run_dir)

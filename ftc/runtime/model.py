@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ftc.compiler.plan import ModelSpec, Plan
+from ftc.plan import ModelSpec, Plan
 from ftc.paths import atomic_path, cache_root, package_root
 
 TINY_CHAT_TEMPLATE = (

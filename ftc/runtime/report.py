@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.errors import RunFailed
 from ftc.runtime import artifacts
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.errors import TrainingDiverged
 from ftc.paths import publish
 from ftc.runtime import artifacts, console
@@ -244,7 +244,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     import torch
     from transformers import set_seed
 
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_base_model, load_tokenizer, lora_config
 
     run = Path(run_dir)

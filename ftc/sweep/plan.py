@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.config.overrides import expand
 
 

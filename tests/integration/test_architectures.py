@@ -123,7 +123,7 @@ def test_no_sdpa_list_is_safe_for_the_installed_transformers():
 
 def test_tokens_are_counted_with_the_models_tokenizer(zoo):
     """The plan counts tokens with tokenizer.json (no torch); training then sees the same counts."""
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
     plan = plan_for(["model=local", f"model.path={zoo / 'qwen2'}"])

@@ -26,7 +26,7 @@ def spec_for(path, **changes):
 
 
 def build(spec, tokenizer):
-    from ftc.data.pipeline import build as _build
+    from ftc.runtime.data import build as _build
 
     return _build(spec, tokenizer, seed=1, use_cache=False)
 
@@ -130,7 +130,7 @@ def test_chat_uses_template_and_trains_last_assistant_turn(tokenizer):
 
 
 def test_cache_key_covers_tokenizer_template_and_settings(tmp_path, tokenizer):
-    from ftc.data.pipeline import cache_key
+    from ftc.runtime.data import cache_key
 
     path = write_jsonl(tmp_path / "d.jsonl", ROWS)
     spec = spec_for(path)
@@ -147,7 +147,7 @@ def test_cache_key_covers_tokenizer_template_and_settings(tmp_path, tokenizer):
 
 
 def test_cache_is_reused(tmp_path, tokenizer):
-    from ftc.data.pipeline import build as cached_build
+    from ftc.runtime.data import build as cached_build
 
     spec = spec_for(write_jsonl(tmp_path / "d.jsonl", ROWS))
     first = cached_build(spec, tokenizer, 1)

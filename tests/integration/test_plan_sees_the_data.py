@@ -60,7 +60,7 @@ CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-cs
 
 @pytest.mark.parametrize("case", CASES)
 def test_plan_counts_equal_the_runs(case, tmp_path):
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
     overrides = BUILT_IN[case] if case in BUILT_IN else _files(tmp_path)[case]

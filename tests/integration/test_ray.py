@@ -25,7 +25,7 @@ def _train(run: Path, extra: list[str], env: dict | None = None, ray=RAY) -> sub
 def test_ray_zero3_two_workers_end_to_end(tmp_path):
     from peft import PeftModel
 
-    from ftc.compiler.plan import Plan
+    from ftc.plan import Plan
     from ftc.runtime.model import load_base_model
 
     run = tmp_path / "ray"
@@ -70,7 +70,7 @@ def test_dpo_on_ray_zero3_trains_a_non_empty_adapter(tmp_path):
     """Preference tuning through the same launcher swap: 2 CPU workers, DeepSpeed ZeRO-3, TRL's DPOTrainer."""
     from safetensors.torch import load_file
 
-    from ftc.compiler.plan import Plan
+    from ftc.plan import Plan
 
     run = tmp_path / "dpo"
     r = _train(run, ["objective=dpo", "data=sample_preference", "eval.max_samples=8"])

@@ -108,7 +108,7 @@ def test_early_stopping_is_wired_to_validation_loss(tmp_path):
 def test_loss_masking_in_the_trainer_batches(trained, tmp_path, packing):
     """TRL receives our input_ids/completion_mask: labels are -100 exactly on prompt (and padding) tokens; with
     packing several whole examples share a row, without it rows are padded examples grouped by length."""
-    from ftc.data.pipeline import build
+    from ftc.runtime.data import build
     from ftc.runtime.model import load_base_model, lora_config
     from ftc.runtime.train import sft_config, trainer_class
 

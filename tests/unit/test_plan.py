@@ -114,7 +114,7 @@ def test_cost_is_hours_times_price_times_devices():
 
 
 def test_plan_round_trips_through_json():
-    from ftc.compiler.plan import Plan
+    from ftc.plan import Plan
 
     plan = plan_for(["method=qlora"])
     again = Plan.from_dict(json.loads(plan.to_json()))

@@ -15,17 +15,18 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = ROOT / "ftc"
 
-# Imports only point down: cli -> sweep -> launch -> runtime -> data -> {plan, paths, errors};
-# compiler -> {config, plan, data formats}. A module may import modules of its own rank or lower, never higher.
+# Imports only point down, and the folders are the layers: the contract at the bottom (ftc/plan.py, errors, paths,
+# secrets, config/), data formats and reading (data/), the compiler (compiler/, render), the runtime that needs torch
+# (runtime/), executors (launch/), what composes and drives many plans (advisor, sweep/), the CLI on top.
+# A module may import modules of its own rank or lower, never higher.
 RANKS = [
-    (0, ("ftc.errors", "ftc.paths", "ftc.secrets", "ftc.compiler.plan", "ftc.config")),
-    (1, ("ftc.data.formats", "ftc.data.load")),
+    (0, ("ftc.errors", "ftc.paths", "ftc.secrets", "ftc.plan", "ftc.config")),
+    (1, ("ftc.data",)),
     (2, ("ftc.compiler", "ftc.render")),
-    (3, ("ftc.data",)),
-    (4, ("ftc.runtime",)),
-    (5, ("ftc.launch",)),
-    (6, ("ftc.sweep", "hydra_plugins")),
-    (7, ("ftc.cli", "ftc.commands")),
+    (3, ("ftc.runtime",)),
+    (4, ("ftc.launch",)),
+    (5, ("ftc.advisor", "ftc.sweep", "hydra_plugins")),
+    (6, ("ftc.cli", "ftc.commands")),
 ]
 
 
@@ -176,7 +177,7 @@ def test_the_default_check_can_fail():
 
 def test_plan_spec_classes_carry_no_defaults():
     """Defaults live in the schema only: every field of the Plan is set by the compiler."""
-    from ftc.compiler import plan
+    from ftc import plan
 
     with_defaults = [f"{cls.__name__}.{f.name}" for cls in vars(plan).values()
                      if dataclasses.is_dataclass(cls) and cls.__module__ == plan.__name__

@@ -15,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.compiler.plan import DataSpec
+from ftc.plan import DataSpec
 from ftc.data.formats import dedup_keys, to_preference, to_prompt_completion
 from ftc.data.load import RowProblems, checked_rows, problems_message
 from ftc.errors import DataError

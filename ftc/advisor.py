@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Optional
 
-from ftc.compiler.plan import Plan
+from ftc.plan import Plan
 from ftc.errors import UserError
 
 AUTO = "hardware=auto"
