@@ -130,6 +130,7 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from ftc.compiler.frontend import compile_config
+    from ftc.paths import run_lock
     from ftc.render import errors_text
     from ftc.runtime.artifacts import prepare_run_dir
 
@@ -138,21 +139,21 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
         raise UserError(errors_text(plan))
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir).resolve()
-    plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
-    if hc.mode == RunMode.MULTIRUN:
-        from ftc.sweep.trial import run_trial
+    with run_lock(run_dir):  # a second `ftc train` into this directory refuses while this one runs
+        plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
+        if hc.mode == RunMode.MULTIRUN:
+            from ftc.config.launchers import LAUNCHER_KINDS
+            from ftc.sweep.trial import run_trial
 
-        from ftc.config.launchers import LAUNCHER_KINDS
+            if "ray" in str(hc.launcher.get("_target_", "")).lower() and LAUNCHER_KINDS[plan.launcher.kind].ray_train:
+                # The trial is already a Ray task holding its resources; a Ray Train job inside it would wait for
+                # resources the sweep itself holds (deadlock on a full cluster).
+                raise UserError("ftc: parallel Ray sweep trials run with launcher=local inside their Ray task "
+                                "(fix: launcher=local, and reserve devices with hydra.launcher.ray.remote.num_gpus=1)")
+            return run_trial(run_dir, list(hc.overrides.task))
+        from ftc.launch import execute
 
-        if "ray" in str(hc.launcher.get("_target_", "")).lower() and LAUNCHER_KINDS[plan.launcher.kind].ray_train:
-            # The trial is already a Ray task holding its resources; a Ray Train job inside it would wait for
-            # resources the sweep itself holds (deadlock on a full cluster).
-            raise UserError("ftc: parallel Ray sweep trials run with launcher=local inside their Ray task "
-                            "(fix: launcher=local, and reserve devices with hydra.launcher.ray.remote.num_gpus=1)")
-        return run_trial(run_dir, list(hc.overrides.task))
-    from ftc.launch import execute
-
-    return execute(plan)
+        return execute(plan)
 
 
 # --- calibrate ------------------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@
     ├── UserError        exit 2   a mistake the user can fix: config, data, run dir; printed without a traceback
     │   └── DataError    exit 2   a bad input file or row; the message names file:line
     ├── TrainingDiverged exit 1   loss became NaN/inf; the run stopped cleanly at that step
-    └── RunFailed        exit 1   a library failed during the run, or its results are not finite: the message says
-                                  what, the likely cause and fix, and where the full log is; the run is not complete
+    ├── RunFailed        exit 1   a library failed during the run, or its results are not finite: the message says
+    │                             what, the likely cause and fix, and where the full log is; the run is not complete
+    └── RunStopped       exit 143 (SIGTERM) / 130 (SIGINT): stopped on a signal after saving a checkpoint; the same
+                                  command resumes
 
 Anything else that escapes is a bug and keeps its traceback. ``exit_on_error`` is used by the entry points only:
 the CLI, and the search sweeper that Hydra runs outside the CLI's reach.
@@ -36,6 +38,14 @@ class DataError(UserError):
 
 class TrainingDiverged(FtcError):
     """Loss became NaN/inf: the run stops cleanly at that step."""
+
+
+class RunStopped(FtcError):
+    """Stopped on SIGTERM (preemption) or SIGINT after saving a checkpoint: resumable, not complete."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class RunFailed(FtcError):

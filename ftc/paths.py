@@ -60,6 +60,39 @@ def publish(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Holds ``run_dir/.lock`` for a run: a second ``ftc train`` into the same directory refuses instead of
+    writing over the first one's plan, checkpoints and metrics. An exclusive ``flock``: the kernel releases it when
+    the holder dies, so a crashed run never leaves a stale lock behind."""
+    import fcntl
+    import time
+
+    from ftc.errors import UserError
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"ftc: {run_dir} is in use by a running ftc train ({holder}): wait for it to finish, "
+                            "or give another output_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)

@@ -498,6 +498,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         fpt = tps = train_h = eval_h = hours = 0.0
         params = trainable = 0
     draft.memory, draft.hours = mem, hours
+    draft.step_s = train_h * 3600 / draft.steps if draft.steps else 0.0
     billed = max(draft.world, 1) if _ray_train(cfg) else 1
     draft.device_hours = hours * billed
     price = hw.spot_usd_per_hour if hw.spot and hw.spot_usd_per_hour is not None else hw.usd_per_hour

@@ -83,6 +83,8 @@ class Draft:
     memory_at: Optional[Callable[..., est.MemoryEstimate]] = None
     """(micro, checkpointing, seq=, kind=) -> the estimate with those changed: how the rules test a fix."""
     hours: float = 0.0
+    step_s: float = 0.0
+    """Predicted seconds of one optimizer step (training only)."""
     usd: float = 0.0
     device_hours: float = 0.0
     decisions: list[str] = field(default_factory=list)

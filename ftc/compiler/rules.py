@@ -398,6 +398,18 @@ def workers(cfg, facts, draft):
 
 
 @rule
+def preemption_grace(cfg, facts, draft):
+    """A preemption notice is honoured at the end of the step in progress: a step longer than the grace period
+    would be killed before its checkpoint."""
+    grace = cfg.train.preemption_grace_s
+    if cfg.hardware.spot and draft.step_s > grace:
+        yield warning("train.preemption_grace_s", f"one optimizer step is predicted to take {draft.step_s:.0f} s, "
+                      f"longer than the {grace:g} s between a preemption notice and the kill: that step's work "
+                      "would be lost", "a smaller train.global_batch_size, or train.preemption_grace_s=<your "
+                      "provider's notice> if it gives more")
+
+
+@rule
 def spot_price(cfg, facts, draft):
     hw = cfg.hardware
     if hw.spot and hw.spot_usd_per_hour is None:

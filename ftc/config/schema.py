@@ -304,6 +304,10 @@ class TrainConfig:
     """Checkpoint every N steps; null = same as eval_steps."""
     save_total_limit: int = checked(2, ge=1)
     """Checkpoints kept (the last K)."""
+    preemption_grace_s: float = checked(30.0, gt=0)
+    """Seconds between a preemption notice (SIGTERM) and the kill: ftc saves a checkpoint at the end of the step in
+    progress and stops, so the plan warns when one step takes longer (GCP spot 30 s, AWS spot 120 s, Kubernetes:
+    the pod's terminationGracePeriodSeconds)."""
     early_stopping_patience: Optional[int] = checked(None, ge=1)
     """Stop after N validations without improvement of validation loss; null = off."""
     logging_steps: int = checked(5, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ftc.errors import RunStopped
 from ftc.plan import Plan
 
 
@@ -16,6 +17,8 @@ def execute(plan: Plan) -> dict[str, Any]:
     started = time.time()
     try:
         training = train(plan, plan.output_dir)
+    except RunStopped:  # a signal's clean stop: train() recorded it as preempted / interrupted
+        raise
     except BaseException as e:
         artifacts.event(plan.output_dir, "failed", error=f"{type(e).__name__}: {e}")
         raise

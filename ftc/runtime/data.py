@@ -189,6 +189,33 @@ def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: Dat
     return {"input_ids": ids, "completion_mask": masks}
 
 
+def _load_cached(cache_dir: Any) -> Optional[Splits]:
+    """A complete cache entry, checked: its metadata parses and every split loads with the number of rows the
+    report recorded. A truncated or corrupted entry (a disk error, a copy cut short) is removed and None returned,
+    so the caller rebuilds it; the log says so."""
+    import logging
+    import shutil
+
+    import datasets
+
+    try:
+        meta = json.loads((cache_dir / "complete.json").read_text())
+        report = DataReport(**{**meta["report"], "cache": str(cache_dir), "cache_hit": True})
+        loaded = {name: datasets.load_from_disk(str(cache_dir / name)) if (cache_dir / name).exists() else None
+                  for name in ("train", "validation", "test")}
+        for name, rows in report.examples.items():
+            if loaded.get(name) is None or len(loaded[name]) != rows:
+                raise ValueError(f"split {name} has {0 if loaded.get(name) is None else len(loaded[name])} rows, "
+                                 f"the entry recorded {rows}")
+            loaded[name][len(loaded[name]) - 1]  # reads the last row: a cut-short file fails here
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the entry, it is rebuilt
+        logging.getLogger("ftc").warning(f"tokenized-data cache {cache_dir} is damaged ({type(e).__name__}: "
+                                         f"{e}); rebuilding it")
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return None
+    return Splits(loaded["train"], loaded["validation"], meta["test"], loaded["test"], report)
+
+
 def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> Splits:
     """Reads, checks, splits, tokenizes and caches the data of a plan."""
     import datasets
@@ -198,10 +225,9 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
     cache_dir = cache_root() / "tokenized" / key
     report.cache = str(cache_dir)
     if use_cache and (cache_dir / "complete.json").is_file():
-        meta = json.loads((cache_dir / "complete.json").read_text())
-        report = DataReport(**{**meta["report"], "cache": str(cache_dir), "cache_hit": True})
-        load = lambda name: datasets.load_from_disk(str(cache_dir / name)) if (cache_dir / name).exists() else None
-        return Splits(load("train"), load("validation"), meta["test"], load("test"), report)
+        cached = _load_cached(cache_dir)
+        if cached is not None:
+            return cached
 
     train = _read_examples(spec.path, spec, tokenizer, report, "train")
     validation = _read_examples(spec.validation_path, spec, tokenizer, report, "validation") \

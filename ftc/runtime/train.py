@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ftc.plan import Plan
-from ftc.errors import TrainingDiverged
+from ftc.errors import RunStopped, TrainingDiverged
 from ftc.paths import publish
 from ftc.runtime import artifacts, console
+from ftc.runtime.preemption import EXIT_CODES, stop_on_signals
 
 
 def make_callbacks(plan: Plan, run_dir: Path, fault_dir: Path | None = None) -> list[Any]:
@@ -72,6 +73,29 @@ def fault_injection(run_dir: Path) -> Any:
                 os._exit(1)
 
     return Die()
+
+
+SAVE_FAULT_ENV = "FTC_FAULT_INJECT_SAVE"
+
+
+def save_fault(checkpoints: Path, step: int) -> None:
+    """Test hook: with FTC_FAULT_INJECT_SAVE=kill:N or enospc:N, the checkpoint save at step N (once per run) leaves
+    a partial checkpoint-N (weights cut short, no trainer_state.json) and then the process dies as under
+    ``kill -9``, or the save fails as on a full disk. The tests prove that neither is ever resumed from."""
+    import errno
+    import os
+
+    what, _, at = os.environ.get(SAVE_FAULT_ENV, "").partition(":")
+    marker = checkpoints.parent / ".save_fault_injected"
+    if not what or step < int(at or 0) or marker.exists():
+        return
+    marker.write_text(f"{what} at step {step}")
+    partial = checkpoints / f"checkpoint-{step}"
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "adapter_model.safetensors").write_bytes(b"\0" * 100)  # cut short
+    if what == "kill":
+        os._exit(137)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial / "adapter_model.safetensors"))
 
 
 def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bool) -> dict[str, Any]:
@@ -162,6 +186,7 @@ class _Timed:
 
     def _save_checkpoint(self, *args, **kwargs):
         with self._timing("checkpoints"):
+            save_fault(Path(self.args.output_dir), self.state.global_step)
             return super()._save_checkpoint(*args, **kwargs)
 
 
@@ -282,9 +307,18 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         print(console.data_line(splits.report), file=sys.stderr)
         artifacts.event(run, "resume" if resume else "start", checkpoint=resume,
                         world_size=trainer.args.world_size)
+    stopper = None if distributed else stop_on_signals()  # SIGTERM / SIGINT: checkpoint, then a resumable stop
+    if stopper is not None:
+        trainer.add_callback(stopper)
     start = time.time()
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if stopper is not None:
+            stopper.restore()
     wall = time.time() - start
+    if stopper is not None and stopper.signal:
+        _stopped(stopper, run)
     # Training throughput counts training steps only: the Trainer's validation passes (it runs one at the end even
     # when eval_steps > max_steps) and checkpoint saves are timed apart and reported on their own lines.
     validation_s, checkpoints_s = trainer.seconds["validation"], trainer.seconds["checkpoints"]
@@ -318,6 +352,18 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     }
     figures = figures if rank0 else {}
     return (figures, trainer.model, tokenizer) if return_model else figures
+
+
+def _stopped(stopper: Any, run: Path) -> None:
+    """Records the signal's stop and raises it as a resumable, incomplete run (exit 143 / 130)."""
+    checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
+    kind = "preempted" if stopper.signal == "SIGTERM" else "interrupted"
+    saved_s = time.time() - stopper.received_at
+    artifacts.event(run, kind, signal=stopper.signal, step=stopper.step, checkpoint=checkpoint,
+                    seconds_after_signal=round(saved_s, 2))
+    raise RunStopped(f"ftc: {kind} by {stopper.signal} at step {stopper.step}: checkpoint {checkpoint} saved "
+                     f"{saved_s:.1f} s after the signal. The run is not complete; re-run the same command (same "
+                     "output_dir) to resume from it.", EXIT_CODES[stopper.signal])
 
 
 def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
