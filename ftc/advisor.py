@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Optional
 
-from ftc.plan import Plan
 from ftc.errors import UserError
+from ftc.plan import Plan
 
 AUTO = "hardware=auto"
 
@@ -128,10 +128,10 @@ def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option
         cost = dataclasses.replace(plan.cost, usd=round(sum(o.plan.cost.usd for o in opts), 2),
                                    on_demand_usd=round(sum(o.plan.cost.on_demand_usd for o in opts), 2),
                                    spot_usd=None if None in spots else round(sum(spots), 2))
-        total = dataclasses.replace(plan, cost=cost, schedule=dataclasses.replace(
-                                        plan.schedule, tokens=sum(o.plan.schedule.tokens for o in opts)),
-                                    time=dataclasses.replace(plan.time, hours=round(sum(o.plan.time.hours for o in opts),
-                                                                                    4)))
+        hours = round(sum(o.plan.time.hours for o in opts), 4)
+        total = dataclasses.replace(plan, cost=cost, time=dataclasses.replace(plan.time, hours=hours),
+                                    schedule=dataclasses.replace(plan.schedule,
+                                                                 tokens=sum(o.plan.schedule.tokens for o in opts)))
         totals.append(Option(name, opts[0].overrides, total, why_not))
     totals.sort(key=lambda o: (bool(o.why_not), o.plan.cost.usd, o.plan.time.hours, o.hardware))
     chosen = totals[0] if totals and not totals[0].why_not else None

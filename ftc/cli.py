@@ -218,8 +218,8 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
         sweep_dir, opts = _options(argv, {"metric": str})
         print(write_report(sweep_dir, **opts))
     elif name == RUN_PLAN:  # a sweep trial's process: run the run dir's saved plan
-        from ftc.plan import Plan
         from ftc.launch import execute
+        from ftc.plan import Plan
 
         execute(Plan.load(str(Path(argv[0]) / "plan.json")))
 

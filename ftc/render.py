@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ftc import secrets
-from ftc.plan import Plan
 from ftc.config.launchers import LAUNCHER_KINDS
+from ftc.plan import Plan
 
 
 def _num(n: float) -> str:
@@ -27,7 +27,8 @@ def plan_table(plan: Plan) -> str:
     q = me.quantization
     method = me.name + (f" r={me.r} alpha={me.alpha:g} dropout={me.dropout:g}" if me.peft else "")
     if q:
-        method += f", {q.bits}-bit {q.quant_type}{' +double-quant' if q.double_quant else ''}, compute {q.compute_dtype}"
+        method += (f", {q.bits}-bit {q.quant_type}{' +double-quant' if q.double_quant else ''}, "
+                   f"compute {q.compute_dtype}")
     ds = plan.deepspeed
     ray_train = LAUNCHER_KINDS[plan.launcher.kind].ray_train
     rows = [

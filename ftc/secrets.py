@@ -43,7 +43,7 @@ def find(text: str) -> list[str]:
 def mask(text: str) -> str:
     """``text`` with every secret replaced by ``***``."""
     for _, pattern, group in PATTERNS:
-        text = pattern.sub(lambda m: m.group(0).replace(m.group(group), MASK), text)
+        text = pattern.sub(lambda m, g=group: m.group(0).replace(m.group(g), MASK), text)
     return text
 
 

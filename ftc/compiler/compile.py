@@ -16,13 +16,27 @@ from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts
-from ftc.plan import (
-    BatchSpec, BudgetSpec, CostSpec, DataSpec, EvalSpec, HardwareSpec, LauncherSpec, MemorySpec, MethodSpec,
-    ModelSpec, ObjectiveSpec, Plan, QuantSpec, ScheduleSpec, TimeSpec, TrainSpec,
-)
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
+from ftc.plan import (
+    BatchSpec,
+    BudgetSpec,
+    CostSpec,
+    DataSpec,
+    EvalSpec,
+    HardwareSpec,
+    LauncherSpec,
+    MemorySpec,
+    MethodSpec,
+    ModelSpec,
+    ObjectiveSpec,
+    Plan,
+    QuantSpec,
+    ScheduleSpec,
+    TimeSpec,
+    TrainSpec,
+)
 
 # The output head's module name as PEFT sees it: ``lm_head`` in every transformers 5 causal LM, whatever name the
 # checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load).
@@ -539,7 +553,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         ),
         data=DataSpec(
             name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
-            fields=dict(d.fields), template=d.template, max_length=draft.max_length, max_prompt_length=draft.max_prompt_length,
+            fields=dict(d.fields), template=d.template, max_length=draft.max_length,
+            max_prompt_length=draft.max_prompt_length,
             packing=draft.packing,
             group_by_length=d.group_by_length,
             completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
@@ -567,7 +582,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             save_steps=t.save_steps or save_steps or every,
         ),
         train=TrainSpec(
-            max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+            max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio,
+            weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
             zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
             early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,

@@ -11,8 +11,8 @@ from typing import Optional
 from ftc.compiler import estimate as est
 from ftc.compiler.draft import Draft, weight_dtype
 from ftc.compiler.facts import Facts
-from ftc.plan import ServingSpec
 from ftc.config.schema import Config
+from ftc.plan import ServingSpec
 
 EVAL_BATCH = 16  # runtime/evaluate.py generates 16 prompts at a time
 

@@ -1,7 +1,8 @@
 """Facts the compiler needs from the outside world, gathered once before ``compile``.
 
 This is the only module on the planning path that touches the filesystem: it reads a model's config.json and
-checks and measures the rows of local data files (torch-free, with the loader ``ftc train`` uses). ``compile`` stays pure: tests hand it ``Facts`` built by hand.
+checks and measures the rows of local data files (torch-free, with the loader ``ftc train`` uses). ``compile``
+stays pure: tests hand it ``Facts`` built by hand.
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ class Facts:
 @functools.lru_cache(maxsize=1)
 def load_families() -> dict[str, Any]:
     """conf/families.yaml, read once per process (a sweep compiles many trials); callers do not change it."""
-    import yaml
     from importlib.resources import files
+
+    import yaml
 
     return yaml.safe_load(files("ftc.conf").joinpath("families.yaml").read_text())
 
@@ -263,8 +265,9 @@ def _local_data_facts(resolved: str, size: int, mtime_ns: int, fmt: str, fields:
                     texts.append(plain_prompt_completion(values, fmt, template))
     except DataError as e:
         return DataFacts(path=resolved, exists=True, error=str(e).removeprefix(resolved + ": "))
-    facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count, mean_chars=chars / sampled if sampled
-                      else 0.0, max_chars=longest, empty_rows=empty, completion_share=counted / total if total else None,
+    facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count,
+                      mean_chars=chars / sampled if sampled else 0.0, max_chars=longest, empty_rows=empty,
+                      completion_share=counted / total if total else None,
                       problems=tuple(problems.lines()), keys=frozenset(keys), duplicates=rows - empty - len(keys))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:

@@ -12,9 +12,9 @@ from typing import Any, Sequence
 
 from ftc.compiler.compile import compile
 from ftc.compiler.facts import gather
-from ftc.plan import Plan
 from ftc.config.schema import Config
 from ftc.errors import UserError
+from ftc.plan import Plan
 
 
 def to_typed(cfg: Any) -> Config:

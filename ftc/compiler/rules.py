@@ -85,7 +85,8 @@ def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], us
                            f"of {max_hours:g} h", "more GPUs (launcher=ray), a faster hardware profile, fewer "
                            "train.epochs, or raise budget.max_hours"))
     if max_usd is not None and usd > max_usd:
-        found.append(error("budget.max_usd", f"predicted ${usd:.2f} for {what}, over the budget of ${max_usd:.2f}", "method=qlora, fewer train.epochs or trials, a cheaper hardware "
+        found.append(error("budget.max_usd", f"predicted ${usd:.2f} for {what}, over the budget of ${max_usd:.2f}",
+                           "method=qlora, fewer train.epochs or trials, a cheaper hardware "
                            "profile, or raise budget.max_usd"))
     if max_gpu_hours is not None and device_hours > max_gpu_hours:
         found.append(error("budget.max_gpu_hours", f"predicted {device_hours:.2f} device-hours for {what}, over the "
@@ -579,9 +580,11 @@ def data_format(cfg, facts, draft):
 def splits(cfg, facts, draft):
     d = cfg.data
     if cfg.eval.enabled and not d.test_path and d.test_fraction == 0:
-        yield error("data.test_fraction", "eval is on but there is no test split", "data.test_fraction=0.1 or eval.enabled=false")
+        yield error("data.test_fraction", "eval is on but there is no test split",
+                    "data.test_fraction=0.1 or eval.enabled=false")
     if cfg.train.early_stopping_patience and not d.validation_path and d.validation_fraction == 0:
-        yield error("data.validation_fraction", "early stopping needs a validation split", "data.validation_fraction=0.1")
+        yield error("data.validation_fraction", "early stopping needs a validation split",
+                    "data.validation_fraction=0.1")
 
 
 # --- budget --------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ A default lives here and nowhere else: runtime code reads the Plan, never ``cfg.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
@@ -86,7 +87,8 @@ class ModelConfig:
     path: str = MISSING
     """Hub id (``mistralai/Mistral-7B-v0.3``) or local directory; ``ftc:tiny`` builds the offline demo model."""
     family: str = "llama"
-    """Architecture family: decides default LoRA targets and module names (llama, mistral, qwen2, gemma2, phi3, gpt2)."""
+    """Architecture family: decides default LoRA targets and module names (llama, mistral, qwen2, gemma2, phi3,
+    gpt2)."""
     revision: Optional[str] = None
     """Hub revision (branch, tag or commit) to pin."""
     trust_remote_code: bool = False
@@ -409,11 +411,10 @@ def _user_presets_stamp() -> tuple:
 USER_GROUPS = ("hardware", "launcher")  # groups whose options a user may add in the ftc config dir
 
 
-def user_config_dir() -> "Path":
+def user_config_dir() -> Path:
     """$FTC_CONFIG_DIR, default ~/.config/ftc (XDG): where ``ftc calibrate`` writes hardware profiles and where a
     user keeps presets of their own (``hardware/<name>.yaml``, ``launcher/<name>.yaml``)."""
     import os
-    from pathlib import Path
 
     root = os.environ.get("FTC_CONFIG_DIR") or Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "ftc"
     return Path(root).expanduser()

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+
 @dataclass(frozen=True)
 class Format:
     """What a data format needs: the fields a row must have, the ones it may have, and the tokens its template

@@ -59,7 +59,8 @@ def _decode(path: str, data: bytes) -> str:
         return data.removeprefix(BOM).decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save the file as UTF-8")
+        raise DataError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); re-save the file as "
+                        "UTF-8") from None
 
 
 def _wrapped_rows(path: str, data: dict[str, Any]) -> list[Any]:
@@ -103,7 +104,8 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
             if not isinstance(data, list):
                 raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
             for no, row in enumerate(data, 1):
-                yield no, row if isinstance(row, dict) else RowError(f"expected a JSON object, got {type(row).__name__}")
+                yield no, row if isinstance(row, dict) else \
+                    RowError(f"expected a JSON object, got {type(row).__name__}")
         elif suffix == ".csv":
             with _open_binary(path) as f:
                 reader = csv.DictReader(io.StringIO(_decode(path, f.read()), newline=""))

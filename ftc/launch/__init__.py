@@ -6,8 +6,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from ftc.plan import Plan
 from ftc.errors import FtcError
+from ftc.plan import Plan
 from ftc.runtime.failures import explain
 
 # launcher.kind -> the module whose ``execute(plan)`` runs it (ftc.config.launchers.LAUNCHER_KINDS: same keys).

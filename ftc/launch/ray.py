@@ -19,7 +19,6 @@ from typing import Any
 
 from ftc.errors import UserError
 from ftc.plan import Plan
-
 from ftc.runtime.train import FAULT_ENV
 
 
@@ -191,8 +190,8 @@ def _download_final(result: Any, run: Path) -> None:
     """The final checkpoint rank 0 reported (adapter, metrics, events, figures) into the driver's run dir."""
     import shutil
 
-    from ftc.runtime import artifacts
     from ftc.paths import publish
+    from ftc.runtime import artifacts
 
     with result.checkpoint.as_directory() as d:
         for name in FINAL:

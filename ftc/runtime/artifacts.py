@@ -24,7 +24,6 @@ from ftc import secrets
 from ftc.paths import atomic_path
 
 
-
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)

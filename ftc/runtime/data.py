@@ -15,11 +15,11 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.plan import DataSpec
 from ftc.data.formats import dedup_keys, to_preference, to_prompt_completion
 from ftc.data.load import RowProblems, checked_rows, problems_message
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root, resolve_path
+from ftc.plan import DataSpec
 
 CACHE_VERSION = 2  # 2: duplicates keyed on the checked fields (formats.dedup_keys), as ftc plan counts them
 
@@ -90,7 +90,8 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
         "version": CACHE_VERSION,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "files": [_file_fingerprint(p) for p in files],
-        "spec": {k: v for k, v in asdict(spec).items() if k not in ("name", "train_examples", "tokens_per_example", "loss_share")},
+        "spec": {k: v for k, v in asdict(spec).items()
+                 if k not in ("name", "train_examples", "tokens_per_example", "loss_share")},
         "seed": seed,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -279,5 +280,7 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
         for name, ds in tokenized.items():
             ds.save_to_disk(str(tmp / name))
         (tmp / "complete.json").write_text(json.dumps(meta))
-    load = lambda name: datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
+    def load(name: str) -> Any:
+        return datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
+
     return Splits(load("train"), load("validation"), test or [], load("test"), report)

@@ -122,8 +122,8 @@ def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> t
                 attn = torch.zeros_like(ids)
                 for i, x in enumerate(seqs):
                     ids[i, : len(x)], attn[i, : len(x)] = torch.tensor(x), 1
-                logps = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits.float(),
-                                          -1)
+                logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+                logps = torch.log_softmax(logits.float(), -1)
                 for i, (p, c) in enumerate(zip(rows["prompt_ids"], rows[side])):
                     positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
                     out.append(float(logps[i, positions, torch.tensor(c, device=device)].sum()))
@@ -162,10 +162,10 @@ def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict
     examples = [{"prompt": e["prompt"], "reference": e["chosen"], "rejected": e["rejected"],
                  "tuned": tuned["predictions"][i], "base": base["predictions"][i] if base else None}
                 for i, e in enumerate(splits.test[: len(tuned["predictions"])])]
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("predictions", "_logps")} if d else None
-    result = {"tuned": strip(tuned), "base": strip(base), "examples": examples, "verdict": pair_verdict(tuned, base)}
+    result = {"tuned": _public(tuned), "base": _public(base), "examples": examples,
+              "verdict": pair_verdict(tuned, base)}
     if start:
-        result["start"] = strip(start)
+        result["start"] = _public(start)
         result["verdict"] += (f"; the starting adapter: {start['preference_accuracy']:.1%} "
                               f"(margin {start['logp_margin']:.2f})")
     return result
@@ -206,8 +206,13 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
          "base": base["predictions"][i] if base else None}
         for i, e in enumerate(splits.test[:k])
     ]
-    strip = lambda d: {k: v for k, v in d.items() if k != "predictions"} if d else None
-    return {"tuned": strip(tuned), "base": strip(base), "examples": examples, "verdict": verdict(tuned, base)}
+    return {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict(tuned, base)}
+
+
+def _public(metrics: dict | None) -> dict | None:
+    """A model's metrics as reported: without the per-example predictions and log-probabilities kept for the
+    side-by-side examples and the margins."""
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "_logps")} if metrics else None
 
 
 def verdict(tuned: dict, base: dict | None) -> str:

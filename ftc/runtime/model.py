@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ftc.plan import ModelSpec, Plan
 from ftc.paths import atomic_path, cache_root, package_root
+from ftc.plan import ModelSpec, Plan
 
 TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.plan import Plan
 from ftc.errors import RunFailed
+from ftc.plan import Plan
 from ftc.runtime import artifacts
 
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc.plan import Plan
 from ftc.errors import RunStopped, TrainingDiverged
 from ftc.paths import publish
+from ftc.plan import Plan
 from ftc.runtime import artifacts, console
 from ftc.runtime.preemption import EXIT_CODES, stop_on_signals
 
@@ -367,7 +367,8 @@ def _stopped(stopper: Any, run: Path) -> None:
 
 
 def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
-    """Saves adapter (or full model) + tokenizer to a temp dir on every rank (ZeRO-3 gathers), then renames on rank 0."""
+    """Saves adapter (or full model) + tokenizer to a temp dir on every rank (ZeRO-3 gathers), then renames on rank
+    0."""
     name = "adapter" if plan.method.peft else "model"
     tmp = run / f".{name}.tmp"
     trainer.save_model(str(tmp))

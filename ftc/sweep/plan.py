@@ -6,8 +6,8 @@ import json
 import sys
 from dataclasses import dataclass
 
-from ftc.plan import Plan
 from ftc.config.overrides import expand
+from ftc.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,8 @@ def write_report(sweep_dir: str, metric: Optional[str] = None) -> str:
     artifacts.atomic_write_text(root / "summary.csv", buf.getvalue())
     best = next((r for r in rows if r["status"] == "completed" and r.get(metric) is not None), None)
     failed = sum(r["status"] == "failed" for r in rows)
-    text = [f"# Sweep {root}", "", f"{len(rows)} trials, {failed} failed; sorted by {metric}", "", markdown(rows, metric)]
+    text = [f"# Sweep {root}", "", f"{len(rows)} trials, {failed} failed; sorted by {metric}", "",
+            markdown(rows, metric)]
     if best:
         text += ["", f"**Best trial {best['trial']}** ({metric} = {_fmt(best[metric])}): re-use with",
                  "", f"    ftc train {best['overrides']}"]

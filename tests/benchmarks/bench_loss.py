@@ -58,7 +58,8 @@ def ftc_run(run: Path, *overrides: str) -> dict:
     return {"loss": plan["train"]["loss"], "steps": t["steps"], "real_tokens": t["tokens_seen"],
             "train_s": round(t["train_runtime_s"], 1), "tokens_per_s": round(t["tokens_per_s"], 1),
             "peak_rss_gb": round(t["peak_memory"]["process_gb"], 2), "final_train_loss": round(t["train_loss"], 4),
-            "predicted_gb": plan["memory"]["per_device_gb"], "predicted_logits_gb": plan["memory"]["breakdown"]["logits"]}
+            "predicted_gb": plan["memory"]["per_device_gb"],
+            "predicted_logits_gb": plan["memory"]["breakdown"]["logits"]}
 
 
 def loop_run(*args: str) -> dict:
@@ -81,7 +82,8 @@ def main() -> None:
         out["qwen_b_ftc_model_loss"] = ftc_run(tmp / "qb", *common, "train.loss=model")
         out["qwen_c_ftc_selective"] = ftc_run(tmp / "qc", *common, "train.loss=selective")
         out["tiny_a_handwritten"] = loop_run("--epochs", "1")
-        out["tiny_b_ftc_model_loss"] = ftc_run(tmp / "tb", "train.epochs=1", "train.logging_steps=25", "train.loss=model")
+        out["tiny_b_ftc_model_loss"] = ftc_run(tmp / "tb", "train.epochs=1", "train.logging_steps=25",
+                                               "train.loss=model")
         out["tiny_c_ftc_selective"] = ftc_run(tmp / "tc", "train.epochs=1", "train.logging_steps=25",
                                               "train.loss=selective")
     for shape in ("qwen", "tiny"):

@@ -42,14 +42,15 @@ def plan_timing(n: int = 5) -> dict:
             "cfg=to_typed(compose([]));f=gather(cfg);t=time.perf_counter();[compile(cfg,f) for _ in range(100)];"
             "print((time.perf_counter()-t)/100)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    return {"ftc_plan_process_s_min": round(min(walls), 3), "ftc_plan_process_s_median": round(sorted(walls)[n // 2], 3),
+    return {"ftc_plan_process_s_min": round(min(walls), 3),
+            "ftc_plan_process_s_median": round(sorted(walls)[n // 2], 3),
             "compile_only_ms": round(float(r.stdout.strip().splitlines()[-1]) * 1000, 3)}
 
 
 def main() -> None:
     out = {"plan": plan_timing()}
-    base = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", "--epochs", "3"], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
+    base = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", "--epochs", "3"], capture_output=True,
+                          text=True, cwd=ROOT, check=True)
     out["baseline_handwritten_3_epochs"] = json.loads(base.stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -11,9 +11,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_train_on_cuda_and_memory_estimate_is_an_upper_bound(tmp_path, method):
-    from tests.integration.helpers import fast_plan
-
     from ftc.runtime.train import train
+    from tests.integration.helpers import fast_plan
 
     plan = fast_plan(tmp_path, [f"method={method}", "hardware=h100", "train.max_steps=4"])
     torch.cuda.reset_peak_memory_stats()

@@ -64,8 +64,8 @@ def test_a_sweep_runs_on_the_cheapest_profile_every_trial_fits_and_says_when_tri
 
 def test_hardware_auto_reads_a_local_data_file_once(tmp_path, monkeypatch):
     """Every profile's plan uses the same facts: the rows are read and checked once per process, not per profile."""
-    from ftc.compiler import facts
     from ftc.advisor import advise, profiles
+    from ftc.compiler import facts
     from tests.conftest import write_jsonl
 
     path = write_jsonl(tmp_path / "rows.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(200)])

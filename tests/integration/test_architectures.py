@@ -86,7 +86,8 @@ def test_plan_matches_what_peft_wraps(zoo, arch):
 
 def test_the_output_head_is_an_expressible_target(zoo):
     """GPT-NeoX stores its head as embed_out; transformers 5 loads it as lm_head, the name PEFT matches."""
-    plan = plan_for(["model=local", f"model.path={zoo / 'gpt_neox'}", "method.target_modules=[query_key_value,lm_head]"])
+    plan = plan_for(["model=local", f"model.path={zoo / 'gpt_neox'}",
+                     "method.target_modules=[query_key_value,lm_head]"])
     assert plan.errors == (), plan.errors
     leaves, trainable, _, _ = _peft_truth(zoo / "gpt_neox", ["query_key_value", "lm_head"])
     assert leaves == {"query_key_value", "lm_head"}
@@ -118,7 +119,7 @@ def test_no_sdpa_list_is_safe_for_the_installed_transformers():
     assert drift.unsafe == (), f"add to conf/families.yaml _no_sdpa: {drift.unsafe}"
     if drift.stale:
         warnings.warn(f"transformers gained SDPA for {drift.stale}: ftc still plans eager for them (safe, slower); "
-                      "drop them from _no_sdpa once pyproject's lower bound has it", UserWarning)
+                      "drop them from _no_sdpa once pyproject's lower bound has it", UserWarning, stacklevel=1)
 
 
 def test_tokens_are_counted_with_the_models_tokenizer(zoo):
@@ -158,4 +159,4 @@ def test_optimizer_and_scheduler_names_are_ones_the_installed_transformers_accep
     for what, drift in trainer_names_drift().items():
         assert drift.unsafe == (), f"ftc/config/schema.py accepts {what} transformers refuses: {drift.unsafe}"
         if drift.stale:
-            warnings.warn(f"transformers has {what} ftc refuses: {drift.stale}", UserWarning)
+            warnings.warn(f"transformers has {what} ftc refuses: {drift.stale}", UserWarning, stacklevel=1)

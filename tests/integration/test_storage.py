@@ -41,7 +41,8 @@ def s3():
                           aws_secret_access_key=SECRET, region_name="us-east-1")
     client.create_bucket(Bucket="ftc-test")
     for split in ("train", "validation", "test"):
-        client.upload_file(str(ROOT / "ftc" / "assets" / "sample" / f"{split}.jsonl"), "ftc-test", f"data/{split}.jsonl")
+        source = ROOT / "ftc" / "assets" / "sample" / f"{split}.jsonl"
+        client.upload_file(str(source), "ftc-test", f"data/{split}.jsonl")
     yield client, env
     server.stop()
 

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 torch = pytest.importorskip("torch")  # the unit tier runs without torch; this module needs it
 
-from tests.conftest import plan_for
-from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch
+from tests.conftest import plan_for  # noqa: E402 - after the importorskip above
+from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

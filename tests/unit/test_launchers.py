@@ -41,7 +41,8 @@ def test_k8s_job_is_a_single_gpu_qlora_run():
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["ftc", "train"] and container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    plan = plan_for([a for a in container["args"] if not a.startswith("data.path")] + ["data.path=ftc:sample/train.jsonl"])
+    args = [a for a in container["args"] if not a.startswith("data.path")]
+    plan = plan_for(args + ["data.path=ftc:sample/train.jsonl"])
     assert plan.method.quantization is not None and plan.world_size == 1 and plan.errors == ()
 
 

@@ -39,5 +39,5 @@ def test_mask_keeps_what_is_not_secret():
     assert secrets.mask(f'Invalid bucket name "{KEY_ID}:{SECRET}@bucket"') == 'Invalid bucket name "***@bucket"'
     assert secrets.mask("https://h/x?a=1&token=abc&b=2") == "https://h/x?a=1&token=***&b=2"
     assert secrets.mask("s3://bucket/runs user@example.com") == "s3://bucket/runs user@example.com"
-    masked = secrets.mask_all({"hub_token": "x", "max_new_tokens": 64, "path": f"gs://u:p@b/x"})
+    masked = secrets.mask_all({"hub_token": "x", "max_new_tokens": 64, "path": "gs://u:p@b/x"})
     assert masked == {"hub_token": "***", "max_new_tokens": 64, "path": "gs://***@b/x"}
