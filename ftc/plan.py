@@ -255,6 +255,22 @@ class BudgetSpec:
 
 
 @dataclass(frozen=True)
+class Finding:
+    """A rule's finding, kept structured from the rule to plan.json: which key, what is wrong, the override that
+    fixes it. ``str()`` is the line ``ftc plan`` prints: ``method.r: LoRA rank must be >= 1, got 0 (fix: ...)``."""
+
+    severity: str
+    """error (nothing runs) | warning."""
+    key: str
+    """The override key the finding is about (``method.r``, ``data.path``, ``hardware``)."""
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     model: ModelSpec
@@ -277,20 +293,31 @@ class Plan:
     deepspeed: Optional[dict[str, Any]]
     budget: BudgetSpec
     output_dir: str
-    warnings: tuple[str, ...]
-    errors: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    """Every rule's errors and warnings, structured; ``errors`` / ``warnings`` are their printed lines."""
     decisions: tuple[str, ...]
     """Choices the compiler made for you (auto values), one line each."""
     hardware_table: tuple[dict[str, Any], ...]
     """hardware=auto: every GPU profile compiled and ranked (empty otherwise)."""
 
     @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(str(f) for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(str(f) for f in self.findings if f.severity == "warning")
+
+    @property
     def ok(self) -> bool:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, with any secret masked (the compiler refuses configs holding one: defence in depth)."""
-        return secrets.mask_all(_to_jsonable(self), by_key=False)
+        """JSON-ready, with any secret masked (the compiler refuses configs holding one: defence in depth).
+        ``errors`` and ``warnings`` are added as printed lines for readers of plan.json; ``findings`` is the data."""
+        data = _to_jsonable(self)
+        data["errors"], data["warnings"] = list(self.errors), list(self.warnings)
+        return secrets.mask_all(data, by_key=False)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -301,8 +328,16 @@ class Plan:
 
     @classmethod
     def load(cls, path: str) -> "Plan":
+        """A saved plan.json; one written by an older ftc, lacking fields this one needs, is a clear error."""
+        from ftc.errors import UserError
+
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            data = json.load(f)
+        try:
+            return cls.from_dict(data)
+        except TypeError as e:
+            raise UserError(f"ftc: {path} was written by another version of ftc ({e}); compile it again with "
+                            "`ftc plan` / re-run `ftc train`") from None
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -329,5 +364,8 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if data is None else _from_jsonable(inner[0], data)
     if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[Finding, ...]: each element of its type
+            return tuple(_from_jsonable(args[0], v) for v in data)
         return tuple(data)
     return data

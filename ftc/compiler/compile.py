@@ -611,8 +611,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours,
                           max_hours=cfg.budget.max_hours),
         output_dir=cfg.output_dir,
-        warnings=tuple(str(p) for p in problems if p.severity == "warning"),
-        errors=tuple(str(p) for p in problems if p.severity == "error"),
+        findings=tuple(p for p in problems if p.severity == "error") + tuple(
+            p for p in problems if p.severity == "warning"),
         decisions=tuple(draft.decisions),
         hardware_table=(),
     )

@@ -1,6 +1,6 @@
 """Rules: every check that can refuse or warn before anything expensive happens.
 
-Each rule reads the typed config, the facts and the compiler's draft, and yields ``Problem``s naming the override
+Each rule reads the typed config, the facts and the compiler's draft, and yields ``Finding``s naming the override
 key and a fix. ``check`` runs them all, so a user sees every problem at once. docs/RULES.md lists them.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from ftc import secrets
@@ -18,6 +17,7 @@ from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.schema import Config, field_check
 from ftc.data.formats import FORMATS
+from ftc.plan import Finding
 
 # SFTConfig / TrainingArguments fields removed or renamed in TRL 1.x / transformers 5, and where ftc sets them.
 RENAMED_TRL_FIELDS = {
@@ -39,18 +39,7 @@ RENAMED_TRL_FIELDS = {
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    severity: str  # "error" | "warning"
-    key: str
-    message: str
-    fix: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
-
-
-Rule = Callable[[Config, Facts, Draft], Iterator[Problem]]
+Rule = Callable[[Config, Facts, Draft], Iterator[Finding]]
 RULES: list[Rule] = []
 
 
@@ -59,25 +48,25 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def error(key: str, message: str, fix: str = "") -> Problem:
-    return Problem("error", key, message, fix)
+def error(key: str, message: str, fix: str = "") -> Finding:
+    return Finding("error", key, message, fix)
 
 
-def warning(key: str, message: str, fix: str = "") -> Problem:
-    return Problem("warning", key, message, fix)
+def warning(key: str, message: str, fix: str = "") -> Finding:
+    return Finding("warning", key, message, fix)
 
 
-def check(cfg: Config, facts: Facts, draft: Draft) -> list[Problem]:
+def check(cfg: Config, facts: Facts, draft: Draft) -> list[Finding]:
     """Every rule's problems; a secret a message would echo (a path holding credentials) is masked."""
-    problems: list[Problem] = []
+    problems: list[Finding] = []
     for r in RULES:
-        problems.extend(Problem(p.severity, p.key, secrets.mask(p.message), secrets.mask(p.fix))
+        problems.extend(Finding(p.severity, p.key, secrets.mask(p.message), secrets.mask(p.fix))
                         for p in r(cfg, facts, draft))
     return problems
 
 
 def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], usd: float, device_hours: float,
-                    what: str = "the run", max_hours: Optional[float] = None, hours: float = 0.0) -> list[Problem]:
+                    what: str = "the run", max_hours: Optional[float] = None, hours: float = 0.0) -> list[Finding]:
     """The one budget check, for a run, a sweep (its total) or a search (n_trials x one trial)."""
     found = []
     if max_hours is not None and hours > max_hours:
@@ -96,11 +85,11 @@ def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], us
 
 
 # --- declared ranges and choices ------------------------------------------------------------------------------
-def value_problems(cfg: Config) -> tuple[list[Problem], Config]:
+def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
     """Every field whose value is outside the range or choices its schema declares (``schema.checked``), and the
     config with those fields set to their fix or default, so that the rest of the compile runs on sane numbers and
     every other problem is still found. The plan keeps the errors: nothing runs."""
-    problems: list[Problem] = []
+    problems: list[Finding] = []
     sections = {}
     for section in dataclasses.fields(cfg):
         node = getattr(cfg, section.name)

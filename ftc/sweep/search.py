@@ -77,7 +77,7 @@ class SearchSweeper(Sweeper):
         print(f"ftc: search of {self.n_trials} trials, predicted ~${usd:.2f} / {hours:.3f} device-hours "
               "(n_trials x the trial at the fixed values)", file=sys.stderr)
         b = plan.budget
-        problems = [e for e in plan.errors if not e.startswith("budget.")]
+        problems = [str(f) for f in plan.findings if f.severity == "error" and not f.key.startswith("budget.")]
         problems += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
                                                      f"the search's {self.n_trials} trials (hydra.sweeper.n_trials)",
                                                      b.max_hours, plan.time.hours * self.n_trials)]

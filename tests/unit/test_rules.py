@@ -132,13 +132,24 @@ CASES = [
 @pytest.mark.parametrize("bad,key,severity,fixed", CASES)
 def test_rule(bad, key, severity, fixed):
     plan = plan_for(bad)
-    found = plan.errors if severity == "error" else plan.warnings
-    assert key in _keys(found), f"{bad}: expected a {severity} on {key}, got {found} / {plan.warnings}"
-    message = next(e for e in found if e.startswith(key + ":"))
-    assert "fix:" in message, message
+    found = [f for f in plan.findings if f.key == key and f.severity == severity]
+    assert found, f"{bad}: expected a {severity} on {key}, got {plan.errors} / {plan.warnings}"
+    assert found[0].message and found[0].fix, found[0]
     if fixed:
         good = plan_for(fixed)
-        assert key not in _keys(good.errors) | (_keys(good.warnings) if severity == "warning" else set())
+        assert not [f for f in good.findings if f.key == key and (f.severity == "error" or severity == "warning")]
+
+
+def test_findings_stay_structured_in_plan_json():
+    import json
+
+    from ftc.plan import Plan
+
+    plan = plan_for(["method.r=0", "method.r=512"][:1])
+    data = json.loads(plan.to_json())
+    assert {"severity": "error", "key": "method.r", "message": "LoRA rank must be >= 1, got 0",
+            "fix": "method.r=8"} in data["findings"]
+    assert data["errors"] == list(plan.errors) and Plan.from_dict(data).findings == plan.findings
 
 
 def test_at_least_twenty_distinct_rules():
