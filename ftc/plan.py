@@ -174,8 +174,12 @@ class EvalSpec:
 class HardwareSpec:
     name: str
     accelerator: str
+    gpus_per_node: int
+    nodes: int
     devices: int
+    """gpus_per_node x nodes."""
     device_gb: float
+    """hardware.memory_gb: memory per device."""
     bf16: bool
     peak_tflops: float
     mfu: float
@@ -183,8 +187,10 @@ class HardwareSpec:
     cpus_per_worker: int
     step_overhead_s: float
     decode_gbs: Optional[float]
+    memory_bandwidth_gbs: Optional[float]
     spot: bool
     spot_usd_per_hour: Optional[float]
+    preemptions_per_hour: float
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ every rule and attach their findings to the Plan.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Optional
@@ -471,6 +472,24 @@ def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
     }
 
 
+def spec_from(spec: type, section: Any, **decided: Any) -> Any:
+    """A Plan spec from its config section: each field is the compiler's decision when named in ``decided``, else
+    the section's field of the same name, copied. A spec field that is neither is a bug (a decision forgotten, a
+    field renamed): it raises here, on every compile, so no field is ever dropped or defaulted silently."""
+    values = {}
+    for f in dataclasses.fields(spec):
+        if f.name in decided:
+            values[f.name] = decided.pop(f.name)
+        elif hasattr(section, f.name):
+            values[f.name] = getattr(section, f.name)
+        else:
+            raise TypeError(f"{spec.__name__}.{f.name} is neither decided by the compiler nor a field of "
+                            f"{type(section).__name__}")
+    if decided:
+        raise TypeError(f"{spec.__name__} has no field {sorted(decided)}")
+    return spec(**values)
+
+
 def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``."""
     value_problems, cfg = rules.value_problems(cfg)  # out-of-range values: refused, and compiled as their defaults
@@ -530,46 +549,29 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     per_device = mem.total / est.GB
     return Plan(
         name=cfg.name,
-        model=ModelSpec(
-            name=cfg.model.name, path=cfg.model.path, family=draft.family, revision=cfg.model.revision,
-            trust_remote_code=cfg.model.trust_remote_code, attn_implementation=draft.attention,
-            chat_template=cfg.model.chat_template, hidden_size=av["hidden_size"] or 0,
-            num_layers=av["num_layers"] or 0, num_heads=av["num_heads"] or 0, num_kv_heads=av["num_kv_heads"] or 0,
-            head_dim=av["head_dim"] or 0, intermediate_size=av["intermediate_size"] or 0,
-            vocab_size=av["vocab_size"] or 0, max_position_embeddings=av["max_position_embeddings"] or 0,
+        # Each spec copies its config section's fields of the same name; the compiler's decisions are named here.
+        model=spec_from(
+            ModelSpec, cfg.model, family=draft.family, attn_implementation=draft.attention,
+            **{k: av[k] or 0 for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                                       "intermediate_size", "vocab_size", "max_position_embeddings")},
             tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
             adapter=facts.adapter.path if facts.adapter is not None else None,
         ),
-        objective=ObjectiveSpec(
-            name=cfg.objective.name, trainer=cfg.objective.trainer, beta=cfg.objective.beta,
-            loss_type=cfg.objective.loss_type, reference=cfg.objective.reference,
-            sequences_per_example=draft.sequences_per_example, reference_forwards=draft.reference_forwards,
-        ),
-        method=MethodSpec(
-            name=m.name, peft=draft.peft, r=m.r, alpha=m.alpha, dropout=m.dropout, use_dora=m.use_dora,
-            target_modules=draft.targets, trainable_params=trainable,
+        objective=spec_from(ObjectiveSpec, cfg.objective, sequences_per_example=draft.sequences_per_example,
+                            reference_forwards=draft.reference_forwards),
+        method=spec_from(
+            MethodSpec, m, peft=draft.peft, target_modules=draft.targets, trainable_params=trainable,
             trainable_percent=round(100 * trainable / params, 4) if params else 0.0,
             weight_dtype=weight_dtype(cfg, draft), quantization=quant,
         ),
-        data=DataSpec(
-            name=d.name, path=d.path, validation_path=d.validation_path, test_path=d.test_path, format=d.format,
-            fields=dict(d.fields), template=d.template, max_length=draft.max_length,
-            max_prompt_length=draft.max_prompt_length,
-            packing=draft.packing,
-            group_by_length=d.group_by_length,
-            completion_only_loss=d.completion_only_loss, dedup=d.dedup, validation_fraction=d.validation_fraction,
-            test_fraction=d.test_fraction, max_samples=d.max_samples, train_examples=draft.train_examples,
-            examples=dict(draft.split_examples), dropped=dict(draft.dropped_rows),
-            tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
+        data=spec_from(
+            DataSpec, d, fields=dict(d.fields), max_length=draft.max_length, max_prompt_length=draft.max_prompt_length,
+            packing=draft.packing, train_examples=draft.train_examples, examples=dict(draft.split_examples),
+            dropped=dict(draft.dropped_rows), tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
         ),
         precision=draft.precision,
         world_size=draft.world,
-        hardware=HardwareSpec(
-            name=hw.name, accelerator=hw.accelerator, devices=devices, device_gb=hw.memory_gb, bf16=hw.bf16,
-            peak_tflops=hw.peak_tflops, mfu=hw.mfu, usd_per_hour=hw.usd_per_hour, cpus_per_worker=hw.cpus_per_worker,
-            step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs, spot=hw.spot,
-            spot_usd_per_hour=hw.spot_usd_per_hour,
-        ),
+        hardware=spec_from(HardwareSpec, hw, devices=devices, device_gb=hw.memory_gb),
         batch=BatchSpec(
             micro=draft.micro, grad_accum=draft.grad_accum, world=draft.world, global_=t.global_batch_size,
             derivation=f"{t.global_batch_size} = {draft.micro} micro x {draft.grad_accum} accum x "
@@ -581,19 +583,11 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             warmup_steps=math.ceil(draft.steps * t.warmup_ratio), eval_steps=every,
             save_steps=t.save_steps or save_steps or every,
         ),
-        train=TrainSpec(
-            max_steps=t.max_steps, lr=t.lr, scheduler=t.scheduler, warmup_ratio=t.warmup_ratio,
-            weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm, optim=t.optim, gradient_checkpointing=draft.checkpointing,
-            zero_stage=draft.zero_stage, save_total_limit=t.save_total_limit,
-            early_stopping_patience=t.early_stopping_patience, logging_steps=t.logging_steps,
-            loss=draft.loss, loss_chunk_tokens=t.loss_chunk_tokens, loss_recompute=draft.loss_recompute,
-            token_metrics=t.token_metrics, seed=t.seed,
-            report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
+        train=spec_from(
+            TrainSpec, t, gradient_checkpointing=draft.checkpointing, zero_stage=draft.zero_stage, loss=draft.loss,
+            loss_recompute=draft.loss_recompute, report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
         ),
-        eval=EvalSpec(enabled=cfg.eval.enabled, compare_base=cfg.eval.compare_base,
-                      max_new_tokens=cfg.eval.max_new_tokens, max_samples=cfg.eval.max_samples,
-                      num_examples_in_report=cfg.eval.num_examples_in_report),
+        eval=spec_from(EvalSpec, cfg.eval),
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=fits(mem.total, hw.memory_gb),
@@ -608,8 +602,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         serving=serving(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
-        budget=BudgetSpec(max_usd=cfg.budget.max_usd, max_gpu_hours=cfg.budget.max_gpu_hours,
-                          max_hours=cfg.budget.max_hours),
+        budget=spec_from(BudgetSpec, cfg.budget),
         output_dir=cfg.output_dir,
         findings=tuple(p for p in problems if p.severity == "error") + tuple(
             p for p in problems if p.severity == "warning"),

@@ -176,7 +176,8 @@ def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
         "defaults: [base_hardware, _self_]",
         f"name: {name}",
         f"accelerator: {hw.accelerator}",
-        f"gpus_per_node: {hw.devices}",
+        f"gpus_per_node: {hw.gpus_per_node}",
+        f"nodes: {hw.nodes}",
         f"memory_gb: {hw.device_gb:g}",
         f"bf16: {str(hw.bf16).lower()}",
         f"peak_tflops: {measured['achieved_tflops']:.4g}",
@@ -185,7 +186,12 @@ def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
         f"cpus_per_worker: {hw.cpus_per_worker}",
         f"step_overhead_s: {measured['fixed_step_s']:.4g}",
         f"decode_gbs: {measured['decode_gbs']:.4g}",
+        f"preemptions_per_hour: {hw.preemptions_per_hour:g}",
     ]
+    if hw.memory_bandwidth_gbs is not None:
+        lines.append(f"memory_bandwidth_gbs: {hw.memory_bandwidth_gbs:g}")
+    if hw.spot_usd_per_hour is not None:
+        lines.append(f"spot_usd_per_hour: {hw.spot_usd_per_hour:g}")
     return "\n".join(lines) + "\n"
 
 

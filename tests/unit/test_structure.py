@@ -184,3 +184,39 @@ def test_plan_spec_classes_carry_no_defaults():
                      for f in dataclasses.fields(cls)
                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
     assert with_defaults == []
+
+
+def test_specs_copy_their_section_or_name_the_decision():
+    """compile builds every spec with spec_from: a field neither decided nor in the config section raises, so a
+    field added to a spec can never be dropped or defaulted silently."""
+    import dataclasses as dc
+
+    from ftc.compiler.compile import spec_from
+    from ftc.config.schema import HardwareConfig
+    from ftc.plan import HardwareSpec
+
+    section = HardwareConfig(name="x", memory_gb=24, bf16=True, peak_tflops=100, memory_bandwidth_gbs=900,
+                             preemptions_per_hour=0.5, nodes=2)
+    spec = spec_from(HardwareSpec, section, devices=2, device_gb=24)
+    assert (spec.memory_bandwidth_gbs, spec.preemptions_per_hour, spec.nodes) == (900, 0.5, 2)
+    with pytest.raises(TypeError, match="device_gb is neither decided"):
+        spec_from(HardwareSpec, section, devices=2)
+    with pytest.raises(TypeError, match="has no field"):
+        spec_from(HardwareSpec, section, devices=2, device_gb=24, typo=1)
+    assert {f.name for f in dc.fields(HardwareSpec)} - {f.name for f in dc.fields(HardwareConfig)} == \
+        {"devices", "device_gb"}
+
+
+def test_a_calibrated_profile_keeps_the_fields_it_did_not_measure():
+    import yaml
+
+    from ftc.runtime.calibrate import profile_yaml
+    from tests.conftest import plan_for
+
+    plan = plan_for(["hardware=rtx4090", "model=qwen2_5_0_5b"])  # a profile with a bandwidth and a spot price
+    profile = yaml.safe_load(profile_yaml(plan, "mine", {"device": "cuda", "how": "test", "achieved_tflops": 50,
+                                                          "fixed_step_s": 0.01, "decode_gbs": 400}))
+    hw = plan.hardware
+    assert profile["memory_bandwidth_gbs"] == hw.memory_bandwidth_gbs and profile["nodes"] == hw.nodes
+    assert profile["spot_usd_per_hour"] == hw.spot_usd_per_hour is not None
+    assert profile["preemptions_per_hour"] == hw.preemptions_per_hour and profile["peak_tflops"] == 50
