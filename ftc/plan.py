@@ -279,26 +279,60 @@ class Finding:
 @dataclass(frozen=True)
 class Plan:
     name: str
+    """experiment name (recipes set it)"""
     model: ModelSpec
+    """name, path (hub id / local / `ftc:tiny`), family, revision, `trust_remote_code`, attention, architecture
+    numbers, `params`, `linear_modules`"""
     method: MethodSpec
+    """`name`, `peft`, `r`, `alpha`, `dropout`, `use_dora`, resolved `target_modules`, `trainable_params`,
+    `trainable_percent`, `quantization` {`bits`, `quant_type`, `double_quant`, `compute_dtype`, `storage_dtype`} or
+    null"""
     objective: ObjectiveSpec
+    """the objective (what is trained for): its trainer, DPO's beta, loss type and reference, the sequences and
+    reference forwards each example costs"""
     data: DataSpec
+    """paths, format, field mapping, template, `max_length` (decided when unset), `packing` (decided),
+    `group_by_length`, `completion_only_loss`, `dedup`, split fractions, `train_examples`, `examples` per split and
+    `dropped` rows (empty, duplicates) as training will see them, `tokens_per_example` (estimated)"""
     precision: str
+    """`bf16` / `fp16` / `fp32` (decided from hardware when `auto`)"""
     world_size: int
+    """training processes (1 locally; Ray: workers)"""
     hardware: HardwareSpec
+    """profile name, accelerator, devices, `device_gb`, bf16, `peak_tflops`, `mfu`, `usd_per_hour`,
+    `cpus_per_worker`"""
     batch: BatchSpec
+    """`micro`, `grad_accum`, `world`, `global` and the `derivation` string `16 = 8 micro x 1 accum x 2 workers`"""
     schedule: ScheduleSpec
+    """`steps`, `epochs`, `tokens` (real training tokens), `tokens_per_step`, `sequences_per_epoch`, `warmup_steps`,
+    `eval_steps`, `save_steps`"""
     train: TrainSpec
+    """optimizer, scheduler, lr, clipping, `gradient_checkpointing` (decided), `zero_stage` (decided), checkpoints
+    kept, early stopping, seed, loggers, TRL pass-through kwargs"""
     eval: EvalSpec
+    """base-vs-tuned evaluation settings"""
     memory: MemorySpec
+    """`per_device_gb` (process peak: reserved + CUDA context; decides `fits`), `live_gb` (live tensors, as
+    `max_memory_allocated`), `reserved_gb` (as `max_memory_reserved`), `device_gb` (capacity as nvidia-smi reports
+    it, in 10^9 B), `fits`, `headroom_gb`, `breakdown` {weights, adapters_grads_optimizer, activations, logits,
+    zero3_gather_buffer, allocator_slack, runtime}"""
     time: TimeSpec
+    """`hours`, `tokens_per_s`, `train_flops_per_token`, `train_hours`, `eval_hours`"""
     cost: CostSpec
+    """`usd`, `usd_per_hour` (all billed devices), `device_hours`"""
     serving: Optional[ServingSpec]
-    """null when the profile has no memory bandwidth (CPU without calibration)."""
+    """decode-bound serving estimate of the tuned model on the profile (merged, and adapter on the 16-bit base);
+    null when the profile has no memory bandwidth (CPU without calibration)"""
     launcher: LauncherSpec
+    """`kind`, `num_workers`, `use_gpu`, `resources_per_worker` (Ray ScalingConfig), `address`, `max_failures`,
+    `storage_path`, dashboard settings, `resource_wait_s`"""
     deepspeed: Optional[dict[str, Any]]
+    """the generated DeepSpeed config (ZeRO stage, micro/accum/global batch consistent with `batch`, precision,
+    clipping, 16-bit gather on save) or null"""
     budget: BudgetSpec
+    """`max_usd`, `max_gpu_hours`, `max_hours` (deadline)"""
     output_dir: str
+    """the run directory (absolute once a run starts)"""
     findings: tuple[Finding, ...]
     """Every rule's errors and warnings, structured; ``errors`` / ``warnings`` are their printed lines."""
     decisions: tuple[str, ...]

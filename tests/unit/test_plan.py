@@ -171,6 +171,15 @@ def test_config_reference_is_up_to_date():
         "run: python -m ftc.config.docs > docs/CONFIG.md"
 
 
+def test_plan_reference_is_generated_and_up_to_date():
+    from ftc.config.docs import render_plan
+
+    text = (ROOT / "docs" / "PLAN.md").read_text()
+    assert text.strip() == render_plan().strip(), "run: python -m ftc.config.docs plan > docs/PLAN.md"
+    for spec in ("ModelSpec", "DataSpec", "HardwareSpec", "ObjectiveSpec", "ServingSpec", "Finding", "QuantSpec"):
+        assert f"## {spec}" in text, spec  # every structure of the Plan, nested ones included
+
+
 def test_serving_estimate_is_decode_bound_on_the_chosen_profile():
     """Tokens/s = batch x bandwidth x efficiency / weight bytes; dollars per million tokens from the device price."""
     from ftc.compiler.estimate import DECODE_BANDWIDTH_EFFICIENCY, SERVING_BATCH
