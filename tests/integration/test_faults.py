@@ -16,9 +16,6 @@ import pytest
 
 from tests.integration.helpers import FAST
 
-pytestmark = pytest.mark.integration
-
-
 def ftc_train(run: Path, *extra: str, env: dict | None = None, wait: bool = True):
     args = [sys.executable, "-m", "ftc.cli", "train", *FAST, f"output_dir={run}", *extra]
     if not wait:
@@ -37,6 +34,7 @@ def complete(run: Path) -> bool:
         (run / "adapter" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.integration
 def test_a_second_train_into_a_running_runs_directory_is_refused(tmp_path):
     from ftc.paths import run_lock
 
@@ -48,6 +46,7 @@ def test_a_second_train_into_a_running_runs_directory_is_refused(tmp_path):
     assert (run / ".lock").read_text() == ""  # released: the next run may start
 
 
+@pytest.mark.integration
 def test_a_damaged_tokenized_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypatch):
     from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
