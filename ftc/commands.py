@@ -47,7 +47,7 @@ def load_plan(run_dir: str) -> Plan:
     if not weights.is_dir():
         raise UserError(f"ftc: {run_dir} has no {weights.name}/ yet: finish or resume the run with "
                         f"`ftc train output_dir={run_dir}`")
-    return dataclasses.replace(plan, output_dir=str(Path(run_dir).resolve()))
+    return plan.relocated(str(Path(run_dir).resolve()))
 
 
 def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
@@ -109,8 +109,7 @@ def merge(run_dir: str, out: str | None = None) -> str:
     plan = load_plan(run_dir)
     if not plan.method.peft:
         raise UserError(f"ftc: {run_dir} was fully fine-tuned; its model/ is already a merged model")
-    unquantized = dataclasses.replace(plan, method=dataclasses.replace(plan.method, quantization=None))
-    base = load_base_model(unquantized, for_training=False)
+    base = load_base_model(plan, for_training=False, quantized=False)
     merged = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter")).merge_and_unload()
     target = Path(out or Path(run_dir) / "merged").resolve()
     with atomic_path(target) as tmp:

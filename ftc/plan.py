@@ -352,6 +352,11 @@ class Plan:
     def ok(self) -> bool:
         return not self.errors
 
+    def relocated(self, output_dir: str) -> "Plan":
+        """The same plan run in another directory (the absolute run dir, a Ray worker's node-local one): where a
+        run lives is the one field bound after compile; every decision stays the compiler's."""
+        return dataclasses.replace(self, output_dir=output_dir)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with any secret masked (the compiler refuses configs holding one: defence in depth).
         ``errors`` and ``warnings`` are added as printed lines for readers of plan.json; ``findings`` is the data."""

@@ -62,7 +62,6 @@ def _train_through_storage(plan: Plan, rank: int) -> None:
     (launcher.storage_path: a path or s3://, gs://...) through RayTrainReportCallback, a restarted group restores
     from ray.train.get_checkpoint(), and rank 0 reports the final adapter and run files as the last checkpoint,
     which the driver downloads into its run directory."""
-    import dataclasses
     import json
     import shutil
     import tempfile
@@ -95,7 +94,7 @@ def _train_through_storage(plan: Plan, rank: int) -> None:
                 artifacts.event(local, "persisted", step=state.global_step, seconds=round(time.time() - start, 3),
                                 storage=plan.launcher.storage_path)
 
-    figures = train(dataclasses.replace(plan, output_dir=str(local)), str(local), distributed=True,
+    figures = train(plan.relocated(str(local)), str(local), distributed=True,
                     extra_callbacks=(TimedReport(),), fault_dir=Path(plan.output_dir))
     final = None
     if rank == 0:

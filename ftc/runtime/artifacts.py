@@ -38,11 +38,10 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 def prepare_run_dir(config: dict[str, Any], plan: Any, run_dir: Path) -> Any:
     """Fixes the plan's output_dir to the absolute run dir and writes config.yaml (secrets redacted) and plan.json;
     returns the fixed plan."""
-    import dataclasses
 
     import yaml
 
-    plan = dataclasses.replace(plan, output_dir=str(run_dir))
+    plan = plan.relocated(str(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(redact(config), sort_keys=False))
     atomic_write_json(run_dir / "plan.json", plan.to_dict())

@@ -93,12 +93,15 @@ def torch_dtype(plan: Plan) -> Any:
     return getattr(torch, DTYPES[plan.method.weight_dtype])
 
 
-def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[Any] = None) -> Any:
-    """The base model as the plan says: dtype, 4-bit NF4 quantization, attention kernel, remote code."""
+def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[Any] = None,
+                    quantized: bool = True) -> Any:
+    """The base model as the plan says: dtype, 4-bit NF4 quantization, attention kernel, remote code. ``quantized``
+    False loads a QLoRA plan's base in its compute dtype instead (``ftc merge``: adapters merge into 16-bit
+    weights)."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    spec, q = plan.model, plan.method.quantization
+    spec, q = plan.model, plan.method.quantization if quantized else None
     kwargs: dict[str, Any] = {
         "revision": spec.revision,
         "trust_remote_code": spec.trust_remote_code,

@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.helpers import FAST
 
+
 def ftc_train(run: Path, *extra: str, env: dict | None = None, wait: bool = True):
     args = [sys.executable, "-m", "ftc.cli", "train", *FAST, f"output_dir={run}", *extra]
     if not wait:
