@@ -604,8 +604,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         deepspeed=_deepspeed(cfg, draft),
         budget=spec_from(BudgetSpec, cfg.budget),
         output_dir=cfg.output_dir,
-        findings=tuple(p for p in problems if p.severity == "error") + tuple(
-            p for p in problems if p.severity == "warning"),
+        findings=tuple(problems),  # Plan.errors / Plan.warnings select by severity
         decisions=tuple(draft.decisions),
         hardware_table=(),
     )

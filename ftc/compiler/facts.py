@@ -52,8 +52,6 @@ class DataFacts:
     keys: frozenset[int] = field(default=frozenset(), repr=False)
     """Near-duplicate keys (``formats.dedup_keys``) of the rows with something to learn from: the plan counts the
     examples each split keeps after deduplication, across files, exactly as the data pipeline drops them."""
-    duplicates: int = 0
-    """Rows with something to learn from that repeat an earlier row of the file (up to case and whitespace)."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +239,7 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
 
 
 @functools.lru_cache(maxsize=64)
-def _local_data_facts(resolved: str, size: int, mtime_ns: int, fmt: str, fields: tuple[tuple[str, str], ...],
+def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fields: tuple[tuple[str, str], ...],
                       template: str, tokenizer_file: Optional[str], tokenizer_stamp: Optional[int]) -> DataFacts:
     """``data_facts`` of a local file; size and mtimes are in the key so that an edited file is read again."""
     fields = dict(fields)
@@ -268,7 +266,7 @@ def _local_data_facts(resolved: str, size: int, mtime_ns: int, fmt: str, fields:
     facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count,
                       mean_chars=chars / sampled if sampled else 0.0, max_chars=longest, empty_rows=empty,
                       completion_share=counted / total if total else None,
-                      problems=tuple(problems.lines()), keys=frozenset(keys), duplicates=rows - empty - len(keys))
+                      problems=tuple(problems.lines()), keys=frozenset(keys))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:
         lengths, completion = counts
