@@ -38,6 +38,32 @@ class ModelSpec:
     params: int
     """Total parameters computed from the architecture numbers."""
     linear_modules: tuple[str, ...]
+    moe: Optional["MoeSpec"]
+    """Mixture-of-experts facts (null for a dense model)."""
+    ssm_layers: int
+    """Layers with a state-space (Mamba) mixer."""
+    attention_layers: int
+    """Layers with attention."""
+
+
+@dataclass(frozen=True)
+class MoeSpec:
+    experts: int
+    """Routed experts per MoE layer."""
+    experts_per_token: int
+    expert_intermediate_size: int
+    moe_layers: int
+    shared_expert_intermediate_size: int
+    expert_params: int
+    """Parameters of all routed experts: all resident in memory."""
+    active_params: int
+    """Parameters a token runs through (FLOPs): dense parts, routers and its top-k experts, head excluded."""
+    expert_parameters: tuple[str, ...]
+    """The fused expert parameters as transformers loads them (``mlp.experts.gate_up_proj``)."""
+    routers: tuple[str, ...]
+    """Router modules: never adapted."""
+    expert_weights: str
+    """What the experts are held in during training (``bf16``; 4-bit QLoRA quantizes linear layers only)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,8 @@ class MethodSpec:
     dropout: float
     use_dora: bool
     target_modules: tuple[str, ...]
+    target_parameters: tuple[str, ...]
+    """Fused MoE expert parameters PEFT adapts (``LoraConfig.target_parameters``); empty when none."""
     trainable_params: int
     trainable_percent: float
     weight_dtype: str

@@ -40,7 +40,11 @@ def plan_table(plan: Plan) -> str:
             f" beta={plan.objective.beta:g} loss={plan.objective.loss_type}, {plan.objective.sequences_per_example} "
             f"sequences/example + {plan.objective.reference_forwards} reference forward each, reference: the model "
             f"at the start" if plan.objective.trainer == "dpo" else "")),
-        ("targets", ", ".join(me.target_modules) or "all weights"),
+        *([("experts", f"{m.moe.experts} per layer, top-{m.moe.experts_per_token}, {m.moe.moe_layers} MoE layers; "
+                       f"{_num(m.moe.active_params)} active of {_num(m.params)} params per token; experts held in "
+                       f"{m.moe.expert_weights}")] if m.moe else []),
+        ("targets", (", ".join(me.target_modules) or "all weights")
+         + (f" + experts {', '.join(me.target_parameters)}" if me.target_parameters else "")),
         ("trainable", f"{_num(me.trainable_params)} ({me.trainable_percent:.3g}%)"),
         ("data", f"{d.name} [{d.format}] {d.train_examples} examples x ~{d.tokens_per_example} tokens, "
                  f"max_length {d.max_length}, packing {'on' if d.packing else 'off'}" + (

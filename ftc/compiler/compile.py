@@ -16,7 +16,7 @@ from ftc.compiler import estimate as est
 from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
-from ftc.compiler.facts import Facts
+from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -31,6 +31,7 @@ from ftc.plan import (
     MemorySpec,
     MethodSpec,
     ModelSpec,
+    MoeSpec,
     ObjectiveSpec,
     Plan,
     QuantSpec,
@@ -53,7 +54,59 @@ CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Ge
     "vocab_size": ("vocab_size",),
     "max_position_embeddings": ("max_position_embeddings", "n_positions"),
     "tie_word_embeddings": ("tie_word_embeddings",),
+    "num_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
+    "experts_per_token": ("num_experts_per_tok", "experts_per_token", "moe_topk"),
+    "expert_intermediate_size": ("moe_intermediate_size",),
+    "dense_layers": ("first_k_dense_replace",),
+    "shared_expert_intermediate_size": ("shared_expert_intermediate_size", "shared_intermediate_size"),
+    "ssm_layers": (),
+    "attention_layers": (),
 }
+# config.json keys of a state-space mixer: its inner width and state size.
+SSM_INNER = ("mamba_d_ssm", "mamba_expand", "expand")
+SSM_STATE = ("mamba_d_state", "state_size", "ssm_state_size")
+
+
+def _moe_and_ssm(values: dict[str, Any], text: dict[str, Any], family: str, families: dict[str, Any]) -> dict:
+    """Fills the mixture-of-experts and state-space numbers config.json implies: expert widths (Mixtral, OLMoE and
+    gpt-oss keep theirs in intermediate_size), dense layers (DeepSeek's first_k_dense_replace, Qwen's
+    mlp_only_layers / decoder_sparse_step), shared experts (DeepSeek's count x width), and which layers have
+    attention or a Mamba mixer (layer_types; every layer of a Mamba model type). Returns the SSM widths."""
+    layers = values["num_layers"] or 0
+    experts = values["num_experts"] or 0
+    if experts > 1:
+        if values["expert_intermediate_size"] is None:
+            values["expert_intermediate_size"] = values["intermediate_size"]
+        if values["dense_layers"] is None:
+            only = text.get("mlp_only_layers") or []
+            step = text.get("decoder_sparse_step") or 1
+            values["dense_layers"] = len(set(only) | {i for i in range(layers) if (i + 1) % step})
+        if values["shared_expert_intermediate_size"] is None:
+            values["shared_expert_intermediate_size"] = (text.get("n_shared_experts") or 0) * \
+                (values["expert_intermediate_size"] or 0)
+        values["experts_per_token"] = values["experts_per_token"] or 1
+    else:
+        values["num_experts"] = 0
+    types = [str(t) for t in text.get("layer_types") or []]
+    mamba_types = families.get("_peft_mamba_refuses", {}).get("model_types", ())
+    if values["ssm_layers"] is None:
+        if types:
+            values["ssm_layers"] = sum(t == "mamba" for t in types)
+        elif family in mamba_types or any(k in text for k in ("mamba_d_ssm", "mamba_d_state")):
+            values["ssm_layers"] = layers
+        else:
+            values["ssm_layers"] = 0
+    if values["attention_layers"] is None:
+        attention_free = not values["num_heads"]
+        if types and any(t == "mamba" for t in types):
+            values["attention_layers"] = sum(t != "mamba" for t in types)
+        else:
+            values["attention_layers"] = 0 if attention_free else layers
+    hidden = values["hidden_size"] or 0
+    inner = next((text[k] for k in SSM_INNER if text.get(k)), 0)
+    inner = inner * hidden if inner and inner < 16 else inner  # an expansion factor, not a width
+    state = next((text[k] for k in SSM_STATE if text.get(k)), 0)
+    return {"ssm_inner": inner if values["ssm_layers"] else 0, "ssm_state": state if values["ssm_layers"] else 0}
 
 
 def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
@@ -75,22 +128,37 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     family = source.get("model_type") or m.family
     known = facts.families.get(family)
     draft.family = family
+    ssm = _moe_and_ssm(values, text, family, facts.families)
     w = facts.weights
     if w is not None:
         draft.linear_modules = tuple(w.linear)
+        draft.expert_parameters = tuple(w.experts)
+        draft.routers = w.routers
     else:
         draft.linear_modules = tuple((known or {}).get("linear", ()))
-    needed = ("hidden_size", "num_layers", "num_heads", "vocab_size")
-    if all(values[k] for k in needed):
-        values["head_dim"] = values["head_dim"] or values["hidden_size"] // values["num_heads"]
+        if values["num_experts"]:
+            draft.expert_parameters = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+    needed = ("hidden_size", "num_layers", "vocab_size")
+    if all(values[k] for k in needed) and (values["num_heads"] or values["ssm_layers"]):
+        heads = values["num_heads"] or 0
+        values["num_kv_heads"] = values["num_kv_heads"] or heads
+        values["head_dim"] = values["head_dim"] or (values["hidden_size"] // heads if heads else 0)
         values["max_position_embeddings"] = values["max_position_embeddings"] or 2048
+        values["intermediate_size"] = values["intermediate_size"] or ssm["ssm_inner"]
+        experts = values["num_experts"]
         draft.arch = est.Arch(
-            hidden=values["hidden_size"], layers=values["num_layers"], heads=values["num_heads"],
+            hidden=values["hidden_size"], layers=values["num_layers"], heads=heads,
             kv_heads=values["num_kv_heads"], head_dim=values["head_dim"], intermediate=values["intermediate_size"],
             vocab=values["vocab_size"], tied=values["tie_word_embeddings"],
             gated_mlp=(known or {}).get("mlp", "gated") == "gated",
             exact_total=w.total_params if w else None,
             exact_linear=sum(x.params for x in w.linear.values()) if w else None,
+            experts=experts, top_k=values["experts_per_token"] or 0 if experts else 0,
+            expert_intermediate=values["expert_intermediate_size"] or 0 if experts else 0,
+            moe_layers=values["num_layers"] - (values["dense_layers"] or 0) if experts else 0,
+            shared_intermediate=values["shared_expert_intermediate_size"] or 0 if experts else 0,
+            exact_experts=sum(x.params for x in w.experts.values()) if w and w.experts else None,
+            attention_layers=values["attention_layers"], ssm_layers=values["ssm_layers"], **ssm,
         )
     draft.arch_values = values
 
@@ -178,20 +246,59 @@ def _world(cfg: Config, draft: Draft) -> None:
 
 
 def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
-    """What PEFT will wrap: ``all-linear`` = every linear layer but the output head; named targets must each match
-    a module of the model (by name or path suffix, as PEFT matches them). The head (``lm_head``) may be named."""
+    """What PEFT will wrap: ``all-linear`` = every linear layer but the output head and the MoE routers (and, on
+    Mamba-based model types, the modules PEFT refuses there); named targets must each match a module of the model
+    (by name or path suffix, as PEFT matches them). The head (``lm_head``) may be named. A mixture of experts'
+    fused expert parameters are adapted through ``target_parameters`` (method.target_experts); LoRA dropout is then
+    0, which PEFT's parameter wrapper requires."""
     m = cfg.method
+    draft.dropout = m.dropout
     if not draft.peft:
         return
-    if isinstance(m.target_modules, str):
-        draft.targets = draft.linear_modules if m.target_modules == "all-linear" else (m.target_modules,)
+    refused = set(draft.routers)
+    mamba = facts.families.get("_peft_mamba_refuses", {})
+    if draft.family in mamba.get("model_types", ()):
+        refused |= set(mamba.get("modules", ()))
+    remapped = set(facts.families.get("_peft_moe_remaps", {}).get(moe_pattern(facts.families, draft.family), ())) \
+        if draft.expert_parameters else set()
+    all_linear = isinstance(m.target_modules, str) and m.target_modules == "all-linear"
+    if all_linear:
+        draft.targets = tuple(t for t in draft.linear_modules if t not in refused | remapped)
+        left_out = [t for t in draft.linear_modules if t in refused]
+        if left_out:
+            draft.decisions.append(f"all-linear leaves out {', '.join(left_out)} (PEFT refuses LoRA on them for "
+                                   f"{draft.family})")
+        frozen = [t for t in draft.linear_modules if t in remapped]
+        if frozen:
+            draft.decisions.append(f"all-linear leaves out the linear layers named {', '.join(frozen)} (dense-layer "
+                                   f"and shared-expert MLPs): PEFT maps these names to the fused experts on "
+                                   f"{draft.family}, so they stay frozen")
     else:
-        draft.targets = tuple(m.target_modules)
+        draft.targets = (m.target_modules,) if isinstance(m.target_modules, str) else tuple(m.target_modules)
     a = facts.adapter
     if a is not None and a.exists:  # the starting adapter keeps its own targets and rank
         draft.targets = a.target_modules
         draft.decisions.append(f"model.adapter: training continues from {a.path} (trained on {a.base_model}; "
                                f"r={a.r}, targets {', '.join(a.target_modules)}: the adapter's own, not method's)")
+    why = {**{t: f"PEFT refuses LoRA on it for Mamba-based {draft.family}" for t in refused},
+           **{t: f"PEFT maps this name to the fused experts on {draft.family}: use method.target_experts" for t in
+              remapped},
+           **{t: "a router is not a linear layer PEFT adapts" for t in draft.routers}}
+    draft.refused_targets = {t: why[t] for t in draft.targets if t in why}
+    draft.adaptable = tuple(t for t in draft.linear_modules if t not in why)
+    if draft.expert_parameters:
+        experts = m.target_experts if m.target_experts is not None else all_linear
+        if experts and (a is None or not a.exists):
+            draft.target_parameters = draft.expert_parameters
+            if draft.dropout:
+                draft.dropout = 0.0
+                draft.decisions.append(f"method.dropout=0 (the experts' fused parameters are adapted, and PEFT's "
+                                       f"parameter wrapper takes no dropout; {m.dropout:g} asked)")
+        if m.target_experts is None:
+            draft.decisions.append(
+                f"method.target_experts={str(bool(draft.target_parameters)).lower()} (null: "
+                + ("all-linear adapts the experts too: " + ", ".join(draft.target_parameters) if all_linear else
+                   "a named list of modules leaves the experts frozen") + ")")
     head = HEAD
     w = facts.weights
     if w is not None:
@@ -202,14 +309,14 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
 
         def matches(t: str) -> bool:
             return not draft.linear_modules or t in known
-    draft.unknown_targets = tuple(t for t in draft.targets if not matches(t))
+    draft.unknown_targets = tuple(t for t in draft.targets if not matches(t) and t not in draft.refused_targets)
 
 
 def _dropout_width(cfg: Config, facts: Facts, draft: Draft) -> int:
     """Elements per token and layer of the dropped-out input copies LoRA keeps for its backward: the input width of
     every targeted decoder module when method.dropout > 0 (PEFT applies no dropout module at 0, and the input itself
     is already saved by the layer)."""
-    if not draft.peft or cfg.method.dropout <= 0 or draft.arch is None:
+    if not draft.peft or draft.dropout <= 0 or draft.arch is None:
         return 0
     a, w, head = draft.arch, facts.weights, HEAD
     width = 0
@@ -251,7 +358,11 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.loss = t.loss  # rules refuse what cannot run
         return
     head_trains = not draft.peft or "lm_head" in draft.targets
-    if draft.logit_transform:
+    if draft.arch is not None and draft.arch.experts:
+        draft.loss = "model"
+        draft.decisions.append("loss=model (mixture of experts: the model adds its router load-balancing loss, "
+                               "output_router_logits, to the cross-entropy; the selective loss would drop it)")
+    elif draft.logit_transform:
         draft.loss = "model"
         draft.decisions.append(f"loss=model ({draft.family} applies {draft.logit_transform} to its logits; the "
                                "selective loss would not)")
@@ -409,7 +520,31 @@ def _trainable(cfg: Config, facts: Facts, draft: Draft) -> int:
             total += m.r * x.in_plus_out + (x.out if m.use_dora else 0)
         elif w is None and t in a.module_shapes():
             total += est.lora_params(a, (t,), m.r, m.use_dora)
+    for p in draft.target_parameters:  # each expert its own A (r x in) and B (out x r)
+        if w is not None and p in w.experts:
+            x = w.experts[p]
+            total += m.r * x.experts * x.in_plus_out
+        elif w is None:
+            total += est.lora_params(a, (), m.r, False, (p,))
     return total
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:.1f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def _expert_weights(cfg: Config, draft: Draft) -> str:
+    """What the fused experts are held in: bitsandbytes' 4-bit quantization replaces nn.Linear layers only
+    (transformers' replace_with_bnb_linear), and transformers 5 loads experts as 3-D parameters, so under QLoRA they
+    stay in the compute dtype (measured: a 4-bit Mixtral load keeps experts.gate_up_proj in bf16)."""
+    dtype = weight_dtype(cfg, draft)
+    a = draft.arch
+    if draft.kind == "qlora" and a is not None and a.experts:
+        share = a.expert_params / max(a.total_params, 1)
+        draft.decisions.append(f"QLoRA on a mixture of experts: 4-bit applies to the linear layers only; the fused "
+                               f"experts ({_count(a.expert_params)} parameters, {share:.0%} of the model) stay "
+                               f"in {dtype}, and the memory estimate counts them so")
+    return dtype
 
 
 def _batch(cfg: Config, draft: Draft) -> None:
@@ -546,6 +681,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                           compute_dtype=compute, storage_dtype=compute if draft.zero_stage == 3 else "uint8")
     av = draft.arch_values
     every = eval_steps(cfg, draft)
+    moe = _moe_spec(cfg, draft)
     per_device = mem.total / est.GB
     return Plan(
         name=cfg.name,
@@ -555,12 +691,15 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             **{k: av[k] or 0 for k in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                                        "intermediate_size", "vocab_size", "max_position_embeddings")},
             tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
-            adapter=facts.adapter.path if facts.adapter is not None else None,
+            adapter=facts.adapter.path if facts.adapter is not None else None, moe=moe,
+            ssm_layers=draft.arch.ssm_layers if draft.arch else 0,
+            attention_layers=draft.arch.attn_layers if draft.arch else 0,
         ),
         objective=spec_from(ObjectiveSpec, cfg.objective, sequences_per_example=draft.sequences_per_example,
                             reference_forwards=draft.reference_forwards),
         method=spec_from(
-            MethodSpec, m, peft=draft.peft, target_modules=draft.targets, trainable_params=trainable,
+            MethodSpec, m, peft=draft.peft, dropout=draft.dropout, target_modules=draft.targets,
+            target_parameters=draft.target_parameters, trainable_params=trainable,
             trainable_percent=round(100 * trainable / params, 4) if params else 0.0,
             weight_dtype=weight_dtype(cfg, draft), quantization=quant,
         ),
@@ -608,6 +747,17 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         decisions=tuple(draft.decisions),
         hardware_table=(),
     )
+
+
+def _moe_spec(cfg: Config, draft: Draft) -> Optional[MoeSpec]:
+    a = draft.arch
+    if a is None or not a.experts:
+        return None
+    return MoeSpec(experts=a.experts, experts_per_token=a.top_k, expert_intermediate_size=a.expert_intermediate,
+                   moe_layers=a.moe_layers, shared_expert_intermediate_size=a.shared_intermediate,
+                   expert_params=int(a.expert_params), active_params=int(a.active_params),
+                   expert_parameters=draft.expert_parameters, routers=draft.routers,
+                   expert_weights=_expert_weights(cfg, draft))
 
 
 def _launcher(cfg: Config, draft: Draft) -> LauncherSpec:

@@ -40,7 +40,19 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    expert_parameters: tuple[str, ...] = ()
+    """The model's fused MoE expert parameters (``mlp.experts.gate_up_proj``), as transformers loads them."""
+    routers: tuple[str, ...] = ()
     targets: tuple[str, ...] = ()
+    target_parameters: tuple[str, ...] = ()
+    """Fused expert parameters PEFT adapts (target_parameters)."""
+    dropout: float = 0.0
+    """LoRA dropout as the run applies it (0 when experts are adapted: PEFT's ParamWrapper takes none)."""
+    adaptable: tuple[str, ...] = ()
+    """Linear modules LoRA can be put on by name (the refused ones left out)."""
+    refused_targets: dict[str, str] = field(default_factory=dict)
+    """Named targets this model cannot have adapted, with why (routers; out_proj/conv1d of Mamba-based models;
+    names PEFT remaps to the experts)."""
     unknown_targets: tuple[str, ...] = ()
     trainable: int = 0
     dropout_width: int = 0

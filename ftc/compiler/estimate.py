@@ -110,16 +110,39 @@ class Arch:
     hidden: int
     layers: int
     heads: int
+    """Attention heads (0 for an attention-free model: Mamba)."""
     kv_heads: int
     head_dim: int
     intermediate: int
+    """MLP width of the dense layers."""
     vocab: int
     tied: bool
     gated_mlp: bool
     exact_total: Optional[int] = None
     """Parameters counted from the weights' header, when on disk (wins over the formula)."""
     exact_linear: Optional[int] = None
-    """Parameters of the decoder's linear layers (what 4-bit quantization applies to), from the header."""
+    """Parameters of the decoder's linear layers (what 4-bit quantization applies to: fused experts are not
+    linear layers), from the header."""
+    experts: int = 0
+    """Routed experts per MoE layer (0: a dense model)."""
+    top_k: int = 0
+    """Experts each token is routed to."""
+    expert_intermediate: int = 0
+    """One routed expert's MLP width."""
+    moe_layers: int = 0
+    """Layers whose MLP is a mixture of experts (the others are dense)."""
+    shared_intermediate: int = 0
+    """Summed width of the shared (always active) experts of an MoE layer."""
+    exact_experts: Optional[int] = None
+    """Parameters of the fused expert tensors, from the header."""
+    attention_layers: Optional[int] = None
+    """Layers with attention (None: all; hybrid models have state-space layers instead or beside)."""
+    ssm_layers: int = 0
+    """Layers with a state-space (Mamba) mixer."""
+    ssm_inner: int = 0
+    """The state-space mixer's inner width (d_inner = expand x hidden)."""
+    ssm_state: int = 0
+    """Its state size per channel (d_state)."""
 
     @property
     def q_dim(self) -> int:
@@ -128,6 +151,14 @@ class Arch:
     @property
     def kv_dim(self) -> int:
         return self.kv_heads * self.head_dim
+
+    @property
+    def attn_layers(self) -> int:
+        return self.layers if self.attention_layers is None else self.attention_layers
+
+    @property
+    def mlp_factor(self) -> int:
+        return 3 if self.gated_mlp else 2
 
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of each linear module in one decoder layer, by common name."""
@@ -143,15 +174,62 @@ class Arch:
             "out_proj": (q, h), "fc1": (h, i), "fc2": (i, h),
         }
 
+    def expert_shapes(self) -> dict[str, tuple[int, int]]:
+        """The two matrix dimensions of one routed expert's fused parameters, by the name transformers 5 loads."""
+        h, e = self.hidden, self.expert_intermediate
+        return {"mlp.experts.gate_up_proj": (h, (2 if self.gated_mlp else 1) * e), "mlp.experts.down_proj": (e, h)}
+
+    @property
+    def attention_params(self) -> int:
+        """One attention layer's projections."""
+        return self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim + self.q_dim * self.hidden
+
+    @property
+    def ssm_params(self) -> int:
+        """One state-space mixer's projections: in_proj (h -> 2 d_inner + 2 d_state) and out_proj (d_inner -> h)."""
+        return self.hidden * (2 * self.ssm_inner + 2 * self.ssm_state) + self.ssm_inner * self.hidden
+
+    @property
+    def expert_params(self) -> int:
+        """All routed experts of all MoE layers: resident in memory whatever the routing."""
+        if self.exact_experts is not None:
+            return self.exact_experts
+        return self.moe_layers * self.experts * self.mlp_factor * self.hidden * self.expert_intermediate
+
+    @property
+    def router_params(self) -> int:
+        return self.moe_layers * self.experts * self.hidden
+
+    @property
+    def active_expert_params(self) -> float:
+        """Routed-expert parameters one token runs through: top_k of each MoE layer's experts."""
+        return self.expert_params * self.top_k / self.experts if self.experts else 0.0
+
     @property
     def layer_linear_params(self) -> int:
-        attn = self.hidden * self.q_dim + 2 * self.hidden * self.kv_dim + self.q_dim * self.hidden
-        mlp = (3 if self.gated_mlp else 2) * self.hidden * self.intermediate
-        return attn + mlp
+        """One dense decoder layer's linear parameters."""
+        return self.attention_params + self.mlp_factor * self.hidden * self.intermediate
 
     @property
     def linear_params(self) -> int:
-        return self.exact_linear if self.exact_linear is not None else self.layers * self.layer_linear_params
+        """Parameters of nn.Linear layers (what bitsandbytes quantizes): attention, dense and shared MLPs, SSM
+        projections; not the fused experts or routers."""
+        if self.exact_linear is not None:
+            return self.exact_linear
+        dense = self.layers - self.moe_layers
+        return (self.attn_layers * self.attention_params + dense * self.mlp_factor * self.hidden * self.intermediate
+                + self.moe_layers * self.mlp_factor * self.hidden * self.shared_intermediate
+                + self.ssm_layers * self.ssm_params)
+
+    @property
+    def active_params(self) -> float:
+        """Decoder parameters a token's forward multiplies by (FLOPs): linear layers, routers and top_k experts."""
+        return self.linear_params + self.router_params + self.active_expert_params
+
+    @property
+    def layer_params(self) -> float:
+        """One layer's parameters, all experts included (ZeRO-3 gathers a whole layer)."""
+        return (self.linear_params + self.expert_params + self.router_params) / max(self.layers, 1)
 
     @property
     def embedding_params(self) -> int:
@@ -162,14 +240,38 @@ class Arch:
         if self.exact_total is not None:
             return self.exact_total
         norms = self.layers * 2 * self.hidden + self.hidden
-        return self.linear_params + self.embedding_params + norms
+        return self.linear_params + self.expert_params + self.router_params + self.embedding_params + norms
+
+    def activation_elements(self) -> tuple[float, float]:
+        """Elements per token saved for the backward: summed over layers, and of the largest layer.
+
+        Every layer keeps its residual and norm outputs (4h). Attention layers: q/k/v and the attention output
+        (2 q_dim + 2 kv_dim; SDPA saves no s x s score matrix). Dense MLPs: their inputs/outputs (3i gated, 2i
+        plain). MoE layers: the router logits (experts), each routed copy of the token (top_k x h) and its expert
+        MLP (top_k x 3e), plus the shared experts. State-space layers: in_proj's output (2 d_inner + 2 d_state),
+        the convolution and scan outputs and the gate (3 d_inner)."""
+        per = {"attn": 2 * self.q_dim + 2 * self.kv_dim,
+               "dense": self.mlp_factor * self.intermediate,
+               "moe": self.experts + self.top_k * (self.hidden + self.mlp_factor * self.expert_intermediate)
+               + self.mlp_factor * self.shared_intermediate,
+               "ssm": 5 * self.ssm_inner + 2 * self.ssm_state}
+        dense = self.layers - self.moe_layers
+        total = (self.layers * 4 * self.hidden + self.attn_layers * per["attn"] + dense * per["dense"]
+                 + self.moe_layers * per["moe"] + self.ssm_layers * per["ssm"])
+        largest = 4 * self.hidden + (per["attn"] if self.attn_layers else 0) + \
+            max(per["dense"] if dense else 0, per["moe"] if self.moe_layers else 0) + \
+            (per["ssm"] if self.ssm_layers else 0)
+        return total, largest
 
 
-def lora_params(arch: Arch, targets: tuple[str, ...], r: int, dora: bool) -> int:
-    """Trainable adapter parameters: r x (in + out) per targeted module per layer (+ out for DoRA magnitudes)."""
-    shapes = arch.module_shapes()
+def lora_params(arch: Arch, targets: tuple[str, ...], r: int, dora: bool, parameters: tuple[str, ...] = ()) -> int:
+    """Trainable adapter parameters: r x (in + out) per targeted module per layer (+ out for DoRA magnitudes);
+    for each targeted fused expert parameter, r x experts x (in + out) per MoE layer (PEFT's ParamWrapper gives
+    every expert its own A and B)."""
+    shapes, experts = arch.module_shapes(), arch.expert_shapes()
     per_layer = sum(r * (shapes[t][0] + shapes[t][1]) + (shapes[t][1] if dora else 0) for t in targets)
-    return arch.layers * per_layer
+    per_moe_layer = sum(r * arch.experts * sum(experts[p]) for p in parameters if p in experts)
+    return arch.layers * per_layer + arch.moe_layers * per_moe_layer
 
 
 def weight_bytes(arch: Arch, method: str, dtype: str, double_quant: bool) -> float:
@@ -198,13 +300,10 @@ def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing
     """
     tokens = micro * seq
     act = BYTES[dtype]
-    per_layer = 4 * arch.hidden + 2 * arch.q_dim + 2 * arch.kv_dim
-    per_layer += (3 if arch.gated_mlp else 2) * arch.intermediate + dropout_width
+    total, largest = arch.activation_elements()
     if checkpointing:
-        layers = tokens * act * (arch.layers * arch.hidden + per_layer)
-    else:
-        layers = tokens * act * arch.layers * per_layer
-    return layers
+        return tokens * act * (arch.layers * arch.hidden + largest + dropout_width)
+    return tokens * act * (total + arch.layers * dropout_width)
 
 
 @dataclass(frozen=True)
@@ -268,7 +367,7 @@ def memory(
         weights /= world
         trainable /= world
         # Two layers' worth of 16-bit parameters gathered at once (current + prefetched).
-        gather = 2 * arch.layer_linear_params * BYTES["bf16"]
+        gather = 2 * arch.layer_params * BYTES["bf16"]
     elif zero_stage == 2 and world > 1:
         trainable /= world
     acts = activation_bytes(arch, micro, seq, dtype, checkpointing, dropout_width)
@@ -289,7 +388,10 @@ def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointin
     (``head_recompute``). DPO adds ``reference_forwards`` forward passes (decoder and head) without gradient.
     """
     backward = 2 if method == "full" else 1
-    body = 2 * arch.linear_params + 2 * arch.layers * context * arch.q_dim
+    # MoE: a token runs through its top_k experts, not all (arch.active_params); a state-space layer's scan is
+    # ~6 d_inner x d_state per token.
+    body = 2 * arch.active_params + 2 * arch.attn_layers * context * arch.q_dim + \
+        6 * arch.ssm_layers * arch.ssm_inner * arch.ssm_state
     head = 2 * arch.vocab * arch.hidden
     return body * (1 + backward + (1 if checkpointing else 0)) + \
         head * head_share * (1 + backward + (1 if head_recompute else 0)) + (body + head) * reference_forwards
@@ -325,7 +427,7 @@ def eval_seconds(arch: Arch, *, eval_tokens: int, eval_batches: int, generation_
     A decode step is memory-bound: it reads every weight once (``weight_bytes_ / decode_gbs``) when the profile has
     a measured bandwidth; otherwise it is charged at 2% of peak FLOP/s.
     """
-    fwd = 2 * (arch.linear_params + arch.vocab * arch.hidden)
+    fwd = 2 * (arch.active_params + arch.vocab * arch.hidden)
     validation = eval_tokens * fwd / (world * peak_tflops * 1e12 * mfu) + eval_batches * step_overhead_s
     if decode_gbs:  # measured on the machine (ftc calibrate), fixed costs included
         step = weight_bytes_ / (decode_gbs * 1e9)

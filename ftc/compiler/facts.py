@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -68,14 +70,35 @@ class LinearModule:
 
 
 @dataclass(frozen=True)
+class ExpertParam:
+    """One fused expert parameter of every MoE layer (``mlp.experts.gate_up_proj``: experts x out x in) as
+    transformers 5 loads it. PEFT adapts it through ``target_parameters``: r x experts x (in + out) per layer."""
+
+    count: int
+    """MoE layers holding it."""
+    experts: int
+    in_plus_out: int
+    """Sum over layers of one expert's two matrix dimensions."""
+    params: int
+
+
+@dataclass(frozen=True)
 class WeightFacts:
-    """What the safetensors header (JSON, no tensor is read) says about a model's parameters."""
+    """What the safetensors header (JSON, no tensor is read) says about a model's parameters, with the names and
+    shapes transformers gives them on load (``loaded_shapes``)."""
 
     total_params: int
     linear: dict[str, LinearModule]
-    """Linear layers PEFT's ``all-linear`` wraps, by module name, in the file's order (output head excluded)."""
+    """Linear layers PEFT's ``all-linear`` wraps, by module name, in the file's order (output head, routers and
+    fused experts excluded)."""
     module_paths: tuple[str, ...]
     """Every 2-D weight's module path (``model.layers.0.self_attn.q_proj``): targets are matched against these."""
+    experts: dict[str, ExpertParam] = field(default_factory=dict)
+    """Fused expert parameters by their path inside a layer (what ``target_parameters`` names)."""
+    routers: tuple[str, ...] = ()
+    """Module names of the MoE routers (``gate``, ``router``): not linear layers PEFT adapts."""
+    unconverted_experts: int = 0
+    """Per-expert linears of a family whose load-time layout ftc does not know (conf/families.yaml ``_moe``)."""
 
 
 @dataclass(frozen=True)
@@ -173,8 +196,59 @@ _EMBEDDINGS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", 
 _HEADS = ("lm_head", "embed_out", "output")
 
 
-def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Optional[WeightFacts]:
-    """Linear module names and shapes and the exact parameter count, from the safetensors header(s)."""
+# Tensors stored with the weights that load as buffers, not parameters (DeepSeek-V3's router bias correction).
+_BUFFERS = ("e_score_correction_bias",)
+_PER_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
+
+
+def moe_pattern(families: dict[str, Any], model_type: Optional[str]) -> Optional[str]:
+    """The conversion pattern transformers loads a model type's experts with (``mixtral``, ``qwen2_moe``, ...)."""
+    return families.get("_moe_pattern", {}).get(model_type, model_type)
+
+
+def moe_rules(families: dict[str, Any], model_type: Optional[str]) -> Optional[dict[str, Any]]:
+    """The stored -> loaded conversion of a model type's experts (conf/families.yaml ``_moe``), or None."""
+    return families.get("_moe", {}).get(moe_pattern(families, model_type))
+
+
+def loaded_shapes(stored: dict[str, list[int]], rules: Optional[dict[str, Any]]) -> tuple[dict[str, list[int]], int]:
+    """Tensor names and shapes as transformers loads a checkpoint: the family's renames applied, and per-expert
+    linears (``<block>.experts.<i>.<leaf>.weight``, out x in) fused into ``<block>.experts.<target>`` of shape
+    experts x (summed out) x in. Returns them with the count of per-expert linears no rule converts."""
+    rename = (rules or {}).get("rename", {})
+    fuse = {leaf: target for target, leaves in (rules or {}).get("fuse", {}).items() for leaf in leaves}
+    out: dict[str, list[int]] = {}
+    fused: dict[str, dict[int, int]] = {}  # target -> expert index -> summed out features
+    inner: dict[str, int] = {}
+    unconverted = 0
+    for name, shape in stored.items():
+        for old, new in rename.items():
+            name = name.replace(old, new)
+        m = _PER_EXPERT.match(name)
+        if m and len(shape) == 2:
+            block, index, leaf = m.group(1), int(m.group(2)), m.group(3)
+            if leaf in fuse:
+                target = f"{block}.{fuse[leaf]}"
+                experts = fused.setdefault(target, {})
+                experts[index] = experts.get(index, 0) + shape[0]
+                inner[target] = shape[1]
+                continue
+            unconverted += 1
+        out[name] = list(shape)
+    for target, experts in fused.items():
+        out[target] = [len(experts), max(experts.values()), inner[target]]
+    return out, unconverted
+
+
+def _inner_path(name: str) -> str:
+    """A parameter's path inside its layer: ``model.layers.3.mlp.experts.down_proj`` -> ``mlp.experts.down_proj``."""
+    return re.sub(r"^.*?\.\d+\.", "", name, count=1)
+
+
+def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int], rules: Optional[dict[str, Any]] = None
+                 ) -> Optional[WeightFacts]:
+    """Linear module names and shapes, fused expert parameters and routers, and the exact parameter count, from
+    the safetensors header(s), named as transformers loads them (``rules``: the family's ``_moe`` entry)."""
     if model_dir is None:
         return None
     index = model_dir / "model.safetensors.index.json"
@@ -191,18 +265,30 @@ def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Option
     tensors.pop("__metadata__", None)
     if not tensors:
         return None
-    total, linear, paths = 0, {}, []
-    for name, info in tensors.items():
-        shape = info.get("shape", [])
-        numel = 1
-        for d in shape:
-            numel *= d
-        total += numel
+    shapes, unconverted = loaded_shapes({k: v.get("shape", []) for k, v in tensors.items()}, rules)
+    total, linear, paths, experts = 0, {}, [], {}
+    for name, shape in shapes.items():
+        if name.endswith(_BUFFERS):
+            continue
+        total += math.prod(shape)
+        if len(shape) == 3 and ".experts." in name and not name.endswith(".weight"):
+            path = _inner_path(name)
+            e = experts.get(path) or ExpertParam(0, shape[0], 0, 0)
+            experts[path] = ExpertParam(e.count + 1, shape[0], e.in_plus_out + shape[1] + shape[2],
+                                        e.params + math.prod(shape))
+    blocks = {name.rsplit(".experts.", 1)[0]: shape[0] for name, shape in shapes.items()
+              if len(shape) == 3 and ".experts." in name}
+    routers = set()
+    for name, shape in shapes.items():
+        numel = math.prod(shape)
         if len(shape) != 2 or not name.endswith(".weight"):
             continue
         module = name[: -len(".weight")]
-        leaf = module.rsplit(".", 1)[-1]
+        parent, leaf = module.rsplit(".", 1) if "." in module else ("", module)
         paths.append(module)
+        if blocks.get(parent) == shape[0]:  # experts x hidden beside the block's experts: the router
+            routers.add(leaf)
+            continue
         if leaf in _HEADS or (vocab_size and shape[0] == vocab_size and not any(e in leaf for e in _EMBEDDINGS)):
             continue  # the output head: not part of all-linear (PEFT sees it as lm_head whatever it is stored as)
         if any(e in leaf for e in _EMBEDDINGS):
@@ -210,7 +296,8 @@ def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int]) -> Option
         m = linear.get(leaf) or LinearModule(0, 0, 0, 0)
         linear[leaf] = LinearModule(m.count + 1, m.in_plus_out + shape[0] + shape[1], m.out + shape[0],
                                     m.params + numel)
-    return WeightFacts(total_params=total, linear=linear, module_paths=tuple(paths))
+    return WeightFacts(total_params=total, linear=linear, module_paths=tuple(paths), experts=experts,
+                       routers=tuple(sorted(routers)), unconverted_experts=unconverted)
 
 
 TOKEN_SAMPLE = 2000  # rows whose tokens are counted exactly when the model's tokenizer.json is on disk
@@ -310,7 +397,9 @@ def gather(cfg: Any) -> Facts:
     model_dir = find_model_dir(cfg.model.path) if _is_set(cfg.model, "path") else None
     model_config = find_model_config(str(model_dir)) if model_dir else None
     text = (model_config or {}).get("text_config", model_config or {})
-    weights = weight_facts(model_dir, text.get("vocab_size"))
+    families = load_families()
+    weights = weight_facts(model_dir, text.get("vocab_size"),
+                           moe_rules(families, text.get("model_type") or (model_config or {}).get("model_type")))
     tokenizer_file = str(model_dir / "tokenizer.json") if model_dir and (model_dir / "tokenizer.json").is_file() \
         else None
     data = {}
@@ -320,7 +409,7 @@ def gather(cfg: Any) -> Facts:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
     adapter = adapter_facts(cfg.model.adapter) if getattr(cfg.model, "adapter", None) else None
-    return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=load_families(),
+    return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
                  packages=installed_packages())
 
 

@@ -168,12 +168,37 @@ def target_modules(cfg, facts, draft):
                     "method.target_modules=[<module names>]")
     elif not draft.targets:
         yield error("method.target_modules", "no modules to adapt", "method.target_modules=all-linear")
+    elif draft.refused_targets:
+        allowed = list(draft.adaptable)
+        why = "; ".join(f"{t}: {reason}" for t, reason in draft.refused_targets.items())
+        yield error("method.target_modules", f"{list(draft.refused_targets)} cannot be adapted ({why}); this model's "
+                    f"adaptable modules: {allowed}",
+                    "method.target_modules=all-linear, or a list of the modules above")
     elif draft.unknown_targets:
         where = "its weights" if facts.weights is not None else f"the {draft.family} module table"
         yield error("method.target_modules",
                     f"{list(draft.unknown_targets)} match no module of this model (by {where}: linear modules "
                     f"{list(draft.linear_modules)}, output head lm_head)",
                     "method.target_modules=all-linear, or a list of the modules above")
+
+
+@rule
+def experts(cfg, facts, draft):
+    m = cfg.method
+    if not draft.peft:
+        return
+    if draft.target_parameters and m.use_dora:
+        yield error("method.use_dora", "DoRA cannot adapt fused expert parameters (PEFT's parameter wrapper "
+                    "supports plain LoRA only)", "method=lora, or method.target_experts=false")
+    if m.target_experts and not draft.expert_parameters and draft.arch is not None:
+        yield warning("method.target_experts", f"{draft.family} has no fused experts to adapt: the setting does "
+                      "nothing here", "method.target_experts=null")
+    w = facts.weights
+    if w is not None and w.unconverted_experts:
+        yield warning("model.path", f"{w.unconverted_experts} per-expert linear layers of '{draft.family}' are "
+                      "planned as stored; ftc does not know whether transformers fuses them on load, so targets and "
+                      "memory may differ from the run", "add the family to conf/families.yaml _moe, or "
+                      "method.target_modules=[<attention modules>]")
 
 
 @rule

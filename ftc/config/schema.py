@@ -114,6 +114,21 @@ class ModelConfig:
     """Vocabulary size (the logits' width: a large term of activation memory)."""
     max_position_embeddings: Optional[int] = checked(None, ge=1)
     """Context length the model was trained for; data.max_length may not exceed it."""
+    # Mixture-of-experts and state-space numbers (null: read config.json; absent there: a dense attention model).
+    num_experts: Optional[int] = checked(None, ge=0)
+    """Routed experts per MoE layer (config.json ``num_local_experts`` / ``num_experts`` / ``n_routed_experts``)."""
+    experts_per_token: Optional[int] = checked(None, ge=1)
+    """Experts each token is routed to (``num_experts_per_tok``)."""
+    expert_intermediate_size: Optional[int] = checked(None, ge=1)
+    """One routed expert's MLP width (``moe_intermediate_size``, else ``intermediate_size``)."""
+    dense_layers: Optional[int] = checked(None, ge=0)
+    """Layers of an MoE model whose MLP is dense (``first_k_dense_replace``, ``mlp_only_layers``)."""
+    shared_expert_intermediate_size: Optional[int] = checked(None, ge=0)
+    """Summed width of an MoE layer's shared experts (``n_shared_experts`` x ``moe_intermediate_size``)."""
+    ssm_layers: Optional[int] = checked(None, ge=0)
+    """Layers with a state-space (Mamba) mixer; null = from config.json (``layer_types``, a Mamba model type)."""
+    attention_layers: Optional[int] = checked(None, ge=0)
+    """Layers with attention; null = every layer that is not state-space only."""
     adapter: Optional[str] = None
     """Start from an existing adapter: a run directory (its adapter/) or a PEFT adapter directory, e.g. the SFT run
     before DPO. It keeps its own rank and targets; the plan records the lineage."""
@@ -136,7 +151,11 @@ class MethodConfig:
     dropout: float = checked(0.05, ge=0, lt=1, what="LoRA dropout")
     """Dropout on the LoRA input."""
     target_modules: Any = "all-linear"
-    """``all-linear`` or a list of module names of the architecture (e.g. ``[q_proj,v_proj]``)."""
+    """``all-linear`` or a list of module names of the architecture (e.g. ``[q_proj,v_proj]``). Never a MoE
+    router (not a linear layer); experts are method.target_experts."""
+    target_experts: Optional[bool] = None
+    """Mixture-of-experts models: adapt the fused expert parameters too (PEFT ``target_parameters``; LoRA dropout
+    is then 0, as PEFT requires). null = yes with all-linear, no with a named list of modules."""
     use_dora: bool = False
     """Weight-decomposed LoRA (DoRA)."""
     quant_bits: Optional[int] = checked(None, choices=(4,), what="quantization bits (only 4-bit NF4/FP4 QLoRA)")

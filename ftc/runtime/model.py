@@ -117,6 +117,8 @@ def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[
         )
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if spec.moe is not None and for_training:
+        kwargs["output_router_logits"] = True  # the model adds its load-balancing loss (the plan's loss=model)
     model = AutoModelForCausalLM.from_pretrained(model_path(spec), **kwargs)
     if for_training and plan.train.gradient_checkpointing:
         model.config.use_cache = False
@@ -128,7 +130,8 @@ def lora_config(plan: Plan) -> Any:
 
     m = plan.method
     return LoraConfig(r=m.r, lora_alpha=m.alpha, lora_dropout=m.dropout, target_modules=list(m.target_modules),
-                      use_dora=m.use_dora, bias="none", task_type="CAUSAL_LM")
+                      target_parameters=list(m.target_parameters) or None, use_dora=m.use_dora, bias="none",
+                      task_type="CAUSAL_LM")
 
 
 def load_tuned(plan: Plan, run_dir: str) -> tuple[Any, Any]:

@@ -5,6 +5,7 @@ one trains on the CPU."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,11 @@ from tests.integration.helpers import FAST  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-ARCHS = ["llama", "mistral", "qwen2", "phi3", "gemma2", "gpt2", "gpt_neox", "opt", "falcon", "bloom"]
+DENSE = ["llama", "mistral", "qwen2", "phi3", "gemma2", "gpt2", "gpt_neox", "opt", "falcon", "bloom",
+         "qwen3", "gemma3_text", "olmo2", "granite", "starcoder2", "phi", "cohere", "smollm3", "gptj"]
+MOE = ["mixtral", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss", "granitemoehybrid"]
+HYBRID = ["falcon_h1", "mamba", "granitemoehybrid"]
+ARCHS = DENSE + MOE + [a for a in HYBRID if a not in MOE]
 
 
 def _config(arch: str, tok):
@@ -41,6 +46,50 @@ def _config(arch: str, tok):
                                     ffn_dim=128, max_position_embeddings=512, word_embed_proj_dim=64, **ids),
         "falcon": lambda: tf.FalconConfig(**small, max_position_embeddings=512),
         "bloom": lambda: tf.BloomConfig(vocab_size=1024, hidden_size=64, n_layer=2, n_head=4, **ids),
+        "qwen3": lambda: tf.Qwen3Config(**small, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                        max_position_embeddings=512),
+        "gemma3_text": lambda: tf.Gemma3TextConfig(**small, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                                   max_position_embeddings=512, sliding_window=64),
+        "olmo2": lambda: tf.Olmo2Config(**small, num_key_value_heads=2, intermediate_size=128,
+                                        max_position_embeddings=512),
+        "granite": lambda: tf.GraniteConfig(**small, num_key_value_heads=2, intermediate_size=128,
+                                            max_position_embeddings=512),
+        "starcoder2": lambda: tf.Starcoder2Config(**small, num_key_value_heads=2, intermediate_size=128,
+                                                  max_position_embeddings=512),
+        "phi": lambda: tf.PhiConfig(**small, intermediate_size=128, max_position_embeddings=512),
+        "cohere": lambda: tf.CohereConfig(**small, num_key_value_heads=2, intermediate_size=128,
+                                          max_position_embeddings=512),
+        "smollm3": lambda: tf.SmolLM3Config(**small, num_key_value_heads=2, intermediate_size=128,
+                                            max_position_embeddings=512),
+        "gptj": lambda: tf.GPTJConfig(vocab_size=1024, n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=512,
+                                      **ids),
+        # Mixtures of experts: 4 experts, top-2, in both layers (DeepSeek-V3: layer 0 dense, a shared expert, MLA)
+        "mixtral": lambda: tf.MixtralConfig(**small, num_key_value_heads=2, intermediate_size=96, num_local_experts=4,
+                                            num_experts_per_tok=2, max_position_embeddings=512),
+        "qwen3_moe": lambda: tf.Qwen3MoeConfig(**small, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                               moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+                                               max_position_embeddings=512),
+        "olmoe": lambda: tf.OlmoeConfig(**small, num_key_value_heads=2, intermediate_size=32, num_experts=4,
+                                        num_experts_per_tok=2, max_position_embeddings=512),
+        "deepseek_v3": lambda: tf.DeepseekV3Config(
+            **small, num_key_value_heads=4, intermediate_size=128, moe_intermediate_size=32, n_routed_experts=4,
+            num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+            kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+            max_position_embeddings=512, rope_scaling=None),
+        "gpt_oss": lambda: tf.GptOssConfig(**small, num_key_value_heads=2, head_dim=16, intermediate_size=32,
+                                           num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=512,
+                                           layer_types=["sliding_attention", "full_attention"], sliding_window=64),
+        # Hybrids: Falcon-H1 (attention and Mamba-2 side by side in every layer), Granite-4 (Mamba-2 and attention
+        # layers, MoE MLPs with a shared expert), Mamba (no attention at all)
+        "falcon_h1": lambda: tf.FalconH1Config(**small, num_key_value_heads=2, head_dim=16, intermediate_size=128,
+                                               mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=16,
+                                               mamba_n_groups=1, mamba_chunk_size=16, max_position_embeddings=512),
+        "granitemoehybrid": lambda: tf.GraniteMoeHybridConfig(
+            **small, num_key_value_heads=2, intermediate_size=32, num_local_experts=4, num_experts_per_tok=2,
+            shared_intermediate_size=64, layer_types=["mamba", "attention"], mamba_n_heads=4, mamba_d_head=32,
+            mamba_d_state=16, mamba_n_groups=1, mamba_chunk_size=16, max_position_embeddings=512),
+        "mamba": lambda: tf.MambaConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, state_size=8, expand=2,
+                                        **ids),
     }[arch]()
 
 
@@ -60,28 +109,73 @@ def zoo(tmp_path_factory):
     return root
 
 
-def _peft_truth(path: Path, targets="all-linear"):
-    """What PEFT actually wraps, and the trainable parameters it creates, for r=16."""
+def _peft_truth(path: Path, targets="all-linear", parameters=(), dropout=0.0):
+    """What PEFT actually wraps (module leaves, expert parameters) and the trainable parameters it creates, for r=16,
+    with the model's own parameter count and SDPA support."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path)
     params = sum(p.numel() for p in model.parameters())
-    peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets, task_type="CAUSAL_LM"))
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")}
+    sdpa = type(model)._supports_sdpa
+    peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets, lora_dropout=dropout,
+                                            target_parameters=list(parameters) or None, task_type="CAUSAL_LM"))
     leaves = {n.rsplit(".", 1)[-1] for n in peft.targeted_module_names}
+    experts = {re.sub(r"^.*?\.\d+\.", "", n, count=1) for n in getattr(peft, "targeted_parameter_names", ())}
     trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
-    return leaves, trainable, params, type(model)._supports_sdpa
+    return leaves, experts, trainable, params, sdpa, linear
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_plan_matches_what_peft_wraps(zoo, arch):
+    """The plan's targets are what PEFT wraps with them (no error, no name silently remapped), its trainable count
+    is what PEFT creates, and every linear layer it leaves out is one the plan says why."""
     plan = plan_for(["model=local", f"model.path={zoo / arch}", "hardware=cpu"])
     assert plan.errors == (), plan.errors
-    leaves, trainable, params, sdpa = _peft_truth(zoo / arch)
-    assert set(plan.method.target_modules) == leaves
-    assert plan.method.trainable_params == trainable
+    me = plan.method
+    leaves, experts, trainable, params, sdpa, linear = _peft_truth(zoo / arch, list(me.target_modules),
+                                                                   me.target_parameters, me.dropout)
+    assert set(me.target_modules) == leaves
+    assert set(me.target_parameters) == experts
+    assert me.trainable_params == trainable
     assert plan.model.params == params
-    assert plan.model.attn_implementation == ("sdpa" if sdpa else "eager")
+    if not sdpa:  # an entry of _no_sdpa that gained SDPA since keeps eager: safe
+        assert plan.model.attn_implementation == "eager"
+    left_out = linear - leaves
+    for name in left_out:
+        assert any("leaves out" in d and name in d for d in plan.decisions), (name, plan.decisions)
+    if arch in MOE:
+        assert plan.model.moe is not None and experts, "all-linear adapts a mixture's experts"
+        assert not set(plan.model.moe.routers) & leaves, "never the router"
+        assert me.dropout == 0 and any(d.startswith("method.dropout=0") for d in plan.decisions)
+    else:
+        assert plan.model.moe is None and not experts
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_expert_layout_is_what_the_installed_transformers_loads(zoo, arch):
+    """The stored -> loaded conversion (conf/families.yaml _moe) gives the fused expert parameters' names, expert
+    count and shapes of the model transformers builds, and finds its routers."""
+    from transformers import AutoModelForCausalLM
+
+    from ftc.compiler.facts import load_families, moe_rules, weight_facts
+
+    config = json.loads((zoo / arch / "config.json").read_text())
+    facts = weight_facts(zoo / arch, config["vocab_size"], moe_rules(load_families(), config["model_type"]))
+    model = AutoModelForCausalLM.from_pretrained(zoo / arch)
+    loaded: dict[str, list] = {}
+    for name, p in model.named_parameters():
+        if p.dim() == 3 and ".experts." in name:
+            loaded.setdefault(re.sub(r"^.*?\.\d+\.", "", name, count=1), []).append(tuple(p.shape))
+    assert set(facts.experts) == set(loaded)
+    for path, shapes in loaded.items():
+        e = facts.experts[path]
+        assert e.count == len(shapes) and {s[0] for s in shapes} == {e.experts}
+        assert e.in_plus_out == sum(s[1] + s[2] for s in shapes)
+    routers = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n.endswith((".gate", ".router"))}
+    assert set(facts.routers) == routers and not set(facts.routers) & set(facts.linear)
 
 
 def test_the_output_head_is_an_expressible_target(zoo):
@@ -89,7 +183,7 @@ def test_the_output_head_is_an_expressible_target(zoo):
     plan = plan_for(["model=local", f"model.path={zoo / 'gpt_neox'}",
                      "method.target_modules=[query_key_value,lm_head]"])
     assert plan.errors == (), plan.errors
-    leaves, trainable, _, _ = _peft_truth(zoo / "gpt_neox", ["query_key_value", "lm_head"])
+    leaves, _, trainable, _, _, _ = _peft_truth(zoo / "gpt_neox", ["query_key_value", "lm_head"])
     assert leaves == {"query_key_value", "lm_head"}
     assert plan.method.trainable_params == trainable
 
@@ -149,6 +243,41 @@ def test_trains_on_cpu(zoo, arch, tmp_path):
     assert figures["steps"] == 2 and figures["train_loss"] > 0
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert set(saved["target_modules"]) == set(plan.method.target_modules)
+    assert set(saved.get("target_parameters") or ()) == set(plan.method.target_parameters)
+    from ftc.compiler.facts import safetensors_header
+
+    header = safetensors_header(tmp_path / "adapter" / "adapter_model.safetensors")
+    header.pop("__metadata__", None)
+    import math
+
+    assert sum(math.prod(t["shape"]) for t in header.values()) == plan.method.trainable_params
+    if plan.method.target_parameters:  # the adapter holds the experts' LoRA weights
+        assert any(".experts." in name for name in header)
+
+
+@pytest.mark.parametrize("arch", MOE + ["falcon_h1", "mamba"])
+def test_moe_and_hybrid_adapters_load_back_and_merge(zoo, arch, tmp_path):
+    """A trained adapter of an MoE or hybrid model loads with PeftModel.from_pretrained (stock PEFT, as vLLM and
+    other tools read it) and merges into the base weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftc.runtime.train import train
+
+    plan = plan_for(["model=local", f"model.path={zoo / arch}", *FAST, "train.max_steps=1", "train.save_steps=1",
+                     "train.eval_steps=1", "train.global_batch_size=2", "train.warmup_ratio=0", "eval.enabled=false",
+                     f"output_dir={tmp_path}"])
+    train(plan, str(tmp_path))
+    base = AutoModelForCausalLM.from_pretrained(zoo / arch)
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    tuned = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    loaded = sum(p.numel() for n, p in tuned.named_parameters() if "lora_" in n)
+    assert loaded == plan.method.trainable_params
+    merged = tuned.merge_and_unload()
+    changed = [n for n, p in merged.named_parameters() if n in before and not torch.equal(p, before[n])]
+    if plan.method.target_parameters:
+        assert any(".experts." in n for n in changed), changed
+    assert changed
 
 
 def test_optimizer_and_scheduler_names_are_ones_the_installed_transformers_accepts():
