@@ -144,7 +144,8 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
         values["num_kv_heads"] = values["num_kv_heads"] or heads
         values["head_dim"] = values["head_dim"] or (values["hidden_size"] // heads if heads else 0)
         values["max_position_embeddings"] = values["max_position_embeddings"] or 2048
-        values["intermediate_size"] = values["intermediate_size"] or ssm["ssm_inner"]
+        if values["ssm_layers"] == values["num_layers"] and not values["attention_layers"]:
+            values["intermediate_size"] = 0  # Mamba blocks have no MLP (its intermediate_size is the mixer's width)
         experts = values["num_experts"]
         draft.arch = est.Arch(
             hidden=values["hidden_size"], layers=values["num_layers"], heads=heads,
@@ -478,7 +479,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
         trainable_params=draft.trainable, micro=micro * draft.sequences_per_example, seq=seq,
         checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
         dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage,
-        cuda=cfg.hardware.accelerator == "cuda",
+        cuda=cfg.hardware.accelerator == "cuda", expert_adapters=bool(draft.target_parameters),
     )
 
 

@@ -306,6 +306,25 @@ def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing
     return tokens * act * (total + arch.layers * dropout_width)
 
 
+# LoRA on fused experts (PEFT's ParamWrapper) folds W + B A into a new tensor the size of the layer's experts on every
+# forward (torch.baddbmm under nn.utils.parametrize), and the expert matmuls save it for the backward: measured on the
+# CPU with saved-tensor hooks (a 16-expert Qwen3-MoE, 4 layers), 1.25 x the layer's expert bytes are saved per MoE
+# layer beyond what attention-only LoRA saves (docs/ESTIMATES.md, "Mixture of experts"). Its gradient, the same size,
+# exists for one layer at a time in the backward (assumed, not measured: no CPU peak-memory counter).
+EXPERT_ADAPTER_SAVED = 1.25
+EXPERT_ADAPTER_GRAD = 1.0
+
+
+def expert_adapter_bytes(arch: Arch, dtype: str, checkpointing: bool) -> float:
+    """The folded expert copies LoRA on experts keeps: every MoE layer's until the backward, or one layer's when
+    gradient checkpointing recomputes them layer by layer; plus one layer's gradient of it."""
+    if not arch.moe_layers:
+        return 0.0
+    layer = arch.expert_params / arch.moe_layers * BYTES[dtype]
+    kept = 1 if checkpointing else arch.moe_layers
+    return layer * (EXPERT_ADAPTER_SAVED * kept + EXPERT_ADAPTER_GRAD)
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     weights: float
@@ -314,10 +333,13 @@ class MemoryEstimate:
     logits: float
     zero3_gather: float
     runtime: float
+    expert_adapters: float = 0.0
+    """LoRA on fused experts: the folded W + BA copies kept for the backward (``expert_adapter_bytes``)."""
 
     @property
     def live(self) -> float:
-        return self.weights + self.trainable + self.activations + self.logits + self.zero3_gather
+        return self.weights + self.trainable + self.activations + self.logits + self.zero3_gather + \
+            self.expert_adapters
 
     @property
     def reserved(self) -> float:
@@ -337,6 +359,7 @@ class MemoryEstimate:
             "activations": round(self.activations / GB, 3),
             "logits": round(self.logits / GB, 3),
             "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
+            **({"expert_adapter_copies": round(self.expert_adapters / GB, 3)} if self.expert_adapters else {}),
             "allocator_slack": round(live * (ALLOCATOR_SLACK - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
         }
@@ -358,6 +381,7 @@ def memory(
     world: int,
     zero_stage: int,
     cuda: bool,
+    expert_adapters: bool = False,
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
@@ -372,7 +396,9 @@ def memory(
         trainable /= world
     acts = activation_bytes(arch, micro, seq, dtype, checkpointing, dropout_width)
     runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
-    return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime)
+    experts = expert_adapter_bytes(arch, dtype, checkpointing) if expert_adapters else 0.0
+    # (ZeRO-3 gathers a layer's whole experts before the fold: the copies are full size on every worker.)
+    return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime, experts)
 
 
 def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool, head_share: float = 1.0,

@@ -79,3 +79,14 @@ def test_hardware_auto_reads_a_local_data_file_once(tmp_path, monkeypatch):
     path.write_text(path.read_text() + '{"instruction": "new", "output": "row"}\n')  # an edited file is read again
     assert advise(["data=file", f"data.path={path}", "model=qwen2_5_0_5b"])[0][0].plan.data.dropped == \
         {"empty": 0, "duplicates": 0} and len(reads) == 2
+
+
+def test_an_moe_is_ranked_on_all_its_experts_resident():
+    """Qwen3-30B-A3B under QLoRA: the experts stay 16-bit (~58 GB), so only 80 GB cards fit, whatever its 3 B active
+    parameters suggest; the plan says what 4-bit did to the experts."""
+    r, plan = plan_json("model=qwen3_30b_a3b", "method=qlora")
+    assert r.returncode == 0, r.stderr
+    usable = [row for row in plan["hardware_table"] if row["ok"]]
+    assert usable and all(row["hardware"].startswith(("a100_80g", "h100")) for row in usable)
+    assert plan["model"]["moe"]["expert_weights"] == "bf16"
+    assert any(d.startswith("QLoRA on a mixture of experts") for d in plan["decisions"])
