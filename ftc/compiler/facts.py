@@ -224,6 +224,12 @@ def loaded_shapes(stored: dict[str, list[int]], rules: Optional[dict[str, Any]])
     for name, shape in stored.items():
         for old, new in rename.items():
             name = name.replace(old, new)
+        if name.endswith("_scales") and name[: -len("_scales")] + "_blocks" in stored:
+            continue  # MXFP4's per-32 scales: part of the parameter, not one
+        if name.endswith("_blocks") and len(shape) == 4:
+            # MXFP4 (gpt-oss): experts x out x blocks x 16 bytes, two 4-bit values a byte; loads as experts x out x
+            # in (dequantized for training: PEFT trains no MXFP4 weights)
+            name, shape = name[: -len("_blocks")], [shape[0], shape[1], shape[2] * shape[3] * 2]
         m = _PER_EXPERT.match(name)
         if m and len(shape) == 2:
             block, index, leaf = m.group(1), int(m.group(2)), m.group(3)

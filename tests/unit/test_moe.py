@@ -107,3 +107,21 @@ def test_moe_recipes_fit_their_cards_without_warnings(recipe):
     plan = plan_for([f"recipe={recipe}"])
     assert plan.errors == () and plan.warnings == (), (plan.errors, plan.warnings)
     assert plan.memory.fits and plan.model.moe is not None
+
+
+def test_stored_expert_layouts_convert_to_what_transformers_loads():
+    """Per-expert linears fuse into experts x out x in (gate and up concatenated); MXFP4 blocks (gpt-oss on the hub)
+    count as the dequantized parameter they load as; a family without a rule is counted, not guessed."""
+    from ftc.compiler.facts import load_families, loaded_shapes, moe_rules
+
+    stored = {f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight": ([14, 8] if w != "w2" else [8, 14])
+              for e in range(3) for w in ("w1", "w2", "w3")}
+    shapes, unconverted = loaded_shapes(stored, moe_rules(load_families(), "mixtral"))
+    assert shapes == {"model.layers.0.mlp.experts.gate_up_proj": [3, 28, 8],
+                      "model.layers.0.mlp.experts.down_proj": [3, 8, 14]} and unconverted == 0
+    _, unknown = loaded_shapes(stored, None)
+    assert unknown == 9
+    mxfp4 = {"model.layers.0.mlp.experts.gate_up_proj_blocks": [32, 5760, 90, 16],
+             "model.layers.0.mlp.experts.gate_up_proj_scales": [32, 5760, 90]}
+    shapes, _ = loaded_shapes(mxfp4, moe_rules(load_families(), "gpt_oss"))
+    assert shapes == {"model.layers.0.mlp.experts.gate_up_proj": [32, 5760, 2880]}
