@@ -40,6 +40,8 @@ class ModelSpec:
     linear_modules: tuple[str, ...]
     moe: Optional["MoeSpec"]
     """Mixture-of-experts facts (null for a dense model)."""
+    stored_quantization: Optional[str]
+    """The checkpoint's own quantization (``mxfp4``: loaded dequantized for training), or null."""
     ssm_layers: int
     """Layers with a state-space (Mamba) mixer."""
     attention_layers: int

@@ -129,6 +129,12 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     known = facts.families.get(family)
     draft.family = family
     ssm = _moe_and_ssm(values, text, family, facts.families)
+    stored = m.stored_quantization or (source.get("quantization_config") or text.get("quantization_config") or
+                                       {}).get("quant_method")
+    draft.stored_quantization = stored
+    if stored == "mxfp4" and draft.kind != "qlora":
+        draft.decisions.append("the checkpoint's MXFP4 weights load dequantized to 16-bit for training "
+                               "(Mxfp4Config(dequantize=True): PEFT trains no MXFP4 weights)")
     w = facts.weights
     if w is not None:
         draft.linear_modules = tuple(w.linear)
@@ -693,7 +699,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
                                        "intermediate_size", "vocab_size", "max_position_embeddings")},
             tie_word_embeddings=bool(av["tie_word_embeddings"]), params=params, linear_modules=draft.linear_modules,
             adapter=facts.adapter.path if facts.adapter is not None else None, moe=moe,
-            ssm_layers=draft.arch.ssm_layers if draft.arch else 0,
+            stored_quantization=draft.stored_quantization, ssm_layers=draft.arch.ssm_layers if draft.arch else 0,
             attention_layers=draft.arch.attn_layers if draft.arch else 0,
         ),
         objective=spec_from(ObjectiveSpec, cfg.objective, sequences_per_example=draft.sequences_per_example,

@@ -40,6 +40,8 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    stored_quantization: Optional[str] = None
+    """The checkpoint's own quantization (config.json quantization_config.quant_method)."""
     expert_parameters: tuple[str, ...] = ()
     """The model's fused MoE expert parameters (``mlp.experts.gate_up_proj``), as transformers loads them."""
     routers: tuple[str, ...] = ()

@@ -202,6 +202,21 @@ def experts(cfg, facts, draft):
 
 
 @rule
+def stored_quantization(cfg, facts, draft):
+    q = draft.stored_quantization
+    if not q:
+        return
+    if cfg.method.quant_bits:
+        yield error("method.quant_bits", f"the checkpoint is stored quantized ({q}): bitsandbytes cannot quantize it "
+                    "again (transformers refuses a second quantization config at load)",
+                    "method=lora" + (" (its MXFP4 weights load dequantized to 16-bit)" if q == "mxfp4" else
+                                     ", on the model's 16-bit checkpoint"))
+    elif q != "mxfp4":
+        yield error("model.path", f"the checkpoint is stored quantized ({q}): ftc trains 16-bit weights and "
+                    "dequantizes only MXFP4 checkpoints on load", "model.path=<the model's 16-bit checkpoint>")
+
+
+@rule
 def quantization(cfg, facts, draft):
     m = cfg.method
     if m.quant_bits and not m.peft:

@@ -129,6 +129,10 @@ class ModelConfig:
     """Layers with a state-space (Mamba) mixer; null = from config.json (``layer_types``, a Mamba model type)."""
     attention_layers: Optional[int] = checked(None, ge=0)
     """Layers with attention; null = every layer that is not state-space only."""
+    stored_quantization: Optional[str] = None
+    """The checkpoint's own quantization (config.json ``quantization_config.quant_method``: gpt-oss ships
+    ``mxfp4``); null = read config.json. MXFP4 weights load dequantized for training; QLoRA cannot re-quantize a
+    quantized checkpoint."""
     adapter: Optional[str] = None
     """Start from an existing adapter: a run directory (its adapter/) or a PEFT adapter directory, e.g. the SFT run
     before DPO. It keeps its own rank and targets; the plan records the lineage."""

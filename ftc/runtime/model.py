@@ -109,7 +109,11 @@ def load_base_model(plan: Plan, for_training: bool = True, device_map: Optional[
         "attn_implementation": spec.attn_implementation,  # decided by the compiler; never swapped here
         "use_safetensors": True,
     }
-    if q:
+    if spec.stored_quantization == "mxfp4":  # the plan refuses QLoRA on it; PEFT trains no MXFP4 weights
+        from transformers import Mxfp4Config
+
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    elif q:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
             bnb_4bit_compute_dtype=getattr(torch, DTYPES[q.compute_dtype]),

@@ -125,3 +125,15 @@ def test_stored_expert_layouts_convert_to_what_transformers_loads():
              "model.layers.0.mlp.experts.gate_up_proj_scales": [32, 5760, 90]}
     shapes, _ = loaded_shapes(mxfp4, moe_rules(load_families(), "gpt_oss"))
     assert shapes == {"model.layers.0.mlp.experts.gate_up_proj": [32, 5760, 2880]}
+
+
+def test_a_checkpoint_stored_quantized_is_not_quantized_again():
+    """gpt-oss ships MXFP4 experts: LoRA loads them dequantized (decided and said); QLoRA is refused at plan time,
+    as transformers would refuse a BitsAndBytesConfig over the checkpoint's Mxfp4Config at load."""
+    lora = plan_for(["model=gpt_oss_20b", "method=lora", "hardware=h100"])
+    assert lora.errors == () and lora.model.stored_quantization == "mxfp4"
+    assert any("MXFP4 weights load dequantized" in d for d in lora.decisions)
+    qlora = plan_for(["model=gpt_oss_20b", "method=qlora", "hardware=h100"])
+    assert any(e.startswith("method.quant_bits") and "method=lora" in e for e in qlora.errors)
+    fp8 = plan_for(["model=qwen3_8b", "model.stored_quantization=fp8", "hardware=h100"])
+    assert any(e.startswith("model.path") and "16-bit checkpoint" in e for e in fp8.errors)
