@@ -137,3 +137,18 @@ def test_a_checkpoint_stored_quantized_is_not_quantized_again():
     assert any(e.startswith("method.quant_bits") and "method=lora" in e for e in qlora.errors)
     fp8 = plan_for(["model=qwen3_8b", "model.stored_quantization=fp8", "hardware=h100"])
     assert any(e.startswith("model.path") and "16-bit checkpoint" in e for e in fp8.errors)
+
+
+def test_experts_of_an_unknown_layout_are_flagged_not_guessed():
+    from ftc.compiler.compile import compile
+    from ftc.compiler.facts import Facts, LinearModule, WeightFacts, load_families
+    from tests.conftest import typed_config
+
+    config = {"model_type": "newmoe", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "vocab_size": 1024, "intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2}
+    weights = WeightFacts(total_params=10_000, linear={"q_proj": LinearModule(2, 256, 128, 8192)},
+                          module_paths=("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"),
+                          unconverted_experts=24)
+    plan = compile(typed_config(["model=local", "model.path=/models/newmoe"]),
+                   Facts(model_config=config, weights=weights, families=load_families()))
+    assert any(w.startswith("model.path") and "24 per-expert linear layers" in w for w in plan.warnings)
