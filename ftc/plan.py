@@ -133,7 +133,7 @@ class DataSpec:
 class ObjectiveSpec:
     name: str
     trainer: str
-    """sft | dpo: the runtime's trainer mapping (ftc/runtime/train.py)."""
+    """sft | dpo | orpo | kto: its entry in ftc/config/objectives.py (costs, data formats, loss, evaluation)."""
     beta: float
     loss_type: str
     reference: str

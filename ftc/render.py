@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ftc import secrets
 from ftc.config.launchers import LAUNCHER_KINDS
+from ftc.config.objectives import TRAINERS
 from ftc.plan import Plan
 
 
@@ -36,10 +37,13 @@ def plan_table(plan: Plan) -> str:
         ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"
                   + (f"; starts from the adapter {m.adapter}" if m.adapter else "")),
         ("method", method),
-        ("objective", f"{plan.objective.name}" + (
-            f" beta={plan.objective.beta:g} loss={plan.objective.loss_type}, {plan.objective.sequences_per_example} "
-            f"sequences/example + {plan.objective.reference_forwards} reference forward each, reference: the model "
-            f"at the start" if plan.objective.trainer == "dpo" else "")),
+        ("objective", f"{plan.objective.name} ({TRAINERS[plan.objective.trainer].trl})" + (
+            f" beta={plan.objective.beta:g}" if TRAINERS[plan.objective.trainer].uses_beta else "")
+         + (f" loss={plan.objective.loss_type}" if plan.objective.loss_type else "")
+         + (f", {plan.objective.sequences_per_example} sequences/example" if plan.objective.sequences_per_example > 1
+            else "")
+         + (f" + {plan.objective.reference_forwards} forward(s) without gradient each, reference: the model at "
+            "the start" if plan.objective.reference_forwards else "")),
         *([("experts", f"{m.moe.experts} per layer, top-{m.moe.experts_per_token}, {m.moe.moe_layers} MoE layers; "
                        f"{_num(m.moe.active_params)} active of {_num(m.params)} params per token; experts held in "
                        f"{m.moe.expert_weights}")] if m.moe else []),

@@ -18,6 +18,7 @@ from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS
+from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
 from ftc.plan import (
@@ -171,11 +172,17 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
 
 
 def _objective(cfg: Config, draft: Draft) -> None:
-    """What the objective costs per example: preference pairs run chosen and rejected (2 sequences); DPO adds a
-    reference forward per sequence (no gradient). Prompts of pairs keep at most max_prompt_length tokens."""
+    """What the objective costs per example, from its trainer's entry (ftc.config.objectives): preference pairs
+    run chosen and rejected (2 sequences); DPO adds a reference forward per sequence (no gradient), KTO also its
+    KL estimate. Prompts of pairs keep at most max_prompt_length tokens. An unset loss type is the trainer's own."""
     o = cfg.objective
-    if o.trainer == "dpo":
-        draft.sequences_per_example, draft.reference_forwards = 2, 1
+    trainer = TRAINERS.get(o.trainer)  # an unknown name is refused by rules.objective
+    if trainer is not None:
+        draft.sequences_per_example, draft.reference_forwards = trainer.sequences_per_example, \
+            trainer.reference_forwards
+        draft.loss_type = o.loss_type or trainer.default_loss
+        if o.loss_type is None and trainer.default_loss:
+            draft.decisions.append(f"objective.loss_type={trainer.default_loss} (null: {trainer.trl}'s default)")
     if cfg.data.format == "preference":
         draft.max_prompt_length = o.max_prompt_length or draft.max_length // 2
         if o.max_prompt_length is None:
@@ -351,10 +358,10 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
     train = facts.data.get("train")
     share = train.completion_share if train and train.completion_share else 0.5  # unreadable: a guess
     draft.loss_share = round(share, 3) if d.completion_only_loss and d.format != "text" else 1.0
-    if cfg.objective.trainer != "sft":
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    if trainer is not None and not trainer.selective_loss:
         draft.loss = "trl"
-        draft.decisions.append(f"loss=trl ({cfg.objective.name}: TRL's own loss, over the per-token log-probabilities "
-                               "of both sequences)")
+        draft.decisions.append(f"loss=trl ({cfg.objective.name}: {trainer.loss_doc})")
         return
     if t.token_metrics:
         draft.loss = "trl"
@@ -393,8 +400,9 @@ def _packing(cfg: Config, draft: Draft) -> None:
     varlen kernel then attends within each example; SDPA/eager build a block mask over the whole row, which is
     quadratic in the batch's total tokens (measured 47% slower than padding on the tiny model, docs/BENCHMARKS.md)."""
     varlen = cfg.hardware.accelerator == "cuda" and draft.attention.startswith("flash")
-    if cfg.objective.trainer != "sft":
-        draft.packing = False  # TRL's DPOTrainer pads pairs (its padding-free mode is off since its refactor)
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    if trainer is not None and not trainer.packs:
+        draft.packing = False  # TRL's preference trainers pad pairs (DPO's padding-free mode is off since its refactor)
         return
     if cfg.data.packing is None:
         draft.packing = varlen
@@ -465,7 +473,12 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         total = draft.train_examples * draft.tokens_per_example
         draft.sequences_per_epoch = math.ceil(total / draft.seq_tokens) if total else 0
     else:
-        draft.sequences_per_epoch = draft.train_examples
+        trainer = TRAINERS.get(cfg.objective.trainer)
+        draft.sequences_per_epoch = draft.train_examples * (trainer.examples_per_row if trainer else 1)
+        if trainer is not None and trainer.examples_per_row > 1:
+            draft.decisions.append(f"{draft.sequences_per_epoch} training examples an epoch ({cfg.objective.name} "
+                                   f"unpairs each of the {draft.train_examples} pairs into a desirable and an "
+                                   "undesirable example)")
 
 
 def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, seq: Optional[int] = None,
@@ -703,7 +716,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             attention_layers=draft.arch.attn_layers if draft.arch else 0,
         ),
         objective=spec_from(ObjectiveSpec, cfg.objective, sequences_per_example=draft.sequences_per_example,
-                            reference_forwards=draft.reference_forwards),
+                            reference_forwards=draft.reference_forwards, loss_type=draft.loss_type),
         method=spec_from(
             MethodSpec, m, peft=draft.peft, dropout=draft.dropout, target_modules=draft.targets,
             target_parameters=draft.target_parameters, trainable_params=trainable,

@@ -40,6 +40,8 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    loss_type: str = ""
+    """objective.loss_type, or the trainer's default when unset."""
     stored_quantization: Optional[str] = None
     """The checkpoint's own quantization (config.json quantization_config.quant_method)."""
     expert_parameters: tuple[str, ...] = ()

@@ -15,6 +15,7 @@ from ftc.compiler.draft import TIGHT, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
+from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config, field_check
 from ftc.data.formats import FORMATS
 from ftc.plan import Finding
@@ -240,29 +241,27 @@ def zero_stage_values(cfg, facts, draft):
 
 
 # --- objective ----------------------------------------------------------------------------------------------------
-TRAINERS = ("sft", "dpo")
-DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
-
-
 @rule
 def objective(cfg, facts, draft):
     o, d = cfg.objective, cfg.data
-    if o.trainer not in TRAINERS:
+    trainer = TRAINERS.get(o.trainer)
+    if trainer is None:
         yield error("objective.trainer", f"unknown trainer '{o.trainer}'", f"objective.trainer={' | '.join(TRAINERS)}")
         return
-    if o.trainer == "dpo" and d.format != "preference":
-        yield error("data.format", f"{o.name} trains on preference pairs, not {d.format} rows",
-                    "data=sample_preference, or data.format=preference with {prompt, chosen, rejected} rows")
-    if o.trainer == "sft" and d.format == "preference":
-        yield error("objective", "preference pairs need a preference objective", "objective=dpo")
-    if o.trainer == "dpo":
-        if o.beta <= 0:
-            yield error("objective.beta", f"must be > 0, got {o.beta}", "objective.beta=0.1")
-        if o.loss_type not in DPO_LOSSES:
-            yield error("objective.loss_type", f"unknown DPO loss '{o.loss_type}'", "objective.loss_type=sigmoid")
-        if o.reference != "start":
-            yield error("objective.reference", f"unknown reference '{o.reference}'", "objective.reference=start")
+    if d.format not in trainer.formats:
+        takers = [t.name for t in TRAINERS.values() if d.format in t.formats]
+        message = f"{o.name} ({trainer.trl}) trains on {' | '.join(trainer.formats)} data, not {d.format} rows" + \
+            (f" (those train with objective={' | '.join(takers)})" if takers else "")
+        if takers and trainer.evaluation == "generation":  # preference data with SFT: the objective is what's off
+            yield error("objective", message, f"objective={takers[0]}")
+        else:
+            yield error("data.format", message, trainer.format_fix)
+    if trainer.losses and draft.loss_type not in trainer.losses:
+        yield error("objective.loss_type", f"unknown {trainer.trl} loss '{draft.loss_type}' (TRL's: "
+                    f"{', '.join(trainer.losses)})", f"objective.loss_type={trainer.default_loss}")
+    elif not trainer.losses and o.loss_type is not None:
+        yield warning("objective.loss_type", f"{trainer.trl} has one loss: loss_type={o.loss_type} is not used",
+                      "objective.loss_type=null")
     if o.max_prompt_length is not None and o.max_prompt_length >= draft.max_length:
         yield error("objective.max_prompt_length", f"{o.max_prompt_length} leaves no room for the completion within "
                     f"data.max_length={draft.max_length}", f"objective.max_prompt_length={draft.max_length // 2}")

@@ -175,14 +175,16 @@ class MethodConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = MISSING
-    """sft | dpo: what is trained for, orthogonal to method (which parameters train)."""
+    """sft | dpo | ipo | orpo | kto: what is trained for, orthogonal to method (which parameters train)."""
     trainer: str = "sft"
-    """The trainer that implements it: sft (TRL SFTTrainer) | dpo (TRL DPOTrainer). A new objective is a YAML file
-    naming its trainer here plus one mapping in ftc/runtime/train.py."""
+    """The trainer that implements it (ftc/config/objectives.py): sft (TRL SFTTrainer) | dpo (DPOTrainer) | orpo
+    (ORPOTrainer) | kto (KTOTrainer). A new objective on one of them is a YAML file alone (conf/objective/ipo.yaml)."""
     beta: float = checked(0.1, gt=0)
-    """DPO: how far the policy may move from the reference (higher = closer)."""
-    loss_type: str = "sigmoid"
-    """DPO loss: sigmoid (DPO) | ipo | hinge | robust | ... (TRL's DPOConfig.loss_type)."""
+    """DPO/KTO: how far the policy may move from the reference (higher = closer); ORPO: the odds-ratio term's
+    weight (TRL's lambda)."""
+    loss_type: Optional[str] = None
+    """The trainer's loss variant: DPO sigmoid | ipo | hinge | robust | ... (DPOConfig.loss_type), KTO kto |
+    apo_zero_unpaired; null = the trainer's default."""
     max_prompt_length: Optional[int] = checked(None, ge=1)
     """Preference data: prompt tokens kept (the end of longer prompts); null = half of data.max_length."""
     reference: str = checked("start", choices=("start",))

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from ftc.config.objectives import TRAINERS
 from ftc.plan import Plan
 
 
@@ -188,7 +189,7 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
 
     model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
-    if plan.data.format == "preference":
+    if TRAINERS[plan.objective.trainer].evaluation == "pairs":
         return _evaluate_pairs(plan, model, tokenizer, splits)
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
     base = None

@@ -165,6 +165,24 @@ def dpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
                      loss_type=[o.loss_type], **plan.train.trainer_kwargs)
 
 
+def orpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+    from trl.experimental.orpo import ORPOConfig
+
+    d = plan.data
+    # ORPO's batches have no input_ids: the Trainer cannot count tokens (it warns); FtcORPOTrainer counts them.
+    kwargs = {**training_kwargs(plan, run_dir, distributed, validation), "include_num_input_tokens_seen": "no"}
+    return ORPOConfig(**kwargs, beta=plan.objective.beta, max_completion_length=d.max_length - d.max_prompt_length,
+                      **plan.train.trainer_kwargs)
+
+
+def kto_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+    from trl import KTOConfig
+
+    o = plan.objective
+    return KTOConfig(**training_kwargs(plan, run_dir, distributed, validation), beta=o.beta, loss_type=o.loss_type,
+                     **plan.train.trainer_kwargs)
+
+
 class _Timed:
     """Times validation passes and checkpoint saves apart from training steps (mixed into the TRL trainers)."""
 
@@ -191,8 +209,8 @@ class _Timed:
 
 
 def trainer_class(plan: Plan) -> type:
-    """The trainer of the plan's objective (``TRAINERS``)."""
-    return TRAINERS[plan.objective.trainer][1](plan)
+    """The trainer of the plan's objective (``BUILDERS``)."""
+    return BUILDERS[plan.objective.trainer][1](plan)
 
 
 def _sft_trainer(plan: Plan) -> type:
@@ -243,8 +261,68 @@ def _dpo_trainer(plan: Plan) -> type:
     return FtcDPOTrainer
 
 
-# objective.trainer -> (arguments builder, trainer class builder): a new objective is a YAML file + one entry here.
-TRAINERS = {"sft": (sft_config, _sft_trainer), "dpo": (dpo_config, _dpo_trainer)}
+def _orpo_trainer(plan: Plan) -> type:
+    """TRL's ORPOTrainer (experimental in TRL 1.x): SFT on the chosen answer plus an odds-ratio term against the
+    rejected one, no reference model. It tokenizes text pairs itself: ftc hands it the pairs' text (prompt formatted
+    as for SFT), the same rows its data report counted."""
+    from trl.experimental.orpo import ORPOTrainer
+
+    class FtcORPOTrainer(_Timed, ORPOTrainer):
+        def tokenize_row(self, feature, model=None):
+            if "prompt_ids" not in feature:
+                return super().tokenize_row(feature, model)
+            prompt = feature["prompt_ids"]  # tokenized by ftc's data pipeline, truncation counted there
+            row = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+            for side in ("chosen", "rejected"):
+                answer = feature[f"{side}_ids"]
+                row[f"{side}_input_ids"] = prompt + answer
+                row[f"{side}_attention_mask"] = [1] * (len(prompt) + len(answer))
+                row[f"{side}_labels"] = [-100] * len(prompt) + answer
+            return row
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            seen = sum(int(inputs[f"{side}_attention_mask"].sum()) for side in ("chosen", "rejected")
+                       if f"{side}_attention_mask" in inputs)
+            self.state.num_input_tokens_seen = (self.state.num_input_tokens_seen or 0) + seen
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    return FtcORPOTrainer
+
+
+def _kto_trainer(plan: Plan) -> type:
+    """TRL's KTOTrainer on ftc's pre-tokenized pairs, unpaired: each pair gives a desirable (chosen) and an
+    undesirable (rejected) example with the same prompt ids; the KL estimate's mismatched completions are rotated
+    within each micro batch, as TRL does for its own tokenization."""
+    from trl import KTOTrainer
+
+    class FtcKTOTrainer(_Timed, KTOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "chosen_ids" not in dataset.column_names:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            from datasets import Dataset
+
+            rows = {"prompt_ids": [], "completion_ids": [], "label": []}
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]):
+                for ids, label in ((c, True), (r, False)):
+                    rows["prompt_ids"].append(p)
+                    rows["completion_ids"].append(ids)
+                    rows["label"].append(label)
+            unpaired = Dataset.from_dict(rows)
+            if self.calculate_KL:
+                def mismatched(batch):
+                    batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
+                    return batch
+
+                unpaired = unpaired.map(mismatched, batched=True, batch_size=args.per_device_train_batch_size)
+            return unpaired
+
+    return FtcKTOTrainer
+
+
+# objective.trainer -> (arguments builder, trainer class builder), keyed as ftc.config.objectives.TRAINERS (what
+# every other layer reads of a trainer; a test holds the two key sets equal).
+BUILDERS = {"sft": (sft_config, _sft_trainer), "dpo": (dpo_config, _dpo_trainer), "orpo": (orpo_config, _orpo_trainer),
+            "kto": (kto_config, _kto_trainer)}
 
 
 def peak_memory_gb(device: str) -> dict[str, float]:
@@ -276,7 +354,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     set_seed(plan.train.seed)
     tokenizer = load_tokenizer(plan)
     splits = build(plan.data, tokenizer, plan.train.seed)
-    config = TRAINERS[plan.objective.trainer][0](plan, run, distributed, validation=bool(splits.validation))
+    config = BUILDERS[plan.objective.trainer][0](plan, run, distributed, validation=bool(splits.validation))
     # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
     model = load_base_model(plan, for_training=True)
     if plan.method.quantization:

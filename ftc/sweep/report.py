@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from ftc.config.objectives import TRAINERS
 from ftc.runtime import artifacts
 
 # metric name -> (path in summary.json, higher is better)
@@ -49,6 +50,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             "preference_accuracy": _dig(summary, METRICS["preference_accuracy"][0]),
             "logp_margin": _dig(summary, METRICS["logp_margin"][0]),
             "objective": _dig(plan, ("objective", "name")) or "sft",
+            "trainer": _dig(plan, ("objective", "trainer")) or "sft",
             "train_loss": _dig(summary, METRICS["train_loss"][0]),
             "wall_time_s": summary.get("wall_time_s", trial.get("wall_time_s")),
             "tokens_per_s": _dig(summary, ("actual", "tokens_per_s")),
@@ -128,12 +130,13 @@ def write_report(sweep_dir: str, metric: Optional[str] = None) -> str:
         raise UserError(f"ftc: {sweep_dir} is not a directory")
     collected = collect(root)
     if metric is None:
-        metric = "preference_accuracy" if any(r["objective"] == "dpo" for r in collected) else "exact_match"
+        headlines = {TRAINERS[r["trainer"]].headline for r in collected if r["trainer"] in TRAINERS}
+        metric = "preference_accuracy" if "preference_accuracy" in headlines else "exact_match"
     rows = _sort(collected, metric)
     if not rows:
         raise UserError(f"ftc: no trials found in {sweep_dir} (expected <sweep>/<n>/plan.json)")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS + ["objective", "predicted_hours", "dir"])
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + ["objective", "trainer", "predicted_hours", "dir"])
     writer.writeheader()
     writer.writerows(rows)
     artifacts.atomic_write_text(root / "summary.csv", buf.getvalue())
