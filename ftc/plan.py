@@ -141,6 +141,17 @@ class ObjectiveSpec:
     """1 for SFT; 2 for preference pairs (chosen and rejected run through the model together)."""
     reference_forwards: int
     """Extra forward passes per sequence without gradient (DPO's reference log-probabilities)."""
+    num_generations: int
+    max_completion_length: int
+    temperature: float
+    rewards: tuple[dict[str, Any], ...]
+    """GRPO's rewards as declared (objective.rewards), checked at plan time."""
+    generation: str
+    """GRPO: who generates (transformers | vllm), decided from the target."""
+    generation_gb: float
+    """GRPO: memory of generation (KV cache of a micro batch of completions, sampling logits), in the memory total."""
+    generation_hours: float
+    """GRPO: time spent generating completions, in the time total."""
 
 
 @dataclass(frozen=True)

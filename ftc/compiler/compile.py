@@ -183,6 +183,9 @@ def _objective(cfg: Config, draft: Draft) -> None:
         draft.loss_type = o.loss_type or trainer.default_loss
         if o.loss_type is None and trainer.default_loss:
             draft.decisions.append(f"objective.loss_type={trainer.default_loss} (null: {trainer.trl}'s default)")
+        draft.examples_per_row = o.num_generations if trainer.generates else trainer.examples_per_row
+        if trainer.generates:
+            draft.reference_forwards = 1  # beta > 0 (the schema's range): the reference's log-probabilities
     if cfg.data.format == "preference":
         draft.max_prompt_length = o.max_prompt_length or draft.max_length // 2
         if o.max_prompt_length is None:
@@ -413,6 +416,53 @@ def _packing(cfg: Config, draft: Draft) -> None:
         draft.packing = cfg.data.packing
 
 
+def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """GRPO's generation, priced: each optimizer step samples the global batch's completions (num_generations per
+    prompt), generated at once on each worker (TRL's generation_batch_size = the global batch) for
+    max_completion_length decode steps. A decode step reads every weight (memory-bound: the profile's measured
+    decode rate, else its bandwidth) or computes the batch (compute-bound), whichever is slower; the prompts'
+    prefill is a forward pass. Memory: the batch's KV cache over prompt + completion and the sampling logits, held
+    while generating (not at the same time as the backward's activations). vLLM colocated on the training GPU when
+    the run is on CUDA and vLLM is installed, else transformers' generate."""
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    if trainer is None or not trainer.generates or draft.arch is None:
+        return
+    o, hw, a = cfg.objective, cfg.hardware, draft.arch
+    if o.generation == "auto":
+        use_vllm = hw.accelerator == "cuda" and facts.packages.get("vllm", False)
+        draft.generation = "vllm" if use_vllm else "transformers"
+        draft.decisions.append("generation=vllm (colocated on the training GPU: vLLM is installed and the run is on "
+                               "CUDA)" if use_vllm else
+                               f"generation=transformers (generate(); vLLM needs CUDA"
+                               f"{' and is not installed' if not facts.packages.get('vllm') else ''})")
+    else:
+        draft.generation = o.generation
+    dtype = weight_dtype(cfg, draft)
+    batch = max(cfg.train.global_batch_size // max(draft.world, 1), 1)
+    prompt = max(int(draft.tokens_per_example * (1 - draft.loss_share)), 1) if draft.loss_share < 1 \
+        else draft.tokens_per_example
+    seq = prompt + o.max_completion_length
+    kv = batch * seq * a.attn_layers * 2 * a.kv_dim * est.BYTES[dtype]
+    state = batch * a.ssm_layers * a.ssm_inner * max(a.ssm_state, 1) * est.BYTES[dtype]
+    draft.generation_bytes = kv + state + batch * a.vocab * 4
+    method = "lora" if draft.kind == "dora" else draft.kind
+    weights = est.weight_bytes(a, method, dtype, cfg.method.double_quant)
+    if hw.decode_gbs:
+        read = weights / (hw.decode_gbs * 1e9)
+    elif hw.memory_bandwidth_gbs:
+        read = weights / (hw.memory_bandwidth_gbs * 1e9 * est.DECODE_BANDWIDTH_EFFICIENCY)
+    else:
+        read = 0.0
+    per_token = 2 * (a.active_params + a.vocab * a.hidden)
+    compute = batch * per_token / (hw.peak_tflops * 1e12 * est.EVAL_DECODE_MFU)
+    prefill = batch * prompt * per_token / (hw.peak_tflops * 1e12 * hw.mfu)
+    draft.generation_s = o.max_completion_length * max(read, compute) + prefill
+    draft.decisions.append(
+        f"GRPO: {cfg.train.global_batch_size} completions a step ({cfg.train.global_batch_size // o.num_generations} "
+        f"prompts x {o.num_generations}), {o.max_completion_length} decode steps each, in batches of {batch}: "
+        f"~{draft.generation_s:.2f} s and {draft.generation_bytes / est.GB:.2f} GB (KV cache + logits) per step")
+
+
 def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, int]]:
     """Examples per split and rows dropped, as the data pipeline (``ftc.runtime.data.build``) makes them: empty rows
     dropped; the test file, then the validation file, then the training file deduplicated against everything seen
@@ -474,8 +524,12 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.sequences_per_epoch = math.ceil(total / draft.seq_tokens) if total else 0
     else:
         trainer = TRAINERS.get(cfg.objective.trainer)
-        draft.sequences_per_epoch = draft.train_examples * (trainer.examples_per_row if trainer else 1)
-        if trainer is not None and trainer.examples_per_row > 1:
+        draft.sequences_per_epoch = draft.train_examples * draft.examples_per_row
+        if trainer is not None and trainer.generates:
+            draft.decisions.append(f"{draft.sequences_per_epoch} completions an epoch ({cfg.objective.num_generations} "
+                                   f"sampled for each of the {draft.train_examples} prompts; each is a training "
+                                   "example of the global batch)")
+        elif draft.examples_per_row > 1:
             draft.decisions.append(f"{draft.sequences_per_epoch} training examples an epoch ({cfg.objective.name} "
                                    f"unpairs each of the {draft.train_examples} pairs into a desirable and an "
                                    "undesirable example)")
@@ -499,6 +553,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
         checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
         dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda", expert_adapters=bool(draft.target_parameters),
+        generation=draft.generation_bytes,
     )
 
 
@@ -665,6 +720,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _packing(cfg, draft)
     _data(cfg, facts, draft)
     _loss(cfg, facts, draft)
+    _generation(cfg, facts, draft)
     if draft.arch is not None:
         draft.trainable = _trainable(cfg, facts, draft)
         draft.dropout_width = _dropout_width(cfg, facts, draft)
@@ -716,7 +772,10 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             attention_layers=draft.arch.attn_layers if draft.arch else 0,
         ),
         objective=spec_from(ObjectiveSpec, cfg.objective, sequences_per_example=draft.sequences_per_example,
-                            reference_forwards=draft.reference_forwards, loss_type=draft.loss_type),
+                            reference_forwards=draft.reference_forwards, loss_type=draft.loss_type,
+                            rewards=tuple(dict(r) for r in cfg.objective.rewards), generation=draft.generation,
+                            generation_gb=round(draft.generation_bytes / est.GB, 3),
+                            generation_hours=round(draft.steps * draft.generation_s / 3600, 4)),
         method=spec_from(
             MethodSpec, m, peft=draft.peft, dropout=draft.dropout, target_modules=draft.targets,
             target_parameters=draft.target_parameters, trainable_params=trainable,

@@ -36,6 +36,7 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
     step_s = draft.grad_accum * (micro_tokens * draft.world / tps if tps else 0.0) \
         + draft.grad_accum * micro_step_overhead(cfg, draft) + optimizer_seconds(cfg, draft)
+    step_s += draft.generation_s  # GRPO: sampling the step's completions
     step_tokens = cfg.train.global_batch_size * draft.seq_tokens * draft.sequences_per_example
     if step_s > 0:
         tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it

@@ -40,6 +40,14 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    examples_per_row: int = 1
+    """Training examples a data row gives (KTO: 2 a pair; GRPO: objective.num_generations completions a prompt)."""
+    generation: str = ""
+    """GRPO: who generates (transformers | vllm)."""
+    generation_bytes: float = 0.0
+    """GRPO: memory of one generation batch (KV cache + sampling logits)."""
+    generation_s: float = 0.0
+    """GRPO: seconds of generation per optimizer step."""
     loss_type: str = ""
     """objective.loss_type, or the trainer's default when unset."""
     stored_quantization: Optional[str] = None

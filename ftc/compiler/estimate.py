@@ -335,11 +335,13 @@ class MemoryEstimate:
     runtime: float
     expert_adapters: float = 0.0
     """LoRA on fused experts: the folded W + BA copies kept for the backward (``expert_adapter_bytes``)."""
+    generation: float = 0.0
+    """GRPO: a generation batch's KV cache and sampling logits, held while generating, not during the backward."""
 
     @property
     def live(self) -> float:
-        return self.weights + self.trainable + self.activations + self.logits + self.zero3_gather + \
-            self.expert_adapters
+        step = self.activations + self.logits + self.expert_adapters
+        return self.weights + self.trainable + self.zero3_gather + max(step, self.generation)
 
     @property
     def reserved(self) -> float:
@@ -360,6 +362,7 @@ class MemoryEstimate:
             "logits": round(self.logits / GB, 3),
             "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
             **({"expert_adapter_copies": round(self.expert_adapters / GB, 3)} if self.expert_adapters else {}),
+            **({"generation_kv_cache": round(self.generation / GB, 3)} if self.generation else {}),
             "allocator_slack": round(live * (ALLOCATOR_SLACK - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
         }
@@ -382,6 +385,7 @@ def memory(
     zero_stage: int,
     cuda: bool,
     expert_adapters: bool = False,
+    generation: float = 0.0,
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
@@ -398,7 +402,8 @@ def memory(
     runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
     experts = expert_adapter_bytes(arch, dtype, checkpointing) if expert_adapters else 0.0
     # (ZeRO-3 gathers a layer's whole experts before the fold: the copies are full size on every worker.)
-    return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime, experts)
+    return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime, experts,
+                          generation)
 
 
 def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool, head_share: float = 1.0,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -144,6 +145,8 @@ class Facts:
     data: dict[str, DataFacts] = field(default_factory=dict)
     """By role: train, validation, test."""
     families: dict[str, Any] = field(default_factory=dict)
+    reward_problems: dict[int, str] = field(default_factory=dict)
+    """objective.rewards that cannot run, by index: what is wrong (a user function not importable, a bad pattern)."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
@@ -415,11 +418,16 @@ def gather(cfg: Any) -> Facts:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
     adapter = adapter_facts(cfg.model.adapter) if getattr(cfg.model, "adapter", None) else None
+    from ftc.data.rewards import check
+
+    rewards = {i: problem for i, r in enumerate(cfg.objective.rewards or ())
+               if (problem := check(dict(r)) if isinstance(r, Mapping) else "not a mapping {kind: ...}")}
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
+                 reward_problems=rewards,
                  packages=installed_packages())
 
 
-OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow")
+OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow", "vllm")
 
 
 def installed_packages() -> dict[str, bool]:

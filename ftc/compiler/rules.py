@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable, Iterator, Optional
 
 from ftc import secrets
+from ftc.compiler import estimate as est
 from ftc.compiler.draft import TIGHT, Draft, fits
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
@@ -265,6 +266,36 @@ def objective(cfg, facts, draft):
     if o.max_prompt_length is not None and o.max_prompt_length >= draft.max_length:
         yield error("objective.max_prompt_length", f"{o.max_prompt_length} leaves no room for the completion within "
                     f"data.max_length={draft.max_length}", f"objective.max_prompt_length={draft.max_length // 2}")
+
+
+@rule
+def generation(cfg, facts, draft):
+    """GRPO: rewards that can run, a global batch of whole groups, and a generation batch that fits."""
+    o, trainer = cfg.objective, TRAINERS.get(cfg.objective.trainer)
+    if trainer is None or not trainer.generates:
+        return
+    if not o.rewards:
+        yield error("objective.rewards", f"{o.name} learns from rewards and none is declared",
+                    "objective.rewards=[{kind: exact_match}]")
+    for i, problem in sorted(facts.reward_problems.items()):
+        yield error(f"objective.rewards[{i}]", problem, "see docs/CONFIG.md (objective.rewards) for the kinds")
+    g, n = o.num_generations, cfg.train.global_batch_size
+    if n % g:
+        yield error("train.global_batch_size", f"{n} completions a step is not a whole number of groups of "
+                    f"objective.num_generations={g} (TRL samples every prompt's group in the same step)",
+                    f"train.global_batch_size={max(g, n - n % g)}")
+    if draft.arch is not None and draft.generation_bytes:
+        room = cfg.hardware.memory_gb * est.GB * TIGHT - draft.memory.weights - draft.memory.trainable \
+            - draft.memory.runtime
+        if draft.generation_bytes > room:
+            per_completion = draft.generation_bytes / max(n // max(draft.world, 1), 1)
+            fitting = int(max(room, 0) // per_completion) // g * g
+            yield error("objective.num_generations", f"generating a step's {n} completions needs "
+                        f"{draft.generation_bytes / est.GB:.1f} GB (KV cache over prompt + "
+                        f"{o.max_completion_length} tokens) beside the weights: more than the "
+                        f"{cfg.hardware.memory_gb:g} GB card holds",
+                        f"train.global_batch_size={fitting}" if fitting >= g else
+                        f"objective.max_completion_length={max(o.max_completion_length // 2, 1)}")
 
 
 @rule

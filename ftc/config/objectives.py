@@ -17,6 +17,8 @@ DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 # TRL's KTOConfig.loss_type names (trl/trainer/kto_config.py).
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
+# TRL's GRPOConfig.loss_type names (trl/trainer/grpo_config.py).
+GRPO_LOSSES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Trainer:
     examples_per_row: int
     """Training examples one data row gives (KTO unpairs a preference pair into a desirable and an undesirable
     example): the steps of an epoch count these."""
+    generates: bool
+    """Online: completions are sampled during training (GRPO), objective.num_generations per prompt; each is a
+    training example and generation is priced in time and memory."""
     packs: bool
     """Padding-free packing is possible (TRL's preference trainers pad)."""
     selective_loss: bool
@@ -55,25 +60,33 @@ class Trainer:
 TRAINERS = {t.name: t for t in (
     Trainer("sft", trl="SFTTrainer", formats=("alpaca", "prompt_completion", "chat", "text"),
             format_fix="data=sample (or data.format=alpaca|prompt_completion|chat|text)",
-            sequences_per_example=1, reference_forwards=0, examples_per_row=1, packs=True, selective_loss=True,
-            evaluation="generation",
+            sequences_per_example=1, reference_forwards=0, examples_per_row=1, generates=False, packs=True,
+            selective_loss=True, evaluation="generation",
             headline="exact_match", uses_beta=False, losses=(), default_loss="",
             loss_doc="next-token cross-entropy"),
     Trainer("dpo", trl="DPOTrainer", formats=("preference",),
             format_fix="data=sample_preference, or data.format=preference with {prompt, chosen, rejected} rows",
-            sequences_per_example=2, reference_forwards=1, examples_per_row=1, packs=False, selective_loss=False,
-            evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=DPO_LOSSES,
+            sequences_per_example=2, reference_forwards=1, examples_per_row=1, generates=False, packs=False,
+            selective_loss=False, evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=DPO_LOSSES,
             default_loss="sigmoid",
             loss_doc="TRL's DPO loss over the per-token log-probabilities of both sequences and the reference's"),
     Trainer("orpo", trl="experimental.orpo.ORPOTrainer", formats=("preference",),
             format_fix="data=sample_preference, or data.format=preference with {prompt, chosen, rejected} rows",
-            sequences_per_example=2, reference_forwards=0, examples_per_row=1, packs=False, selective_loss=False,
-            evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=(), default_loss="",
+            sequences_per_example=2, reference_forwards=0, examples_per_row=1, generates=False, packs=False,
+            selective_loss=False, evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=(),
+            default_loss="",
             loss_doc="TRL's ORPO loss: SFT on the chosen answer + beta x the odds-ratio term; no reference model"),
     Trainer("kto", trl="KTOTrainer", formats=("preference",),
             format_fix="data=sample_preference (pairs are unpaired: chosen desirable, rejected undesirable)",
-            sequences_per_example=1, reference_forwards=3, examples_per_row=2, packs=False, selective_loss=False,
-            evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=KTO_LOSSES, default_loss="kto",
+            sequences_per_example=1, reference_forwards=3, examples_per_row=2, generates=False, packs=False,
+            selective_loss=False, evaluation="pairs", headline="preference_accuracy", uses_beta=True,
+            losses=KTO_LOSSES, default_loss="kto",
             loss_doc="TRL's KTO loss on unpaired desirable/undesirable answers, with a reference and a KL estimate "
                      "from mismatched pairs"),
+    Trainer("grpo", trl="GRPOTrainer", formats=("alpaca", "prompt_completion"),
+            format_fix="data=sample (prompts with a reference answer: alpaca or prompt_completion rows)",
+            sequences_per_example=1, reference_forwards=0, examples_per_row=0, generates=True, packs=False,
+            selective_loss=False, evaluation="reward", headline="reward", uses_beta=True, losses=GRPO_LOSSES,
+            default_loss="dapo",
+            loss_doc="TRL's GRPO loss: group-relative advantages of the sampled completions' rewards"),
 )}

@@ -190,6 +190,20 @@ class ObjectiveConfig:
     reference: str = checked("start", choices=("start",))
     """DPO reference model: start = the model as training starts (the base with the new adapter disabled, or a
     frozen copy of model.adapter); no second copy of the base weights is loaded."""
+    # GRPO (online RL with verifiable rewards)
+    num_generations: int = checked(4, ge=2, what="completions sampled per prompt")
+    """GRPO: completions sampled per prompt; their rewards' spread is the learning signal."""
+    max_completion_length: int = checked(32, ge=1)
+    """GRPO: tokens generated per completion at most (decode steps per generation)."""
+    temperature: float = checked(1.0, gt=0)
+    """GRPO: sampling temperature of the generations."""
+    rewards: List[Any] = field(default_factory=list)
+    """GRPO: the rewards, summed with their weights: ``{kind: exact_match}`` (the row's completion is the answer),
+    ``{kind: regex, pattern: ...}``, ``{kind: json, keys: [...]}``, ``{kind: length, max_chars: N}``, ``{kind:
+    python, function: "pkg.module:name"}``; each may set ``weight`` (default 1). Checked at plan time."""
+    generation: str = checked("auto", choices=("auto", "transformers", "vllm"))
+    """GRPO: who generates: transformers' generate, or vLLM colocated on the training GPU; auto = vLLM on CUDA where
+    it is installed, else transformers."""
 
 
 @dataclass

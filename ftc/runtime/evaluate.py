@@ -182,6 +182,57 @@ def pair_verdict(tuned: dict, base: dict | None) -> str:
             f"reward margin {tuned['reward_margin']:.3f}")
 
 
+def score_rewards(model: Any, tokenizer: Any, test: list[dict[str, str]], plan: Plan) -> dict[str, Any]:
+    """GRPO's rewards (summed with their weights) of the model's greedy completions of the held-out prompts, each
+    reward's mean, and exact match."""
+    from ftc.data.rewards import build
+
+    examples = test[: plan.eval.max_samples]
+    predictions = generate(model, tokenizer, [e["prompt"] for e in examples],
+                           min(plan.eval.max_new_tokens, plan.objective.max_completion_length))
+    answers = [e["completion"] for e in examples]
+    n = max(len(examples), 1)
+    per_reward, total = {}, [0.0] * len(predictions)
+    for spec in plan.objective.rewards:
+        fn, weight = build(dict(spec)), float(spec.get("weight", 1.0))
+        values = [v or 0.0 for v in fn(predictions, answer=answers)]
+        per_reward[fn.__name__] = sum(values) / n
+        total = [t + weight * v for t, v in zip(total, values)]
+    return {"reward": sum(total) / n, "rewards": per_reward,
+            "exact_match": sum(exact_match(p, a) for p, a in zip(predictions, answers)) / n,
+            "samples": len(examples), "predictions": predictions}
+
+
+def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
+    """Base, the starting adapter (model.adapter, when GRPO continues an SFT run) and tuned, on the same prompts."""
+    tuned = score_rewards(model, tokenizer, splits.test, plan)
+    start = base = None
+    if plan.model.adapter and plan.method.peft:
+        model.load_adapter(plan.model.adapter, adapter_name="start")
+        model.set_adapter("start")
+        start = score_rewards(model, tokenizer, splits.test, plan)
+        model.set_adapter("default")
+    if plan.eval.compare_base and plan.method.peft:
+        with model.disable_adapter():
+            base = score_rewards(model, tokenizer, splits.test, plan)
+    k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
+    examples = [{"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
+                 "base": (start or base)["predictions"][i] if (start or base) else None}
+                for i, e in enumerate(splits.test[:k])]
+    before, name = (start, "the starting adapter") if start else (base, "base")
+    if before is None:
+        verdict = f"tuned: mean reward {tuned['reward']:.3f} (no comparison)"
+    else:
+        better = tuned["reward"] > before["reward"]
+        verdict = (f"{'tuned earns more reward than ' + name if better else 'tuned does NOT beat ' + name}: mean "
+                   f"reward {before['reward']:.3f} -> {tuned['reward']:.3f}, exact match {before['exact_match']:.1%} "
+                   f"-> {tuned['exact_match']:.1%}")
+    result = {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict}
+    if start:
+        result["start"] = _public(start)
+    return result
+
+
 def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
     """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter."""
     from ftc.runtime.data import build
@@ -189,8 +240,11 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
 
     model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
-    if TRAINERS[plan.objective.trainer].evaluation == "pairs":
+    evaluation = TRAINERS[plan.objective.trainer].evaluation
+    if evaluation == "pairs":
         return _evaluate_pairs(plan, model, tokenizer, splits)
+    if evaluation == "reward":
+        return _evaluate_rewards(plan, model, tokenizer, splits)
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
     base = None
     if plan.eval.compare_base:

@@ -149,6 +149,16 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
                 lines.append(f"| {name} | {m['preference_accuracy']:.1%} | {_f(m['logp_margin'], '.2f')} | "
                              f"{_f(m.get('reward_margin'))} | {m['samples']} |")
         lines += _side_by_side(ev["examples"])
+    elif ev and "reward" in ev["tuned"]:
+        names = list(ev["tuned"]["rewards"])
+        lines += ["| model | mean reward | " + " | ".join(names) + " | exact match | prompts |",
+                  "|---|---|" + "---|" * len(names) + "---|---|"]
+        for name in ("base", "start", "tuned"):
+            m = ev.get(name)
+            if m:
+                lines.append(f"| {name} | {m['reward']:.3f} | " + " | ".join(f"{m['rewards'][r]:.3f}" for r in names)
+                             + f" | {m['exact_match']:.1%} | {m['samples']} |")
+        lines += _side_by_side(ev["examples"])
     elif ev:
         lines += ["| model | test loss | perplexity | exact match | ROUGE-L | samples |", "|---|---|---|---|---|---|"]
         for name in ("base", "tuned"):

@@ -183,6 +183,21 @@ def kto_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
                      **plan.train.trainer_kwargs)
 
 
+def grpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+    from trl import GRPOConfig
+
+    from ftc.data.rewards import weights
+
+    o = plan.objective
+    kwargs = training_kwargs(plan, run_dir, distributed, validation=False)  # GRPO's validation would generate
+    kwargs.pop("max_length")  # GRPO bounds completions (max_completion_length), not sequences
+    kwargs["include_num_input_tokens_seen"] = "no"  # GRPOTrainer counts prompt + completion tokens itself
+    return GRPOConfig(**kwargs, num_generations=o.num_generations, max_completion_length=o.max_completion_length,
+                      temperature=o.temperature, beta=o.beta, loss_type=o.loss_type,
+                      reward_weights=weights(list(o.rewards)), use_vllm=o.generation == "vllm",
+                      vllm_mode="colocate", log_completions=False, **plan.train.trainer_kwargs)
+
+
 class _Timed:
     """Times validation passes and checkpoint saves apart from training steps (mixed into the TRL trainers)."""
 
@@ -319,10 +334,41 @@ def _kto_trainer(plan: Plan) -> type:
     return FtcKTOTrainer
 
 
+def _grpo_trainer(plan: Plan) -> type:
+    """TRL's GRPOTrainer with the plan's rewards (ftc.data.rewards). Its prompts are ftc's tokenized training
+    examples decoded back to text (the prompt formatted as for SFT; the completion becomes the ``answer`` column
+    the rewards compare with), so the data report's counts are the rows GRPO samples from."""
+    from trl import GRPOTrainer
+
+    from ftc.data.rewards import build
+
+    rewards = [build(dict(r)) for r in plan.objective.rewards]
+
+    class FtcGRPOTrainer(_Timed, GRPOTrainer):
+        def __init__(self, *args, train_dataset=None, eval_dataset=None, processing_class=None, **kwargs):
+            super().__init__(*args, reward_funcs=rewards, train_dataset=_prompts(train_dataset, processing_class),
+                             eval_dataset=None, processing_class=processing_class, **kwargs)
+
+    return FtcGRPOTrainer
+
+
+def _prompts(dataset: Any, tokenizer: Any) -> Any:
+    """Tokenized SFT examples (input_ids, completion_mask) as GRPO's rows: the prompt's text and the answer's."""
+    from datasets import Dataset
+
+    if dataset is None or "input_ids" not in dataset.column_names:
+        return dataset
+    prompts, answers = [], []
+    for ids, mask in zip(dataset["input_ids"], dataset["completion_mask"]):
+        prompts.append(tokenizer.decode([t for t, m in zip(ids, mask) if not m], skip_special_tokens=True))
+        answers.append(tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=True).strip())
+    return Dataset.from_dict({"prompt": prompts, "answer": answers})
+
+
 # objective.trainer -> (arguments builder, trainer class builder), keyed as ftc.config.objectives.TRAINERS (what
 # every other layer reads of a trainer; a test holds the two key sets equal).
 BUILDERS = {"sft": (sft_config, _sft_trainer), "dpo": (dpo_config, _dpo_trainer), "orpo": (orpo_config, _orpo_trainer),
-            "kto": (kto_config, _kto_trainer)}
+            "kto": (kto_config, _kto_trainer), "grpo": (grpo_config, _grpo_trainer)}
 
 
 def peak_memory_gb(device: str) -> dict[str, float]:

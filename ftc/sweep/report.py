@@ -20,6 +20,7 @@ METRICS = {
     "train_loss": (("training", "train_loss"), False),
     "preference_accuracy": (("eval", "tuned", "preference_accuracy"), True),
     "logp_margin": (("eval", "tuned", "logp_margin"), True),
+    "reward": (("eval", "tuned", "reward"), True),
 }
 
 
@@ -49,6 +50,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             "base_exact_match": _dig(summary, ("eval", "base", "exact_match")),
             "preference_accuracy": _dig(summary, METRICS["preference_accuracy"][0]),
             "logp_margin": _dig(summary, METRICS["logp_margin"][0]),
+            "reward": _dig(summary, METRICS["reward"][0]),
             "objective": _dig(plan, ("objective", "name")) or "sft",
             "trainer": _dig(plan, ("objective", "trainer")) or "sft",
             "train_loss": _dig(summary, METRICS["train_loss"][0]),
@@ -84,7 +86,7 @@ def _fmt(v: Any) -> str:
 
 
 COLUMNS = ["trial", "overrides", "status", "exact_match", "rouge_l", "test_loss", "base_exact_match",
-           "preference_accuracy", "logp_margin", "train_loss", "wall_time_s", "tokens_per_s", "predicted_usd",
+           "preference_accuracy", "logp_margin", "reward", "train_loss", "wall_time_s", "tokens_per_s", "predicted_usd",
            "actual_usd"]
 
 
@@ -131,7 +133,7 @@ def write_report(sweep_dir: str, metric: Optional[str] = None) -> str:
     collected = collect(root)
     if metric is None:
         headlines = {TRAINERS[r["trainer"]].headline for r in collected if r["trainer"] in TRAINERS}
-        metric = "preference_accuracy" if "preference_accuracy" in headlines else "exact_match"
+        metric = next((m for m in ("reward", "preference_accuracy") if m in headlines), "exact_match")
     rows = _sort(collected, metric)
     if not rows:
         raise UserError(f"ftc: no trials found in {sweep_dir} (expected <sweep>/<n>/plan.json)")

@@ -82,3 +82,59 @@ def test_a_preference_objective_refuses_other_data_with_the_fix(objective):
     plan = plan_for([f"objective={objective}"])
     error = next(e for e in plan.errors if e.startswith("data.format"))
     assert "not alpaca rows" in error and "data=sample_preference" in error
+
+
+def test_grpo_prices_generation_apart_and_checks_its_rewards():
+    """GRPO: the plan shows generation time and memory on their own, counts num_generations completions per prompt,
+    and refuses rewards that cannot run and a batch of broken groups, each with the fix."""
+    plan = plan_for(["objective=grpo"])
+    o = plan.objective
+    assert plan.errors == (), plan.errors
+    assert o.generation == "transformers" and o.generation_hours > 0 and o.generation_gb > 0
+    assert plan.time.train_hours >= o.generation_hours
+    assert plan.schedule.sequences_per_epoch == o.num_generations * plan.data.train_examples
+    assert any(d.startswith("GRPO:") and "decode steps" in d for d in plan.decisions)
+    bad = plan_for(["objective=grpo", "train.global_batch_size=18",
+                    "objective.rewards=[{kind: python, function: 'no_such.module:fn'}, {kind: regex, pattern: '('}]"])
+    keys = {e.split(":")[0] for e in bad.errors}
+    assert {"objective.rewards[0]", "objective.rewards[1]", "train.global_batch_size"} <= keys, bad.errors
+    assert any("global_batch_size=16" in e for e in bad.errors)
+    none = plan_for(["objective=grpo", "objective.rewards=[]"])
+    assert any(e.startswith("objective.rewards") for e in none.errors)
+
+
+def test_grpo_generation_that_cannot_fit_is_refused_with_a_fix_that_fits():
+    job = ["objective=grpo", "model=llama3_8b", "method=qlora", "hardware=rtx4090", "objective.num_generations=16",
+           "objective.max_completion_length=4096"]
+    plan = plan_for([*job, "train.global_batch_size=256"])
+    error = next(e for e in plan.errors if e.startswith("objective.num_generations"))
+    fix = error.rsplit("(fix: ", 1)[1].rstrip(")")
+    fixed = plan_for([*job, fix])
+    assert not any(e.startswith("objective.num_generations") for e in fixed.errors), fixed.errors
+    assert fixed.memory.fits
+
+
+def test_a_user_reward_function_is_checked_for_its_signature(tmp_path, monkeypatch):
+    from ftc.data.rewards import check
+
+    (tmp_path / "my_rewards.py").write_text(
+        "def good(completions, **kwargs):\n    return [1.0 for _ in completions]\n"
+        "def bad(text):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert check({"kind": "python", "function": "my_rewards:good"}) == ""
+    assert "(completions, **kwargs)" in check({"kind": "python", "function": "my_rewards:bad"})
+    assert "cannot be imported" in check({"kind": "python", "function": "my_rewards:missing"})
+
+
+def test_built_in_rewards_score_what_they_say():
+    from ftc.data.rewards import build, total
+
+    answers = ["category: billing | priority: low"] * 3
+    completions = ["Category: billing |  priority: low", "category: billing | priority: high", "hello"]
+    assert build({"kind": "exact_match"})(completions, answer=answers) == [1.0, 0.0, 0.0]
+    regex = build({"kind": "regex", "pattern": r"category: \w+ \| priority: \w+"})
+    assert regex(completions, answer=answers) == [0.0, 1.0, 0.0]  # case matters to a format check
+    assert build({"kind": "json", "keys": ["a"]})(['{"a": 1}', '{"b": 1}', "x"]) == [1.0, 0.0, 0.0]
+    assert build({"kind": "length", "max_chars": 4})(["abcd", "abcdefgh"]) == [0.0, -1.0]
+    assert total([{"kind": "exact_match"}, {"kind": "length", "max_chars": 10, "weight": 0.5}], completions,
+                 answers)[0] == pytest.approx(1.0 - 0.5 * (34 - 10) / 10)
