@@ -69,3 +69,25 @@ def test_orpo_and_kto_demos_learn_the_preference(objective, tmp_path):
     assert summary["actual"]["tokens_per_s"] > 0
     assert "preference accuracy" in (tmp_path / "report.md").read_text()
     assert "Tried to track the number of tokens" not in r.stderr  # a quiet console
+
+
+@pytest.mark.slow
+def test_grpo_after_sft_raises_the_reward(tmp_path):
+    """The built-in GRPO demo: a short SFT run, then GRPO from its adapter with the exact-match and format rewards
+    (conf/objective/grpo.yaml). The mean reward rises during training and on the held-out prompts, against the
+    starting adapter."""
+    sft, grpo = tmp_path / "sft", tmp_path / "grpo"
+    r = ftc("train", *QUICK, "train.max_steps=30", "eval.enabled=false", f"output_dir={sft}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = ftc("train", "objective=grpo", f"model.adapter={sft}", *QUICK, "train.max_steps=60", "train.lr=1e-4",
+            "objective.num_generations=8", "train.global_batch_size=32", "eval.max_samples=100",
+            f"output_dir={grpo}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rewards = [json.loads(line)["reward"] for line in (grpo / "metrics.jsonl").read_text().splitlines()
+               if '"reward"' in line]
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5, rewards
+    ev = json.loads((grpo / "summary.json").read_text())["eval"]
+    assert ev["tuned"]["reward"] > ev["start"]["reward"], ev
+    assert "mean reward" in (grpo / "report.md").read_text()
+    plan = json.loads((grpo / "plan.json").read_text())
+    assert plan["objective"]["generation_hours"] > 0
