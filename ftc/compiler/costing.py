@@ -11,6 +11,7 @@ from typing import Optional
 from ftc.compiler import estimate as est
 from ftc.compiler.draft import Draft, weight_dtype
 from ftc.compiler.facts import Facts
+from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
 from ftc.plan import ServingSpec
 
@@ -42,7 +43,9 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
         tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it
     train_s = draft.steps * step_s
     evals = max(1, draft.steps // eval_steps(cfg, draft)) if draft.steps else 0
-    val_examples = draft.split_examples.get("validation", 0)
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    # GRPO runs no validation pass during training (TRL's would generate): ftc evaluates its rewards afterwards.
+    val_examples = 0 if trainer is not None and trainer.generates else draft.split_examples.get("validation", 0)
     eval_tokens = evals * val_examples * draft.tokens_per_example * draft.sequences_per_example
     eval_batches = evals * math.ceil(val_examples / max(draft.micro * draft.world, 1))
     generation_batches, decode_steps = 0, 0.0
