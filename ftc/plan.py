@@ -232,6 +232,9 @@ class HardwareSpec:
     spot: bool
     spot_usd_per_hour: Optional[float]
     preemptions_per_hour: float
+    packages: tuple[str, ...]
+    """Optional packages of the machine the run happens on (hardware.packages, decided): ``ftc train`` checks the
+    ones the plan depends on before loading weights."""
 
 
 @dataclass(frozen=True)

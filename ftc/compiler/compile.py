@@ -17,7 +17,7 @@ from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
-from ftc.config.launchers import LAUNCHER_KINDS
+from ftc.config.launchers import GPU_IMAGE_PACKAGES, LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -221,14 +221,31 @@ def _attention(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.decisions.append(f"attn_implementation=eager ({draft.family} has no SDPA path in transformers)")
 
 
+def _environment(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """The optional packages of the machine the run happens on, which decide kernels, loggers and the generator:
+    hardware.packages as declared; else this machine's when the run happens here (a CPU profile); else a GPU
+    image's default (GPU_IMAGE_PACKAGES). The planner's own packages never decide a GPU plan."""
+    declared = cfg.hardware.packages
+    if declared is not None:
+        draft.packages = {name: name in declared for name in OPTIONAL_PACKAGES}
+    elif cfg.hardware.accelerator == "cpu":
+        draft.packages = dict(facts.packages)
+    else:
+        draft.packages = {name: name in GPU_IMAGE_PACKAGES for name in OPTIONAL_PACKAGES}
+        draft.decisions.append(f"target packages: {', '.join(GPU_IMAGE_PACKAGES) or 'none assumed'} "
+                               "(hardware.packages=null on a GPU profile: this machine's packages are not the GPU "
+                               "machine's; declare flash_attn, liger_kernel, a tracker or vllm if it has them)")
+
+
 def _report_to(cfg: Config, facts: Facts, draft: Draft) -> None:
     wanted = [r for r in cfg.train.report_to if r != "none"]
     if "auto" in wanted:
         wanted.remove("auto")
-        if facts.packages.get("tensorboard") and "tensorboard" not in wanted:
+        if draft.packages.get("tensorboard") and "tensorboard" not in wanted:
             wanted.append("tensorboard")
         draft.decisions.append(f"report_to={wanted or ['none']} (auto: TensorBoard "
-                               f"{'is' if facts.packages.get('tensorboard') else 'is not'} installed)")
+                               f"{'is' if draft.packages.get('tensorboard') else 'is not'} installed where the run "
+                               "happens)")
     draft.report_to = tuple(wanted)
 
 
@@ -383,7 +400,7 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.loss = "model"
         draft.decisions.append(f"loss=model ({draft.family} applies {draft.logit_transform} to its logits; the "
                                "selective loss would not)")
-    elif cfg.hardware.accelerator == "cuda" and facts.packages.get("liger_kernel") and not head_trains \
+    elif cfg.hardware.accelerator == "cuda" and draft.packages.get("liger_kernel") and not head_trains \
             and draft.zero_stage != 3:
         draft.loss = "liger"
         draft.decisions.append("loss=liger (fused linear cross-entropy kernel: no full logits)")
@@ -410,8 +427,8 @@ def _packing(cfg: Config, draft: Draft) -> None:
     if cfg.data.packing is None:
         draft.packing = varlen
         draft.decisions.append("packing=on (flash-attention varlen: no padding computed)" if varlen else
-                               "packing=off (no varlen attention kernel here: batches are padded to their longest "
-                               "example)")
+                               f"packing=off ({draft.attention} attention has no varlen kernel: batches are padded "
+                               "to their longest example)")
     else:
         draft.packing = cfg.data.packing
 
@@ -429,12 +446,12 @@ def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
         return
     o, hw, a = cfg.objective, cfg.hardware, draft.arch
     if o.generation == "auto":
-        use_vllm = hw.accelerator == "cuda" and facts.packages.get("vllm", False)
+        use_vllm = hw.accelerator == "cuda" and draft.packages.get("vllm", False)
         draft.generation = "vllm" if use_vllm else "transformers"
         draft.decisions.append("generation=vllm (colocated on the training GPU: vLLM is installed and the run is on "
                                "CUDA)" if use_vllm else
                                f"generation=transformers (generate(); vLLM needs CUDA"
-                               f"{' and is not installed' if not facts.packages.get('vllm') else ''})")
+                               f"{' and is not installed' if not draft.packages.get('vllm') else ''})")
     else:
         draft.generation = o.generation
     dtype = weight_dtype(cfg, draft)
@@ -711,6 +728,7 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
     _arch(cfg, facts, draft)
     _max_length(cfg, draft)
     _objective(cfg, draft)
+    _environment(cfg, facts, draft)
     _attention(cfg, facts, draft)
     _report_to(cfg, facts, draft)
     _precision(cfg, draft)
@@ -789,7 +807,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         ),
         precision=draft.precision,
         world_size=draft.world,
-        hardware=spec_from(HardwareSpec, hw, devices=devices, device_gb=hw.memory_gb),
+        hardware=spec_from(HardwareSpec, hw, devices=devices, device_gb=hw.memory_gb,
+                           packages=tuple(sorted(n for n, present in draft.packages.items() if present))),
         batch=BatchSpec(
             micro=draft.micro, grad_accum=draft.grad_accum, world=draft.world, global_=t.global_batch_size,
             derivation=f"{t.global_batch_size} = {draft.micro} micro x {draft.grad_accum} accum x "

@@ -40,6 +40,8 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    packages: dict[str, bool] = field(default_factory=dict)
+    """Optional packages of the machine the run happens on (hardware.packages, decided): kernels, loggers."""
     examples_per_row: int = 1
     """Training examples a data row gives (KTO: 2 a pair; GRPO: objective.num_generations completions a prompt)."""
     generation: str = ""

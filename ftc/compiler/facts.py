@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc import secrets
+from ftc.config.launchers import OPTIONAL_PACKAGES
 from ftc.data.formats import completion_chars, near_key, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
@@ -427,10 +428,8 @@ def gather(cfg: Any) -> Facts:
                  packages=installed_packages())
 
 
-OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow", "vllm")
-
-
 def installed_packages() -> dict[str, bool]:
+    """The optional packages of *this* machine (the planner's): the target's only when the run happens here."""
     import importlib.util
 
     return {name: importlib.util.find_spec(name) is not None for name in OPTIONAL_PACKAGES}

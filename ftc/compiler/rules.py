@@ -345,13 +345,19 @@ def remote_code(cfg, facts, draft):
 def attention(cfg, facts, draft):
     if cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
         yield error("model.attn_implementation", "flash attention needs a CUDA GPU", "model.attn_implementation=sdpa")
-    elif cfg.model.attn_implementation.startswith("flash") and not facts.packages.get("flash_attn"):
-        yield error("model.attn_implementation", "flash-attn is not installed here, so the run could only fall back "
-                    "to another kernel (and packing would lose its point)",
-                    "pip install flash-attn on the GPU machine, or model.attn_implementation=sdpa")
+    elif cfg.model.attn_implementation.startswith("flash") and not draft.packages.get("flash_attn"):
+        yield error("model.attn_implementation", f"flash-attn is not among the target's packages "
+                    f"({_packages(draft)}), so the run could only fall back to another kernel (and packing would lose "
+                    "its point)", "hardware.packages=[flash_attn,...] if the GPU machine has it, or "
+                    "model.attn_implementation=sdpa")
 
 
 REPORTERS = ("auto", "none", "tensorboard", "wandb", "mlflow")
+
+
+def _packages(draft: Draft) -> str:
+    present = [n for n, ok in draft.packages.items() if ok]
+    return "hardware.packages: " + (", ".join(present) if present else "none")
 
 
 @rule
@@ -359,8 +365,10 @@ def reporting(cfg, facts, draft):
     for name in cfg.train.report_to:
         if name not in REPORTERS:
             yield error("train.report_to", f"unknown logger '{name}'", f"train.report_to=[{' | '.join(REPORTERS)}]")
-        elif name not in ("auto", "none") and not facts.packages.get(name):
-            yield error("train.report_to", f"{name} is not installed", f"pip install {name}, or train.report_to=[none]")
+        elif name not in ("auto", "none") and not draft.packages.get(name):
+            yield error("train.report_to", f"{name} is not among the target's packages ({_packages(draft)})",
+                        f"hardware.packages=[{name},...] if the machine that trains has it, or "
+                        "train.report_to=[none]")
 
 
 # --- precision and hardware --------------------------------------------------------------------------------------
@@ -534,7 +542,7 @@ def loss_implementation(cfg, facts, draft):
         yield error("train.loss", f"{draft.family} applies {draft.logit_transform} to its logits, which the "
                     "selective loss does not", "train.loss=model (or auto)")
     elif t.loss == "liger":
-        if cfg.hardware.accelerator != "cuda" or not facts.packages.get("liger_kernel"):
+        if cfg.hardware.accelerator != "cuda" or not draft.packages.get("liger_kernel"):
             yield error("train.loss", "Liger's fused loss needs a CUDA device and liger-kernel installed",
                         "pip install 'ftc[gpu]' on the GPU machine, or train.loss=selective")
         elif not draft.peft or "lm_head" in draft.targets or draft.zero_stage == 3:

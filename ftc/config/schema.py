@@ -285,6 +285,12 @@ class HardwareConfig:
     decode_gbs: Optional[float] = checked(None, gt=0)
     """Weight bytes read per second while generating (GB/s achieved; decoding is memory-bound): measured by
     ``ftc calibrate``; null = decode at 2% of peak FLOP/s."""
+    packages: Optional[List[str]] = None
+    """Optional packages installed where the run happens, any of flash_attn, liger_kernel, tensorboard, wandb,
+    mlflow, vllm: the kernels, loggers and generator the plan may choose. null = this machine's when the run happens
+    here (a CPU profile), else none assumed on a GPU profile (sdpa, ftc's selective loss, no tracker: a plan that
+    needs no optional package). The packages of the machine making the plan never decide a GPU plan; ``ftc train``
+    checks the live ones the plan depends on before loading weights."""
     cpus_per_worker: int = checked(1, ge=1)
     """CPU cores reserved per worker (Ray)."""
 

@@ -166,6 +166,8 @@ def _probe_synthetic(plan: Plan, repeats: int = 4) -> dict[str, Any]:
 
 
 def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
+    from ftc.compiler.facts import installed_packages
+
     hw = plan.hardware
     lines = [
         f"# Written by `ftc calibrate` on {date.today().isoformat()} on {platform.node() or 'this machine'} "
@@ -187,6 +189,7 @@ def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
         f"step_overhead_s: {measured['fixed_step_s']:.4g}",
         f"decode_gbs: {measured['decode_gbs']:.4g}",
         f"preemptions_per_hour: {hw.preemptions_per_hour:g}",
+        f"packages: [{', '.join(n for n, ok in installed_packages().items() if ok)}]   # this machine's",
     ]
     if hw.memory_bandwidth_gbs is not None:
         lines.append(f"memory_bandwidth_gbs: {hw.memory_bandwidth_gbs:g}")

@@ -393,9 +393,11 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     import torch
     from transformers import set_seed
 
+    from ftc.runtime import environment
     from ftc.runtime.data import build
     from ftc.runtime.model import load_base_model, load_tokenizer, lora_config
 
+    environment.check(plan)  # the packages the plan's decisions need, before any weight is loaded
     run = Path(run_dir)
     set_seed(plan.train.seed)
     tokenizer = load_tokenizer(plan)

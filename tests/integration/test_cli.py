@@ -126,3 +126,13 @@ def test_config_tree_is_found_from_an_installed_wheel(tmp_path):
                        env={**__import__("os").environ, "PYTHONPATH": str(target)}, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "qlora_mistral_7b_24gb" in r.stdout and "fits" in r.stdout
+
+
+def test_train_refuses_a_plan_whose_packages_this_machine_lacks(tmp_path):
+    """The plan declared a tracker for the machine that trains; this one lacks it: refused before any weight loads,
+    exit 2, no traceback, the run marked failed."""
+    r = ftc("train", "hardware.packages=[wandb]", "train.report_to=[wandb]", f"output_dir={tmp_path}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "this machine lacks: wandb" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "adapter").exists()
+    assert '"failed"' in (tmp_path / "events.jsonl").read_text()
