@@ -131,6 +131,10 @@ def test_config_tree_is_found_from_an_installed_wheel(tmp_path):
 def test_train_refuses_a_plan_whose_packages_this_machine_lacks(tmp_path):
     """The plan declared a tracker for the machine that trains; this one lacks it: refused before any weight loads,
     exit 2, no traceback, the run marked failed."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here: nothing is missing")
     r = ftc("train", "hardware.packages=[wandb]", "train.report_to=[wandb]", f"output_dir={tmp_path}")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "this machine lacks: wandb" in r.stderr and "Traceback" not in r.stderr
