@@ -65,6 +65,9 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
         if m and "preference_accuracy" in m:
             print(f"{name:6s} preference accuracy {m['preference_accuracy']:.1%}  log-likelihood margin "
                   f"{m['logp_margin']:.2f}  ({m['samples']} pairs)")
+        elif m and "logp_margin" in m:
+            print(f"{name:6s} log-likelihood margin (desirable - undesirable) {m['logp_margin']:.2f}  "
+                  f"({m['samples']} rows)")
         elif m and "reward" in m:
             print(f"{name:6s} mean reward {m['reward']:.3f}  exact match {m['exact_match']:.1%}  ({m['samples']} "
                   "prompts)")

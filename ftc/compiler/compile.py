@@ -183,10 +183,12 @@ def _objective(cfg: Config, draft: Draft) -> None:
         draft.loss_type = o.loss_type or trainer.default_loss
         if o.loss_type is None and trainer.default_loss:
             draft.decisions.append(f"objective.loss_type={trainer.default_loss} (null: {trainer.trl}'s default)")
-        draft.examples_per_row = o.num_generations if trainer.generates else trainer.examples_per_row
+        # KTO's 2 examples a row are those of a preference pair; labelled rows (data.format=kto) are one each
+        draft.examples_per_row = o.num_generations if trainer.generates else \
+            trainer.examples_per_row if cfg.data.format == "preference" else 1
         if trainer.generates:
             draft.reference_forwards = 1  # beta > 0 (the schema's range): the reference's log-probabilities
-    if cfg.data.format == "preference":
+    if cfg.data.format in ("preference", "kto"):  # formats whose prompt is kept apart and truncated from its start
         draft.max_prompt_length = o.max_prompt_length or draft.max_length // 2
         if o.max_prompt_length is None:
             draft.decisions.append(f"objective.max_prompt_length={draft.max_prompt_length} (null: half of "

@@ -35,8 +35,8 @@ class Trainer:
     reference_forwards: int
     """Forward passes per sequence without gradient (DPO's reference log-probabilities; KTO adds its KL estimate)."""
     examples_per_row: int
-    """Training examples one data row gives (KTO unpairs a preference pair into a desirable and an undesirable
-    example): the steps of an epoch count these."""
+    """Training examples one preference pair gives (KTO unpairs it into a desirable and an undesirable example;
+    other rows give one): the steps of an epoch count these."""
     generates: bool
     """Online: completions are sampled during training (GRPO), objective.num_generations per prompt; each is a
     training example and generation is priced in time and memory."""
@@ -76,8 +76,9 @@ TRAINERS = {t.name: t for t in (
             selective_loss=False, evaluation="pairs", headline="preference_accuracy", uses_beta=True, losses=(),
             default_loss="",
             loss_doc="TRL's ORPO loss: SFT on the chosen answer + beta x the odds-ratio term; no reference model"),
-    Trainer("kto", trl="KTOTrainer", formats=("preference",),
-            format_fix="data=sample_preference (pairs are unpaired: chosen desirable, rejected undesirable)",
+    Trainer("kto", trl="KTOTrainer", formats=("kto", "preference"),
+            format_fix="data=sample_kto ({prompt, completion, label} rows), or data=sample_preference (pairs are "
+                       "unpaired: chosen desirable, rejected undesirable)",
             sequences_per_example=1, reference_forwards=3, examples_per_row=2, generates=False, packs=False,
             selective_loss=False, evaluation="pairs", headline="preference_accuracy", uses_beta=True,
             losses=KTO_LOSSES, default_loss="kto",

@@ -34,6 +34,8 @@ FORMATS = {
     "text": Format(required=("text",), optional=(), template_tokens=1),
     # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
     "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26),
+    # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}.
+    "kto": Format(required=("prompt", "completion", "label"), optional=(), template_tokens=26),
 }
 
 ALPACA = {
@@ -115,6 +117,15 @@ def check_row(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> dict[str
         return {"messages": _chat_messages(_field(row, "messages", fields))}
     if fmt == "preference":
         return _preference(row, fields)
+    if fmt == "kto":
+        label = _field(row, "label", fields)
+        if not isinstance(label, bool):
+            raise RowError(f"field '{fields.get('label', 'label')}' must be true or false, got {label!r}")
+        prompt = _text(_field(row, "prompt", fields), "prompt")
+        completion = _text(_field(row, "completion", fields), "completion")
+        if not completion.strip():
+            raise EmptyRow("empty completion")
+        return {"prompt": prompt, "completion": completion, "label": label}
     spec = FORMATS[fmt]
     values = {name: _text(_field(row, name, fields), name) for name in spec.required}
     values.update({name: _text(_field(row, name, fields, required=False) or "", name) for name in spec.optional})
@@ -163,6 +174,8 @@ def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
         return completion, completion + len(values["instruction"]) + len(values["input"]) + 100  # ~the header
     if fmt == "prompt_completion":
         return len(values["completion"]), len(values["completion"]) + len(values["prompt"])
+    if fmt == "kto":
+        return len(values["completion"]), len(values["completion"]) + len(values["prompt"]) + 100
     if fmt == "chat":
         messages = values["messages"]
         last = _last_assistant(messages)
@@ -186,6 +199,8 @@ def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> 
             values["output"].strip(), 0
     if fmt == "prompt_completion":
         return values["prompt"], values["completion"], 0
+    if fmt == "kto":
+        return alpaca_prompt(values["prompt"].strip(), "", template), values["completion"].strip(), 0
     if fmt == "chat":
         messages = values["messages"]
         last = _last_assistant(messages)
@@ -206,6 +221,8 @@ def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], 
         return alpaca_prompt(v["instruction"].strip(), v["input"].strip(), template), v["output"].strip()
     if fmt == "prompt_completion":
         return v["prompt"], v["completion"]
+    if fmt == "kto":  # the prompt formatted as preference pairs' are
+        return alpaca_prompt(v["prompt"].strip(), "", template), v["completion"].strip()
     if fmt == "text":
         return "", v["text"]
     return _chat(v["messages"], tokenizer)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 INSTRUCTION = ("Triage the support ticket. Answer as: category: <billing|technical|account|shipping> | "
                "priority: <low|normal|high>")
@@ -117,6 +118,14 @@ def as_preference(row: dict[str, str], rng: random.Random) -> dict[str, str]:
 PREFERENCE_SIZES = {"train": 400, "validation": 50, "test": 100}
 
 
+def as_kto(row: dict[str, str], rng: random.Random) -> dict[str, Any]:
+    """An unpaired, labelled answer (KTO's thumbs-up/down data): the right triage (label true) or a wrong one (label
+    false), each prompt once."""
+    pair = as_preference(row, rng)
+    good = rng.random() < 0.5
+    return {"prompt": pair["prompt"], "completion": pair["chosen"] if good else pair["rejected"], "label": good}
+
+
 def main() -> None:
     assets = Path(__file__).resolve().parent.parent / "assets"
     rng = random.Random(99)
@@ -126,6 +135,13 @@ def main() -> None:
         with open(out / f"{split}.jsonl", "w") as f:
             for r in rows[: PREFERENCE_SIZES[split]]:
                 f.write(json.dumps(as_preference(r, rng)) + "\n")
+    rng_kto = random.Random(7)
+    out = assets / "sample_kto"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, rows in build().items():
+        with open(out / f"{split}.jsonl", "w") as f:
+            for r in rows[: 2 * PREFERENCE_SIZES[split]]:
+                f.write(json.dumps(as_kto(r, rng_kto)) + "\n")
     for name, convert in (("sample", lambda r: r), ("sample_chat", as_chat)):
         out = assets / name
         out.mkdir(parents=True, exist_ok=True)

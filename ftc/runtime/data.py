@@ -113,6 +113,8 @@ def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport
         else:
             prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
             example = {"prompt": prompt, "completion": completion}
+            if spec.format == "kto":
+                example["label"] = values["label"]
         examples.append((example, dedup_keys(values)))
     if problems.count:
         raise DataError(problems_message(problems, role, spec.format))
@@ -171,6 +173,25 @@ def _tokenize_pairs(examples: list[dict], tokenizer: Any, spec: DataSpec, report
         out["prompt_ids"].append(p)
         out["chosen_ids"].append(chosen)
         out["rejected_ids"].append(rejected)
+    return out
+
+
+def _tokenize_labelled(examples: list[dict], tokenizer: Any, spec: DataSpec, report: DataReport) -> dict[str, list]:
+    """Labelled answers as TRL's KTOTrainer takes them pre-tokenized: prompt_ids (its end, at most
+    max_prompt_length), completion_ids (+EOS) within max_length, label; truncations counted."""
+    out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "label": []}
+    for ex in examples:
+        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"])
+        cut = False
+        if len(p) > spec.max_prompt_length:
+            p, cut = p[len(p) - spec.max_prompt_length:], True
+        room = spec.max_length - len(p)
+        if len(c) > room:
+            c, cut = c[:room], True
+        report.truncated += cut
+        out["prompt_ids"].append(p)
+        out["completion_ids"].append(c)
+        out["label"].append(bool(ex["label"]))
     return out
 
 
@@ -268,6 +289,11 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
             report.examples[name] = len(columns["prompt_ids"])
             report.tokens[name] = sum(2 * len(p) + len(c) + len(r) for p, c, r in
                                       zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
+        elif rows and spec.format == "kto":
+            columns = _tokenize_labelled(rows, tokenizer, spec, report)
+            tokenized[name] = datasets.Dataset.from_dict(columns)
+            report.examples[name] = len(columns["prompt_ids"])
+            report.tokens[name] = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
         elif rows:
             columns = _tokenize(rows, tokenizer, spec.max_length, report)
             tokenized[name] = datasets.Dataset.from_dict(columns)

@@ -106,17 +106,19 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized
     }
 
 
-def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> tuple[list[float], list[float]]:
-    """Summed log-probabilities of the chosen and of the rejected completion of each pair, given its prompt."""
+def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16,
+               sides: tuple[str, ...] = ("chosen_ids", "rejected_ids")) -> tuple[list[float], ...]:
+    """Summed log-probabilities of the chosen and of the rejected completion of each pair (or of each ``sides``
+    column), given its prompt."""
     import torch
 
     device = next(model.parameters()).device
-    chosen, rejected = [], []
+    outs: tuple[list[float], ...] = tuple([] for _ in sides)
     model.eval()
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             rows = dataset[start: start + batch_size]
-            for side, out in (("chosen_ids", chosen), ("rejected_ids", rejected)):
+            for side, out in zip(sides, outs):
                 seqs = [p + c for p, c in zip(rows["prompt_ids"], rows[side])]
                 width = max(len(x) for x in seqs)
                 ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -128,7 +130,46 @@ def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> t
                 for i, (p, c) in enumerate(zip(rows["prompt_ids"], rows[side])):
                     positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=device)
                     out.append(float(logps[i, positions, torch.tensor(c, device=device)].sum()))
-    return chosen, rejected
+    return outs
+
+
+def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
+    """Labelled answers (data.format=kto) on the held-out rows: the log-likelihood margin of the desirable over the
+    undesirable answers, base and tuned, and label accuracy: the share of rows whose implied reward
+    beta x (log p_tuned - log p_base) has the sign of its label (KTO's notion of reward)."""
+    data = splits.test_tokenized.select(range(min(plan.eval.max_samples, len(splits.test_tokenized))))
+    labels = list(data["label"])
+    pad = tokenizer.pad_token_id or 0
+
+    def margin(logps: list[float]) -> float:
+        good = [v for v, ok in zip(logps, labels) if ok]
+        bad = [v for v, ok in zip(logps, labels) if not ok]
+        return (sum(good) / max(len(good), 1)) - (sum(bad) / max(len(bad), 1))
+
+    (tuned_logps,) = pair_logps(model, data, pad, sides=("completion_ids",))
+    k = min(plan.eval.num_examples_in_report, len(splits.test))
+    predictions = generate(model, tokenizer, [e["prompt"] for e in splits.test[:k]], plan.eval.max_new_tokens)
+    tuned = {"logp_margin": margin(tuned_logps), "samples": len(labels)}
+    base = None
+    if plan.eval.compare_base and plan.method.peft:
+        with model.disable_adapter():
+            (base_logps,) = pair_logps(model, data, pad, sides=("completion_ids",))
+        rewards = [plan.objective.beta * (t - b) for t, b in zip(tuned_logps, base_logps)]
+        tuned["label_accuracy"] = sum((r > 0) == ok for r, ok in zip(rewards, labels)) / max(len(labels), 1)
+        tuned["reward_margin"] = margin(rewards)
+        base = {"logp_margin": margin(base_logps), "samples": len(labels)}
+    examples = [{"prompt": e["prompt"], "reference": e["completion"] + ("" if e["label"] else "  (undesirable)"),
+                 "tuned": predictions[i], "base": None} for i, e in enumerate(splits.test[:k])]
+    if base is None:
+        verdict = f"tuned: log-likelihood margin desirable - undesirable {tuned['logp_margin']:.2f} (no base)"
+    else:
+        better = tuned["logp_margin"] > base["logp_margin"]
+        head = "tuned separates desirable from undesirable answers more than base" if better else \
+            "tuned does NOT beat base"
+        verdict = (f"{head}: "
+                   f"log-likelihood margin {base['logp_margin']:.2f} -> {tuned['logp_margin']:.2f}, label accuracy "
+                   f"{tuned['label_accuracy']:.1%}, reward margin {tuned['reward_margin']:.3f}")
+    return {"tuned": tuned, "base": base, "examples": examples, "verdict": verdict}
 
 
 def score_pairs(model: Any, tokenizer: Any, splits: Any, plan: Plan) -> dict[str, Any]:
@@ -241,6 +282,8 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
     model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
     evaluation = TRAINERS[plan.objective.trainer].evaluation
+    if evaluation == "pairs" and plan.data.format == "kto":
+        return _evaluate_labels(plan, model, tokenizer, splits)
     if evaluation == "pairs":
         return _evaluate_pairs(plan, model, tokenizer, splits)
     if evaluation == "reward":

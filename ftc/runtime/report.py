@@ -149,6 +149,15 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
                 lines.append(f"| {name} | {m['preference_accuracy']:.1%} | {_f(m['logp_margin'], '.2f')} | "
                              f"{_f(m.get('reward_margin'))} | {m['samples']} |")
         lines += _side_by_side(ev["examples"])
+    elif ev and "logp_margin" in ev["tuned"]:  # labelled answers (KTO data)
+        lines += ["| model | log-likelihood margin (desirable - undesirable) | label accuracy | reward margin | rows |",
+                  "|---|---|---|---|---|"]
+        for name in ("base", "tuned"):
+            m = ev.get(name)
+            if m:
+                lines.append(f"| {name} | {m['logp_margin']:.2f} | {_f(m.get('label_accuracy'), '.1%')} | "
+                             f"{_f(m.get('reward_margin'))} | {m['samples']} |")
+        lines += _side_by_side(ev["examples"])
     elif ev and "reward" in ev["tuned"]:
         names = list(ev["tuned"]["rewards"])
         lines += ["| model | mean reward | " + " | ".join(names) + " | exact match | prompts |",

@@ -312,17 +312,20 @@ def _kto_trainer(plan: Plan) -> type:
 
     class FtcKTOTrainer(_Timed, KTOTrainer):
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            if "chosen_ids" not in dataset.column_names:
-                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             from datasets import Dataset
 
-            rows = {"prompt_ids": [], "completion_ids": [], "label": []}
-            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]):
-                for ids, label in ((c, True), (r, False)):
-                    rows["prompt_ids"].append(p)
-                    rows["completion_ids"].append(ids)
-                    rows["label"].append(label)
-            unpaired = Dataset.from_dict(rows)
+            if "chosen_ids" in dataset.column_names:
+                rows = {"prompt_ids": [], "completion_ids": [], "label": []}
+                for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]):
+                    for ids, label in ((c, True), (r, False)):
+                        rows["prompt_ids"].append(p)
+                        rows["completion_ids"].append(ids)
+                        rows["label"].append(label)
+                unpaired = Dataset.from_dict(rows)
+            elif "completion_ids" in dataset.column_names:  # labelled rows (data.format=kto), tokenized by ftc
+                unpaired = dataset
+            else:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             if self.calculate_KL:
                 def mismatched(batch):
                     batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]

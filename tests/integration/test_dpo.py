@@ -91,3 +91,15 @@ def test_grpo_after_sft_raises_the_reward(tmp_path):
     assert "mean reward" in (grpo / "report.md").read_text()
     plan = json.loads((grpo / "plan.json").read_text())
     assert plan["objective"]["generation_hours"] > 0
+
+
+def test_kto_on_labelled_answers_separates_good_from_bad(tmp_path):
+    """KTO on the built-in labelled answers (data=sample_kto, each prompt once): the log-likelihood margin of the
+    desirable over the undesirable held-out answers grows from base to tuned."""
+    r = ftc("train", "objective=kto", "data=sample_kto", *QUICK, "train.max_steps=40", "eval.max_samples=100",
+            f"output_dir={tmp_path}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = json.loads((tmp_path / "summary.json").read_text())["eval"]
+    assert ev["tuned"]["logp_margin"] > ev["base"]["logp_margin"] + 0.5, ev
+    assert 0 <= ev["tuned"]["label_accuracy"] <= 1
+    assert "label accuracy" in (tmp_path / "report.md").read_text()
