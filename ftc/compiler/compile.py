@@ -572,7 +572,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
         checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
         dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage,
         cuda=cfg.hardware.accelerator == "cuda", expert_adapters=bool(draft.target_parameters),
-        generation=draft.generation_bytes,
+        generation=draft.generation_bytes, eager_attention=draft.attention == "eager",
     )
 
 

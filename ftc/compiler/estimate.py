@@ -288,7 +288,14 @@ def logit_bytes(arch: Arch, logit_tokens: int) -> float:
     return logit_tokens * arch.vocab * LOGIT_BYTES
 
 
-def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, dropout_width: int) -> float:
+# Eager attention (architectures without an SDPA path: Gemma-2, gpt-oss, ...) materialises the s x s attention
+# probabilities of every head and saves them for the backward: measured with saved-tensor hooks on a tiny Llama
+# (fp32, CPU), eager saves 1.5 x 4 B = 6 B per (head x query x key) element and attention layer more than SDPA.
+EAGER_SCORE_BYTES = 6
+
+
+def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing: bool, dropout_width: int,
+                     eager_attention: bool = False) -> float:
     """Activations saved for backward for one micro batch of ``micro`` sequences of ``seq`` tokens (the logits are
     ``logit_bytes``).
 
@@ -296,14 +303,16 @@ def activation_bytes(arch: Arch, micro: int, seq: int, dtype: str, checkpointing
     (2 q_dim + 2 kv_dim, SDPA saves no s x s score matrix), MLP inputs/outputs (3i gated, 2i plain), and the
     dropped-out copy of each LoRA-targeted module's input (``dropout_width``: the summed input widths of the targeted
     modules when LoRA dropout is on; PEFT uses no dropout module at 0). With checkpointing only each layer's input
-    (h) is kept, plus one layer recomputed at a time.
+    (h) is kept, plus one layer recomputed at a time. Eager attention adds its s x s probabilities per head
+    (``EAGER_SCORE_BYTES``) for every attention layer, or one with checkpointing.
     """
     tokens = micro * seq
     act = BYTES[dtype]
     total, largest = arch.activation_elements()
+    scores = micro * arch.heads * seq * seq * EAGER_SCORE_BYTES if eager_attention and arch.attn_layers else 0
     if checkpointing:
-        return tokens * act * (arch.layers * arch.hidden + largest + dropout_width)
-    return tokens * act * (total + arch.layers * dropout_width)
+        return tokens * act * (arch.layers * arch.hidden + largest + dropout_width) + scores
+    return tokens * act * (total + arch.layers * dropout_width) + scores * arch.attn_layers
 
 
 # LoRA on fused experts (PEFT's ParamWrapper) folds W + B A into a new tensor the size of the layer's experts on every
@@ -386,6 +395,7 @@ def memory(
     cuda: bool,
     expert_adapters: bool = False,
     generation: float = 0.0,
+    eager_attention: bool = False,
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
@@ -398,7 +408,7 @@ def memory(
         gather = 2 * arch.layer_params * BYTES["bf16"]
     elif zero_stage == 2 and world > 1:
         trainable /= world
-    acts = activation_bytes(arch, micro, seq, dtype, checkpointing, dropout_width)
+    acts = activation_bytes(arch, micro, seq, dtype, checkpointing, dropout_width, eager_attention)
     runtime = (CUDA_CONTEXT_GB if cuda else CPU_RUNTIME_GB) * GB
     experts = expert_adapter_bytes(arch, dtype, checkpointing) if expert_adapters else 0.0
     # (ZeRO-3 gathers a layer's whole experts before the fold: the copies are full size on every worker.)
