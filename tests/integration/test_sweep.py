@@ -82,3 +82,15 @@ def test_search_sweeper_budget_refusal(tmp_path):
             "model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=1",
             f"hydra.sweep.dir={tmp_path / 's'}")
     assert r.returncode == 2 and "search refused before any trial started" in r.stderr
+
+
+def test_a_sweep_across_preference_objectives_ranks_by_preference_accuracy(tmp_path):
+    """objective is a sweep axis like any other: DPO, ORPO and KTO on the same pairs, one table, ranked by the
+    headline metric their trainers share (ftc/config/objectives.py)."""
+    sweep = tmp_path / "sweep"
+    r = ftc("train", "-m", "objective=dpo,orpo,kto", "data=sample_preference", *QUICK, f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert sorted(row["trainer"] for row in rows) == ["dpo", "kto", "orpo"]
+    assert all(row["status"] == "completed" and row["preference_accuracy"] for row in rows)
+    assert "(preference_accuracy =" in (sweep / "summary.md").read_text()
