@@ -111,6 +111,15 @@ def _f(x: Any, fmt: str = ".3f") -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else "-"
 
 
+def _table(ev: dict[str, Any], columns: list[str], cells: Any) -> list[str]:
+    """One row per model evaluated (base, the starting adapter, tuned), then the side-by-side generations."""
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name in ("base", "start", "tuned"):
+        if ev.get(name):
+            lines.append(f"| {name} | " + " | ".join(str(c) for c in cells(ev[name])) + " |")
+    return lines + _side_by_side(ev["examples"])
+
+
 def _side_by_side(examples: list[dict[str, Any]]) -> list[str]:
     """Prompt, reference (or chosen and rejected, for preference pairs), tuned and base generations."""
     lines = ["", "### Side by side", ""]
@@ -141,41 +150,24 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
         "",
     ]
     if ev and "preference_accuracy" in ev["tuned"]:
-        lines += ["| model | preference accuracy | log-likelihood margin (chosen - rejected) | reward margin vs base "
-                  "| pairs |", "|---|---|---|---|---|"]
-        for name in ("base", "start", "tuned"):
-            m = ev.get(name)
-            if m:
-                lines.append(f"| {name} | {m['preference_accuracy']:.1%} | {_f(m['logp_margin'], '.2f')} | "
-                             f"{_f(m.get('reward_margin'))} | {m['samples']} |")
-        lines += _side_by_side(ev["examples"])
+        lines += _table(ev, ["preference accuracy", "log-likelihood margin (chosen - rejected)",
+                             "reward margin vs base", "pairs"],
+                        lambda m: [f"{m['preference_accuracy']:.1%}", _f(m["logp_margin"], ".2f"),
+                                   _f(m.get("reward_margin")), m["samples"]])
     elif ev and "logp_margin" in ev["tuned"]:  # labelled answers (KTO data)
-        lines += ["| model | log-likelihood margin (desirable - undesirable) | label accuracy | reward margin | rows |",
-                  "|---|---|---|---|---|"]
-        for name in ("base", "tuned"):
-            m = ev.get(name)
-            if m:
-                lines.append(f"| {name} | {m['logp_margin']:.2f} | {_f(m.get('label_accuracy'), '.1%')} | "
-                             f"{_f(m.get('reward_margin'))} | {m['samples']} |")
-        lines += _side_by_side(ev["examples"])
+        lines += _table(ev, ["log-likelihood margin (desirable - undesirable)", "label accuracy", "reward margin",
+                             "rows"],
+                        lambda m: [f"{m['logp_margin']:.2f}", _f(m.get("label_accuracy"), ".1%"),
+                                   _f(m.get("reward_margin")), m["samples"]])
     elif ev and "reward" in ev["tuned"]:
         names = list(ev["tuned"]["rewards"])
-        lines += ["| model | mean reward | " + " | ".join(names) + " | exact match | prompts |",
-                  "|---|---|" + "---|" * len(names) + "---|---|"]
-        for name in ("base", "start", "tuned"):
-            m = ev.get(name)
-            if m:
-                lines.append(f"| {name} | {m['reward']:.3f} | " + " | ".join(f"{m['rewards'][r]:.3f}" for r in names)
-                             + f" | {m['exact_match']:.1%} | {m['samples']} |")
-        lines += _side_by_side(ev["examples"])
+        lines += _table(ev, ["mean reward", *names, "exact match", "prompts"],
+                        lambda m: [f"{m['reward']:.3f}", *(f"{m['rewards'][r]:.3f}" for r in names),
+                                   f"{m['exact_match']:.1%}", m["samples"]])
     elif ev:
-        lines += ["| model | test loss | perplexity | exact match | ROUGE-L | samples |", "|---|---|---|---|---|---|"]
-        for name in ("base", "tuned"):
-            m = ev.get(name)
-            if m:
-                lines.append(f"| {name} | {_f(m['loss'])} | {_f(m['perplexity'], '.2f')} | {m['exact_match']:.1%} | "
-                             f"{_f(m['rouge_l'])} | {m['samples']} |")
-        lines += _side_by_side(ev["examples"])
+        lines += _table(ev, ["test loss", "perplexity", "exact match", "ROUGE-L", "samples"],
+                        lambda m: [_f(m["loss"]), _f(m["perplexity"], ".2f"), f"{m['exact_match']:.1%}",
+                                   _f(m["rouge_l"]), m["samples"]])
     lines += [
         "## Training",
         "",
