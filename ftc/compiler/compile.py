@@ -17,7 +17,7 @@ from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
-from ftc.config.launchers import GPU_IMAGE_PACKAGES, LAUNCHER_KINDS, OPTIONAL_PACKAGES
+from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
 from ftc.data.formats import FORMATS
@@ -225,16 +225,17 @@ def _attention(cfg: Config, facts: Facts, draft: Draft) -> None:
 
 def _environment(cfg: Config, facts: Facts, draft: Draft) -> None:
     """The optional packages of the machine the run happens on, which decide kernels, loggers and the generator:
-    hardware.packages as declared; else this machine's when the run happens here (a CPU profile); else a GPU
-    image's default (GPU_IMAGE_PACKAGES). The planner's own packages never decide a GPU plan."""
+    hardware.packages as declared; else this machine's when the run happens here (a CPU profile); else, on a GPU
+    profile, none: no plan depends on a package the GPU machine may lack (sdpa, the selective loss and no tracker
+    need none). The planner's own packages never decide a GPU plan."""
     declared = cfg.hardware.packages
     if declared is not None:
         draft.packages = {name: name in declared for name in OPTIONAL_PACKAGES}
     elif cfg.hardware.accelerator == "cpu":
         draft.packages = dict(facts.packages)
     else:
-        draft.packages = {name: name in GPU_IMAGE_PACKAGES for name in OPTIONAL_PACKAGES}
-        draft.decisions.append(f"target packages: {', '.join(GPU_IMAGE_PACKAGES) or 'none assumed'} "
+        draft.packages = dict.fromkeys(OPTIONAL_PACKAGES, False)
+        draft.decisions.append("target packages: none assumed "
                                "(hardware.packages=null on a GPU profile: this machine's packages are not the GPU "
                                "machine's; declare flash_attn, liger_kernel, a tracker or vllm if it has them)")
 

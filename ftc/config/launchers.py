@@ -20,9 +20,6 @@ class LauncherKind:
 
 # Optional packages the compiler decides with (kernels, loggers, generator), as importlib names.
 OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow", "vllm")
-# A GPU profile's target environment when hardware.packages is null: no optional package assumed, so that no plan
-# depends on one the GPU machine may lack (sdpa attention, ftc's selective loss and no tracker need none).
-GPU_IMAGE_PACKAGES: tuple[str, ...] = ()
 
 LAUNCHER_KINDS = {k.name: k for k in (
     LauncherKind("local", ray_train=False, doc="one process on this machine (one device)"),

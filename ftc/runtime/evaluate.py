@@ -185,14 +185,21 @@ def score_pairs(model: Any, tokenizer: Any, splits: Any, plan: Plan) -> dict[str
             "predictions": predictions, "_logps": (chosen, rejected)}
 
 
+def _at_start(plan: Plan, model: Any, scoring: Any) -> dict[str, Any] | None:
+    """How the adapter training started from (model.adapter) scores, loaded beside the tuned one; None without one."""
+    if not (plan.model.adapter and plan.method.peft):
+        return None
+    model.load_adapter(plan.model.adapter, adapter_name="start")
+    model.set_adapter("start")
+    try:
+        return scoring()
+    finally:
+        model.set_adapter("default")
+
+
 def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
     tuned = score_pairs(model, tokenizer, splits, plan)
-    start = None
-    if plan.model.adapter and plan.method.peft:  # SFT -> DPO: how the starting adapter scored, too
-        model.load_adapter(plan.model.adapter, adapter_name="start")
-        model.set_adapter("start")
-        start = score_pairs(model, tokenizer, splits, plan)
-        model.set_adapter("default")
+    start = _at_start(plan, model, lambda: score_pairs(model, tokenizer, splits, plan))  # SFT -> DPO
     base = None
     if plan.eval.compare_base and plan.method.peft:
         with model.disable_adapter():
@@ -247,12 +254,8 @@ def score_rewards(model: Any, tokenizer: Any, test: list[dict[str, str]], plan: 
 def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
     """Base, the starting adapter (model.adapter, when GRPO continues an SFT run) and tuned, on the same prompts."""
     tuned = score_rewards(model, tokenizer, splits.test, plan)
-    start = base = None
-    if plan.model.adapter and plan.method.peft:
-        model.load_adapter(plan.model.adapter, adapter_name="start")
-        model.set_adapter("start")
-        start = score_rewards(model, tokenizer, splits.test, plan)
-        model.set_adapter("default")
+    start = _at_start(plan, model, lambda: score_rewards(model, tokenizer, splits.test, plan))
+    base = None
     if plan.eval.compare_base and plan.method.peft:
         with model.disable_adapter():
             base = score_rewards(model, tokenizer, splits.test, plan)
