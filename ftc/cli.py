@@ -15,7 +15,9 @@ from ftc.sweep.trial import RUN_PLAN
 USAGE = """usage: ftc <command> [options] [hydra overrides]
 
 commands:
-  plan [--json] [overrides]      compile the experiment and print the plan (no torch, no downloads)
+  plan [--json] [--data-card DIR] [overrides]
+                                 compile the experiment and print the plan (no torch, no downloads);
+                                 --data-card writes DIR/data_card.md and DIR/data_tokens.png
   plan -m [sweep overrides]      compile every trial of a sweep and print its total cost
   plan hardware=auto [...]       rank every GPU profile by predicted cost and plan on the cheapest that fits
   train [overrides]              run the plan (re-running with the same output_dir resumes)
@@ -71,11 +73,28 @@ def _with_advice(plan: Any, advice: Any) -> Any:
                                hardware_table=tuple(o.row() for o in options))
 
 
+def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``, and VALUE (None when absent)."""
+    rest, value = [], None
+    it = iter(argv)
+    for a in it:
+        if a == name:
+            value = next(it, None)
+            if value is None:
+                raise SystemExit(f"ftc: {name} needs a directory ({name} DIR)")
+        elif a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return rest, value
+
+
 def _plan(argv: list[str]) -> None:
     from ftc.advisor import resolve, table
 
     as_json = "--json" in argv
-    argv, advice = resolve([a for a in argv if a != "--json"])
+    argv, card_dir = _take_option([a for a in argv if a != "--json"], "--data-card")
+    argv, advice = resolve(argv)
     if advice and not as_json:
         print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n")
     if "-m" in argv or "--multirun" in argv:
@@ -85,12 +104,15 @@ def _plan(argv: list[str]) -> None:
         raise SystemExit(plan_sweep(overrides, as_json=as_json))
 
     def task(cfg) -> None:
-        from ftc.compiler.frontend import compile_config
+        from ftc.compiler.frontend import compile_with_facts, data_card
         from ftc.render import errors_text, plan_table
 
         with exit_on_error():
-            plan = _with_advice(compile_config(cfg), advice)
+            plan, facts = compile_with_facts(cfg)
+            plan = _with_advice(plan, advice)
         print(plan.to_json() if as_json else plan_table(plan))
+        if card_dir:
+            print(f"data card: {data_card(plan, facts, card_dir, cfg.model.chars_per_token)}", file=sys.stderr)
         if plan.errors:
             if as_json:
                 print(errors_text(plan), file=sys.stderr)

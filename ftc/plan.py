@@ -112,6 +112,9 @@ class DataSpec:
     group_by_length: bool
     completion_only_loss: bool
     dedup: bool
+    near_dup_threshold: Optional[float]
+    pii: str
+    languages: tuple[str, ...]
     validation_fraction: float
     test_fraction: float
     max_samples: Optional[int]
@@ -121,12 +124,41 @@ class DataSpec:
     examples: dict[str, int]
     """Examples per split (train, validation, test) as the run's data pipeline will make them."""
     dropped: dict[str, int]
-    """Rows the data pipeline will drop before splitting: empty, duplicates (case and whitespace folded)."""
+    """Rows the data pipeline will drop before splitting, by reason: empty, pii, language, duplicates (exact or
+    case/whitespace), near_duplicates (MinHash at near_dup_threshold)."""
+    quality: "DataQuality"
+    """What the data holds besides its shape, found by the selection ``ftc train`` repeats (ftc.data.select)."""
     tokens_per_example: int
     """Mean tokens per example (estimated: characters / model.chars_per_token + template), capped at max_length."""
     loss_share: float
     """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
     where the selective loss runs the output head."""
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    """Findings of the data selection (empty when the files cannot be read before launch). ``*_shown`` hold the first
+    few as ``file:line`` lines, personal data masked."""
+
+    checked: bool
+    """The rows were read before launch (false for a remote URI: nothing below is known)."""
+    compared_on: str
+    """What near-duplicates are compared on."""
+    near_groups: int
+    """Groups of two or more near-duplicate examples (one of each is kept)."""
+    near_shown: tuple[str, ...]
+    leaked: int
+    """Training rows dropped because they (nearly) duplicate a test or validation row: the verdict is measured on a
+    test set the model never saw a copy of."""
+    leaked_shown: tuple[str, ...]
+    moved: int
+    """Held-out examples moved back to training because their near-duplicates train (data.dedup=false)."""
+    moved_shown: tuple[str, ...]
+    pii: dict[str, int]
+    """Personal data and secrets found, by kind (email, phone, iban, card, ip, credential)."""
+    pii_shown: tuple[str, ...]
+    languages: dict[str, int]
+    """Detected language of the examples read (ISO 639-1; 'unsure' for short or mixed text), most frequent first."""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ftc import secrets
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.objectives import TRAINERS
 from ftc.plan import Plan
+
+DROPPED = {"empty": "empty", "pii": "with personal data", "language": "in other languages",
+           "duplicates": "duplicates", "near_duplicates": "near-duplicates"}
+
+
+def data_quality(d: Any) -> str:
+    """One line of what the data selection found: near-duplicates, leakage, personal data, languages."""
+    q = d.quality
+    near = (f"{q.near_groups} near-duplicate groups (Jaccard >= {d.near_dup_threshold:g})"
+            if d.near_dup_threshold is not None else "near-duplicates not checked (data.near_dup_threshold=null)")
+    leaked = f"{q.leaked} training copies of held-out rows dropped" if q.leaked else \
+        "no training copy of a held-out row"
+    moved = f", {q.moved} held-out examples moved to training" if q.moved else ""
+    pii = "no personal data found"
+    if q.pii:
+        pii = "personal data: " + ", ".join(f"{n} {k}" for k, n in q.pii.items()) + f" ({d.pii})"
+    langs = ", ".join(f"{k} {n}" for k, n in list(q.languages.items())[:5])
+    return f"{near}; {leaked}{moved}; {pii}; languages {langs or 'none'}"
 
 
 def _num(n: float) -> str:
@@ -54,8 +74,9 @@ def plan_table(plan: Plan) -> str:
                  f"max_length {d.max_length}, packing {'on' if d.packing else 'off'}" + (
                      f"; validation {d.examples.get('validation', 0)}, test {d.examples.get('test', 0)}"
                      if d.examples else "") + (
-                     f"; dropped {d.dropped.get('empty', 0)} empty, {d.dropped.get('duplicates', 0)} duplicate rows"
+                     "; dropped " + ", ".join(f"{n} {DROPPED.get(k, k)}" for k, n in d.dropped.items() if n)
                      if any(d.dropped.values()) else "")),
+        *([("data quality", data_quality(d))] if d.quality.checked else []),
         ("hardware", f"{plan.hardware.name}: {plan.hardware.devices} x {plan.hardware.device_gb:g} GB "
                      f"{plan.hardware.accelerator}"),
         ("precision", plan.precision),

@@ -25,6 +25,7 @@ from ftc.plan import (
     BatchSpec,
     BudgetSpec,
     CostSpec,
+    DataQuality,
     DataSpec,
     EvalSpec,
     HardwareSpec,
@@ -483,28 +484,22 @@ def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
         f"~{draft.generation_s:.2f} s and {draft.generation_bytes / est.GB:.2f} GB (KV cache + logits) per step")
 
 
+UNCHECKED_DATA = DataQuality(checked=False, compared_on="", near_groups=0, near_shown=(), leaked=0, leaked_shown=(),
+                             moved=0, moved_shown=(), pii={}, pii_shown=(), languages={})
+"""The quality of data ftc cannot read before launch (a remote URI): nothing is known."""
+
+
 def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, int]]:
-    """Examples per split and rows dropped, as the data pipeline (``ftc.runtime.data.build``) makes them: empty rows
-    dropped; the test file, then the validation file, then the training file deduplicated against everything seen
-    before (the training file only with data.dedup); held-out fractions taken from what is left; max_samples last.
-    Without readable files (a remote URI) the counts come from data.num_rows and nothing is known dropped."""
+    """Examples per split and rows dropped by reason: the data selection's (facts.selection, the function
+    ``ftc train`` runs). Without it (a remote URI, or a file refused for its rows) the counts come from the rows read,
+    or data.num_rows, split by the held-out fractions, and nothing is known dropped but empty rows."""
     d = cfg.data
+    if facts.selection is not None:
+        return dict(facts.selection.examples), dict(facts.selection.dropped)
     files = {role: facts.data.get(role) for role in ("train", "validation", "test")}
     read = {role: f for role, f in files.items() if f is not None and f.rows is not None}
-    dropped = {"empty": sum(f.empty_rows for f in read.values()), "duplicates": 0}
-    seen: set[int] = set()
-    kept: dict[str, int] = {}
-    for role in ("test", "validation", "train"):
-        f = read.get(role)
-        if f is None:
-            continue
-        if (role == "train" and not d.dedup) or not f.keys:  # no keys: facts without the rows (duplicates unknown)
-            kept[role] = f.rows - f.empty_rows
-            continue
-        unique = f.keys - seen
-        kept[role] = len(unique)
-        dropped["duplicates"] += f.rows - f.empty_rows - len(unique)
-        seen |= f.keys
+    dropped = {"empty": sum(f.empty_rows for f in read.values())}
+    kept = {role: f.rows - f.empty_rows for role, f in read.items()}
     n = kept.get("train", d.num_rows or 0)
     counts = {"train": n}
     for role, fraction in (("test", d.test_fraction), ("validation", d.validation_fraction)):
@@ -512,7 +507,7 @@ def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, i
         if path:
             counts[role] = kept.get(role, 0)
         else:
-            counts[role] = int(n * fraction)  # both fractions of the same deduplicated set, as the pipeline splits
+            counts[role] = int(n * fraction)  # both fractions of the same set, as the pipeline splits
             counts["train"] -= counts[role]
     counts["train"] = max(counts["train"], 0)
     if d.max_samples:
@@ -807,6 +802,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
             DataSpec, d, fields=dict(d.fields), max_length=draft.max_length, max_prompt_length=draft.max_prompt_length,
             packing=draft.packing, train_examples=draft.train_examples, examples=dict(draft.split_examples),
             dropped=dict(draft.dropped_rows), tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
+            languages=tuple(d.languages or ()),
+            quality=facts.selection.quality if facts.selection else UNCHECKED_DATA,
         ),
         precision=draft.precision,
         world_size=draft.world,

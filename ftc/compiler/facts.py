@@ -20,10 +20,11 @@ from typing import Any, Optional
 
 from ftc import secrets
 from ftc.config.launchers import OPTIONAL_PACKAGES
-from ftc.data.formats import completion_chars, near_key, plain_prompt_completion
+from ftc.data.formats import completion_chars, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
 from ftc.errors import DataError
 from ftc.paths import resolve_path
+from ftc.plan import DataQuality
 
 # Row lengths are measured on the first 32 M characters of a file (every row is still checked).
 _SAMPLE_CHARS = 32 * 1024 * 1024
@@ -50,12 +51,13 @@ class DataFacts:
     tokens_max: Optional[int] = None
     tokens_rows: int = 0
     """Rows the tokenizer counted (the first ``TOKEN_SAMPLE`` of the file)."""
+    lengths: tuple[int, ...] = field(default=(), repr=False)
+    """Tokens of each counted row (the data card's histogram); empty when no tokenizer counted them."""
+    row_chars: tuple[int, ...] = field(default=(), repr=False)
+    """Characters of the first ``TOKEN_SAMPLE`` rows (the histogram's estimate without a tokenizer)."""
     problems: tuple[str, ...] = ()
     """Malformed rows (``ftc train`` would refuse the file): the first ones as ``file:line: what``, then how many
     more."""
-    keys: frozenset[int] = field(default=frozenset(), repr=False)
-    """Near-duplicate keys (``formats.dedup_keys``) of the rows with something to learn from: the plan counts the
-    examples each split keeps after deduplication, across files, exactly as the data pipeline drops them."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,19 @@ class WeightFacts:
 
 
 @dataclass(frozen=True)
+class SelectionFacts:
+    """The outcome of ``ftc.data.select`` on the experiment's files, without the rows: what the plan counts."""
+
+    examples: dict[str, int]
+    """Examples per split (train, validation, test)."""
+    dropped: dict[str, int]
+    """By reason (empty, pii, language, duplicates, near_duplicates)."""
+    quality: DataQuality
+    language_dropped: tuple[str, ...] = ()
+    """The first examples data.languages drops (``file:line: fr``)."""
+
+
+@dataclass(frozen=True)
 class AdapterFacts:
     """An adapter to start from (model.adapter): where it is and what it was trained on."""
 
@@ -148,6 +163,10 @@ class Facts:
     families: dict[str, Any] = field(default_factory=dict)
     reward_problems: dict[int, str] = field(default_factory=dict)
     """objective.rewards that cannot run, by index: what is wrong (a user function not importable, a bad pattern)."""
+    language_codes: tuple[str, ...] = ()
+    """The languages the detector knows (read only when data.languages is set)."""
+    selection: Optional[SelectionFacts] = None
+    """The data selection ``ftc train`` will make (ftc.data.select), when every data file is local and well-formed."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
@@ -343,19 +362,20 @@ def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fi
     problems = RowProblems(resolved)
     rows = empty = chars = sampled = longest = counted = total = 0
     texts: list[tuple[str, str, int]] = []
-    keys: set[int] = set()
+    row_chars: list[int] = []
     try:
         for row, values in checked_rows(resolved, fmt, fields, problems):
             rows += 1
             if values is None:
                 empty += 1
                 continue
-            keys.add(near_key(values))
             if chars < _SAMPLE_CHARS:
                 size = len(json.dumps(row, ensure_ascii=False))  # ~ the row's line: what chars_per_token is measured on
                 chars, sampled, longest = chars + size, sampled + 1, max(longest, size)
                 c, a = completion_chars(values, fmt)
                 counted, total = counted + c, total + a
+                if len(row_chars) < TOKEN_SAMPLE:
+                    row_chars.append(size)
                 if tokenizer_file and len(texts) < TOKEN_SAMPLE:
                     texts.append(plain_prompt_completion(values, fmt, template))
     except DataError as e:
@@ -363,12 +383,13 @@ def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fi
     facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count,
                       mean_chars=chars / sampled if sampled else 0.0, max_chars=longest, empty_rows=empty,
                       completion_share=counted / total if total else None,
-                      problems=tuple(problems.lines()), keys=frozenset(keys))
+                      problems=tuple(problems.lines()), row_chars=tuple(row_chars))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:
         lengths, completion = counts
         facts = dataclasses.replace(facts, tokens_mean=sum(lengths) / len(lengths), tokens_max=max(lengths),
-                                    tokens_rows=len(lengths), completion_share=completion / sum(lengths))
+                                    tokens_rows=len(lengths), completion_share=completion / sum(lengths),
+                                    lengths=tuple(lengths))
     return facts
 
 
@@ -418,14 +439,79 @@ def gather(cfg: Any) -> Facts:
         if value:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
+    selection = selection_facts(cfg.data, cfg.train.seed) if data and all(
+        f.exists and not f.remote and not f.problems and not f.error for f in data.values()) else None
+    if getattr(cfg.data, "languages", None):
+        from ftc.data.quality import language_codes
+        codes = language_codes()
+    else:
+        codes = ()
     adapter = adapter_facts(cfg.model.adapter) if getattr(cfg.model, "adapter", None) else None
     from ftc.data.rewards import check
 
     rewards = {i: problem for i, r in enumerate(cfg.objective.rewards or ())
                if (problem := check(dict(r)) if isinstance(r, Mapping) else "not a mapping {kind: ...}")}
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
-                 reward_problems=rewards,
+                 reward_problems=rewards, selection=selection, language_codes=codes,
                  packages=installed_packages())
+
+
+SELECTION_CACHE_VERSION = 1
+
+
+def selection_facts(data: Any, seed: int) -> Optional[SelectionFacts]:
+    """What ``ftc train``'s data selection will keep, drop and find, from the same function (``ftc.data.select``)
+    run on the same files with the same settings and seed; None when a file cannot be read as a whole.
+
+    Memoized in the process (a sweep or ``hardware=auto`` compiles many plans) and on disk under the cache root,
+    keyed by the files' contents, the settings and the detectors' versions: the MinHash and language passes cost
+    seconds on a large file, and a second ``ftc plan`` of the same data does not pay them again."""
+    from ftc.data.select import Settings
+
+    settings = Settings.of(data, seed)
+    stamps = tuple((p, Path(resolve_path(p)).stat().st_size, Path(resolve_path(p)).stat().st_mtime_ns)
+                   for _, p in settings.paths)
+    return _selection_facts(settings, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _selection_facts(settings: Any, stamps: tuple) -> Optional[SelectionFacts]:
+    import hashlib
+    from importlib.metadata import version
+
+    from ftc.paths import atomic_path, cache_root
+    from ftc.plan import _from_jsonable, _to_jsonable
+
+    h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
+                                   version("py3langid")], default=str).encode())
+    for path, _, _ in stamps:
+        with open(resolve_path(path), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    entry = cache_root() / "selection" / f"{h.hexdigest()[:24]}.json"
+    if entry.is_file():
+        try:
+            return _from_jsonable(SelectionFacts, json.loads(entry.read_text()))
+        except (ValueError, TypeError, KeyError):
+            pass  # a damaged or older entry: computed again below and replaced
+    facts = _select(settings)
+    if facts is not None:
+        with atomic_path(entry) as tmp:
+            tmp.write_text(json.dumps(_to_jsonable(facts)))
+    return facts
+
+
+def _select(settings: Any) -> Optional[SelectionFacts]:
+    from ftc.data.select import select
+
+    try:
+        sel = select(settings)
+    except DataError:
+        return None  # the per-file facts say what is wrong
+    if any(p.count for p in sel.problems.values()):
+        return None
+    return SelectionFacts(examples=sel.counts(), dropped=dict(sel.dropped), quality=sel.quality(),
+                          language_dropped=tuple(sel.language_dropped.shown))
 
 
 def installed_packages() -> dict[str, bool]:

@@ -50,5 +50,31 @@ def plan(overrides: Sequence[str] = ()) -> Plan:
 
 def compile_config(cfg: Any) -> Plan:
     """DictConfig (or typed Config) -> Plan: facts are gathered here, so ``compile`` stays pure."""
+    return compile_with_facts(cfg)[0]
+
+
+def compile_with_facts(cfg: Any) -> tuple[Plan, Any]:
+    """``compile_config`` and the facts it compiled from (the data card reads the measured token lengths)."""
     typed = cfg if isinstance(cfg, Config) else to_typed(cfg)
-    return compile(typed, gather(typed))
+    facts = gather(typed)
+    return compile(typed, facts), facts
+
+
+def data_card(plan: Plan, facts: Any, directory: str, chars_per_token: float) -> str:
+    """``ftc plan --data-card DIR``: the data card of the plan (ftc.datacard), token lengths from the training file's
+    first rows (counted with the model's tokenizer when it is on disk, else characters / model.chars_per_token)."""
+    from pathlib import Path
+
+    from ftc import datacard
+
+    train = facts.data.get("train")
+    if train is not None and train.lengths:
+        lengths, what = list(train.lengths), f"first {len(train.lengths)} rows, the model's tokenizer"
+    elif train is not None and train.row_chars:
+        lengths, what = [round(c / chars_per_token) for c in train.row_chars], \
+            f"first {len(train.row_chars)} rows, estimated at {chars_per_token:g} characters per token"
+    else:
+        lengths, what = [], ""
+    d = plan.data
+    datacard.write(Path(directory), d, d.examples, d.dropped, d.quality, lengths, what)
+    return str(Path(directory) / datacard.MD)

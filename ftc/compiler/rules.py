@@ -607,8 +607,8 @@ def split_sizes(cfg, facts, draft):
     if train is None or train.rows is None or not train.rows or train.rows == train.empty_rows:
         return  # unread, empty or unreadable: data_files says so
     counts, dropped = draft.split_examples, draft.dropped_rows
-    left = (f"{train.rows} rows, {dropped.get('empty', 0)} empty and {dropped.get('duplicates', 0)} duplicates "
-            f"dropped: {counts}")
+    gone = ", ".join(f"{n} {k.replace('_', '-')}" for k, n in dropped.items() if n) or "none"
+    left = f"{train.rows} rows, dropped {gone}: {counts}"
     if counts.get("train", 0) < 1:
         yield error("data.path", f"no training examples left ({left})", "more distinct examples, or smaller "
                     "data.test_fraction / data.validation_fraction")
@@ -620,6 +620,45 @@ def split_sizes(cfg, facts, draft):
     if not cfg.data.validation_path and cfg.data.validation_fraction > 0 and counts.get("validation", 0) < 1:
         yield warning("data.validation_fraction", f"the validation split would be empty ({left}): no validation "
                       "loss during training", "more distinct examples or data.validation_path=<file>")
+
+
+@rule
+def data_quality(cfg, facts, draft):
+    """What the data selection found (facts.selection): personal data, training copies of a given test file,
+    several languages, unknown language codes."""
+    d, sel = cfg.data, facts.selection
+    if d.languages and facts.language_codes:
+        unknown = sorted(set(d.languages) - set(facts.language_codes))
+        if unknown:
+            yield error("data.languages", f"unknown language code(s) {unknown}: the detector (py3langid) knows "
+                        f"{', '.join(sorted(facts.language_codes))}", "ISO 639-1 codes, e.g. data.languages=[en]")
+    if sel is None:
+        return
+    q = sel.quality
+    if q.pii:
+        found = ", ".join(f"{n} {k}" for k, n in q.pii.items())
+        shown = "; ".join(q.pii_shown[:3])
+        if d.pii == "refuse":
+            yield error("data.pii", f"personal data or secrets in the rows ({found}; first: {shown})",
+                        "remove them from the file, or data.pii=mask (replaced by [EMAIL], [PHONE], ...) or "
+                        "data.pii=drop (the rows)")
+        elif d.pii == "report":
+            yield warning("data.pii", f"personal data or secrets in the rows, trained as they are and possibly "
+                          f"generated back ({found}; first: {shown})", "data.pii=mask (replaced by [EMAIL], "
+                          "[PHONE], ...), data.pii=drop (the rows), or remove them from the file")
+    given = [key for key in ("test_path", "validation_path") if getattr(d, key, None)]
+    if q.leaked and given:
+        yield warning(f"data.{given[0]}", f"{q.leaked} training rows (nearly) duplicate rows of the held-out "
+                      f"file(s): dropped from training so the verdict is measured on a clean test set (first: "
+                      f"{'; '.join(q.leaked_shown[:3])})", "remove them from the training file (they are dropped "
+                      "either way), or data.near_dup_threshold=<higher> if they are distinct examples")
+    detected = {k: n for k, n in q.languages.items() if k not in ("unsure", "none")}
+    total = sum(q.languages.values())
+    several = {k: n for k, n in detected.items() if total and n / total >= 0.05}
+    if len(several) > 1 and not d.languages:
+        mix = ", ".join(f"{k} {100 * n / total:.0f}%" for k, n in several.items())
+        yield warning("data.languages", f"the data is in several languages ({mix})",
+                      f"data.languages=[{next(iter(several))}] to keep only some, or leave it if that is intended")
 
 
 @rule

@@ -236,7 +236,20 @@ class DataConfig:
     completion_only_loss: bool = True
     """Loss only on response / assistant tokens; false trains on the prompt too."""
     dedup: bool = True
-    """Drop exact duplicate examples (counted in the report)."""
+    """Keep one example of each group of duplicates (exact, case/whitespace, or near-duplicates at
+    ``near_dup_threshold``), the rest dropped and counted; false keeps training duplicates (held-out sets are always
+    deduplicated, and a training row that duplicates a held-out one is always dropped)."""
+    near_dup_threshold: Optional[float] = checked(0.8, gt=0, le=1, fix=0.8)
+    """Jaccard similarity (character 5-grams, MinHash LSH) at which two examples are near-duplicates: the same
+    ticket with another greeting or order number. Text every row shares is left out of the comparison; null = only
+    exact and case/whitespace duplicates."""
+    pii: str = checked("report", choices=("report", "mask", "drop", "refuse"))
+    """Personal data and secrets in rows (emails, phone numbers, IBANs, card numbers, IP addresses, credentials):
+    report (counted in the plan with file:line, trained as they are) | mask (replaced by [EMAIL], [PHONE], ...) |
+    drop (the row) | refuse (a plan error)."""
+    languages: Optional[List[str]] = None
+    """Keep only examples detected in these languages (ISO 639-1 codes, e.g. [en, de]); rows the detector is unsure
+    of are kept. null = keep every language (the plan shows the mix)."""
     validation_fraction: float = checked(0.1, ge=0, lt=0.5)
     """Fraction split off for validation when no validation_path is given."""
     test_fraction: float = checked(0.1, ge=0, lt=0.5)

@@ -80,8 +80,7 @@ def _importable(name: str) -> bool:
 def data_line(report: Any) -> str:
     """One line about the data that trains: examples per split and everything dropped or truncated."""
     ex = report.examples
-    dropped = report.dropped_empty + report.dropped_duplicates + report.dropped_near_duplicates + \
-        report.dropped_no_completion_after_truncation
+    dropped = sum(report.dropped.values()) + report.dropped_no_completion_after_truncation
     return (f"ftc: data {ex.get('train', 0)} train / {ex.get('validation', 0)} validation / {ex.get('test', 0)} test "
             f"examples, {report.tokens.get('train', 0):,} training tokens; {dropped} dropped, {report.truncated} "
             "truncated (train.log and report.md have the details)")

@@ -1,4 +1,5 @@
-"""Data pipeline: read -> validate -> dedup -> split -> tokenize (+EOS, loss mask) -> cache.
+"""Data pipeline: the selection ``ftc plan`` counted (``ftc.data.select``: read, check, personal data, language,
+duplicates and near-duplicates, splits) -> format -> tokenize (+EOS, loss mask) -> cache.
 
 Produces pre-tokenized ``input_ids`` + ``completion_mask`` rows that TRL's SFTTrainer takes as they are (it then
 builds labels and packs them). Every dropped or truncated example is counted in ``DataReport``.
@@ -15,36 +16,45 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import dedup_keys, to_preference, to_prompt_completion
-from ftc.data.load import RowProblems, checked_rows, problems_message
+from ftc.data.formats import to_preference, to_prompt_completion
+from ftc.data.load import problems_message
+from ftc.data.select import Example, Selection, Settings, select
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root, resolve_path
 from ftc.plan import DataSpec
 
-CACHE_VERSION = 2  # 2: duplicates keyed on the checked fields (formats.dedup_keys), as ftc plan counts them
+CACHE_VERSION = 3  # 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
 
 
 @dataclass
 class DataReport:
     rows_read: dict[str, int] = field(default_factory=dict)
-    dropped_empty: int = 0
-    dropped_duplicates: int = 0
-    dropped_near_duplicates: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows dropped before splitting, by reason (``Selection.dropped``: empty, pii, language, duplicates,
+    near_duplicates), as the plan counted them."""
     dropped_no_completion_after_truncation: int = 0
     truncated: int = 0
     examples: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=list)
+    """Tokens of each training example before truncation (the data card's histogram)."""
+    quality: dict[str, Any] = field(default_factory=dict)
+    """What the selection found (``DataQuality`` as a dict, the plan's own findings): near-duplicate groups, leaked
+    and moved examples, personal data by kind, languages."""
     cache: str = ""
     cache_hit: bool = False
 
     def lines(self) -> list[str]:
+        q = self.quality
         return [
             f"rows read: {self.rows_read}",
             f"examples: {self.examples}, tokens: {self.tokens}",
-            f"dropped: {self.dropped_empty} empty, {self.dropped_duplicates} exact duplicates, "
-            f"{self.dropped_near_duplicates} near-duplicates (case/whitespace), "
-            f"{self.dropped_no_completion_after_truncation} with no completion left after truncation",
+            f"dropped: {dict(self.dropped)}; {self.dropped_no_completion_after_truncation} with no completion left "
+            "after truncation",
             f"truncated to max_length: {self.truncated}",
+            f"near-duplicate groups: {q.get('near_groups', 0)}; training rows dropped as copies of held-out rows: "
+            f"{q.get('leaked', 0)}; held-out examples moved to training: {q.get('moved', 0)}",
+            f"personal data found: {q.get('pii') or 'none'}; languages: {q.get('languages') or 'none'}",
         ]
 
 
@@ -97,46 +107,30 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _read_examples(path: str, spec: DataSpec, tokenizer: Any, report: DataReport,
-                   role: str) -> list[tuple[dict, tuple[int, int]]]:
-    """(example, its dedup keys) for every row with something to learn from; malformed rows raise one DataError."""
-    examples, rows = [], 0
-    problems = RowProblems(resolve_path(path))
-    for row, values in checked_rows(path, spec.format, spec.fields, problems):
-        rows += 1
-        if values is None:
-            report.dropped_empty += 1
-            continue
-        if spec.format == "preference":
-            prompt, chosen, rejected = to_preference(row, spec.fields, spec.template, tokenizer)
-            example = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        else:
-            prompt, completion = to_prompt_completion(row, spec.format, spec.fields, spec.template, tokenizer)
-            example = {"prompt": prompt, "completion": completion}
-            if spec.format == "kto":
-                example["label"] = values["label"]
-        examples.append((example, dedup_keys(values)))
-    if problems.count:
-        raise DataError(problems_message(problems, role, spec.format))
-    report.rows_read[role] = rows
-    return examples
+def _example(ex: Example, spec: DataSpec, tokenizer: Any) -> dict[str, Any]:
+    """A selected row formatted for its trainer: prompt + completion (+ label), or prompt + chosen + rejected."""
+    if spec.format == "preference":
+        prompt, chosen, rejected = to_preference(ex.row, spec.fields, spec.template, tokenizer)
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    prompt, completion = to_prompt_completion(ex.row, spec.format, spec.fields, spec.template, tokenizer)
+    example = {"prompt": prompt, "completion": completion}
+    if spec.format == "kto":
+        example["label"] = ex.values["label"]
+    return example
 
 
-def _dedup(examples: list[tuple[dict, tuple[int, int]]], report: DataReport, seen_exact: set,
-           seen_near: set) -> list[dict]:
-    """Drops examples seen before (here or in an earlier split), keyed as ``ftc plan`` counts them."""
-    kept = []
-    for ex, (exact, near) in examples:
-        if exact in seen_exact:
-            report.dropped_duplicates += 1
-            continue
-        if near in seen_near:
-            report.dropped_near_duplicates += 1
-            continue
-        seen_exact.add(exact)
-        seen_near.add(near)
-        kept.append(ex)
-    return kept
+def selected(spec: DataSpec, seed: int) -> Selection:
+    """The plan's selection of the data, refused as ``ftc plan`` refuses it: malformed rows (every one listed),
+    personal data under data.pii=refuse."""
+    sel = select(Settings.of(spec, seed))
+    for role, problems in sel.problems.items():
+        if problems.count:
+            raise DataError(problems_message(problems, role, spec.format))
+    if spec.pii == "refuse" and sel.pii:
+        found = [line for v in sel.pii.values() for line in v.shown]
+        raise DataError(f"personal data or secrets in the data (data.pii=refuse): {len(found)} shown:\n  "
+                        + "\n  ".join(found))
+    return sel
 
 
 def _adds_bos(tokenizer: Any) -> bool:
@@ -195,11 +189,16 @@ def _tokenize_labelled(examples: list[dict], tokenizer: Any, spec: DataSpec, rep
     return out
 
 
-def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: DataReport) -> dict[str, list]:
+def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: DataReport,
+              lengths: Optional[list[int]] = None) -> dict[str, list]:
+    """input_ids + completion_mask within max_length (truncations counted); ``lengths`` gets each example's tokens
+    before truncation."""
     ids, masks = [], []
     for ex in examples:
         p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"])
         seq, mask = p + c, [0] * len(p) + [1] * len(c)
+        if lengths is not None:
+            lengths.append(len(seq))
         if len(seq) > max_length:
             report.truncated += 1
             seq, mask = seq[:max_length], mask[:max_length]
@@ -251,32 +250,10 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
         if cached is not None:
             return cached
 
-    train = _read_examples(spec.path, spec, tokenizer, report, "train")
-    validation = _read_examples(spec.validation_path, spec, tokenizer, report, "validation") \
-        if spec.validation_path else None
-    test = _read_examples(spec.test_path, spec, tokenizer, report, "test") if spec.test_path else None
-
-    # Held-out sets are deduplicated first, so a training example never duplicates a test prompt.
-    # ftc plan counts the same way (compiler/compile.py, _split_counts).
-    seen_exact: set = set()
-    seen_near: set = set()
-    if test is not None:
-        test = _dedup(test, report, seen_exact, seen_near)
-    if validation is not None:
-        validation = _dedup(validation, report, seen_exact, seen_near)
-    train = _dedup(train, report, seen_exact, seen_near) if spec.dedup else [ex for ex, _ in train]
-    rng = random.Random(seed)
-    if test is None or validation is None:
-        rng.shuffle(train)
-        n = len(train)
-        if test is None:
-            k = int(n * spec.test_fraction)
-            test, train = train[:k], train[k:]
-        if validation is None:
-            k = int(n * spec.validation_fraction)
-            validation, train = train[:k], train[k:]
-    if spec.max_samples:
-        train = train[: spec.max_samples]
+    sel = selected(spec, seed)
+    report.rows_read, report.dropped, report.quality = dict(sel.rows), dict(sel.dropped), asdict(sel.quality())
+    train, validation, test = ([_example(ex, spec, tokenizer) for ex in sel.splits[role] or []]
+                               for role in ("train", "validation", "test"))
     if not train:
         raise DataError(f"{resolve_path(spec.path)}: no training examples left after validation and splitting")
 
@@ -295,7 +272,7 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
             report.examples[name] = len(columns["prompt_ids"])
             report.tokens[name] = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
         elif rows:
-            columns = _tokenize(rows, tokenizer, spec.max_length, report)
+            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None)
             tokenized[name] = datasets.Dataset.from_dict(columns)
             report.examples[name] = len(columns["input_ids"])
             report.tokens[name] = sum(len(s) for s in columns["input_ids"])

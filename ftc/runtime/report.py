@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ftc import datacard
 from ftc.errors import RunFailed
 from ftc.plan import Plan
 from ftc.runtime import artifacts
@@ -72,6 +73,12 @@ def loss_curve(run_dir: Path) -> Path | None:
 def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[str, Any] | None,
           wall_s: float, failure: str | None = None) -> dict[str, Any]:
     run = Path(run_dir)
+    data = dict(training.get("data") or {})
+    lengths = data.pop("lengths", None) or []  # the data card's histogram, not summary.json's business
+    training = {**training, "data": data} if data else training
+    card = datacard.write(run, plan.data, data.get("examples", {}), data.get("dropped", {}),
+                          data.get("quality") or plan.data.quality, lengths,
+                          "every training example, the model's tokenizer", data.get("truncated")) if data else None
     tokens_per_s = training.get("tokens_per_s", 0.0)
     summary = {
         "name": plan.name,
@@ -93,7 +100,7 @@ def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[s
     }
     artifacts.atomic_write_json(run / "summary.json", summary)
     png = loss_curve(run)
-    artifacts.atomic_write_text(run / "report.md", markdown(plan, summary, png is not None))
+    artifacts.atomic_write_text(run / "report.md", markdown(plan, summary, png is not None, card))
     return summary
 
 
@@ -137,7 +144,8 @@ def _side_by_side(examples: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
+def markdown(plan: Plan, summary: dict[str, Any], has_png: bool, card: str | None = None) -> str:
+    """report.md; ``card`` is the data card (ftc.datacard), embedded as its own section."""
     t, ev = summary["training"], summary["eval"]
     p, a = summary["predicted"], summary["actual"]
     lines = [
@@ -184,12 +192,15 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool) -> str:
     ]
     if t.get("resumed_from"):
         lines.append(f"- resumed from `{t['resumed_from']}`")
-    data = t.get("data") or {}
-    if data:
-        lines += ["", "## Data", ""] + [f"- {k.replace('_', ' ')}: {v}" for k, v in data.items()
-                                         if k not in ("cache", "cache_hit")]
     if has_png:
         lines += ["", "![loss curves](loss.png)"]
+    data = t.get("data") or {}
+    if card:
+        lines += ["", card.replace("## Data card", "## Data", 1).rstrip()]
+    if data:
+        lines += ["", f"Data pipeline: rows read {data.get('rows_read')}, tokens {data.get('tokens')}, "
+                      f"{data.get('dropped_no_completion_after_truncation', 0)} dropped with no completion left after "
+                      f"truncation; cache `{data.get('cache')}`" + (" (hit)" if data.get("cache_hit") else "") + "."]
     lines += ["", f"Adapter: `{'adapter/' if plan.method.peft else 'model/'}` (load with "
               "`PeftModel.from_pretrained(base, '<run>/adapter')`, or vLLM `--enable-lora`).", ""]
     return "\n".join(lines)

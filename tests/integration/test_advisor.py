@@ -77,8 +77,8 @@ def test_hardware_auto_reads_a_local_data_file_once(tmp_path, monkeypatch):
     assert reads == [str(path)]
     assert all(o.plan.data.examples == options[0].plan.data.examples for o in options)
     path.write_text(path.read_text() + '{"instruction": "new", "output": "row"}\n')  # an edited file is read again
-    assert advise(["data=file", f"data.path={path}", "model=qwen2_5_0_5b"])[0][0].plan.data.dropped == \
-        {"empty": 0, "duplicates": 0} and len(reads) == 2
+    again = advise(["data=file", f"data.path={path}", "model=qwen2_5_0_5b"])[0][0].plan
+    assert again.data.examples["train"] == options[0].plan.data.examples["train"] + 1 and len(reads) == 2
 
 
 def test_an_moe_is_ranked_on_all_its_experts_resident():

@@ -58,7 +58,7 @@ def test_duplicates_empty_and_truncation_are_counted(tmp_path, tokenizer):
                    {"instruction": "long " * 300, "output": "y"}]
     splits = build(spec_for(write_jsonl(tmp_path / "d.jsonl", rows)), tokenizer)
     r = splits.report
-    assert (r.dropped_duplicates, r.dropped_near_duplicates, r.dropped_empty) == (1, 1, 1)
+    assert (r.dropped["duplicates"], r.dropped["near_duplicates"], r.dropped["empty"]) == (2, 0, 1)  # exact, case
     assert r.truncated == 1 and r.dropped_no_completion_after_truncation == 1
     assert r.rows_read["train"] == 44
 

@@ -4,6 +4,7 @@ the same deduplication across files and the same splits, so the plan's example c
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 
@@ -52,8 +53,16 @@ def _files(tmp_path):
     }
 
 
-BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"], "sample_preference": ["data=sample_preference",
-                                                                                     "objective=dpo"]}
+BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"],
+            "sample_preference": ["data=sample_preference", "objective=dpo"],
+            "sample_kto": ["data=sample_kto", "objective=kto"],
+            # Planted near-duplicates across the split, personal data of each kind, a second language.
+            "messy": ["data=sample_messy"], "messy-mask": ["data=sample_messy", "data.pii=mask"],
+            "messy-drop": ["data=sample_messy", "data.pii=drop"],
+            "messy-english": ["data=sample_messy", "data.languages=[en]"],
+            "messy-no-dedup": ["data=sample_messy", "data.dedup=false"],
+            "messy-no-minhash": ["data=sample_messy", "data.near_dup_threshold=null"],
+            "messy-split": ["data=sample_messy", "data.test_path=null", "data.dedup=false"]}
 CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv", "held-out-files", "no-dedup",
                           "max-samples"]
 
@@ -72,13 +81,14 @@ def test_plan_counts_equal_the_runs(case, tmp_path):
     assert plan.data.examples == {"train": report.examples["train"], "validation": report.examples["validation"],
                                   "test": report.examples["test"]}
     assert plan.data.train_examples == report.examples["train"]
-    assert plan.data.dropped == {"empty": report.dropped_empty,
-                                 "duplicates": report.dropped_duplicates + report.dropped_near_duplicates}
+    assert plan.data.dropped == report.dropped
+    assert dataclasses.asdict(plan.data.quality) == report.quality
 
 
 def test_planted_duplicates_are_counted_before_launch(tmp_path):
     plan = plan_for(_files(tmp_path)["bom-crlf-jsonl"])
-    assert plan.data.dropped == {"empty": 3, "duplicates": 9}
+    assert plan.data.dropped == {"empty": 3, "pii": 0, "language": 0, "duplicates": 9, "near_duplicates": 0}
+    assert plan.data.quality.near_groups == 0  # "Route ticket 1" and "Route ticket 11" are distinct examples
     assert plan.data.examples == {"train": 48, "validation": 6, "test": 6}  # 60 distinct: 6 + 6 held out
 
 
@@ -87,3 +97,24 @@ def test_a_file_of_one_row_repeated_is_refused_before_launch(tmp_path):
     plan = plan_for(["data=file", f"data.path={path}"])
     assert plan.data.dropped["duplicates"] == 39 and plan.data.train_examples == 1
     assert any(e.startswith("data.test_fraction: the test split would be empty") for e in plan.errors)
+
+
+def test_masked_personal_data_never_reaches_the_tokens():
+    """data.pii=mask: what trains holds the placeholders, none of the planted values (and data.pii=report keeps
+    them, so the check can fail)."""
+    from ftc.data.make_sample import PII
+    from ftc.runtime.data import build
+    from ftc.runtime.model import load_tokenizer
+
+    def trained_text(pii):
+        plan = plan_for(["data=sample_messy", f"data.pii={pii}"])
+        tokenizer = load_tokenizer(plan)
+        splits = build(plan.data, tokenizer, plan.train.seed, use_cache=False)
+        return tokenizer.decode([i for row in splits.train["input_ids"] for i in row])
+
+    planted = ["anna.berg@example.com", "7946 0958", "DE89 3704", "4111 1111", "203.0.113.42", "AKIAIOSFODNN7EXAMPLE"]
+    assert len(planted) == len(PII)
+    masked, kept = trained_text("mask"), trained_text("report")
+    assert not any(value in masked for value in planted)
+    assert all(f"[{kind.upper()}]" in masked for kind in PII)
+    assert all(value in kept for value in planted)

@@ -22,7 +22,7 @@ PACKAGE = ROOT / "ftc"
 RANKS = [
     (0, ("ftc.errors", "ftc.paths", "ftc.secrets", "ftc.plan", "ftc.config")),
     (1, ("ftc.data",)),
-    (2, ("ftc.compiler", "ftc.render")),
+    (2, ("ftc.compiler", "ftc.render", "ftc.datacard")),
     (3, ("ftc.runtime",)),
     (4, ("ftc.launch",)),
     (5, ("ftc.advisor", "ftc.sweep", "hydra_plugins")),

@@ -1,0 +1,215 @@
+"""What a row holds beyond its shape: near-duplicates, personal data and secrets, language.
+
+Torch-free, so ``ftc plan`` runs the same checks as ``ftc train`` (``ftc.data.select`` applies them):
+
+- **Near-duplicates**: MinHash LSH (datasketch) over character 5-grams of an example's text, candidates confirmed
+  by their exact Jaccard similarity. Text every row shares (a fixed instruction, a system prompt) is left out, or
+  a templated data set would be one near-duplicate group.
+- **Personal data and secrets**: patterns with the checksums that tell a card number (Luhn) or an IBAN (mod 97)
+  from any other digits, and the credential shapes of ``ftc.secrets``.
+- **Language**: py3langid, whose model ships inside the package (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import zlib
+from typing import Any, Iterable, Optional
+
+from ftc import secrets
+
+SHINGLE = 5  # characters per shingle: short enough for a changed word to move few of them
+NUM_PERM = 128  # MinHash permutations: the LSH's false-negative rate at J=0.8 is well under 1%
+BOILERPLATE_SHARE = 0.5  # a text piece on more than half of a file's rows is template, not example
+
+
+def pieces(values: dict[str, Any], fmt: str) -> list[str]:
+    """The texts of a checked row (``formats.check_row``) that make it the example it is, in a fixed order."""
+    if fmt == "chat":
+        return [m["content"] for m in values["messages"]]
+    if fmt == "preference":
+        out = [m["content"] for m in values["prompt"]] if isinstance(values["prompt"], list) else [values["prompt"]]
+        for side in ("chosen", "rejected"):
+            out.append(values[side][-1]["content"] if isinstance(values[side], list) else values[side])
+        return out
+    return [v for k, v in sorted(values.items()) if isinstance(v, str)]
+
+
+def _lines(row_pieces: Iterable[str]) -> list[str]:
+    return [line for p in row_pieces for line in p.splitlines() if line.strip()]
+
+
+def boilerplate(all_pieces: list[list[str]]) -> frozenset[str]:
+    """Lines of text that more than half the rows hold (at least two rows): a fixed instruction or system prompt,
+    also where it is the first line of a longer prompt."""
+    counts: dict[str, int] = {}
+    for row in all_pieces:
+        for line in set(_lines(row)):
+            counts[line] = counts.get(line, 0) + 1
+    floor = max(2, int(len(all_pieces) * BOILERPLATE_SHARE) + 1)
+    return frozenset(line for line, n in counts.items() if n >= floor)
+
+
+def own_text(row_pieces: Iterable[str], shared: frozenset[str]) -> str:
+    """The row's text without its ``shared`` lines (all of it when nothing else is left)."""
+    lines = _lines(row_pieces)
+    return "\n".join([line for line in lines if line not in shared] or lines)
+
+
+def shingles(text: str) -> frozenset[bytes]:
+    """Character 5-grams of ``text``, case and whitespace folded."""
+    text = re.sub(r"\s+", " ", text.lower()).strip()
+    if len(text) <= SHINGLE:
+        return frozenset([text.encode()])
+    return frozenset(text[i:i + SHINGLE].encode() for i in range(len(text) - SHINGLE + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float) -> list[tuple[int, int, float]]:
+    """(i, j, Jaccard) with i < j for every pair at or above ``threshold`` that MinHash LSH proposes; each proposal
+    is confirmed on the exact 5-gram sets, so a reported pair is never a false positive. Deterministic: fixed seed
+    and a stable hash (crc32), so ``ftc plan`` and ``ftc train`` in different processes find the same pairs."""
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    hashes = MinHash.bulk([list(s) for s in sets], num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
+    with lsh.insertion_session() as session:
+        for i, m in enumerate(hashes):
+            session.insert(i, m, check_duplication=False)
+    pairs = []
+    for i, m in enumerate(hashes):
+        for j in lsh.query(m):
+            if j > i and (score := jaccard(sets[i], sets[j])) >= threshold:
+                pairs.append((i, j, score))
+    return sorted(pairs)
+
+
+# --- personal data and secrets -------------------------------------------------------------------------------
+
+PII_KINDS = ("credential", "email", "iban", "card", "ip", "phone")
+"""Checked in this order; a span one kind claims is not matched again by a later one (an IBAN's digits are not a
+phone number)."""
+PLACEHOLDER = {kind: f"[{kind.upper()}]" for kind in PII_KINDS}
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# A phone number as people write one: an optional +country code, then at least three digit groups split by
+# spaces, dots, dashes or an area code in brackets. A bare run of digits (an order number) is not one.
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?\d{2,4}(?:[ .-]\d{2,5}){2,4}(?!\w)"
+                    r"|(?<![\w+])(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,5}(?!\w)"
+                    r"|(?<![\w+])\+\d{8,14}(?!\w)")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
+
+
+def _iban_ok(text: str) -> bool:
+    s = text.replace(" ", "")
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _ip_ok(text: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return not (ip.version == 6 and text.count(":") < 3)  # "12:30:45" is a time, not an address
+
+
+def _candidates(kind: str, text: str) -> Iterable[tuple[int, int]]:
+    if kind == "credential":
+        for _, pattern, group in secrets.PATTERNS:
+            for m in pattern.finditer(text):
+                yield m.start(group), m.end(group)
+    elif kind == "email":
+        yield from (m.span() for m in _EMAIL.finditer(text))
+    elif kind == "iban":
+        yield from (m.span() for m in _IBAN.finditer(text) if _iban_ok(m.group()))
+    elif kind == "card":
+        for m in _CARD.finditer(text):
+            digits = re.sub(r"\D", "", m.group())
+            if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
+                yield m.span()
+    elif kind == "ip":
+        yield from (m.span() for p in (_IPV4, _IPV6) for m in p.finditer(text) if _ip_ok(m.group()))
+    elif kind == "phone":
+        for m in _PHONE.finditer(text):
+            if 9 <= len(re.sub(r"\D", "", m.group())) <= 15:
+                yield m.span()
+
+
+def find_pii(text: str) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of every piece of personal data or secret in ``text``, in text order, spans disjoint."""
+    found: list[tuple[str, int, int]] = []
+    for kind in PII_KINDS:
+        for start, end in _candidates(kind, text):
+            if all(end <= s or start >= e for _, s, e in found):
+                found.append((kind, start, end))
+    return sorted(found, key=lambda f: f[1])
+
+
+def mask_pii(text: str) -> str:
+    """``text`` with each find replaced by its kind's placeholder (``[EMAIL]``): the model learns where such a value
+    goes, never the value."""
+    for kind, start, end in reversed(find_pii(text)):
+        text = text[:start] + PLACEHOLDER[kind] + text[end:]
+    return text
+
+
+def shown(value: str) -> str:
+    """A find as a message may show it: its first two characters, the rest starred (``jo***``)."""
+    return value[:2] + "***"
+
+
+def mask_row(row: Any) -> Any:
+    """Every string of a row (its messages' contents included) passed through ``mask_pii``."""
+    if isinstance(row, str):
+        return mask_pii(row)
+    if isinstance(row, dict):
+        return {k: mask_row(v) for k, v in row.items()}
+    if isinstance(row, list):
+        return [mask_row(v) for v in row]
+    return row
+
+
+# --- language -------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _identifier() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_codes() -> tuple[str, ...]:
+    """The ISO 639-1 codes the detector knows."""
+    return tuple(_identifier().nb_classes)
+
+
+UNSURE = "unsure"
+MIN_CONFIDENCE = 0.5  # below this the detector's guess is reported as 'unsure' (short, mixed or code-only text)
+
+
+def language(text: str) -> Optional[str]:
+    """ISO 639-1 code of the text's language ('unsure' when the detector's probability is under 0.5); None for text
+    without letters."""
+    if not any(ch.isalpha() for ch in text):
+        return None
+    lang, prob = _identifier().classify(text)
+    return lang if prob >= MIN_CONFIDENCE else UNSURE

@@ -1,0 +1,294 @@
+"""Which rows become which split's examples: the one selection ``ftc plan`` counts and ``ftc train`` trains on.
+
+read -> check (malformed rows collected with file:line) -> empty rows dropped -> personal data (report, mask,
+drop or refuse) -> language filter -> duplicates (exact, case/whitespace) and near-duplicates (MinHash) grouped
+across every file -> one example per group kept (the held-out files first, so a training row never copies a test
+row) -> seeded split of the training file -> a held-out example whose group still has training members is moved
+back to training (only possible with ``data.dedup=false``) -> ``max_samples``.
+
+Torch-free, deterministic for a seed, and the same function in both processes: the plan's counts are the run's by
+construction (``tests/integration/test_data_quality.py`` holds them equal).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ftc.data import quality
+from ftc.data.formats import EmptyRow, RowError, check_row, near_key
+from ftc.data.load import MAX_SHOWN, RowProblems, read_rows
+from ftc.paths import resolve_path
+from ftc.plan import DataQuality
+
+ROLES = ("test", "validation", "train")
+"""The order files are read and grouped in: held-out files first, so a group's kept example is a held-out one."""
+DROP_REASONS = ("empty", "pii", "language", "duplicates", "near_duplicates")
+"""Why a row is not trained on or evaluated, in the order the selection decides it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The data settings the selection depends on (the same names in ``DataConfig`` and the Plan's ``DataSpec``)."""
+
+    paths: tuple[tuple[str, str], ...]
+    """(role, path) of each file given."""
+    format: str
+    fields: tuple[tuple[str, str], ...]
+    dedup: bool
+    near_dup_threshold: Optional[float]
+    pii: str
+    languages: tuple[str, ...]
+    validation_fraction: float
+    test_fraction: float
+    max_samples: Optional[int]
+    seed: int
+
+    @classmethod
+    def of(cls, data: Any, seed: int) -> Settings:
+        """From a ``DataConfig`` (plan time) or a ``DataSpec`` (train time)."""
+        keys = {"train": "path", "validation": "validation_path", "test": "test_path"}
+        paths = tuple((role, getattr(data, key)) for role, key in keys.items() if getattr(data, key, None))
+        return cls(paths=paths, format=data.format, fields=tuple(sorted(dict(data.fields).items())),
+                   dedup=bool(data.dedup), near_dup_threshold=data.near_dup_threshold, pii=data.pii,
+                   languages=tuple(data.languages or ()), validation_fraction=float(data.validation_fraction),
+                   test_fraction=float(data.test_fraction), max_samples=data.max_samples, seed=int(seed))
+
+
+@dataclass
+class Example:
+    role: str
+    """The file it was read from (train, validation, test)."""
+    path: str
+    line: int
+    row: dict[str, Any]
+    """The row as read (personal data masked when data.pii=mask): what the runtime formats and tokenizes."""
+    values: dict[str, Any]
+    """Its fields by the format's names (``formats.check_row``)."""
+    language: Optional[str] = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass
+class Shown:
+    """A count and the first few examples of it as ``file:line ...`` lines."""
+
+    count: int = 0
+    shown: list[str] = field(default_factory=list)
+
+    def add(self, line: str, n: int = 1) -> None:
+        self.count += n
+        if len(self.shown) < MAX_SHOWN:
+            self.shown.append(line)
+
+
+@dataclass
+class Selection:
+    splits: dict[str, list[Example]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    """Rows read per file (malformed ones included)."""
+    problems: dict[str, RowProblems] = field(default_factory=dict)
+    """Malformed rows per file: any makes the data unusable (``ftc plan`` refuses it, ``ftc train`` too)."""
+    dropped: Counter = field(default_factory=lambda: Counter(dict.fromkeys(DROP_REASONS, 0)))
+    """Rows not trained on or evaluated, by reason (every reason, 0 included): empty, pii, language, duplicates
+    (exact or case/whitespace), near_duplicates (MinHash, data.near_dup_threshold)."""
+    near_groups: Shown = field(default_factory=Shown)
+    """Groups of two or more near-duplicate examples, shown as ``kept ~ dropped (J=0.91)``."""
+    leaked: Shown = field(default_factory=Shown)
+    """Training rows dropped because they (nearly) duplicate a test or validation row."""
+    moved: Shown = field(default_factory=Shown)
+    """Held-out examples moved back to training because their near-duplicates train (data.dedup=false)."""
+    pii: dict[str, Shown] = field(default_factory=dict)
+    """Personal data and secrets found, by kind (quality.PII_KINDS), the value masked in what is shown."""
+    languages: Counter = field(default_factory=Counter)
+    """Detected language of every example read (before the language filter)."""
+    language_dropped: Shown = field(default_factory=Shown)
+    compared_on: str = ""
+    """What near-duplicates are compared on (text every row shares left out)."""
+
+    def counts(self) -> dict[str, int]:
+        return {role: len(self.splits.get(role) or []) for role in ("train", "validation", "test")}
+
+    def quality(self) -> DataQuality:
+        """The findings as the Plan records them (``ftc train`` reports the same)."""
+        return DataQuality(
+            checked=True, compared_on=self.compared_on, near_groups=self.near_groups.count,
+            near_shown=tuple(self.near_groups.shown), leaked=self.leaked.count, leaked_shown=tuple(self.leaked.shown),
+            moved=self.moved.count, moved_shown=tuple(self.moved.shown),
+            pii={k: v.count for k, v in sorted(self.pii.items())},
+            pii_shown=tuple(line for lines in itertools.zip_longest(*(v.shown for v in self.pii.values()))
+                            for line in lines if line)[:MAX_SHOWN],  # one of each kind first
+            languages=dict(self.languages.most_common()))
+
+
+def select(settings: Settings) -> Selection:
+    """The selection of ``settings``' files (raises DataError when a file as a whole cannot be read)."""
+    sel = Selection()
+    fields = dict(settings.fields)
+    read: dict[str, list[Example]] = {}
+    for role in ROLES:
+        path = dict(settings.paths).get(role)
+        if path:
+            read[role] = _read(role, resolve_path(path), settings, fields, sel)
+    if any(p.count for p in sel.problems.values()):
+        return sel
+    pool = [ex for role in ROLES for ex in read.get(role, [])]
+    groups = _deduplicate(pool, settings, sel)
+    kept = {role: [ex for ex in read.get(role, []) if id(ex) in groups] for role in ROLES}
+    train = kept["train"]
+    rng = random.Random(settings.seed)
+    held = {role: kept[role] if role in read else None for role in ("test", "validation")}
+    if held["test"] is None or held["validation"] is None:
+        rng.shuffle(train)
+        n = len(train)
+        for role, fraction in (("test", settings.test_fraction), ("validation", settings.validation_fraction)):
+            if held[role] is None:
+                k = int(n * fraction)
+                held[role], train = train[:k], train[k:]
+        train = _move_leaks(train, held, groups, sel)
+    if settings.max_samples:
+        train = train[: settings.max_samples]
+    sel.splits = {"train": train, "validation": held["validation"], "test": held["test"]}
+    return sel
+
+
+def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel: Selection) -> list[Example]:
+    problems = sel.problems.setdefault(role, RowProblems(path))
+    examples, rows = [], 0
+    for line, row in read_rows(path):
+        rows += 1
+        if isinstance(row, RowError):
+            problems.add(line, str(row))
+            continue
+        try:
+            values = check_row(row, settings.format, fields)
+        except EmptyRow:
+            sel.dropped["empty"] += 1
+            continue
+        except RowError as e:
+            problems.add(line, str(e))
+            continue
+        example = Example(role, path, line, row, values)
+        if _personal_data(example, settings, fields, sel):
+            continue
+        examples.append(example)
+    sel.rows[role] = rows
+    return examples
+
+
+def _personal_data(ex: Example, settings: Settings, fields: dict[str, str], sel: Selection) -> bool:
+    """Counts what the example holds; masks it (data.pii=mask). True when the example is dropped."""
+    finds = [(kind, text[s:e]) for text in quality.pieces(ex.values, settings.format)
+             for kind, s, e in quality.find_pii(text)]
+    for kind, value in finds:
+        sel.pii.setdefault(kind, Shown()).add(f"{ex.where}: {kind} {quality.shown(value)}")
+    if not finds:
+        return False
+    if settings.pii == "drop":
+        sel.dropped["pii"] += 1
+        return True
+    if settings.pii == "mask":
+        ex.row = quality.mask_row(ex.row)
+        ex.values = check_row(ex.row, settings.format, fields)
+    return False
+
+
+def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dict[int, int]:
+    """Filters the pool by language, groups it (equal case/whitespace-folded fields, or near-duplicates at the
+    threshold) and keeps the first of each group; with data.dedup=false training members are kept too, unless their
+    group holds a held-out example. Returns id(example) -> its group for the examples kept."""
+    all_pieces = [quality.pieces(ex.values, settings.format) for ex in pool]
+    shared = quality.boilerplate([p for ex, p in zip(pool, all_pieces) if ex.role == "train"] or all_pieces)
+    own = [quality.own_text(p, shared) for p in all_pieces]
+    sel.compared_on = _compared_on(settings.format, shared)
+    survivors = []
+    for ex, p in zip(pool, own):
+        ex.language = quality.language(p)
+        sel.languages[ex.language or "none"] += 1
+        if settings.languages and ex.language not in (*settings.languages, quality.UNSURE, None):
+            sel.dropped["language"] += 1
+            sel.language_dropped.add(f"{ex.where}: {ex.language}")
+            continue
+        survivors.append((ex, p))
+
+    parent = list(range(len(survivors)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)  # the root is the group's first member (held-out files come first)
+
+    folded = [near_key(ex.values) for ex, _ in survivors]
+    first_of: dict[int, int] = {}
+    for i, key in enumerate(folded):
+        union(first_of.setdefault(key, i), i)
+    link: dict[int, tuple[int, float]] = {}
+    """A near-duplicate partner of an example (the earliest), for the pairs the plan shows."""
+    if settings.near_dup_threshold is not None:
+        distinct = sorted(first_of.values())  # one example per folded key: the others are duplicates already
+        sets = [quality.shingles(survivors[i][1]) for i in distinct]
+        for a, b, score in quality.near_duplicate_pairs(sets, settings.near_dup_threshold):
+            i, j = distinct[a], distinct[b]
+            union(i, j)
+            link.setdefault(j, (i, score))
+            link.setdefault(i, (j, score))
+    keep: dict[int, int] = {}
+    near_groups: set[int] = set()
+    for i, (ex, _) in enumerate(survivors):
+        root = find(i)
+        if root == i:
+            keep[id(ex)] = root
+            continue
+        first = survivors[root][0]
+        near = folded[i] != folded[root]
+        if near:
+            near_groups.add(root)
+            j, score = link.get(first_of[folded[i]], (root, 0.0))
+            sel.near_groups.add(f"{survivors[j][0].where} ~ {ex.where} (J={score:.2f})", 0)
+        if ex.role == "train" and first.role != "train":
+            sel.leaked.add(f"{first.where} ({first.role}) ~ {ex.where}")
+        elif ex.role == "train" and not settings.dedup:
+            keep[id(ex)] = root
+            continue
+        sel.dropped["near_duplicates" if near else "duplicates"] += 1
+    sel.near_groups.count = len(near_groups)
+    return keep
+
+
+def _move_leaks(train: list[Example], held: dict[str, Optional[list[Example]]], groups: dict[int, int],
+                sel: Selection) -> list[Example]:
+    """Held-out examples split from the training file whose group has a member in training go back to training."""
+    in_train = {groups[id(ex)] for ex in train}
+    for role in ("test", "validation"):
+        if held[role] is None:
+            continue
+        stay = []
+        for ex in held[role]:
+            if groups[id(ex)] in in_train:
+                sel.moved.add(f"{ex.where} ({role} -> train)")
+                train.append(ex)
+            else:
+                stay.append(ex)
+        held[role] = stay
+    return train
+
+
+def _compared_on(fmt: str, shared: frozenset[str]) -> str:
+    what = {"chat": "message contents", "preference": "prompt, chosen and rejected",
+            "alpaca": "instruction, input and output"}.get(fmt, "every text field")
+    if not shared:
+        return what
+    return f"{what}, without the {len(shared)} line{'s' if len(shared) > 1 else ''} of text more than half the rows " \
+           "share (a fixed instruction or system prompt)"

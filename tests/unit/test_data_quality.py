@@ -1,0 +1,203 @@
+"""Near-duplicates, personal data and language of rows (ftc.data.quality), and the selection that applies them
+(ftc.data.select): torch-free, what `ftc plan` runs on every row."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from ftc.data import quality
+from ftc.data.select import Settings, select
+from tests.conftest import write_jsonl
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("kind, text, value", [
+    ("email", "write to anna.berg+support@example.co.uk today", "anna.berg+support@example.co.uk"),
+    ("phone", "call +44 20 7946 0958 after six", "+44 20 7946 0958"),
+    ("phone", "call (555) 123-4567", "(555) 123-4567"),
+    ("iban", "refund to DE89 3704 0044 0532 0130 00 please", "DE89 3704 0044 0532 0130 00"),
+    ("iban", "GB82WEST12345698765432", "GB82WEST12345698765432"),
+    ("card", "card 4111 1111 1111 1111 expired", "4111 1111 1111 1111"),
+    ("card", "card 5500-0000-0000-0004", "5500-0000-0000-0004"),
+    ("ip", "blocked from 203.0.113.42 again", "203.0.113.42"),
+    ("ip", "and from 2001:db8::ff00:42:8329", "2001:db8::ff00:42:8329"),
+    ("credential", "key AKIAIOSFODNN7EXAMPLE leaked", "AKIAIOSFODNN7EXAMPLE"),
+    ("credential", "token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+])
+def test_each_kind_of_personal_data_is_found_and_masked(kind, text, value):
+    found = quality.find_pii(text)
+    assert [(k, text[s:e]) for k, s, e in found] == [(kind, value)]
+    masked = quality.mask_pii(text)
+    assert value not in masked and quality.PLACEHOLDER[kind] in masked
+
+
+@pytest.mark.parametrize("text", [
+    "order 1020 failed with error 403",          # ids and codes
+    "the card 4111 1111 1111 1112 was declined",  # fails the Luhn check
+    "IBAN DE89 3704 0044 0532 0130 01",           # fails mod 97
+    "since 2024-01-15 at 12:30:45",               # a date and a time
+    "order 123456789012 is late",                  # a bare run of digits
+    "version 1.2.3 of the app",                    # not four octets
+    "ip 300.1.2.3 is not one",                     # octet out of range
+])
+def test_numbers_that_are_not_personal_data_are_left_alone(text):
+    assert quality.find_pii(text) == []
+
+
+def test_a_shown_value_is_masked():
+    assert quality.shown("anna.berg@example.com") == "an***"
+
+
+def test_language_of_text_and_unsure_for_short_text():
+    assert quality.language("Mein Paket ist beschädigt angekommen und ich möchte es zurückschicken.") == "de"
+    assert quality.language("My package arrived damaged and I would like to send it back.") == "en"
+    assert quality.language("ok") == quality.UNSURE
+    assert quality.language("1234 5678") is None
+    assert "de" in quality.language_codes() and "en" in quality.language_codes()
+
+
+def test_near_duplicates_are_found_and_distinct_texts_are_not():
+    texts = ["Hello, my package for order 1013 has not arrived yet. This is urgent.",
+             "Hi team, my package for order 1013 has not arrived yet. This is urgent.",
+             "The mobile app crashes when I open the settings page. No rush.",
+             "The web dashboard does not load in my browser. Thanks."]
+    pairs = quality.near_duplicate_pairs([quality.shingles(t) for t in texts], 0.8)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+    assert pairs[0][2] >= 0.8  # confirmed on the exact 5-gram sets
+    again = quality.near_duplicate_pairs([quality.shingles(t) for t in texts], 0.8)
+    assert again == pairs  # deterministic (seeded MinHash, crc32): plan and train agree
+
+
+def test_text_most_rows_share_is_left_out_of_the_comparison():
+    rows = [["Triage the ticket.\n\nTicket: a", "x"], ["Triage the ticket.\n\nTicket: b", "y"],
+            ["Triage the ticket.\n\nTicket: c", "z"]]
+    shared = quality.boilerplate(rows)
+    assert shared == {"Triage the ticket."}
+    assert quality.own_text(rows[0], shared) == "Ticket: a\nx"
+
+
+def _settings(path, **kw):
+    data = SimpleNamespace(path=str(path), validation_path=None, test_path=None, format="alpaca", fields={},
+                           dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
+                           validation_fraction=0.1, test_fraction=0.1, max_samples=None)
+    for k, v in kw.items():
+        setattr(data, k, v)
+    return Settings.of(data, seed=42)
+
+
+TICKETS = [f"The {app} app shows error {code} when I {verb}." for app in ("mobile", "web", "desktop")
+           for code in (401, 500) for verb in ("log in", "upload files", "open settings", "export a report",
+                                               "change my plan")]
+
+
+def _rows(tickets):
+    return [{"instruction": "Triage.", "input": t, "output": f"team {i % 3}"} for i, t in enumerate(tickets)]
+
+
+def test_selection_keeps_one_of_each_near_duplicate_group_and_names_the_pair(tmp_path):
+    rows = _rows(TICKETS) + [{**_rows(TICKETS)[0], "input": "Hi, " + TICKETS[0]}]
+    sel = select(_settings(write_jsonl(tmp_path / "t.jsonl", rows)))
+    assert sel.dropped["near_duplicates"] == 1 and sel.near_groups.count == 1
+    assert sel.near_groups.shown[0].startswith(f"{tmp_path}/t.jsonl:1 ~ {tmp_path}/t.jsonl:31")
+    assert sum(sel.counts().values()) == len(TICKETS)
+
+
+def test_a_training_copy_of_a_test_row_is_dropped_and_named(tmp_path):
+    test = write_jsonl(tmp_path / "test.jsonl", _rows(TICKETS[:5]))
+    train = write_jsonl(tmp_path / "train.jsonl", _rows(TICKETS[5:]) + [{**_rows(TICKETS)[2], "input": "Hello, "
+                                                                         + TICKETS[2]}])
+    sel = select(_settings(train, test_path=str(test)))
+    assert sel.leaked.count == 1 and f"{test}:3 (test) ~ {train}:26" == sel.leaked.shown[0]
+    assert sel.counts()["test"] == 5
+    # Kept with data.dedup=false among training rows, never across the split.
+    assert select(_settings(train, test_path=str(test), dedup=False)).leaked.count == 1
+
+
+def test_without_dedup_a_split_never_straddles_a_group(tmp_path):
+    rows = _rows(TICKETS) * 2  # every ticket twice
+    sel = select(_settings(write_jsonl(tmp_path / "t.jsonl", rows), dedup=False))
+    train = {ex.values["input"] for ex in sel.splits["train"]}
+    held = [ex for role in ("test", "validation") for ex in sel.splits[role]]
+    assert sel.moved.count > 0 and not any(ex.values["input"] in train for ex in held)
+
+
+@pytest.mark.parametrize("action", ["report", "mask", "drop"])
+def test_personal_data_actions(tmp_path, action):
+    rows = _rows(TICKETS)
+    rows[3]["input"] += " Mail anna.berg@example.com."
+    sel = select(_settings(write_jsonl(tmp_path / "t.jsonl", rows), pii=action))
+    assert sel.pii["email"].count == 1 and sel.pii["email"].shown == [f"{tmp_path}/t.jsonl:4: email an***"]
+    kept = [ex for split in sel.splits.values() for ex in split or []]
+    texts = [ex.row["input"] for ex in kept]
+    if action == "drop":
+        assert sel.dropped["pii"] == 1 and len(kept) == len(rows) - 1
+    elif action == "mask":
+        assert any("[EMAIL]" in t for t in texts) and not any("anna.berg" in t for t in texts)
+    else:
+        assert any("anna.berg@example.com" in t for t in texts)
+
+
+def test_language_filter_keeps_the_chosen_languages(tmp_path):
+    rows = _rows(TICKETS) + [{"instruction": "Triage.", "input": "Mein Paket ist beschädigt angekommen, bitte "
+                                                                  "schicken Sie ein neues.", "output": "team 1"}]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    assert select(_settings(path)).languages["de"] == 1
+    sel = select(_settings(path, languages=("en",)))
+    assert sel.dropped["language"] == 1 and sel.language_dropped.shown == [f"{path}:31: de"]
+
+
+MESSY = "ftc/assets/sample_messy/"
+
+
+def test_the_messy_sample_plan_names_every_planted_fault():
+    from tests.conftest import plan_for
+
+    plan = plan_for(["data=sample_messy"])
+    q = plan.data.quality
+    assert q.pii == {kind: 3 for kind in ("card", "credential", "email", "iban", "ip", "phone")}
+    assert q.leaked == 20 and all(MESSY + "test.jsonl:" in line and MESSY + "train.jsonl:" in line
+                                  for line in q.leaked_shown)
+    assert q.languages["de"] == 30 and q.near_groups > 0
+    warnings = "\n".join(plan.warnings)
+    assert "data.pii: personal data or secrets" in warnings and "train.jsonl:22: email an***" in warnings
+    assert "anna.berg" not in plan.to_json()  # what is shown is masked, in the plan and in its JSON
+    assert "data.test_path: 20 training rows (nearly) duplicate" in warnings
+    assert "data.languages: the data is in several languages (en 92%, de 8%)" in warnings
+    english = plan_for(["data=sample_messy", "data.languages=[en]"])
+    assert english.data.dropped["language"] == 30 and "data.languages" not in "\n".join(english.warnings)
+
+
+def test_refused_personal_data_and_unknown_language_codes_are_plan_errors():
+    from tests.conftest import plan_for
+
+    refused = plan_for(["data=sample_messy", "data.pii=refuse"])
+    assert any(e.startswith("data.pii: personal data or secrets in the rows (3 card") for e in refused.errors)
+    unknown = plan_for(["data.languages=[english]"])
+    assert any(e.startswith("data.languages: unknown language code(s) ['english']") for e in unknown.errors)
+
+
+def test_the_built_in_samples_are_clean():
+    from tests.conftest import plan_for
+
+    for overrides in ([], ["data=sample_chat"], ["data=sample_preference", "objective=dpo"],
+                      ["data=sample_kto", "objective=kto"]):
+        plan = plan_for(overrides)
+        assert not any(plan.data.dropped.values()) and plan.data.quality.leaked == 0, overrides
+        assert plan.data.quality.near_groups == 0 and not plan.data.quality.pii, overrides
+
+
+def test_plan_writes_the_data_card(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "--data-card", str(tmp_path / "card"),
+                        "data=sample_messy"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = (tmp_path / "card" / "data_card.md").read_text()
+    assert "| train | " in card and "**Clean test set**: 20 training rows" in card
+    assert "3 email" in card and "de 30" in card and "![tokens per example](data_tokens.png)" in card
+    assert (tmp_path / "card" / "data_tokens.png").stat().st_size > 1000
+    assert "anna.berg" not in card
