@@ -53,19 +53,21 @@ def test_an_adapter_of_another_base_model_is_refused(tmp_path):
     assert r.returncode == 2 and "model.adapter: the adapter was trained on mistralai/Mistral-7B-v0.3" in r.stdout
 
 
-@pytest.mark.parametrize("objective", ["orpo", "kto"])
-def test_orpo_and_kto_demos_learn_the_preference(objective, tmp_path):
+# KTO sees each pair as two unpaired rows, so half the pairs per step: on the near-duplicate-free pairs it needs 80
+# steps for what ORPO learns in 40 (preference accuracy 48% -> 57% at 40 steps, -> 75% at 80; 2026-12-02).
+@pytest.mark.parametrize("objective, steps", [("orpo", 40), ("kto", 80)])
+def test_orpo_and_kto_demos_learn_the_preference(objective, steps, tmp_path):
     """ORPO (no reference model) and KTO (the built-in pairs unpaired) through TRL's trainers: the tuned model
     prefers the chosen answers more often than the base on held-out pairs; the run does the plan's steps and
     measures its tokens."""
-    r = ftc("train", f"objective={objective}", "data=sample_preference", *QUICK, "train.max_steps=40",
+    r = ftc("train", f"objective={objective}", "data=sample_preference", *QUICK, f"train.max_steps={steps}",
             "eval.max_samples=60", f"output_dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     plan = json.loads((tmp_path / "plan.json").read_text())
     ev = summary["eval"]
     assert ev["tuned"]["preference_accuracy"] >= ev["base"]["preference_accuracy"] + 0.1, ev
-    assert summary["actual"]["steps"] == plan["schedule"]["steps"] == 40
+    assert summary["actual"]["steps"] == plan["schedule"]["steps"] == steps
     assert summary["actual"]["tokens_per_s"] > 0
     assert "preference accuracy" in (tmp_path / "report.md").read_text()
     assert "Tried to track the number of tokens" not in r.stderr  # a quiet console

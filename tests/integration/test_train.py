@@ -17,9 +17,10 @@ from tests.integration.helpers import FAST, fast_plan, losses, save_tiny_arch  #
 
 pytestmark = pytest.mark.integration
 
-# Losses of the first 6 logged steps of FAST on the default experiment (seed 42, fp32, 2 CPU threads).
-GOLDEN_LOSSES = [7.7223896980285645, 7.772982597351074, 6.840919017791748, 6.459053993225098, 5.683300018310547,
-                 5.120147228240967]
+# Losses of the first 6 logged steps of FAST on the default experiment (seed 42, fp32, 2 CPU threads), on the
+# sample as regenerated near-duplicate-free (ftc.data.make_sample, 2026-12-02).
+GOLDEN_LOSSES = [7.544984817504883, 7.939081192016602, 7.141650199890137, 5.7074737548828125, 5.279990196228027,
+                 4.53190803527832]
 
 
 def _logits(model, tokenizer, text="### Instruction:\nTriage the ticket\n\n### Response:\n"):
@@ -220,13 +221,29 @@ def test_cli_train_writes_the_run_dir_contract(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("config.yaml", "plan.json", "metrics.jsonl", "adapter/adapter_model.safetensors",
-                 "adapter/tokenizer.json", "summary.json", "report.md", "loss.png", "events.jsonl"):
+                 "adapter/tokenizer.json", "summary.json", "report.md", "loss.png", "events.jsonl", "data_card.md",
+                 "data_tokens.png"):
         assert (run / name).exists(), name
     assert not list(run.rglob(".hydra"))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["eval"]["base"] and summary["eval"]["tuned"] and summary["actual"]["tokens_per_s"] > 0
-    assert "## Evaluation on the held-out test split" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "## Evaluation on the held-out test split" in report
+    assert "## Data" in report and "**Clean test set**: no training example" in report  # the data card, embedded
     assert "verdict" in summary["eval"]
+
+
+def test_messy_data_trains_masked_and_the_report_says_what_was_found(tmp_path):
+    """data=sample_messy (planted near-copies of test rows, personal data, German rows) with data.pii=mask: the run
+    trains, and its report.md holds the data card with the clean-test-set statement and the counts per kind."""
+    run = tmp_path / "messy"
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *FAST, "data=sample_messy", "data.pii=mask",
+                        f"output_dir={run}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (run / "report.md").read_text()
+    assert "**Clean test set**: 20 training rows that (nearly) duplicate test or validation rows were dropped" in report
+    assert "3 email" in report and "(`data.pii=mask`)" in report and "de 30" in report
+    assert "anna.berg" not in report and "anna.berg" not in (run / "summary.json").read_text()
 
 
 def test_bad_data_row_at_train_time_is_one_message_naming_file_and_line(tmp_path):
