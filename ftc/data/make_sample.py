@@ -115,7 +115,7 @@ def build(seed: int = 1234, sizes: dict[str, int] | None = None) -> dict[str, li
         if ex["input"] not in seen:
             seen.add(ex["input"])
             candidates.append(ex)
-    pairs = near_duplicate_pairs([shingles(ex["input"] + "\n" + ex["output"]) for ex in candidates], 0.8)
+    pairs = list(near_duplicate_pairs([shingles(ex["input"] + "\n" + ex["output"]) for ex in candidates], 0.8))
     near: dict[int, list[int]] = {}
     for i, j, _ in pairs:
         near.setdefault(j, []).append(i)

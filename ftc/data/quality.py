@@ -16,7 +16,7 @@ import functools
 import ipaddress
 import re
 import zlib
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ftc import secrets
 
@@ -70,10 +70,13 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float) -> list[tuple[int, int, float]]:
-    """(i, j, Jaccard) with i < j for every pair at or above ``threshold`` that MinHash LSH proposes; each proposal
-    is confirmed on the exact 5-gram sets, so a reported pair is never a false positive. Deterministic: fixed seed
-    and a stable hash (crc32), so ``ftc plan`` and ``ftc train`` in different processes find the same pairs."""
+def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float,
+                         connected: Optional[Callable[[int, int], bool]] = None) -> Iterator[tuple[int, int, float]]:
+    """Yields (i, j, Jaccard) with i < j, in order, for every pair at or above ``threshold`` that MinHash LSH
+    proposes; each proposal is confirmed on the exact 5-gram sets, so a pair is never a false positive. A proposal
+    that ``connected(i, j)`` says is already grouped is not confirmed (a templated file proposes many per group).
+    Deterministic: fixed seed and a stable hash (crc32), so ``ftc plan`` and ``ftc train`` in different processes
+    find the same pairs."""
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
@@ -81,12 +84,10 @@ def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float) -> list
     with lsh.insertion_session() as session:
         for i, m in enumerate(hashes):
             session.insert(i, m, check_duplication=False)
-    pairs = []
     for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            if j > i and (score := jaccard(sets[i], sets[j])) >= threshold:
-                pairs.append((i, j, score))
-    return sorted(pairs)
+        for j in sorted(lsh.query(m)):
+            if j > i and not (connected and connected(i, j)) and (score := jaccard(sets[i], sets[j])) >= threshold:
+                yield i, j, score
 
 
 # --- personal data and secrets -------------------------------------------------------------------------------
@@ -154,14 +155,16 @@ def _candidates(kind: str, text: str) -> Iterable[tuple[int, int]]:
                 yield m.span()
 
 
-def find_pii(text: str) -> list[tuple[str, int, int]]:
-    """(kind, start, end) of every piece of personal data or secret in ``text``, in text order, spans disjoint."""
+@functools.lru_cache(maxsize=8192)
+def find_pii(text: str) -> tuple[tuple[str, int, int], ...]:
+    """(kind, start, end) of every piece of personal data or secret in ``text``, in text order, spans disjoint.
+    Memoized: a fixed instruction or system prompt is scanned once, not once per row."""
     found: list[tuple[str, int, int]] = []
     for kind in PII_KINDS:
         for start, end in _candidates(kind, text):
             if all(end <= s or start >= e for _, s, e in found):
                 found.append((kind, start, end))
-    return sorted(found, key=lambda f: f[1])
+    return tuple(sorted(found, key=lambda f: f[1]))
 
 
 def mask_pii(text: str) -> str:

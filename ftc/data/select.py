@@ -239,7 +239,8 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
     if settings.near_dup_threshold is not None:
         distinct = sorted(first_of.values())  # one example per folded key: the others are duplicates already
         sets = [quality.shingles(survivors[i][1]) for i in distinct]
-        for a, b, score in quality.near_duplicate_pairs(sets, settings.near_dup_threshold):
+        grouped = lambda a, b: find(distinct[a]) == find(distinct[b])  # noqa: E731 - read where it is used
+        for a, b, score in quality.near_duplicate_pairs(sets, settings.near_dup_threshold, grouped):
             i, j = distinct[a], distinct[b]
             union(i, j)
             link.setdefault(j, (i, score))

@@ -30,7 +30,7 @@ def make_file(path: Path, rows: int) -> None:
         for i in range(rows):
             ex = ms.make_example(rng)
             if i % 100 == 7:
-                ex["input"] += " " + pii[i % len(pii)]
+                ex["input"] += " " + pii[(i // 100) % len(pii)]
             if i % 20 == 3:
                 category = rng.choice(sorted(ms.GERMAN))
                 problem = rng.choice(ms.GERMAN[category]).format(**{k: rng.choice(v) for k, v in ms.SLOTS.items()})
@@ -57,7 +57,7 @@ def stages(path: Path) -> dict[str, float]:
     langs = [quality.language(text) for text in own]
     out["language_s"], out["german_rows"] = time.perf_counter() - t, langs.count("de")
     t = time.perf_counter()
-    pairs = quality.near_duplicate_pairs([quality.shingles(text) for text in own], 0.8)
+    pairs = list(quality.near_duplicate_pairs([quality.shingles(text) for text in own], 0.8))
     out["near_duplicates_s"], out["near_duplicate_pairs"] = time.perf_counter() - t, len(pairs)
     return out
 
