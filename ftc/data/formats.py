@@ -46,15 +46,9 @@ ALPACA = {
 ROLES = ("system", "user", "assistant")
 
 
-def dedup_keys(values: dict[str, Any]) -> tuple[int, int]:
-    """(exact, near) keys of an example from its checked fields (``check_row``): equal exact keys are duplicates,
-    equal near keys are the same example up to case and whitespace. The data pipeline drops a row whose near key it
-    has seen, and ``ftc plan`` counts with the same keys, so the plan's example counts are the run's."""
-    return _digest(json.dumps(values, sort_keys=True, ensure_ascii=False)), near_key(values)
-
-
 def near_key(values: dict[str, Any]) -> int:
-    """The near key of ``dedup_keys`` alone (what the plan counts with)."""
+    """The key of an example from its checked fields (``check_row``) up to case and whitespace: equal keys are
+    duplicates (``ftc.data.select`` groups them with the near-duplicates MinHash finds)."""
     return _digest(json.dumps(_fold(values), sort_keys=True, ensure_ascii=False))
 
 

@@ -127,9 +127,9 @@ def selected(spec: DataSpec, seed: int) -> Selection:
         if problems.count:
             raise DataError(problems_message(problems, role, spec.format))
     if spec.pii == "refuse" and sel.pii:
-        found = [line for v in sel.pii.values() for line in v.shown]
-        raise DataError(f"personal data or secrets in the data (data.pii=refuse): {len(found)} shown:\n  "
-                        + "\n  ".join(found))
+        counts = ", ".join(f"{v.count} {kind}" for kind, v in sorted(sel.pii.items()))
+        raise DataError(f"personal data or secrets in the rows ({counts}; data.pii=refuse):\n  "
+                        + "\n  ".join(sel.quality().pii_shown) + "\nfix: remove them, or data.pii=mask / drop")
     return sel
 
 

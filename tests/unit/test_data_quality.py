@@ -201,3 +201,18 @@ def test_plan_writes_the_data_card(tmp_path):
     assert "3 email" in card and "de 30" in card and "![tokens per example](data_tokens.png)" in card
     assert (tmp_path / "card" / "data_tokens.png").stat().st_size > 1000
     assert "anna.berg" not in card
+
+
+def test_the_runtime_refuses_what_the_plan_refuses():
+    """A plan.json run as it is (a Ray worker, `ftc train` of a saved plan) repeats the refusal, not a silent run."""
+    import dataclasses
+
+    from ftc.errors import DataError
+    from ftc.runtime.data import selected
+    from tests.conftest import plan_for
+
+    plan = plan_for(["data=sample_messy"])
+    refused = dataclasses.replace(plan.data, pii="refuse")
+    with pytest.raises(DataError, match=r"personal data or secrets in the rows \(3 card, 3 credential"):
+        selected(refused, plan.train.seed)
+    assert selected(plan.data, plan.train.seed).counts() == plan.data.examples
