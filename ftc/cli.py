@@ -189,9 +189,10 @@ def _calibrate(argv: list[str]) -> None:
     before = plan(overrides)
     print(f"ftc: probing {before.hardware.name} with a model of {before.model.name}'s shape (under a minute)...",
           file=sys.stderr)
-    result = calibrate.run(before, name)
-    after = plan(overrides + [f"hardware={name}"])  # compose registers the new profile
-    print(calibrate.report(before, after, result["measured"]))
+    with exit_on_error():
+        result = calibrate.run(before, name, overrides)
+        after = plan(overrides + [f"hardware={name}"])  # compose registers the new profile
+        print(calibrate.report(before, after, result["measured"], overrides))
     print(f"ftc: wrote {result['profile']}: use it with hardware={name}")
 
 

@@ -46,31 +46,42 @@ def _arch(s: dict[str, int]) -> est.Arch:
                     gated_mlp=True)
 
 
-def probe(plan: Plan) -> dict[str, Any]:
+LONG = 16  # steps of the long probe runs (the short one: 4)
+
+
+def probe_plan(overrides: list[str], micro: int, steps: int, output_dir: str = "/tmp/ftc-probe") -> Plan:
+    """A probe is an experiment: the user's, at one micro batch of ``micro`` sequences for ``steps`` steps, locally,
+    without validation, checkpoints or loggers, compiled (every rule runs) like any other."""
+    from ftc.compiler.frontend import plan
+    from ftc.errors import UserError
+
+    p = plan([*overrides, "launcher=local", "train.epochs=null", f"train.max_steps={steps}",
+              f"train.micro_batch_size={micro}", f"train.global_batch_size={micro}", "train.report_to=[none]",
+              "train.eval_steps=1000000", "train.save_steps=1000000", "train.early_stopping_patience=null",
+              f"output_dir={output_dir}"])
+    if p.errors:
+        raise UserError("ftc calibrate: the probe of this experiment does not compile:\n  " + "\n  ".join(p.errors))
+    return p
+
+
+def probe(plan: Plan, overrides: list[str]) -> dict[str, Any]:
     """The experiment itself for a few steps when its model is small (every real cost is in: data collation,
     padding, the plan's loss, the Trainer's per-step work), else a synthetic probe on a proxy of its width."""
     if plan.model.params <= PROXY_LIMIT and "://" not in plan.data.path:
-        return _probe_experiment(plan)
+        return _probe_experiment(plan, overrides)
     return _probe_synthetic(plan)
 
 
-def _probe_experiment(plan: Plan, short: int = 4, long: int = 16) -> dict[str, Any]:
+def _probe_experiment(plan: Plan, overrides: list[str], short: int = 4, long: int = LONG) -> dict[str, Any]:
     """Runs the experiment's own training for a few steps; the difference of a short and a long run at the plan's
     micro batch cancels the Trainer's start-up, and a long run at a quarter of it gives the fixed cost per step."""
-    import dataclasses
     import tempfile
 
     from ftc.runtime.train import train
 
     def run(micro: int, steps: int) -> tuple[float, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            p = dataclasses.replace(
-                plan, output_dir=tmp, deepspeed=None,
-                batch=dataclasses.replace(plan.batch, micro=micro, grad_accum=1, global_=micro),
-                train=dataclasses.replace(plan.train, max_steps=steps, logging_steps=plan.train.logging_steps,
-                                          report_to=(), early_stopping_patience=None),
-                schedule=dataclasses.replace(plan.schedule, eval_steps=10 ** 6, save_steps=10 ** 6))
-            figures = train(p, tmp)
+            figures = train(probe_plan(overrides, micro, steps, tmp), tmp)
         return figures["train_runtime_s"], figures["tokens_seen"]
 
     big = max(2, plan.batch.micro)
@@ -89,7 +100,7 @@ def _probe_experiment(plan: Plan, short: int = 4, long: int = 16) -> dict[str, A
             "step_s": [step_small, step_big], "fixed_step_s": fixed, "tokens_per_s": tokens_big / step_big,
             "achieved_tflops": plan.time.train_flops_per_token / per_token / 1e12, "real_tokens_per_step": tokens_big,
             "how": f"the experiment itself: {short} and {long} steps at micro batch {big}, {long} at {small}",
-            **decode}
+            "proxy": False, **decode}
 
 
 def _decode_probe(plan: Plan, s: dict[str, int]) -> dict[str, Any]:
@@ -162,7 +173,7 @@ def _probe_synthetic(plan: Plan, repeats: int = 4) -> dict[str, Any]:
     return {"shape": s, "seq": seq, "micro": [small, big], "step_s": [t_small, t_big], "fixed_step_s": fixed,
             "tokens_per_s": big * seq / t_big, "achieved_tflops": achieved / 1e12, "real_tokens_per_step": big * seq,
             "how": f"a {s['layers']}-layer proxy of width {s['hidden']} on random tokens, micro batches {small} and "
-                   f"{big}", **_decode_probe(plan, s)}
+                   f"{big}", "proxy": True, **_decode_probe(plan, s)}
 
 
 def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
@@ -198,14 +209,15 @@ def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(plan: Plan, name: str) -> dict[str, Any]:
+def run(plan: Plan, name: str, overrides: list[str]) -> dict[str, Any]:
+    """Probes the experiment of ``overrides`` (compiled as ``plan``) and writes the profile ``name``."""
     import tempfile
 
     from ftc.runtime import console
 
     with tempfile.TemporaryDirectory() as logs:
         console.setup(logs, plan.hardware.accelerator)  # the libraries' noise goes to a log, as in a run
-        measured = probe(plan)
+        measured = probe(plan, overrides)
     target = user_hardware_dir() / f"{name}.yaml"
     from ftc.runtime import artifacts
 
@@ -217,20 +229,21 @@ def _seconds(x: float) -> str:
     return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 
 
-def report(before: Plan, after: Plan, measured: dict[str, Any]) -> str:
-    """Predicted (by the profile the experiment had, and by the calibrated one) vs measured."""
+def report(before: Plan, after: Plan, measured: dict[str, Any], overrides: list[str]) -> str:
+    """Predicted (by the profile the experiment had, and by the calibrated one) vs measured. The predictions are the
+    compiler's own time model: the probe's micro-step compiled as an experiment on each profile."""
     small, big = measured["micro"]
-    tokens = measured["real_tokens_per_step"]
 
-    def step(plan: Plan) -> float:
-        hw = plan.hardware
-        return tokens * plan.time.train_flops_per_token / (hw.peak_tflops * 1e12 * hw.mfu) + hw.step_overhead_s
+    def step(hardware: str) -> tuple[float, float]:
+        """(seconds, real tokens/s) of one micro-step of ``big`` sequences, as the plan predicts them."""
+        p = probe_plan([*overrides, f"hardware={hardware}"], big, LONG)
+        return p.schedule.tokens_per_step / p.time.tokens_per_s, p.time.tokens_per_s
 
+    (s_before, r_before), (s_after, r_after) = step(before.hardware.name), step(after.hardware.name)
+    what = "measured (proxy)" if measured.get("proxy") else "measured"
     rows = [
-        (f"micro-step of {big} sequences", _seconds(step(before)), _seconds(measured["step_s"][1]),
-         _seconds(step(after))),
-        ("training tokens/s", f"{tokens / step(before):,.0f}", f"{measured['tokens_per_s']:,.0f}",
-         f"{tokens / step(after):,.0f}"),
+        (f"micro-step of {big} sequences", _seconds(s_before), _seconds(measured["step_s"][1]), _seconds(s_after)),
+        ("training tokens/s", f"{r_before:,.0f}", f"{measured['tokens_per_s']:,.0f}", f"{r_after:,.0f}"),
         ("fixed cost per micro-step", _seconds(before.hardware.step_overhead_s), _seconds(measured["fixed_step_s"]),
          _seconds(after.hardware.step_overhead_s)),
         ("the experiment: training", f"{before.time.train_hours * 3600:.0f} s", "-",
@@ -238,7 +251,7 @@ def report(before: Plan, after: Plan, measured: dict[str, Any]) -> str:
         ("the experiment: validation + evaluation", f"{before.time.eval_hours * 3600:.0f} s", "-",
          f"{after.time.eval_hours * 3600:.0f} s"),
     ]
-    head = ("", f"predicted ({before.hardware.name})", "measured", f"predicted ({after.hardware.name})")
+    head = ("", f"predicted ({before.hardware.name})", what, f"predicted ({after.hardware.name})")
     width = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in [head] + rows) + \
         f"\n(probe: {measured['how']}; decode {_seconds(measured['decode_step_s'])} per step of 16 prompts)"
