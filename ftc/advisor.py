@@ -9,7 +9,6 @@ CPU profiles describe this machine, not something to rent: ``hardware=cpu`` sele
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from importlib.resources import files
@@ -22,23 +21,45 @@ AUTO = "hardware=auto"
 
 
 @dataclass(frozen=True)
+class Sums:
+    """A sweep's totals on one profile: every trial's plan summed."""
+
+    usd: float
+    on_demand_usd: float
+    spot_usd: Optional[float]
+    hours: float
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Option:
     hardware: str
     overrides: tuple[str, ...]
     """What to add to the experiment's overrides to run on this profile (hardware and launcher)."""
     plan: Plan
+    """The compiled plan on this profile (a sweep's first trial, when ``sums`` holds the totals)."""
     why_not: str
     """Empty when the profile can run the experiment; else its first error."""
+    sums: Optional[Sums] = None
+
+    @property
+    def usd(self) -> float:
+        return self.sums.usd if self.sums else self.plan.cost.usd
+
+    @property
+    def hours(self) -> float:
+        return self.sums.hours if self.sums else self.plan.time.hours
 
     def row(self) -> dict[str, Any]:
-        p = self.plan
-        tokens = p.schedule.tokens
+        p, s = self.plan, self.sums
+        tokens = s.tokens if s else p.schedule.tokens
         return {
             "hardware": self.hardware, "launcher": p.launcher.kind, "workers": p.world_size,
             "zero_stage": p.train.zero_stage, "fits": p.memory.fits, "memory_gb": p.memory.per_device_gb,
-            "device_gb": p.memory.device_gb, "hours": p.time.hours, "usd": p.cost.usd,
-            "on_demand_usd": p.cost.on_demand_usd, "spot_usd": p.cost.spot_usd,
-            "usd_per_m_tokens": round(p.cost.usd / tokens * 1e6, 3) if tokens else None,
+            "device_gb": p.memory.device_gb, "hours": self.hours, "usd": self.usd,
+            "on_demand_usd": s.on_demand_usd if s else p.cost.on_demand_usd,
+            "spot_usd": s.spot_usd if s else p.cost.spot_usd,
+            "usd_per_m_tokens": round(self.usd / tokens * 1e6, 3) if tokens else None,
             "ok": not self.why_not, "why_not": self.why_not,
         }
 
@@ -83,7 +104,7 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
         extra = (f"hardware={name}", "launcher=ray" if devices > 1 else "launcher=local")  # a Ray worker per device
         plan = compile_config(compose(base + list(extra)))  # one composition per profile (~0.2 s each)
         options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else ""))
-    options.sort(key=lambda o: (bool(o.why_not), o.plan.cost.usd, o.plan.time.hours, o.hardware))
+    options.sort(key=lambda o: (bool(o.why_not), o.usd, o.hours, o.hardware))
     chosen = options[0] if options and not options[0].why_not else None
     return options, chosen
 
@@ -91,9 +112,9 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
 def decision(options: list[Option], chosen: Option) -> str:
     runner_up = next((o for o in options if o is not chosen and not o.why_not), None)
     line = (f"hardware={chosen.hardware} (hardware=auto: the cheapest of {len(options)} GPU profiles that fits and "
-            f"meets the budget, ${chosen.plan.cost.usd:.2f} in {chosen.plan.time.hours:.2f} h")
+            f"meets the budget, ${chosen.usd:.2f} in {chosen.hours:.2f} h")
     if runner_up:
-        line += f"; runner-up {runner_up.hardware}, ${runner_up.plan.cost.usd:.2f} in {runner_up.plan.time.hours:.2f} h"
+        line += f"; runner-up {runner_up.hardware}, ${runner_up.usd:.2f} in {runner_up.hours:.2f} h"
     return line + ")"
 
 
@@ -123,17 +144,14 @@ def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option
     totals = []
     for name, opts in by_name.items():
         why_not = next((f"trial {i}: {o.why_not}" for i, o in enumerate(opts) if o.why_not), "")
-        plan = opts[0].plan
         spots = [o.plan.cost.spot_usd for o in opts]
-        cost = dataclasses.replace(plan.cost, usd=round(sum(o.plan.cost.usd for o in opts), 2),
-                                   on_demand_usd=round(sum(o.plan.cost.on_demand_usd for o in opts), 2),
-                                   spot_usd=None if None in spots else round(sum(spots), 2))
-        hours = round(sum(o.plan.time.hours for o in opts), 4)
-        total = dataclasses.replace(plan, cost=cost, time=dataclasses.replace(plan.time, hours=hours),
-                                    schedule=dataclasses.replace(plan.schedule,
-                                                                 tokens=sum(o.plan.schedule.tokens for o in opts)))
-        totals.append(Option(name, opts[0].overrides, total, why_not))
-    totals.sort(key=lambda o: (bool(o.why_not), o.plan.cost.usd, o.plan.time.hours, o.hardware))
+        sums = Sums(usd=round(sum(o.plan.cost.usd for o in opts), 2),
+                    on_demand_usd=round(sum(o.plan.cost.on_demand_usd for o in opts), 2),
+                    spot_usd=None if None in spots else round(sum(spots), 2),
+                    hours=round(sum(o.plan.time.hours for o in opts), 4),
+                    tokens=sum(o.plan.schedule.tokens for o in opts))
+        totals.append(Option(name, opts[0].overrides, opts[0].plan, why_not, sums))
+    totals.sort(key=lambda o: (bool(o.why_not), o.usd, o.hours, o.hardware))
     chosen = totals[0] if totals and not totals[0].why_not else None
     differ = [f"trial {i} ({' '.join(t)}) alone would choose {c.hardware}" for i, (t, (_, c)) in
               enumerate(zip(trials, per_trial)) if chosen and c is not None and c.hardware != chosen.hardware]

@@ -60,17 +60,15 @@ def _with_extra_overrides(argv: list[str], extra: list[str]) -> list[str]:
 
 
 # --- plan ----------------------------------------------------------------------------------------------------------
-def _with_advice(plan: Any, advice: Any) -> Any:
-    """Records hardware=auto's choice, runner-up and whole ranked table in the plan."""
+def _choice(advice: Any) -> Any:
+    """hardware=auto's choice as the compiler records it: the decision line (choice and runner-up) and the whole
+    ranked table (plan.json ``hardware_table``); None without hardware=auto."""
     if advice is None:
-        return plan
-    import dataclasses
-
+        return None
     from ftc.advisor import decision
 
     options, chosen = advice
-    return dataclasses.replace(plan, decisions=(decision(options, chosen),) + plan.decisions,
-                               hardware_table=tuple(o.row() for o in options))
+    return decision(options, chosen), tuple(o.row() for o in options)
 
 
 def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
@@ -108,8 +106,7 @@ def _plan(argv: list[str]) -> None:
         from ftc.render import errors_text, plan_table
 
         with exit_on_error():
-            plan, facts = compile_with_facts(cfg)
-            plan = _with_advice(plan, advice)
+            plan, facts = compile_with_facts(cfg, _choice(advice))
         print(plan.to_json() if as_json else plan_table(plan))
         if card_dir:
             print(f"data card: {data_card(plan, facts, card_dir, cfg.model.chars_per_token)}", file=sys.stderr)
@@ -156,7 +153,7 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     from ftc.render import errors_text
     from ftc.runtime.artifacts import prepare_run_dir
 
-    plan = _with_advice(compile_config(cfg), advice)
+    plan = compile_config(cfg, _choice(advice))
     if plan.errors:
         raise UserError(errors_text(plan))
     hc = HydraConfig.get()

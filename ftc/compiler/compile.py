@@ -715,8 +715,11 @@ def spec_from(spec: type, section: Any, **decided: Any) -> Any:
     return spec(**values)
 
 
-def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
-    """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``."""
+def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tuple[dict[str, Any], ...]]] = None
+            ) -> Plan:  # noqa: A001 - the domain word
+    """Compiles a typed experiment into a Plan; problems land in ``plan.errors`` / ``plan.warnings``.
+    ``hardware_choice``: how ``hardware=auto`` chose this profile (its decision line and the ranked table of every
+    profile, ``ftc.advisor``), recorded first among the decisions and as ``hardware_table``."""
     value_problems, cfg = rules.value_problems(cfg)  # out-of-range values: refused, and compiled as their defaults
     draft = Draft()
     if value_problems:
@@ -842,8 +845,8 @@ def compile(cfg: Config, facts: Facts) -> Plan:  # noqa: A001 - the domain word
         budget=spec_from(BudgetSpec, cfg.budget),
         output_dir=cfg.output_dir,
         findings=tuple(problems),  # Plan.errors / Plan.warnings select by severity
-        decisions=tuple(draft.decisions),
-        hardware_table=(),
+        decisions=((hardware_choice[0],) if hardware_choice else ()) + tuple(draft.decisions),
+        hardware_table=hardware_choice[1] if hardware_choice else (),
     )
 
 

@@ -48,16 +48,17 @@ def plan(overrides: Sequence[str] = ()) -> Plan:
     return compile_config(compose(overrides))
 
 
-def compile_config(cfg: Any) -> Plan:
-    """DictConfig (or typed Config) -> Plan: facts are gathered here, so ``compile`` stays pure."""
-    return compile_with_facts(cfg)[0]
+def compile_config(cfg: Any, hardware_choice: Any = None) -> Plan:
+    """DictConfig (or typed Config) -> Plan: facts are gathered here, so ``compile`` stays pure. ``hardware_choice``
+    records how hardware=auto chose (``compile``)."""
+    return compile_with_facts(cfg, hardware_choice)[0]
 
 
-def compile_with_facts(cfg: Any) -> tuple[Plan, Any]:
+def compile_with_facts(cfg: Any, hardware_choice: Any = None) -> tuple[Plan, Any]:
     """``compile_config`` and the facts it compiled from (the data card reads the measured token lengths)."""
     typed = cfg if isinstance(cfg, Config) else to_typed(cfg)
     facts = gather(typed)
-    return compile(typed, facts), facts
+    return compile(typed, facts, hardware_choice), facts
 
 
 def data_card(plan: Plan, facts: Any, directory: str, chars_per_token: float) -> str:
