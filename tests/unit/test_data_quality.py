@@ -216,3 +216,18 @@ def test_the_runtime_refuses_what_the_plan_refuses():
     with pytest.raises(DataError, match=r"personal data or secrets in the rows \(3 card, 3 credential"):
         selected(refused, plan.train.seed)
     assert selected(plan.data, plan.train.seed).counts() == plan.data.examples
+
+
+def test_chat_and_message_pairs_compare_their_turns_without_the_shared_system_prompt(tmp_path):
+    system = {"role": "system", "content": "You triage support tickets."}
+    chats = [{"messages": [system, {"role": "user", "content": t}, {"role": "assistant", "content": f"team {i % 3}"}]}
+             for i, t in enumerate(TICKETS)]
+    chats.append({"messages": [system, {"role": "user", "content": "Hello! " + TICKETS[4]},
+                               {"role": "assistant", "content": "team 1"}]})
+    sel = select(_settings(write_jsonl(tmp_path / "c.jsonl", chats), format="chat"))
+    assert sel.dropped["near_duplicates"] == 1 and "without the 1 line" in sel.compared_on
+    pairs = [{"chosen": [{"role": "user", "content": t}, {"role": "assistant", "content": "team 1"}],
+              "rejected": [{"role": "user", "content": t}, {"role": "assistant", "content": "team 2"}]}
+             for t in TICKETS]
+    sel = select(_settings(write_jsonl(tmp_path / "p.jsonl", pairs + pairs[:1]), format="preference"))
+    assert sel.dropped["duplicates"] == 1 and sum(sel.counts().values()) == len(TICKETS)
