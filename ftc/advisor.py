@@ -69,12 +69,10 @@ def profiles() -> list[str]:
     return sorted(p.name[:-5] for p in files("ftc.conf").joinpath("hardware").iterdir() if p.name.endswith(".yaml"))
 
 
-def _profile_shape(name: str) -> tuple[str, int]:
-    """A shipped profile's accelerator and device count, from its YAML and the profiles it builds on (``a10g_x4``
-    on ``a10g``), so that each profile is composed once, with its launcher."""
+def profile_values(name: str) -> dict[str, Any]:
+    """A shipped profile's fields as Hydra composes them: its YAML over the profiles it builds on (``a10g_x4`` on
+    ``a10g``), the child winning."""
     import yaml
-
-    from ftc.config.schema import HardwareConfig
 
     values: dict[str, Any] = {}
     chain, seen = [name], set()
@@ -85,10 +83,29 @@ def _profile_shape(name: str) -> tuple[str, int]:
         parents = [d for d in data.get("defaults", []) if isinstance(d, str) and d != "_self_"
                    and not d.startswith("base_")]
         chain.extend(parents[:1])
-    defaults = HardwareConfig()
+    return values
+
+
+def _profile_shape(name: str) -> tuple[str, int]:
+    """A shipped profile's accelerator and device count."""
+    from ftc.config.schema import HardwareConfig
+
+    values, defaults = profile_values(name), HardwareConfig()
     accelerator = values.get("accelerator", defaults.accelerator)
     return accelerator, int(values.get("gpus_per_node", defaults.gpus_per_node)) * int(values.get("nodes",
                                                                                               defaults.nodes))
+
+
+def on_profile(cfg: Any, name: str) -> Any:
+    """The composed experiment ``cfg`` with its hardware group swapped for the profile ``name``: what composing
+    ``hardware=<name>`` gives (tests/unit/test_composition.py holds them equal), without composing again."""
+    from omegaconf import OmegaConf
+
+    from ftc.config.schema import HardwareConfig
+
+    out = cfg.copy()
+    out.hardware = OmegaConf.merge(OmegaConf.structured(HardwareConfig), profile_values(name))
+    return out
 
 
 def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
@@ -96,13 +113,24 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
     from ftc.compiler.frontend import compile_config, compose
 
     base = [o for o in overrides if not o.startswith(("hardware=", "launcher="))]
+    # One composition per launcher, the profile swapped in (a composition is ~0.2 s, a compile ~1 ms); an override
+    # of a hardware field must apply on top of each profile, so it is composed per profile as Hydra would.
+    per_profile = any(o.lstrip("+~").startswith("hardware.") for o in base)
+    composed: dict[str, Any] = {}
     options = []
     for name in profiles():
         accelerator, devices = _profile_shape(name)
         if accelerator != "cuda":
             continue
-        extra = (f"hardware={name}", "launcher=ray" if devices > 1 else "launcher=local")  # a Ray worker per device
-        plan = compile_config(compose(base + list(extra)))  # one composition per profile (~0.2 s each)
+        launcher = "launcher=ray" if devices > 1 else "launcher=local"  # a Ray worker per device
+        extra = (f"hardware={name}", launcher)
+        if per_profile:
+            cfg = compose(base + list(extra))
+        else:
+            if launcher not in composed:
+                composed[launcher] = compose(base + [launcher])
+            cfg = on_profile(composed[launcher], name)
+        plan = compile_config(cfg)
         options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else ""))
     options.sort(key=lambda o: (bool(o.why_not), o.usd, o.hours, o.hardware))
     chosen = options[0] if options and not options[0].why_not else None

@@ -34,3 +34,20 @@ def test_typed_helper_equals_hydra_compose(overrides, hydra_compose):
 
     hydra = dataclasses.replace(to_typed(hydra_compose(overrides)), output_dir="runs/test")
     assert typed_config(overrides) == hydra
+
+
+def test_a_profile_swapped_into_a_composition_equals_composing_it(hydra_compose):
+    """hardware=auto composes once per launcher and swaps each profile in (advisor.on_profile): the typed config
+    must be what composing hardware=<profile> gives, for every shipped GPU profile."""
+    from ftc.advisor import _profile_shape, on_profile, profiles
+    from ftc.compiler.frontend import to_typed
+
+    base = ["model=llama3_8b", "method=qlora"]
+    for name in profiles():
+        accelerator, devices = _profile_shape(name)
+        if accelerator != "cuda":
+            continue
+        launcher = "launcher=ray" if devices > 1 else "launcher=local"
+        swapped = to_typed(on_profile(hydra_compose(base + [launcher]), name))
+        composed = to_typed(hydra_compose(base + [launcher, f"hardware={name}"]))
+        assert dataclasses.replace(swapped, output_dir="x") == dataclasses.replace(composed, output_dir="x"), name
