@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from ftc.errors import UserError
@@ -56,9 +55,7 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
 
     run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
-    if max_samples:
-        plan = dataclasses.replace(plan, eval=dataclasses.replace(plan.eval, max_samples=max_samples))
-    result = evaluate_run(plan, plan.output_dir)
+    result = evaluate_run(plan, plan.output_dir, max_samples)
     artifacts.atomic_write_json(Path(run_dir) / "eval.json", result)
     for name in ("base", "start", "tuned"):
         m = result.get(name)

@@ -91,8 +91,10 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return outputs
 
 
-def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized: Any, plan: Plan) -> dict[str, Any]:
-    examples = test[: plan.eval.max_samples]
+def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized: Any, plan: Plan,
+          limit: int | None = None) -> dict[str, Any]:
+    """Held-out metrics on the first ``limit`` test examples (default: the plan's eval.max_samples)."""
+    examples = test[: limit or plan.eval.max_samples]
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], plan.eval.max_new_tokens)
     loss = completion_loss(model, test_tokenized, tokenizer.pad_token_id or 0)
     n = max(len(examples), 1)
@@ -133,11 +135,11 @@ def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16,
     return outs
 
 
-def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
+def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: int | None = None) -> dict[str, Any]:
     """Labelled answers (data.format=kto) on the held-out rows: the log-likelihood margin of the desirable over the
     undesirable answers, base and tuned, and label accuracy: the share of rows whose implied reward
     beta x (log p_tuned - log p_base) has the sign of its label (KTO's notion of reward)."""
-    data = splits.test_tokenized.select(range(min(plan.eval.max_samples, len(splits.test_tokenized))))
+    data = splits.test_tokenized.select(range(min(limit or plan.eval.max_samples, len(splits.test_tokenized))))
     labels = list(data["label"])
     pad = tokenizer.pad_token_id or 0
 
@@ -172,10 +174,10 @@ def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dic
     return {"tuned": tuned, "base": base, "examples": examples, "verdict": verdict}
 
 
-def score_pairs(model: Any, tokenizer: Any, splits: Any, plan: Plan) -> dict[str, Any]:
+def score_pairs(model: Any, tokenizer: Any, splits: Any, plan: Plan, limit: int | None = None) -> dict[str, Any]:
     """Preference accuracy (the chosen completion more likely than the rejected one) and the mean log-likelihood
     margin, on the held-out pairs; greedy generations for the report."""
-    data = splits.test_tokenized.select(range(min(plan.eval.max_samples, len(splits.test_tokenized))))
+    data = splits.test_tokenized.select(range(min(limit or plan.eval.max_samples, len(splits.test_tokenized))))
     chosen, rejected = pair_logps(model, data, tokenizer.pad_token_id or 0)
     n = max(len(chosen), 1)
     k = min(plan.eval.num_examples_in_report, len(splits.test))
@@ -197,13 +199,13 @@ def _at_start(plan: Plan, model: Any, scoring: Any) -> dict[str, Any] | None:
         model.set_adapter("default")
 
 
-def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
-    tuned = score_pairs(model, tokenizer, splits, plan)
-    start = _at_start(plan, model, lambda: score_pairs(model, tokenizer, splits, plan))  # SFT -> DPO
+def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: int | None = None) -> dict[str, Any]:
+    tuned = score_pairs(model, tokenizer, splits, plan, limit)
+    start = _at_start(plan, model, lambda: score_pairs(model, tokenizer, splits, plan, limit))  # SFT -> DPO
     base = None
     if plan.eval.compare_base and plan.method.peft:
         with model.disable_adapter():
-            base = score_pairs(model, tokenizer, splits, plan)
+            base = score_pairs(model, tokenizer, splits, plan, limit)
         (tc, tr), (bc, br) = tuned["_logps"], base["_logps"]
         # DPO's implicit reward of the tuned model against the base: beta x the change of the chosen-rejected margin.
         tuned["reward_margin"] = plan.objective.beta * sum((a - b) - (c - d) for a, b, c, d in zip(tc, bc, tr, br)) \
@@ -230,12 +232,13 @@ def pair_verdict(tuned: dict, base: dict | None) -> str:
             f"reward margin {tuned['reward_margin']:.3f}")
 
 
-def score_rewards(model: Any, tokenizer: Any, test: list[dict[str, str]], plan: Plan) -> dict[str, Any]:
+def score_rewards(model: Any, tokenizer: Any, test: list[dict[str, str]], plan: Plan,
+                  limit: int | None = None) -> dict[str, Any]:
     """GRPO's rewards (summed with their weights) of the model's greedy completions of the held-out prompts, each
     reward's mean, and exact match."""
     from ftc.data.rewards import build
 
-    examples = test[: plan.eval.max_samples]
+    examples = test[: limit or plan.eval.max_samples]
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples],
                            min(plan.eval.max_new_tokens, plan.objective.max_completion_length))
     answers = [e["completion"] for e in examples]
@@ -251,14 +254,14 @@ def score_rewards(model: Any, tokenizer: Any, test: list[dict[str, str]], plan: 
             "samples": len(examples), "predictions": predictions}
 
 
-def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> dict[str, Any]:
+def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: int | None = None) -> dict[str, Any]:
     """Base, the starting adapter (model.adapter, when GRPO continues an SFT run) and tuned, on the same prompts."""
-    tuned = score_rewards(model, tokenizer, splits.test, plan)
-    start = _at_start(plan, model, lambda: score_rewards(model, tokenizer, splits.test, plan))
+    tuned = score_rewards(model, tokenizer, splits.test, plan, limit)
+    start = _at_start(plan, model, lambda: score_rewards(model, tokenizer, splits.test, plan, limit))
     base = None
     if plan.eval.compare_base and plan.method.peft:
         with model.disable_adapter():
-            base = score_rewards(model, tokenizer, splits.test, plan)
+            base = score_rewards(model, tokenizer, splits.test, plan, limit)
     k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [{"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
                  "base": (start or base)["predictions"][i] if (start or base) else None}
@@ -277,8 +280,9 @@ def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any) -> di
     return result
 
 
-def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
-    """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter."""
+def evaluate_run(plan: Plan, run_dir: str, limit: int | None = None) -> dict[str, Any]:
+    """Scores the tuned model loaded from ``run_dir`` and, with PEFT, the base via disable_adapter, on the first
+    ``limit`` test examples (default: the plan's eval.max_samples; ``ftc eval RUN_DIR max_samples=N``)."""
     from ftc.runtime.data import build
     from ftc.runtime.model import load_base_model, load_tuned
 
@@ -286,20 +290,20 @@ def evaluate_run(plan: Plan, run_dir: str) -> dict[str, Any]:
     splits = build(plan.data, tokenizer, plan.train.seed)
     evaluation = TRAINERS[plan.objective.trainer].evaluation
     if evaluation == "pairs" and plan.data.format == "kto":
-        return _evaluate_labels(plan, model, tokenizer, splits)
+        return _evaluate_labels(plan, model, tokenizer, splits, limit)
     if evaluation == "pairs":
-        return _evaluate_pairs(plan, model, tokenizer, splits)
+        return _evaluate_pairs(plan, model, tokenizer, splits, limit)
     if evaluation == "reward":
-        return _evaluate_rewards(plan, model, tokenizer, splits)
-    tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
+        return _evaluate_rewards(plan, model, tokenizer, splits, limit)
+    tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
     base = None
     if plan.eval.compare_base:
         if plan.method.peft:
             with model.disable_adapter():
-                base = score(model, tokenizer, splits.test, splits.test_tokenized, plan)
+                base = score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
         else:
             base_model = load_base_model(plan, for_training=False)
-            base = score(base_model, tokenizer, splits.test, splits.test_tokenized, plan)
+            base = score(base_model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
             del base_model
     k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [
