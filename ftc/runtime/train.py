@@ -447,7 +447,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
             stopper.restore()
     wall = time.time() - start
     if stopper is not None and stopper.signal:
-        _stopped(stopper, run)
+        _stopped(stopper, run, plan.train.preemption_grace_s)
     # Training throughput counts training steps only: the Trainer's validation passes (it runs one at the end even
     # when eval_steps > max_steps) and checkpoint saves are timed apart and reported on their own lines.
     validation_s, checkpoints_s = trainer.seconds["validation"], trainer.seconds["checkpoints"]
@@ -483,15 +483,22 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     return (figures, trainer.model, tokenizer) if return_model else figures
 
 
-def _stopped(stopper: Any, run: Path) -> None:
-    """Records the signal's stop and raises it as a resumable, incomplete run (exit 143 / 130)."""
+def _stopped(stopper: Any, run: Path, grace_s: float) -> None:
+    """Records the signal's stop and raises it as a resumable, incomplete run (exit 143 / 130). A save that took
+    longer than ``grace_s`` (train.preemption_grace_s) is said loudly: on a real preemption the provider would
+    have killed the process first, and the run would resume from the checkpoint before."""
     checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
     kind = "preempted" if stopper.signal == "SIGTERM" else "interrupted"
     saved_s = time.time() - stopper.received_at
+    within = saved_s <= grace_s
     artifacts.event(run, kind, signal=stopper.signal, step=stopper.step, checkpoint=checkpoint,
-                    seconds_after_signal=round(saved_s, 2))
+                    seconds_after_signal=round(saved_s, 2), grace_s=grace_s, within_grace=within)
+    late = "" if within else (
+        f" That is longer than train.preemption_grace_s={grace_s:g}: a provider would have killed the process before "
+        "the save (fix: a smaller train.micro_batch_size for shorter steps, or a longer grace if the provider gives "
+        "one).")
     raise RunStopped(f"ftc: {kind} by {stopper.signal} at step {stopper.step}: checkpoint {checkpoint} saved "
-                     f"{saved_s:.1f} s after the signal. The run is not complete; re-run the same command (same "
+                     f"{saved_s:.1f} s after the signal.{late} The run is not complete; re-run the same command (same "
                      "output_dir) to resume from it.", EXIT_CODES[stopper.signal])
 
 

@@ -112,8 +112,25 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     assert "preempted by SIGTERM at step" in err and "resume" in err and "Traceback" not in err
     stopped = [e for e in events(run) if e["event"] == "preempted"][-1]
     assert 3 <= stopped["step"] < 60 and stopped["checkpoint"].endswith(f"checkpoint-{stopped['step']}")
+    assert stopped["within_grace"] is True and stopped["grace_s"] == 30
     assert (Path(stopped["checkpoint"]) / "trainer_state.json").exists() and not complete(run)
     r = ftc_train(run, *longer)
     assert r.returncode == 0, r.stderr[-2000:]
     assert complete(run)
     assert [e for e in events(run) if e["event"] == "resume"][-1]["checkpoint"] == stopped["checkpoint"]
+
+
+@pytest.mark.integration
+def test_a_save_slower_than_the_grace_period_is_said(tmp_path):
+    """The save after a preemption notice outlasting train.preemption_grace_s is recorded and named in the message,
+    with the fix: on a real spot preemption that checkpoint would not exist."""
+    from types import SimpleNamespace
+
+    from ftc.errors import RunStopped
+    from ftc.runtime.train import _stopped
+
+    stopper = SimpleNamespace(signal="SIGTERM", step=7, received_at=time.time() - 45)
+    with pytest.raises(RunStopped, match=r"longer than train.preemption_grace_s=30: a provider would have killed"):
+        _stopped(stopper, tmp_path, 30.0)
+    event = events(tmp_path)[-1]
+    assert event["event"] == "preempted" and event["within_grace"] is False and event["seconds_after_signal"] >= 45
