@@ -222,6 +222,9 @@ class TrainSpec:
     zero_stage: int
     save_total_limit: int
     early_stopping_patience: Optional[int]
+    preemption_grace_s: float
+    """Seconds a preemption notice leaves for the save (train.preemption_grace_s): a slower save is said at run
+    time."""
     logging_steps: int
     loss: str
     """selective | liger | model | trl: how the training loss is computed (decided; runtime/loss.py)."""
