@@ -464,8 +464,9 @@ def selection_facts(data: Any, seed: int) -> Optional[SelectionFacts]:
     run on the same files with the same settings and seed; None when a file cannot be read as a whole.
 
     Memoized in the process (a sweep or ``hardware=auto`` compiles many plans) and on disk under the cache root,
-    keyed by the files' contents, the settings and the detectors' versions: the MinHash and language passes cost
-    seconds on a large file, and a second ``ftc plan`` of the same data does not pay them again."""
+    keyed by the files' contents, the settings, the selection's code and the detectors' versions: the MinHash and
+    language passes cost seconds on a large file, and a second ``ftc plan`` of the same data does not pay them
+    again."""
     from ftc.data.select import Settings
 
     settings = Settings.of(data, seed)
@@ -484,6 +485,10 @@ def _selection_facts(settings: Any, stamps: tuple) -> Optional[SelectionFacts]:
 
     h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
                                    version("py3langid")], default=str).encode())
+    from ftc.data import formats, load, quality, select
+
+    for module in (select, quality, formats, load):  # the selection's own code: an upgraded ftc recomputes
+        h.update(Path(module.__file__).read_bytes())
     for path, _, _ in stamps:
         with open(resolve_path(path), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -231,3 +231,21 @@ def test_chat_and_message_pairs_compare_their_turns_without_the_shared_system_pr
              for t in TICKETS]
     sel = select(_settings(write_jsonl(tmp_path / "p.jsonl", pairs + pairs[:1]), format="preference"))
     assert sel.dropped["duplicates"] == 1 and sum(sel.counts().values()) == len(TICKETS)
+
+
+def test_the_selection_cache_is_keyed_by_the_files_contents(tmp_path, monkeypatch):
+    """A second plan of the same data reads the cached findings; an edited file (same size and second) is
+    selected again, never served stale."""
+    from ftc.compiler import facts
+
+    monkeypatch.setenv("FTC_CACHE", str(tmp_path / "cache"))
+    path = write_jsonl(tmp_path / "t.jsonl", _rows(TICKETS))
+    settings = _settings(path)
+    first = facts._selection_facts(settings, ((str(path), 0, 1),))
+    assert list((tmp_path / "cache" / "selection").glob("*.json"))
+    calls = []
+    monkeypatch.setattr(facts, "_select", lambda s: calls.append(s))
+    assert facts._selection_facts(settings, ((str(path), 0, 2),)) == first and not calls  # from disk
+    path.write_text(path.read_text().replace("team 0", "team 9"))
+    facts._selection_facts(settings, ((str(path), 0, 3),))
+    assert calls  # the contents changed: selected again
