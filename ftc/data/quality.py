@@ -209,9 +209,10 @@ UNSURE = "unsure"
 MIN_CONFIDENCE = 0.5  # below this the detector's guess is reported as 'unsure' (short, mixed or code-only text)
 
 
+@functools.lru_cache(maxsize=8192)
 def language(text: str) -> Optional[str]:
     """ISO 639-1 code of the text's language ('unsure' when the detector's probability is under 0.5); None for text
-    without letters."""
+    without letters. Memoized: duplicate rows (dropped later in the selection) are classified once."""
     if not any(ch.isalpha() for ch in text):
         return None
     lang, prob = _identifier().classify(text)
