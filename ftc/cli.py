@@ -26,6 +26,11 @@ commands:
   eval RUN_DIR                   held-out metrics of base vs tuned model
   generate RUN_DIR prompt="..."  generate with the tuned model
   merge RUN_DIR [out=DIR]        merge the adapter into the base model (safetensors + tokenizer)
+  export RUN_DIR [format=gguf|merged] [quant=f16|q8_0|q4_k_m]
+                                 GGUF for llama.cpp/Ollama (training's prompt format and stop tokens inside, an
+                                 Ollama Modelfile beside it), or the merged model
+  serve RUN_DIR [engine=auto|llama.cpp|vllm] [host=127.0.0.1] [port=8000] [quant=...]
+                                 an OpenAI-compatible endpoint (/v1/completions, /v1/chat/completions)
   sweep-report SWEEP_DIR         summary table + plot of a sweep
 
 examples:
@@ -232,6 +237,12 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
     elif name == "merge":
         run_dir, opts = _options(argv, {"out": str})
         commands.merge(run_dir, **opts)
+    elif name == "export":
+        run_dir, opts = _options(argv, {"format": str, "quant": str})
+        commands.export(run_dir, **opts)
+    elif name == "serve":
+        run_dir, opts = _options(argv, {"engine": str, "host": str, "port": int, "quant": str})
+        raise SystemExit(commands.serve(run_dir, **opts))
     elif name == "sweep-report":
         from ftc.sweep.report import write_report
 
@@ -257,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             _train(rest)
         elif command == "calibrate":
             _calibrate(rest)
-        elif command in ("eval", "generate", "merge", "sweep-report", RUN_PLAN):
+        elif command in ("eval", "generate", "merge", "export", "serve", "sweep-report", RUN_PLAN):
             _run_dir_command(command, rest)
         else:
             raise UserError(f"ftc: unknown command '{command}'\n\n{USAGE}")

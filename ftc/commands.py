@@ -1,7 +1,9 @@
-"""``ftc eval | generate | merge RUN_DIR``: work on a finished (or interrupted) run directory."""
+"""``ftc eval | generate | merge | export | serve RUN_DIR``: work on a finished (or interrupted) run directory."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 from ftc.errors import UserError
@@ -97,6 +99,137 @@ def generate(run_dir: str, prompt: str, max_new_tokens: int = 128, base: bool = 
         out = gen(model, tokenizer, [text], max_new_tokens)[0]
     print(out)
     return out
+
+
+def merged_model(run_dir: str) -> Path:
+    """The run's merged model: ``model/`` of a full fine-tune, else ``merged/`` (merged now when missing or older
+    than the adapter)."""
+    plan = load_plan(run_dir)
+    if not plan.method.peft:
+        return Path(run_dir) / "model"
+    merged, adapter = Path(run_dir) / "merged", Path(run_dir) / "adapter" / "adapter_model.safetensors"
+    if not (merged / "config.json").is_file() or (merged / "config.json").stat().st_mtime < adapter.stat().st_mtime:
+        merge(run_dir)
+    return merged
+
+
+def export(run_dir: str, format: str = "gguf", quant: str = "f16") -> str:
+    """``format=merged``: ``ftc merge``. ``format=gguf``: merged weights -> GGUF (``quant``) through llama.cpp's
+    converter and quantizer, with training's prompt format and stop tokens in its metadata, checked by reading it
+    back, and an Ollama Modelfile beside it, in ``RUN_DIR/gguf/<quant>/``."""
+    import tempfile
+
+    from ftc.runtime import export as ex
+    from ftc.runtime.artifacts import atomic_write_json
+    from ftc.runtime.data import adds_bos
+    from ftc.runtime.model import load_tokenizer
+
+    if format == "merged":
+        return merge(run_dir)
+    if format != "gguf":
+        raise UserError(f"ftc: export format={format}: expected gguf or merged")
+    if quant not in ex.QUANTS:
+        raise UserError(f"ftc: export quant={quant}: expected one of {', '.join(ex.QUANTS)}")
+    version = ex.llama_cpp_version()  # before any work: the engine is installed
+    run_dir = local_run(run_dir)
+    plan = load_plan(run_dir)
+    source = merged_model(run_dir)
+    tokenizer = load_tokenizer(plan, str(source))
+    fmt = ex.prompt_format(plan, tokenizer)
+    outtype, ftype = ex.QUANTS[quant]
+    target = Path(run_dir) / "gguf" / quant
+    with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=Path(run_dir)) as work:
+        tmp.mkdir()
+        out, log = tmp / "model.gguf", Path(run_dir) / "gguf" / f"export-{quant}.log"
+        log.write_text("")
+        staged = ex.stage(source, Path(work), fmt)
+        converted = out if ftype is None else Path(work) / "model-f16.gguf"
+        print(f"ftc: converting {source} with llama.cpp's converter (llama-cpp-python {version}) to {outtype}",
+              file=sys.stderr)
+        ex.convert(staged, converted, outtype, log)
+        if ftype is not None:
+            print(f"ftc: quantizing to {quant} with llama.cpp's quantizer", file=sys.stderr)
+            ex.quantize(converted, out, ftype)
+        meta = ex.gguf_metadata(out)
+        expected = {"tokenizer.chat_template": fmt.chat_template,
+                    "tokenizer.ggml.eos_token_id": tokenizer.eos_token_id,
+                    "tokenizer.ggml.add_bos_token": adds_bos(tokenizer)}
+        wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+        if wrong:
+            raise UserError("ftc: the GGUF does not carry the run's tokenizer settings: "
+                            + "; ".join(f"{k} is {got!r}, trained with {want!r}" for k, (got, want) in wrong.items()))
+        text, no_template = ex.modelfile(out.name, fmt, tokenizer.eos_token, plan.data.max_length)
+        (tmp / "Modelfile").write_text(text)
+        if no_template:
+            print(f"ftc: warning: the Modelfile has no TEMPLATE: {no_template}", file=sys.stderr)
+        atomic_write_json(tmp / "export.json", {
+            "format": "gguf", "quant": quant, "file": out.name, "bytes": out.stat().st_size,
+            "sha256": ex.sha256(out), "llama_cpp_python": version, "source": str(source),
+            "data_format": plan.data.format, "stop": list(fmt.stop), "completion_prefix": fmt.completion_prefix,
+            "completion_suffix": fmt.completion_suffix, "probe_prompt": _probe_prompt(plan),
+            "ollama_template": no_template is None, "metadata": meta})
+    size = (target / "model.gguf").stat().st_size
+    print(f"ftc: GGUF {quant} ({size / 1e6:.1f} MB) -> {target / 'model.gguf'}; Ollama: "
+          f"`ollama create NAME -f {target / 'Modelfile'}`; serve it: `ftc serve {run_dir} quant={quant}`")
+    return str(target / "model.gguf")
+
+
+def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int = 8000,
+          quant: str | None = None) -> int:
+    """An OpenAI-compatible endpoint for the run on an existing engine (``ftc.compiler.serving`` decides which)."""
+    import importlib.util
+    import os
+    import shutil
+
+    from ftc.compiler.serving import ServeFacts, ServeRequest, decide
+    from ftc.runtime import serve as sv
+    from ftc.runtime.model import model_path
+
+    run_dir = local_run(run_dir)
+    plan = load_plan(run_dir)
+    run = Path(run_dir)
+    vllm = os.environ.get("FTC_VLLM") or shutil.which("vllm")
+    cuda = False
+    if vllm:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    facts = ServeFacts(run_dir=str(run), gguf=tuple(q.name for q in sorted((run / "gguf").glob("*"))
+                                                    if (q / "model.gguf").is_file()),
+                       merged=(run / "merged" / "config.json").is_file(), base=model_path(plan.model), cuda=cuda,
+                       vllm=vllm if vllm and Path(vllm).is_file() else None,
+                       llama_cpp=importlib.util.find_spec("llama_cpp") is not None,
+                       api_key=bool(os.environ.get(sv.API_KEY_ENV)))
+    decision = decide(plan, ServeRequest(engine=engine, host=host, port=port, quant=quant), facts)
+    for line in decision.decisions:
+        print(f"ftc serve: {line}", file=sys.stderr)
+    if decision.errors:
+        raise UserError("ftc serve: " + "\n  ".join(decision.errors))
+    export = json.loads((run / "gguf" / decision.quant / "export.json").read_text()) if decision.quant else {}
+    estimate = plan.serving.stream_tokens_per_s if plan.serving else None
+    if decision.engine == "llama.cpp":
+        prefix, suffix = export.get("completion_prefix"), export.get("completion_suffix", "")
+        wrap = None if not prefix else (lambda p: prefix + p + suffix)
+        sv.serve_llama_cpp(decision, plan, wrap, estimate, probe_prompt=export.get("probe_prompt", "Hello"),
+                           eos_id=export["metadata"]["tokenizer.ggml.eos_token_id"])
+        return 0
+    from ftc.runtime.export import prompt_format
+    from ftc.runtime.model import load_tokenizer
+
+    template = run / "serving_chat_template.jinja"
+    template.write_text(prompt_format(plan, load_tokenizer(plan, str(run / "adapter"))).chat_template)
+    return sv.serve_vllm(decision, plan, str(template))
+
+
+def _probe_prompt(plan: Plan) -> str:
+    """A held-out prompt of the run (the first test example's), for ``ftc serve``'s decode probe."""
+    from ftc.runtime.data import selected
+
+    try:
+        first = selected(plan.data, plan.train.seed).splits["test"][0].values
+    except (IndexError, KeyError, OSError, ValueError):
+        return "Hello"
+    return str(first.get("instruction") or first.get("prompt") or "Hello")
 
 
 def merge(run_dir: str, out: str | None = None) -> str:

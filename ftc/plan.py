@@ -297,14 +297,21 @@ class TimeSpec:
 
 @dataclass(frozen=True)
 class ServingSpec:
-    """Generation with the tuned model on one device of the profile, as LoRA servers do it: a 16-bit base, merged, or
-    with the adapter applied on top. Decode-bound estimate: weights read per step over memory bandwidth."""
+    """Generation with the tuned model on one device of the profile, by the engine ``ftc serve`` picks there.
+    Decode-bound estimate: every weight read once per decode step, over the memory bandwidth."""
 
+    engine: str
+    """vllm on a CUDA profile, llama.cpp on a CPU one (``ftc serve`` decides again on the machine it runs on)."""
+    format: str
+    """What that engine loads: the merged model in 16 bits (and the base + adapter), or the GGUF f16 export."""
+    stream_tokens_per_s: float
+    """One sequence decoding alone (what ``ftc serve`` measures at start)."""
     merged_tokens_per_s: float
-    """At a batch of 32 sequences."""
+    """At a batch of 32 sequences (vLLM); llama.cpp's server decodes one request at a time: the stream rate."""
     merged_usd_per_m_tokens: float
-    adapter_tokens_per_s: float
-    adapter_usd_per_m_tokens: float
+    adapter_tokens_per_s: Optional[float]
+    """vLLM with ``--enable-lora``: the adapter's bytes read too (null for llama.cpp: ftc exports merged GGUFs)."""
+    adapter_usd_per_m_tokens: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -400,8 +407,9 @@ class Plan:
     cost: CostSpec
     """`usd`, `usd_per_hour` (all billed devices), `device_hours`"""
     serving: Optional[ServingSpec]
-    """decode-bound serving estimate of the tuned model on the profile (merged, and adapter on the 16-bit base);
-    null when the profile has no memory bandwidth (CPU without calibration)"""
+    """decode-bound serving estimate of the tuned model on the profile, by the engine `ftc serve` picks there
+    (vLLM on CUDA: merged, and adapter on the 16-bit base; llama.cpp on a CPU: the GGUF f16 export, one stream);
+    null when the profile has no memory bandwidth"""
     launcher: LauncherSpec
     """`kind`, `num_workers`, `use_gpu`, `resources_per_worker` (Ray ScalingConfig), `address`, `max_failures`,
     `storage_path`, dashboard settings, `resource_wait_s`"""

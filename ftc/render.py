@@ -43,6 +43,19 @@ def _hours(h: float) -> str:
     return f"{h:.2f} h"
 
 
+def _serving(plan: Plan) -> str:
+    s = plan.serving
+    if s is None:
+        return "no estimate (the profile has no memory bandwidth)"
+    if s.adapter_tokens_per_s is None:
+        return (f"{s.engine} on the {s.format}: ~{_num(s.stream_tokens_per_s)} tokens/s one stream "
+                f"(${s.merged_usd_per_m_tokens:g}/M tokens), decode-bound; `ftc serve` measures it")
+    return (f"{s.engine}: ~{_num(s.merged_tokens_per_s)} tokens/s merged (${s.merged_usd_per_m_tokens:g}/M "
+            f"tokens), ~{_num(s.adapter_tokens_per_s)} tokens/s adapter on the 16-bit base "
+            f"(${s.adapter_usd_per_m_tokens:g}/M), batch 32 on one device; ~{_num(s.stream_tokens_per_s)} "
+            "tokens/s one stream; decode-bound")
+
+
 def plan_table(plan: Plan) -> str:
     m, me, d, b, s, mem = plan.model, plan.method, plan.data, plan.batch, plan.schedule, plan.memory
     q = me.quantization
@@ -97,10 +110,7 @@ def plan_table(plan: Plan) -> str:
                  f"{' spot' if plan.hardware.spot else ''})" + (
                      f"; on-demand ${plan.cost.on_demand_usd:.2f}, spot ${plan.cost.spot_usd:.2f}"
                      if plan.cost.spot_usd is not None else "")),
-        ("serving", "no estimate (the profile has no memory bandwidth)" if plan.serving is None else
-         f"~{_num(plan.serving.merged_tokens_per_s)} tokens/s merged (${plan.serving.merged_usd_per_m_tokens:g}/M "
-         f"tokens), ~{_num(plan.serving.adapter_tokens_per_s)} tokens/s adapter on the 16-bit base "
-         f"(${plan.serving.adapter_usd_per_m_tokens:g}/M), batch 32 on one device, decode-bound"),
+        ("serving", _serving(plan)),
         ("launcher", f"{plan.launcher.kind}" + (
             f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
             f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"

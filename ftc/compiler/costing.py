@@ -119,18 +119,28 @@ def serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
     hw, a = cfg.hardware, draft.arch
     if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
         return None
-    # Served as LoRA servers do (vLLM, TGI): a 16-bit base, merged or with the adapter applied per step (its bytes
-    # read too; the extra LoRA kernels are not modelled). A QLoRA adapter is served on the 16-bit base as well.
-    merged = est.weight_bytes(a, "lora", "bf16" if hw.bf16 else "fp16", False)
+    cuda = hw.accelerator == "cuda"
+    # On CUDA as LoRA servers do it (vLLM): a 16-bit base, merged or with the adapter applied per step (its bytes
+    # read too; the extra LoRA kernels are not modelled); a QLoRA adapter is served on the 16-bit base as well. On
+    # a CPU: llama.cpp on the GGUF f16 export, one request at a time.
+    merged = est.weight_bytes(a, "lora", "bf16" if hw.bf16 and cuda else "fp16", False)
     adapter = merged + (draft.trainable * 2 if draft.peft else 0)
 
-    def figures(weights: float) -> tuple[float, float]:
-        tps = est.decode_tokens_per_s(weights, est.SERVING_BATCH, bandwidth_gbs=hw.memory_bandwidth_gbs,
+    def figures(weights: float, batch: int) -> tuple[float, float]:
+        tps = est.decode_tokens_per_s(weights, batch, bandwidth_gbs=hw.memory_bandwidth_gbs,
                                       decode_gbs=hw.decode_gbs)
         return round(tps, 1), round(hw.usd_per_hour / (tps * 3600) * 1e6, 3) if tps else 0.0
 
-    (m_tps, m_usd), (a_tps, a_usd) = figures(merged), figures(adapter)
-    return ServingSpec(merged_tokens_per_s=m_tps, merged_usd_per_m_tokens=m_usd, adapter_tokens_per_s=a_tps,
+    stream, _ = figures(merged, 1)
+    if not cuda:
+        _, usd = figures(merged, 1)
+        return ServingSpec(engine="llama.cpp", format="GGUF f16 (ftc export format=gguf)",
+                           stream_tokens_per_s=stream, merged_tokens_per_s=stream, merged_usd_per_m_tokens=usd,
+                           adapter_tokens_per_s=None, adapter_usd_per_m_tokens=None)
+    (m_tps, m_usd), (a_tps, a_usd) = figures(merged, est.SERVING_BATCH), figures(adapter, est.SERVING_BATCH)
+    return ServingSpec(engine="vllm", format=f"merged {'bf16' if hw.bf16 else 'fp16'} safetensors (ftc merge), or "
+                       "the base + adapter (--enable-lora)", stream_tokens_per_s=stream,
+                       merged_tokens_per_s=m_tps, merged_usd_per_m_tokens=m_usd, adapter_tokens_per_s=a_tps,
                        adapter_usd_per_m_tokens=a_usd)
 
 

@@ -133,7 +133,7 @@ def selected(spec: DataSpec, seed: int) -> Selection:
     return sel
 
 
-def _adds_bos(tokenizer: Any) -> bool:
+def adds_bos(tokenizer: Any) -> bool:
     """Whether the tokenizer itself starts sequences with BOS (Llama, Mistral, Gemma: yes; Qwen, GPT-2: no)."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
@@ -142,7 +142,7 @@ def _adds_bos(tokenizer: Any) -> bool:
 def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
     """prompt ids (+BOS when the tokenizer uses one) and completion ids + EOS, so the tuned model learns to stop."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    if _adds_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
+    if adds_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:

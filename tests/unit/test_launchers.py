@@ -49,3 +49,25 @@ def test_k8s_job_is_a_single_gpu_qlora_run():
 def test_dockerfile_installs_ftc():
     text = (L / "Dockerfile").read_text()
     assert text.startswith("#") and "FROM " in text and 'pip install --no-cache-dir ".[all]"' in text
+
+
+def test_k8s_vllm_serving_deployment_reads_the_model_from_object_storage():
+    deployment, service = yaml.safe_load_all((L / "k8s-vllm-serve.yaml").read_text())
+    assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
+    assert (service["kind"], service["spec"]["type"]) == ("Service", "ClusterIP")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    fetch = pod["initContainers"][0]
+    assert fetch["args"][:2] == ["s3", "sync"] and fetch["args"][2].startswith("s3://")
+    vllm = pod["containers"][0]
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    args = dict(a.removeprefix("--").split("=", 1) for a in vllm["args"] if "=" in a)
+    assert args["model"] == fetch["args"][3] and int(args["port"]) == vllm["ports"][0]["containerPort"]
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/health"
+    key = next(e for e in vllm["env"] if e["name"] == "VLLM_API_KEY")
+    assert "secretKeyRef" in key["valueFrom"] and "value" not in key  # the key from a Secret, never inline
+    mounted = {m["mountPath"] for m in vllm["volumeMounts"]} & {m["mountPath"] for m in fetch["volumeMounts"]}
+    assert mounted == {"/models"}

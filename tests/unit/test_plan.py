@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ftc.render import plan_table
 from tests.conftest import ROOT, plan_for
 
 pytestmark = pytest.mark.unit
@@ -192,7 +193,13 @@ def test_serving_estimate_is_decode_bound_on_the_chosen_profile():
     assert h100.serving.merged_usd_per_m_tokens == pytest.approx(2.99 / (expected * 3600) * 1e6, rel=0.01)
     assert h100.serving.adapter_tokens_per_s < h100.serving.merged_tokens_per_s  # the adapter's bytes too
     assert l4.merged_tokens_per_s < h100.serving.merged_tokens_per_s
-    assert plan_for([]).serving is None  # the CPU profile has no bandwidth figure until calibrated
+    assert h100.serving.engine == "vllm" and "merged" in h100.serving.format
+    assert h100.serving.stream_tokens_per_s == pytest.approx(expected / SERVING_BATCH, rel=0.01)
+    cpu = plan_for([])  # the CPU profile: llama.cpp on the GGUF f16 export, one stream
+    assert (cpu.serving.engine, cpu.serving.adapter_tokens_per_s) == ("llama.cpp", None)
+    assert cpu.serving.stream_tokens_per_s == pytest.approx(
+        9.4e9 * DECODE_BANDWIDTH_EFFICIENCY / (cpu.model.params * 2), rel=0.01)
+    assert "llama.cpp on the GGUF f16" in plan_table(cpu)
 
 
 def test_spot_pays_the_spot_price_and_spaces_checkpoints_for_preemptions():
