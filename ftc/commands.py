@@ -135,7 +135,7 @@ def export(run_dir: str, format: str = "gguf", quant: str = "f16") -> str:
     plan = load_plan(run_dir)
     source = merged_model(run_dir)
     tokenizer = load_tokenizer(plan, str(source))
-    fmt = ex.prompt_format(plan, tokenizer)
+    fmt = ex.prompt_format(plan, tokenizer, adds_bos(tokenizer))
     outtype, ftype = ex.QUANTS[quant]
     target = Path(run_dir) / "gguf" / quant
     with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=Path(run_dir)) as work:
@@ -179,7 +179,6 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
     """An OpenAI-compatible endpoint for the run on an existing engine (``ftc.compiler.serving`` decides which)."""
     import importlib.util
     import os
-    import shutil
 
     from ftc.compiler.serving import ServeFacts, ServeRequest, decide
     from ftc.runtime import serve as sv
@@ -188,7 +187,9 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
     run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
     run = Path(run_dir)
-    vllm = os.environ.get("FTC_VLLM") or shutil.which("vllm")
+    vllm = os.environ.get("FTC_VLLM") or (sys.executable if importlib.util.find_spec("vllm") else None)
+    if vllm and Path(vllm).name == "vllm":  # the venv's vllm script named: its Python runs the server
+        vllm = str(Path(vllm).with_name("python"))
     cuda = False
     if vllm:
         import torch
@@ -213,12 +214,14 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
         sv.serve_llama_cpp(decision, plan, wrap, estimate, probe_prompt=export.get("probe_prompt", "Hello"),
                            eos_id=export["metadata"]["tokenizer.ggml.eos_token_id"])
         return 0
+    from ftc.runtime.data import adds_bos
     from ftc.runtime.export import prompt_format
     from ftc.runtime.model import load_tokenizer
 
     template = run / "serving_chat_template.jinja"
-    template.write_text(prompt_format(plan, load_tokenizer(plan, str(run / "adapter"))).chat_template)
-    return sv.serve_vllm(decision, plan, str(template))
+    tokenizer = load_tokenizer(plan, str(run / "adapter" if plan.method.peft else run / "model"))
+    template.write_text(prompt_format(plan, tokenizer, adds_bos(tokenizer)).chat_template)
+    return sv.serve_vllm(decision, plan, str(template), estimate, _probe_prompt(plan), tokenizer.eos_token_id)
 
 
 def _probe_prompt(plan: Plan) -> str:

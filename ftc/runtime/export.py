@@ -54,20 +54,26 @@ class PromptFormat:
     stop: tuple[str, ...]
 
 
-def prompt_format(plan: Plan, tokenizer: Any) -> PromptFormat:
+def prompt_format(plan: Plan, tokenizer: Any, bos: bool = False) -> PromptFormat:
     """The run's prompt format: alpaca's template around a user message, the prompt itself for prompt/completion,
-    the tokenizer's chat template for chat data."""
+    the tokenizer's chat template for chat data. ``bos``: training started every prompt with BOS (the tokenizer adds
+    one); the chat template then emits it itself, as hub templates do (Llama 3's), since engines tokenize a rendered
+    chat without adding one (llama-cpp-python) or drop a leading one they would duplicate (llama.cpp's server)."""
     stop = tuple(dict.fromkeys(t for t in (tokenizer.eos_token,) if t))
     if plan.data.format == "alpaca":
         prefix, suffix = alpaca_prompt(MARK, "", plan.data.template).split(MARK)
-        return PromptFormat(_single_turn_template(prefix, suffix), prefix, suffix, stop)
+        return PromptFormat(_with_bos(_single_turn_template(prefix, suffix), bos), prefix, suffix, stop)
     if plan.data.format in ("prompt_completion", "kto"):
-        return PromptFormat(_single_turn_template("", ""), "", "", stop)
+        return PromptFormat(_with_bos(_single_turn_template("", ""), bos), "", "", stop)
     template = tokenizer.chat_template
     if not template:
         raise UserError(f"ftc: the run's tokenizer has no chat template for its {plan.data.format} data "
                         "(fix: model.chat_template=... when training)")
-    return PromptFormat(template, None, "", stop)
+    return PromptFormat(_with_bos(template, bos), None, "", stop)
+
+
+def _with_bos(template: str, bos: bool) -> str:
+    return "{{ bos_token }}" + template if bos and "bos_token" not in template else template
 
 
 def _single_turn_template(prefix: str, suffix: str) -> str:

