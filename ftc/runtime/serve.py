@@ -3,8 +3,8 @@
 
 - for completion-style data (alpaca), ``/v1/completions`` prompts are put in training's prompt format before the
   engine sees them, so a client sends what ``ftc generate`` takes (chat requests get it from the GGUF's template);
-- once the server answers, a probe measures its decode rate through HTTP (two greedy requests of 1 and N tokens:
-  the difference is decoding alone) and prints it next to the plan's serving estimate.
+- once the server answers, a probe measures its decode rate through HTTP (greedy requests of 1 and N tokens: the
+  difference is decoding alone; the median of three pairs) and prints it next to the plan's serving estimate.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ftc.plan import Plan
 
 API_KEY_ENV = "FTC_SERVE_API_KEY"
 PROBE_TOKENS = 64
+PROBE_REPEATS = 3  # the median of three: one pair of requests is noisy on a small model
 
 
 def completion_prompt_middleware(app: Any, wrap: Callable[[str], str]) -> Any:
@@ -63,8 +64,9 @@ def completion_prompt_middleware(app: Any, wrap: Callable[[str], str]) -> Any:
 
 def probe(base_url: str, model: str, prompt: str, eos_id: int, api_key: Optional[str],
           estimate: Optional[float], ready_timeout_s: float = 600) -> Optional[float]:
-    """Decode tokens/s of one stream through the server (greedy, EOS suppressed so both requests run their full
-    length); printed next to the plan's estimate. None when the server did not answer in time."""
+    """Decode tokens/s of one stream through the server (greedy, EOS suppressed so both requests run their
+    full length; the median of three pairs); printed next to the plan's estimate. None when the server did not
+    answer in time."""
     import urllib.request
 
     headers = {"Content-Type": "application/json"}
@@ -95,11 +97,11 @@ def probe(base_url: str, model: str, prompt: str, eos_id: int, api_key: Optional
         return None
     try:
         complete(1)  # warm-up: the first request pays one-off costs
-        one, full = complete(1), complete(PROBE_TOKENS)
+        rates = [(PROBE_TOKENS - 1) / max(complete(PROBE_TOKENS) - complete(1), 1e-9) for _ in range(PROBE_REPEATS)]
     except (OSError, ValueError, KeyError) as e:
         print(f"ftc serve: the decode probe failed ({e}); the server is up", file=sys.stderr)
         return None
-    rate = (PROBE_TOKENS - 1) / max(full - one, 1e-9)
+    rate = sorted(rates)[len(rates) // 2]
     print(f"ftc serve: measured {rate:.0f} tokens/s decoding one stream through {base_url}"
           + (f" (the plan's serving estimate: ~{estimate:.0f} tokens/s)" if estimate else ""), file=sys.stderr)
     return rate

@@ -8,15 +8,18 @@ for each quant to compare. For every held-out test prompt (instruction and input
 model's greedy answer through transformers + PEFT (what `ftc generate` and `ftc eval` run) is compared with each
 GGUF's greedy answer through llama.cpp: the share of equal answers, and exact match against the reference. Decode
 speed is one stream's tokens/s through llama.cpp (64 tokens, EOS suppressed, after a warm-up), against the plan's
-serving estimate.
+serving estimate (the median of 5 repeats, and their range).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
+
+REPEATS = 5
 
 
 def main(run_dir: str) -> dict:
@@ -45,18 +48,22 @@ def main(run_dir: str) -> dict:
                    ["text"].strip() for p in prompts]
         eos = llm.token_eos()
         llm.create_completion(prompts[0], max_tokens=8, temperature=0)  # warm-up
-        timings = []
-        for tokens in (1, 64):
-            t = time.perf_counter()
-            out = llm.create_completion(prompts[0], max_tokens=tokens, temperature=0,
-                                        logit_bias={eos: -100.0})
-            timings.append(time.perf_counter() - t)
-            assert out["usage"]["completion_tokens"] == tokens
+        rates = []
+        for _ in range(REPEATS):
+            timings = []
+            for tokens in (1, 64):
+                t = time.perf_counter()
+                out = llm.create_completion(prompts[0], max_tokens=tokens, temperature=0,
+                                            logit_bias={eos: -100.0})
+                timings.append(time.perf_counter() - t)
+                assert out["usage"]["completion_tokens"] == tokens
+            rates.append(63 / (timings[1] - timings[0]))
         result[quant] = {
             "bytes": gguf.stat().st_size,
             "agreement_with_transformers": sum(a == b for a, b in zip(answers, tuned)) / len(prompts),
             "exact_match": sum(a == r for a, r in zip(answers, references)) / len(prompts),
-            "decode_tokens_per_s": round(63 / (timings[1] - timings[0]), 1),
+            "decode_tokens_per_s": round(statistics.median(rates), 1),
+            "decode_tokens_per_s_range": [round(min(rates), 1), round(max(rates), 1)],
         }
     result["plan_estimate_tokens_per_s"] = plan.serving.stream_tokens_per_s if plan.serving else None
     return result
