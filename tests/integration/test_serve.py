@@ -41,6 +41,14 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def exported(run):
+    """The run with its f16 GGUF export (`ftc export RUN format=gguf`): the model.gguf path."""
+    from ftc import commands
+
+    return Path(commands.export(run, quant="f16"))
+
+
+@pytest.fixture(scope="module")
 def chat_run(tmp_path_factory):
     from ftc.runtime.train import train
 
@@ -84,12 +92,11 @@ def _server(run: str, env: dict | None = None):
         _, server.stderr_text = server.communicate(timeout=60)
 
 
-def test_gguf_export_carries_the_prompt_format_and_stop_tokens_of_training(run):
-    from ftc import commands
+def test_gguf_export_carries_the_prompt_format_and_stop_tokens_of_training(exported):
     from ftc.data.formats import alpaca_prompt
     from ftc.runtime import export as ex
 
-    path = Path(commands.export(run, quant="f16"))
+    path = exported
     info = json.loads((path.parent / "export.json").read_text())
     meta = ex.gguf_metadata(path)
     assert meta["tokenizer.ggml.eos_token_id"] == 2 and meta["tokenizer.ggml.add_bos_token"] is True
@@ -103,7 +110,7 @@ def test_gguf_export_carries_the_prompt_format_and_stop_tokens_of_training(run):
     assert info["sha256"] == ex.sha256(path) and info["quant"] == "f16"
 
 
-def test_served_answers_equal_ftc_generate_stop_at_eos_and_the_server_exits_cleanly(run):
+def test_served_answers_equal_ftc_generate_stop_at_eos_and_the_server_exits_cleanly(run, exported):
     from ftc import commands
 
     expected = commands.generate(run, prompt=PROMPT, max_new_tokens=64)
@@ -141,7 +148,7 @@ def test_a_chat_run_is_served_with_its_chat_template_and_bos_as_in_training(chat
     assert '{{ if eq .Role "system" }}<|system|>' in modelfile and 'PARAMETER stop "</s>"' in modelfile
 
 
-def test_quantized_exports_load_and_answer_within_the_stated_tolerance(run):
+def test_quantized_exports_load_and_answer_within_the_stated_tolerance(run, exported):
     """q8_0 answers as the tuned model does; q4_k_m may differ on some prompts (docs/BENCHMARKS.md measures the
     agreement on all 100 test prompts: f16 and q8_0 100%, q4_k_m 93%)."""
     from llama_cpp import Llama
@@ -159,11 +166,10 @@ def test_quantized_exports_load_and_answer_within_the_stated_tolerance(run):
         assert out["finish_reason"] == "stop"
         if quant == "q8_0":
             assert out["text"].strip() == expected
-    f16 = Path(run) / "gguf" / "f16" / "model.gguf"
-    assert (Path(run) / "gguf" / "q4_k_m" / "model.gguf").stat().st_size < 0.5 * f16.stat().st_size
+    assert (Path(run) / "gguf" / "q4_k_m" / "model.gguf").stat().st_size < 0.5 * exported.stat().st_size
 
 
-def test_serve_refuses_what_it_cannot_do_with_the_fix(run, tmp_path):
+def test_serve_refuses_what_it_cannot_do_with_the_fix(run, exported):
     env = {k: v for k, v in os.environ.items() if k != "FTC_SERVE_API_KEY"}
     done = subprocess.run([sys.executable, "-m", "ftc.cli", "serve", run, "host=0.0.0.0"], env=env,
                           capture_output=True, text=True, timeout=120)
