@@ -207,7 +207,12 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
     if decision.errors:
         raise UserError("ftc serve: " + "\n  ".join(decision.errors))
     export = json.loads((run / "gguf" / decision.quant / "export.json").read_text()) if decision.quant else {}
-    estimate = plan.serving.stream_tokens_per_s if plan.serving else None
+    estimate = None
+    if plan.serving and plan.serving.engine == decision.engine:
+        estimate = plan.serving.stream_tokens_per_s
+    elif plan.serving:  # the plan priced serving on the run's profile, with another engine: not comparable here
+        print(f"ftc serve: the plan's serving estimate is for {plan.serving.engine} on {plan.hardware.name}; "
+              f"this is {decision.engine} here, so the measured rate below stands alone", file=sys.stderr)
     if decision.engine == "llama.cpp":
         prefix, suffix = export.get("completion_prefix"), export.get("completion_suffix", "")
         wrap = None if not prefix else (lambda p: prefix + p + suffix)
