@@ -180,7 +180,7 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
     import importlib.util
     import os
 
-    from ftc.compiler.serving import ServeFacts, ServeRequest, decide
+    from ftc.compiler.serving import QUANT_PREFERENCE, ServeFacts, ServeRequest, decide
     from ftc.runtime import serve as sv
     from ftc.runtime.model import model_path
 
@@ -195,8 +195,8 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
         import torch
 
         cuda = torch.cuda.is_available()
-    facts = ServeFacts(run_dir=str(run), gguf=tuple(q.name for q in sorted((run / "gguf").glob("*"))
-                                                    if (q / "model.gguf").is_file()),
+    facts = ServeFacts(run_dir=str(run), gguf=tuple(q for q in QUANT_PREFERENCE
+                                                    if (run / "gguf" / q / "model.gguf").is_file()),
                        merged=(run / "merged" / "config.json").is_file(), base=model_path(plan.model), cuda=cuda,
                        vllm=vllm if vllm and Path(vllm).is_file() else None,
                        llama_cpp=importlib.util.find_spec("llama_cpp") is not None,
@@ -225,7 +225,8 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
 
     template = run / "serving_chat_template.jinja"
     tokenizer = load_tokenizer(plan, str(run / "adapter" if plan.method.peft else run / "model"))
-    template.write_text(prompt_format(plan, tokenizer, adds_bos(tokenizer)).chat_template)
+    with atomic_path(template) as tmp:
+        tmp.write_text(prompt_format(plan, tokenizer, adds_bos(tokenizer)).chat_template)
     return sv.serve_vllm(decision, plan, str(template), estimate, _probe_prompt(plan), tokenizer.eos_token_id)
 
 

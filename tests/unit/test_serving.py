@@ -169,3 +169,9 @@ def test_completion_prompts_are_put_in_training_format_before_the_engine_sees_th
     assert seen[0][1] == {"prompt": "<hi>", "max_tokens": 3} and seen[0][2] == str(len(json.dumps(seen[0][1]))).encode()
     assert seen[1][1]["prompt"] == ["<a>", "<b>"]
     assert seen[2][1] == {"messages": [{"role": "user", "content": "hi"}]}  # chat requests pass untouched
+
+
+def test_the_serving_decision_knows_every_quant_the_export_writes():
+    from ftc.compiler.serving import QUANT_PREFERENCE
+
+    assert sorted(QUANT_PREFERENCE) == sorted(ex.QUANTS)
