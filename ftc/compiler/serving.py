@@ -19,6 +19,7 @@ from ftc.plan import Plan
 
 ENGINES = ("auto", "llama.cpp", "vllm")
 QUANT_PREFERENCE = ("f16", "q8_0", "q4_k_m")  # the closest to the tuned weights first
+SERVE_INSTALL = "pip install -e '.[serve]' -c constraints.txt"  # the serving extra: llama-cpp-python
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,7 @@ def decide(plan: Plan, request: ServeRequest, facts: ServeFacts) -> ServeDecisio
     model, adapter, quant = "", None, None
     if engine == "llama.cpp":
         if not facts.llama_cpp:
-            errors.append("engine=llama.cpp needs llama-cpp-python (fix: pip install -e '.[serve]' -c "
-                          "constraints.txt)")
+            errors.append(f"engine=llama.cpp needs llama-cpp-python (fix: {SERVE_INSTALL})")
         if request.quant is not None:
             quant = request.quant
             if quant not in facts.gguf:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ftc.compiler.serving import SERVE_INSTALL
 from ftc.data.formats import alpaca_prompt
 from ftc.errors import UserError
 from ftc.paths import atomic_path, cache_root
@@ -37,7 +38,6 @@ QUANTS = {
     "q8_0": ("q8_0", None),
     "q4_k_m": ("f16", "LLAMA_FTYPE_MOSTLY_Q4_K_M"),
 }
-SERVE_INSTALL = "pip install -e '.[serve]' -c constraints.txt"
 MARK = "\x00ftc-content\x00"
 PACKAGE = "llama_cpp_python"
 

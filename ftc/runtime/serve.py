@@ -107,6 +107,12 @@ def probe(base_url: str, model: str, prompt: str, eos_id: int, api_key: Optional
     return rate
 
 
+def _local_url(decision: ServeDecision) -> str:
+    """Where this machine reaches the server (a wildcard bind is reached on the loopback)."""
+    host = "127.0.0.1" if decision.host in ("0.0.0.0", "::") else decision.host
+    return f"http://{host}:{decision.port}"
+
+
 def serve_llama_cpp(decision: ServeDecision, plan: Plan, wrap: Optional[Callable[[str], str]],
                     estimate: Optional[float], probe_prompt: str, eos_id: int) -> None:
     """llama-cpp-python's server app on the GGUF (its chat template from the file), in this process, until
@@ -123,7 +129,7 @@ def serve_llama_cpp(decision: ServeDecision, plan: Plan, wrap: Optional[Callable
                                       chat_format="chat_template.default", verbose=False)])
     if wrap is not None:
         app = completion_prompt_middleware(app, wrap)
-    base_url = f"http://{'127.0.0.1' if decision.host in ('0.0.0.0', '::') else decision.host}:{decision.port}"
+    base_url = _local_url(decision)
     threading.Thread(target=probe, args=(base_url, decision.served_as, probe_prompt, eos_id, api_key, estimate),
                      daemon=True).start()
     print(f"ftc serve: llama.cpp on {decision.model} at {base_url}/v1 (model={decision.served_as}); "
@@ -163,7 +169,7 @@ def serve_vllm(decision: ServeDecision, plan: Plan, chat_template_file: str, est
     if decision.cpu_backend:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
     proc = subprocess.Popen(vllm_command(decision, plan, chat_template_file), env=env)
-    base_url = f"http://{'127.0.0.1' if decision.host in ('0.0.0.0', '::') else decision.host}:{decision.port}"
+    base_url = _local_url(decision)
     threading.Thread(target=probe, args=(base_url, decision.served_as, probe_prompt, eos_id, api_key, estimate),
                      daemon=True).start()
     print(f"ftc serve: vLLM on {decision.model}{f' + {decision.adapter}' if decision.adapter else ''} at "
