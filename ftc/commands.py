@@ -119,9 +119,9 @@ def export(run_dir: str, format: str = "gguf", quant: str = "f16") -> str:
     back, and an Ollama Modelfile beside it, in ``RUN_DIR/gguf/<quant>/``."""
     import tempfile
 
+    from ftc.data.tokens import adds_bos
     from ftc.runtime import export as ex
     from ftc.runtime.artifacts import atomic_write_json
-    from ftc.runtime.data import adds_bos
     from ftc.runtime.model import load_tokenizer
 
     if format == "merged":
@@ -219,7 +219,7 @@ def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int
         sv.serve_llama_cpp(decision, plan, wrap, estimate, probe_prompt=export.get("probe_prompt", "Hello"),
                            eos_id=export["metadata"]["tokenizer.ggml.eos_token_id"])
         return 0
-    from ftc.runtime.data import adds_bos
+    from ftc.data.tokens import adds_bos
     from ftc.runtime.export import prompt_format
     from ftc.runtime.model import load_tokenizer
 

@@ -129,7 +129,14 @@ class DataSpec:
     quality: "DataQuality"
     """What the data holds besides its shape, found by the selection ``ftc train`` repeats (ftc.data.select)."""
     tokens_per_example: int
-    """Mean tokens per example (estimated: characters / model.chars_per_token + template), capped at max_length."""
+    """Mean tokens per example (of a pair: the chosen sequence), capped at max_length: counted over every selected
+    training example when the model's tokenizer.json is at hand, else estimated (the first rows' tokens, or
+    characters / model.chars_per_token + template)."""
+    tokens: dict[str, int]
+    """Tokens per split after truncation, as the run's data report counts them (a pair's prompt twice): exact, from
+    every selected example tokenized as training will; empty when estimated."""
+    truncated: int
+    """Examples cut to max_length (with ``tokens``; 0 when estimated)."""
     loss_share: float
     """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
     where the selective loss runs the output head."""
@@ -179,9 +186,14 @@ class ObjectiveSpec:
     rewards: tuple[dict[str, Any], ...]
     """GRPO's rewards as declared (objective.rewards), checked at plan time."""
     generation: str
-    """GRPO: who generates (transformers | vllm), decided from the target."""
+    """GRPO: who generates (transformers | vllm colocated | vllm_server on the node's second GPU), decided from the
+    target."""
     generation_gb: float
-    """GRPO: memory of generation (KV cache of a micro batch of completions, sampling logits), in the memory total."""
+    """GRPO: memory of generation: with transformers a generation batch's KV cache and sampling logits; with vLLM what
+    vLLM holds (its 16-bit weights, KV cache, runtime), in the memory total when colocated."""
+    vllm_gpu_memory_utilization: float
+    """GRPO with vLLM: the share of its GPU vLLM pre-allocates (colocated: sized to what it holds; 0 without
+    vLLM)."""
     generation_hours: float
     """GRPO: time spent generating completions, in the time total."""
 

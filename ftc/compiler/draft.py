@@ -45,11 +45,15 @@ class Draft:
     examples_per_row: int = 1
     """Training examples a data row gives (KTO: 2 a pair; GRPO: objective.num_generations completions a prompt)."""
     generation: str = ""
-    """GRPO: who generates (transformers | vllm)."""
+    """GRPO: who generates (transformers | vllm | vllm_server)."""
     generation_bytes: float = 0.0
     """GRPO: memory of one generation batch (KV cache + sampling logits)."""
     generation_s: float = 0.0
     """GRPO: seconds of generation per optimizer step."""
+    vllm_bytes: float = 0.0
+    """GRPO with vLLM: what vLLM holds on its GPU (16-bit weights, KV cache, runtime)."""
+    vllm_share: float = 0.0
+    """GRPO with vLLM: its gpu_memory_utilization (share of its GPU it pre-allocates)."""
     loss_type: str = ""
     """objective.loss_type, or the trainer's default when unset."""
     stored_quantization: Optional[str] = None
@@ -84,6 +88,10 @@ class Draft:
     micro: int = 1
     grad_accum: int = 1
     train_examples: int = 0
+    split_tokens: dict[str, int] = field(default_factory=dict)
+    """Tokens per split after truncation, when every selected example was tokenized (else empty)."""
+    truncated: int = 0
+    """Examples cut to max_length (counted when every selected example was tokenized)."""
     split_examples: dict[str, int] = field(default_factory=dict)
     """Examples per split (train, validation, test) after dropping, as the data pipeline makes them."""
     dropped_rows: dict[str, int] = field(default_factory=dict)

@@ -346,11 +346,13 @@ class MemoryEstimate:
     """LoRA on fused experts: the folded W + BA copies kept for the backward (``expert_adapter_bytes``)."""
     generation: float = 0.0
     """GRPO: a generation batch's KV cache and sampling logits, held while generating, not during the backward."""
+    colocated: float = 0.0
+    """GRPO with vLLM colocated: what vLLM pre-allocates on the training GPU, held all run."""
 
     @property
     def live(self) -> float:
         step = self.activations + self.logits + self.expert_adapters
-        return self.weights + self.trainable + self.zero3_gather + max(step, self.generation)
+        return self.weights + self.trainable + self.zero3_gather + max(step, self.generation) + self.colocated
 
     @property
     def reserved(self) -> float:
@@ -372,6 +374,7 @@ class MemoryEstimate:
             "zero3_gather_buffer": round(self.zero3_gather / GB, 3),
             **({"expert_adapter_copies": round(self.expert_adapters / GB, 3)} if self.expert_adapters else {}),
             **({"generation_kv_cache": round(self.generation / GB, 3)} if self.generation else {}),
+            **({"vllm_colocated": round(self.colocated / GB, 3)} if self.colocated else {}),
             "allocator_slack": round(live * (ALLOCATOR_SLACK - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
         }
@@ -396,6 +399,7 @@ def memory(
     expert_adapters: bool = False,
     generation: float = 0.0,
     eager_attention: bool = False,
+    colocated: float = 0.0,
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
@@ -413,7 +417,7 @@ def memory(
     experts = expert_adapter_bytes(arch, dtype, checkpointing) if expert_adapters else 0.0
     # (ZeRO-3 gathers a layer's whole experts before the fold: the copies are full size on every worker.)
     return MemoryEstimate(weights, trainable, acts, logit_bytes(arch, logit_tokens), gather, runtime, experts,
-                          generation)
+                          generation, colocated)
 
 
 def train_flops_per_token(arch: Arch, *, method: str, context: int, checkpointing: bool, head_share: float = 1.0,
@@ -481,6 +485,13 @@ def eval_seconds(arch: Arch, *, eval_tokens: int, eval_batches: int, generation_
 # decode_gbs replaces bandwidth x efficiency on a measured machine).
 DECODE_BANDWIDTH_EFFICIENCY = 0.7
 SERVING_BATCH = 32
+# GRPO with vLLM: what vLLM holds besides weights and KV cache (CUDA graphs, its profiling run's activations, the
+# sampler): ~1-2 GB in vLLM's own start-up log; assumed 2 GB, not measured here (no GPU in these sessions).
+VLLM_OVERHEAD_GB = 2.0
+# GRPO with a vLLM server on another GPU: TRL broadcasts the merged 16-bit weights to it every step (NCCL);
+# PCIe 4.0 x16's ~25 GB/s is assumed (NVLink is faster), not measured here.
+WEIGHT_SYNC_GBS = 25.0
+VLLM_SERVER_SHARE = 0.9  # trl vllm-serve's default gpu_memory_utilization on its own GPU
 
 
 def decode_tokens_per_s(weight_bytes_: float, batch: int, *, bandwidth_gbs: Optional[float],

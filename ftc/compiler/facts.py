@@ -116,6 +116,9 @@ class SelectionFacts:
     quality: DataQuality
     language_dropped: tuple[str, ...] = ()
     """The first examples data.languages drops (``file:line: fr``)."""
+    lengths: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Per split, each selected example's tokens before truncation, as training tokenizes it: [prompt, completion]
+    ([prompt, chosen, rejected] for preference pairs); empty when no tokenizer file was at hand."""
 
 
 @dataclass(frozen=True)
@@ -439,7 +442,7 @@ def gather(cfg: Any) -> Facts:
         if value:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
-    selection = selection_facts(cfg.data, cfg.train.seed) if data and all(
+    selection = selection_facts(cfg.data, cfg.train.seed, tokenizer_dir(cfg.model, model_dir)) if data and all(
         f.exists and not f.remote and not f.problems and not f.error for f in data.values()) else None
     if getattr(cfg.data, "languages", None):
         from ftc.data.quality import language_codes
@@ -459,7 +462,16 @@ def gather(cfg: Any) -> Facts:
 SELECTION_CACHE_VERSION = 1
 
 
-def selection_facts(data: Any, seed: int) -> Optional[SelectionFacts]:
+def tokenizer_dir(model: Any, model_dir: Optional[Path]) -> Optional[str]:
+    """The directory whose tokenizer.json training will use: the model's, or the built-in tiny model's."""
+    if model_dir is None and getattr(model, "path", None) == "ftc:tiny":
+        from ftc.data.tiny import tokenizer_dir as tiny_tokenizer
+
+        model_dir = tiny_tokenizer(model)
+    return str(model_dir) if model_dir is not None and (model_dir / "tokenizer.json").is_file() else None
+
+
+def selection_facts(data: Any, seed: int, tokenizer: Optional[str] = None) -> Optional[SelectionFacts]:
     """What ``ftc train``'s data selection will keep, drop and find, from the same function (``ftc.data.select``)
     run on the same files with the same settings and seed; None when a file cannot be read as a whole.
 
@@ -472,11 +484,20 @@ def selection_facts(data: Any, seed: int) -> Optional[SelectionFacts]:
     settings = Settings.of(data, seed)
     stamps = tuple((p, Path(resolve_path(p)).stat().st_size, Path(resolve_path(p)).stat().st_mtime_ns)
                    for _, p in settings.paths)
-    return _selection_facts(settings, stamps)
+    tokenizer_stamps = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _tokenizer_files(tokenizer))
+    return _selection_facts(settings, stamps, data.template, tokenizer, tokenizer_stamps)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def _tokenizer_files(tokenizer: Optional[str]) -> list[Path]:
+    return [Path(tokenizer) / n for n in TOKENIZER_FILES if tokenizer and (Path(tokenizer) / n).is_file()]
 
 
 @functools.lru_cache(maxsize=16)
-def _selection_facts(settings: Any, stamps: tuple) -> Optional[SelectionFacts]:
+def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Optional[str],
+                     tokenizer_stamps: tuple) -> Optional[SelectionFacts]:
     import hashlib
     from importlib.metadata import version
 
@@ -484,11 +505,13 @@ def _selection_facts(settings: Any, stamps: tuple) -> Optional[SelectionFacts]:
     from ftc.plan import _from_jsonable, _to_jsonable
 
     h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
-                                   version("py3langid")], default=str).encode())
-    from ftc.data import formats, load, quality, select
+                                   version("py3langid"), version("tokenizers"), template], default=str).encode())
+    from ftc.data import formats, load, quality, select, tokens
 
-    for module in (select, quality, formats, load):  # the selection's own code: an upgraded ftc recomputes
+    for module in (select, quality, formats, load, tokens):  # the selection's own code: an upgraded ftc recomputes
         h.update(Path(module.__file__).read_bytes())
+    for f in _tokenizer_files(tokenizer):  # the tokens are counted with these
+        h.update(f.read_bytes())
     for path, _, _ in stamps:
         with open(resolve_path(path), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -499,14 +522,14 @@ def _selection_facts(settings: Any, stamps: tuple) -> Optional[SelectionFacts]:
             return _from_jsonable(SelectionFacts, json.loads(entry.read_text()))
         except (ValueError, TypeError, KeyError):
             pass  # a damaged or older entry: computed again below and replaced
-    facts = _select(settings)
+    facts = _select(settings, template, tokenizer)
     if facts is not None:
         with atomic_path(entry) as tmp:
             tmp.write_text(json.dumps(_to_jsonable(facts)))
     return facts
 
 
-def _select(settings: Any) -> Optional[SelectionFacts]:
+def _select(settings: Any, template: str, tokenizer: Optional[str]) -> Optional[SelectionFacts]:
     from ftc.data.select import select
 
     try:
@@ -516,7 +539,36 @@ def _select(settings: Any) -> Optional[SelectionFacts]:
     if any(p.count for p in sel.problems.values()):
         return None
     return SelectionFacts(examples=sel.counts(), dropped=dict(sel.dropped), quality=sel.quality(),
-                          language_dropped=tuple(sel.language_dropped.shown))
+                          language_dropped=tuple(sel.language_dropped.shown),
+                          lengths=_lengths(sel, settings, template, tokenizer) if tokenizer else {})
+
+
+def _lengths(sel: Any, settings: Any, template: str, tokenizer: str) -> dict[str, list[list[int]]]:
+    """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the model's
+    tokenizer.json through the ``tokenizers`` library; {} when it cannot be (no chat template for chat rows...),
+    and the plan then estimates."""
+    from ftc.data.formats import to_preference, to_prompt_completion
+    from ftc.data.tokens import FileTokenizer, adds_bos, tokenize_example
+
+    fields = dict(settings.fields)
+    out: dict[str, list[list[int]]] = {}
+    try:
+        tok = FileTokenizer(tokenizer)
+        bos = adds_bos(tok)
+        for role, examples in sel.splits.items():
+            rows = out.setdefault(role, [])
+            for ex in examples or ():
+                if settings.format == "preference":
+                    prompt, chosen, rejected = to_preference(ex.row, fields, template, tok)
+                    p, c = tokenize_example(tok, prompt, chosen, bos)
+                    rows.append([len(p), len(c), len(tokenize_example(tok, prompt, rejected, bos)[1])])
+                else:
+                    p, c = tokenize_example(tok, *to_prompt_completion(ex.row, settings.format, fields, template, tok),
+                                            bos)
+                    rows.append([len(p), len(c)])
+    except Exception:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
+        return {}
+    return out
 
 
 def installed_packages() -> dict[str, bool]:

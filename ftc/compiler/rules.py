@@ -284,6 +284,7 @@ def generation(cfg, facts, draft):
         yield error("train.global_batch_size", f"{n} completions a step is not a whole number of groups of "
                     f"objective.num_generations={g} (TRL samples every prompt's group in the same step)",
                     f"train.global_batch_size={max(g, n - n % g)}")
+    yield from _vllm(cfg, draft)
     if draft.arch is not None and draft.generation_bytes:
         room = cfg.hardware.memory_gb * est.GB * TIGHT - draft.memory.weights - draft.memory.trainable \
             - draft.memory.runtime
@@ -296,6 +297,36 @@ def generation(cfg, facts, draft):
                         f"{cfg.hardware.memory_gb:g} GB card holds",
                         f"train.global_batch_size={fitting}" if fitting >= g else
                         f"objective.max_completion_length={max(o.max_completion_length // 2, 1)}")
+
+
+def _vllm(cfg, draft) -> Iterator[Finding]:
+    """vLLM generates where the plan says: CUDA, installed on the machine that trains, and for a server a GPU of
+    the node that no training process uses (the local launcher's second GPU) with room for its weights and KV
+    cache at TRL's server share."""
+    if draft.generation not in ("vllm", "vllm_server"):
+        return
+    hw, devices = cfg.hardware, cfg.hardware.gpus_per_node * cfg.hardware.nodes
+    if hw.accelerator != "cuda":
+        yield error("objective.generation", f"vLLM generates on CUDA only; {hw.name} is {hw.accelerator}",
+                    "objective.generation=transformers")
+        return
+    if not draft.packages.get("vllm"):
+        yield error("objective.generation", f"vLLM is not among the packages of the machine that trains "
+                    f"(hardware.packages of {hw.name})", "hardware.packages=[vllm] if the image has it, else "
+                    "objective.generation=transformers")
+    if draft.generation == "vllm_server":
+        kind = LAUNCHER_KINDS.get(cfg.launcher.kind)
+        if kind is not None and kind.ray_train:
+            yield error("objective.generation", "vllm_server runs beside the local launcher's one training process; "
+                        "Ray workers take every GPU of the node", "objective.generation=vllm (colocated)")
+        elif devices != 2:
+            yield error("objective.generation", f"vllm_server needs a node of 2 GPUs (one trains, one generates); "
+                        f"{hw.name} has {devices}", "objective.generation=vllm (colocated), or "
+                        "hardware.gpus_per_node=2")
+        elif draft.vllm_bytes > hw.memory_gb * est.GB * est.VLLM_SERVER_SHARE:
+            yield error("objective.generation", f"vLLM's 16-bit weights and KV cache ({draft.vllm_bytes / est.GB:.1f} "
+                        f"GB) exceed {est.VLLM_SERVER_SHARE:g} of the generation GPU's {hw.memory_gb:g} GB",
+                        f"objective.max_completion_length={max(cfg.objective.max_completion_length // 2, 1)}")
 
 
 @rule
@@ -415,6 +446,11 @@ def _memory_fixes(cfg, draft, have: float) -> list[str]:
         fixes.append("method=qlora")
     if draft.kind == "full" and ok(at(draft.micro, draft.checkpointing, kind="lora")):
         fixes.append("method=lora")
+    mem = at(draft.micro, draft.checkpointing)
+    if mem.colocated and ok(dataclasses.replace(mem, colocated=0.0)):
+        fixes.append("objective.generation=transformers (vLLM's copy and KV cache leave the training GPU)")
+        if cfg.hardware.gpus_per_node * cfg.hardware.nodes == 1:
+            fixes.append("a 2-GPU profile with objective.generation=vllm_server")
     return fixes
 
 
@@ -425,7 +461,8 @@ def memory_fits(cfg, facts, draft):
         return
     need, have = mem.total / 1e9, cfg.hardware.memory_gb
     detail = (f"weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f}, logits "
-              f"{mem.logits / 1e9:.1f} GB")
+              f"{mem.logits / 1e9:.1f}" + (f", colocated vLLM {mem.colocated / 1e9:.1f}" if mem.colocated else "")
+              + " GB")
     if fits(mem.total, have, TIGHT):
         return
     fixes = _memory_fixes(cfg, draft, have)
@@ -449,7 +486,7 @@ def workers(cfg, facts, draft):
         yield error("launcher.kind", f"unknown launcher kind '{la.kind}' (launcher={la.name})",
                     f"launcher.kind={' or launcher.kind='.join(LAUNCHER_KINDS)}")
         return
-    if not kind.ray_train and devices > 1:
+    if not kind.ray_train and devices > 1 and not (devices == 2 and draft.generation == "vllm_server"):
         yield error("launcher", f"the local launcher runs one process but {cfg.hardware.name} has {devices} devices",
                     "launcher=ray (one worker per device)")
     if kind.ray_train and la.num_workers is not None:

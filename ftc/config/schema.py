@@ -201,9 +201,12 @@ class ObjectiveConfig:
     """GRPO: the rewards, summed with their weights: ``{kind: exact_match}`` (the row's completion is the answer),
     ``{kind: regex, pattern: ...}``, ``{kind: json, keys: [...]}``, ``{kind: length, max_chars: N}``, ``{kind:
     python, function: "pkg.module:name"}``; each may set ``weight`` (default 1). Checked at plan time."""
-    generation: str = checked("auto", choices=("auto", "transformers", "vllm"))
-    """GRPO: who generates: transformers' generate, or vLLM colocated on the training GPU; auto = vLLM on CUDA where
-    it is installed, else transformers."""
+    generation: str = checked("auto", choices=("auto", "transformers", "vllm", "vllm_server"))
+    """GRPO: who generates: transformers' generate; ``vllm``, vLLM colocated on the training GPU (its weights and KV
+    cache beside training's); ``vllm_server``, vLLM on a GPU of its own (TRL's ``vllm-serve``, started and stopped by
+    ``ftc train`` on 127.0.0.1; the local launcher, a node with a GPU the run does not train on). auto = on CUDA
+    with vLLM installed, a spare GPU of the node if there is one, else colocated when both fit; else
+    transformers."""
 
 
 @dataclass

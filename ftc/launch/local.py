@@ -1,9 +1,10 @@
-"""Local launcher: one process, one device (CPU or one GPU)."""
+"""Local launcher: one process, one device (CPU or one GPU; GRPO's vLLM server may take a second GPU)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any
+from typing import Any, Iterator, Optional
 
 from ftc.errors import RunStopped
 from ftc.plan import Plan
@@ -16,7 +17,8 @@ def execute(plan: Plan) -> dict[str, Any]:
 
     started = time.time()
     try:
-        training = train(plan, plan.output_dir)
+        with _generation(plan) as generation_url:
+            training = train(plan, plan.output_dir, generation_url=generation_url)
     except RunStopped:  # a signal's clean stop: train() recorded it as preempted / interrupted
         raise
     except BaseException as e:
@@ -24,3 +26,16 @@ def execute(plan: Plan) -> dict[str, Any]:
         raise
     # The evaluation reloads base + saved adapter from disk: it also proves the artifact loads.
     return finish(plan, training, started)
+
+
+@contextlib.contextmanager
+def _generation(plan: Plan) -> Iterator[Optional[str]]:
+    """GRPO with ``generation=vllm_server``: TRL's vLLM server on the node's second GPU while training runs."""
+    if plan.objective.generation != "vllm_server":
+        yield None
+        return
+    from ftc.runtime.model import model_path
+    from ftc.runtime.vllm_server import generation_server
+
+    with generation_server(plan, model_path(plan.model)) as url:
+        yield url

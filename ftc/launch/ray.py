@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from ftc.errors import UserError
+from ftc.errors import RunStopped, UserError
 from ftc.plan import Plan
+from ftc.runtime.preemption import DriverSignals
 from ftc.runtime.train import FAULT_ENV
 
 
@@ -35,29 +36,62 @@ def worker_env(plan: Plan) -> dict[str, str]:
 
 
 def _train_worker(config: dict[str, Any]) -> None:
-    """Runs in every Ray worker process."""
+    """Runs in every Ray worker process. A stop the driver asked for (its SIGTERM / SIGINT, through the stop flag)
+    ends this function normally after the checkpoint, rank 0 telling the flag what was saved."""
     import ray.train
 
     from ftc.runtime import artifacts
+    from ftc.runtime.preemption import remote_stop
     from ftc.runtime.train import train
 
     plan = Plan.from_dict(config["plan"])
     if plan.hardware.accelerator == "cpu":
         _cpu_distributed_shim()
     rank = ray.train.get_context().get_world_rank()
-    if plan.launcher.storage_path:
-        _train_through_storage(plan, rank)
-        return
-    run = Path(plan.output_dir)  # launcher.storage_path=null: one machine, the run dir is shared
-    figures = train(plan, plan.output_dir, distributed=True)
-    if rank == 0:
-        artifacts.atomic_write_json(run / ".training.json", figures)
+    flag = config["stop"]
+    stopper = remote_stop(flag, rank)
+    try:
+        if plan.launcher.storage_path:
+            _train_through_storage(plan, rank, stopper)
+            return
+        run = Path(plan.output_dir)  # launcher.storage_path=null: one machine, the run dir is shared
+        figures = train(plan, plan.output_dir, distributed=True, stopper=stopper)
+        if rank == 0:
+            artifacts.atomic_write_json(run / ".training.json", figures)
+    except RunStopped:
+        if rank == 0:
+            ray.get(flag.stopped.remote(stopper.step, time.time() - stopper.received_at))
+
+
+def _stop_flag() -> Any:
+    """The driver's stop flag, read by the workers each step (a Ray actor of no resources)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class StopFlag:
+        def __init__(self) -> None:
+            self.reason: Optional[tuple[str, float]] = None
+            self.saved: Optional[tuple[Optional[int], float]] = None
+
+        def set(self, signal_name: str, at: float) -> None:
+            self.reason = self.reason or (signal_name, at)
+
+        def get(self) -> Optional[tuple[str, float]]:
+            return self.reason
+
+        def stopped(self, step: Optional[int], saved_s: float) -> None:
+            self.saved = (step, saved_s)
+
+        def state(self) -> tuple[Optional[tuple[str, float]], Optional[tuple[Optional[int], float]]]:
+            return self.reason, self.saved
+
+    return StopFlag.remote()
 
 
 FINAL = ("adapter", "model", "metrics.jsonl", "events.jsonl", ".training.json")
 
 
-def _train_through_storage(plan: Plan, rank: int) -> None:
+def _train_through_storage(plan: Plan, rank: int, stopper: Any) -> None:
     """No shared disk: each worker trains in a fresh node-local directory; checkpoints go to Ray Train's storage
     (launcher.storage_path: a path or s3://, gs://...) through RayTrainReportCallback, a restarted group restores
     from ray.train.get_checkpoint(), and rank 0 reports the final adapter and run files as the last checkpoint,
@@ -94,8 +128,12 @@ def _train_through_storage(plan: Plan, rank: int) -> None:
                 artifacts.event(local, "persisted", step=state.global_step, seconds=round(time.time() - start, 3),
                                 storage=plan.launcher.storage_path)
 
-    figures = train(plan.relocated(str(local)), str(local), distributed=True,
-                    extra_callbacks=(TimedReport(),), fault_dir=Path(plan.output_dir))
+    try:
+        figures = train(plan.relocated(str(local)), str(local), distributed=True,
+                        extra_callbacks=(TimedReport(),), fault_dir=Path(plan.output_dir), stopper=stopper)
+    except RunStopped:  # the checkpoint went to storage on its save; nothing else here is kept
+        shutil.rmtree(local, ignore_errors=True)
+        raise
     final = None
     if rank == 0:
         artifacts.atomic_write_json(local / ".training.json", {**figures, "restored_step": step})
@@ -222,9 +260,10 @@ def execute(plan: Plan) -> dict[str, Any]:
     _init_ray(plan)
     _wait_for_resources(plan)
     resources = dict(la.resources_per_worker)
+    flag = _stop_flag()
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"plan": plan.to_dict()},
+        train_loop_config={"plan": plan.to_dict(), "stop": flag},
         scaling_config=ScalingConfig(num_workers=la.num_workers, use_gpu=la.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -237,14 +276,21 @@ def execute(plan: Plan) -> dict[str, Any]:
     )
     artifacts.event(run, "ray_launch", workers=la.num_workers, resources_per_worker=resources,
                     address=la.address or "local")
+    signals = DriverSignals(flag)
     try:
         result = trainer.fit()
+        reason, saved = ray.get(flag.state.remote())
+        if reason is not None:
+            raise _driver_stopped(plan, run, reason, saved, result)
         if la.storage_path:
             _download_final(result, run)
+    except RunStopped:
+        raise
     except Exception as e:
         artifacts.event(run, "failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
+        signals.restore()
         _record_restarts(run)
     training = artifacts.read_json(run / ".training.json")
     training["launcher"] = "ray"
@@ -255,6 +301,20 @@ def execute(plan: Plan) -> dict[str, Any]:
     if not la.address:
         ray.shutdown()
     return summary
+
+
+def _driver_stopped(plan: Plan, run: Path, reason: tuple[str, float], saved: Any, result: Any) -> RunStopped:
+    """The driver's signal, after the workers saved and stopped: recorded in the run's events.jsonl (step, checkpoint,
+    seconds after the signal) as the local launcher records it; the same command resumes."""
+    from ftc.runtime import artifacts
+    from ftc.runtime.train import stop_record
+
+    step, saved_s = saved if saved is not None else (None, time.time() - reason[1])
+    if plan.launcher.storage_path:
+        checkpoint = result.checkpoint.path if result is not None and result.checkpoint is not None else None
+    else:
+        checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
+    return stop_record(reason[0], step, checkpoint, saved_s, plan.train.preemption_grace_s, run)
 
 
 RESULTS = "results"  # <storage_path>/<run name>/results: the finished run, what `ftc eval|generate|merge` can read

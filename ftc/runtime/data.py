@@ -19,6 +19,7 @@ from typing import Any, Optional
 from ftc.data.formats import to_preference, to_prompt_completion
 from ftc.data.load import problems_message
 from ftc.data.select import Example, Selection, Settings, select
+from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root, resolve_path
 from ftc.plan import DataSpec
@@ -133,40 +134,20 @@ def selected(spec: DataSpec, seed: int) -> Selection:
     return sel
 
 
-def adds_bos(tokenizer: Any) -> bool:
-    """Whether the tokenizer itself starts sequences with BOS (Llama, Mistral, Gemma: yes; Qwen, GPT-2: no)."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-
-
-def tokenize_example(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """prompt ids (+BOS when the tokenizer uses one) and completion ids + EOS, so the tuned model learns to stop."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    if adds_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
-        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-    return prompt_ids, completion_ids
-
-
 def _tokenize_pairs(examples: list[dict], tokenizer: Any, spec: DataSpec, report: DataReport) -> dict[str, list]:
     """Preference pairs as TRL's DPOTrainer takes them pre-tokenized: prompt_ids (its end, at most
     max_prompt_length), chosen_ids and rejected_ids (+EOS), each pair within max_length; truncations counted."""
     out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+    bos = adds_bos(tokenizer)
     for ex in examples:
-        p, chosen = tokenize_example(tokenizer, ex["prompt"], ex["chosen"])
-        _, rejected = tokenize_example(tokenizer, ex["prompt"], ex["rejected"])
-        cut = False
-        if len(p) > spec.max_prompt_length:
-            p, cut = p[len(p) - spec.max_prompt_length:], True
-        room = spec.max_length - len(p)
-        if len(chosen) > room or len(rejected) > room:
-            chosen, rejected, cut = chosen[:room], rejected[:room], True
+        p, chosen = tokenize_example(tokenizer, ex["prompt"], ex["chosen"], bos)
+        _, rejected = tokenize_example(tokenizer, ex["prompt"], ex["rejected"], bos)
+        keep, (c, r), cut = cut_prompted(len(p), (len(chosen), len(rejected)), spec.max_length,
+                                         spec.max_prompt_length)
         report.truncated += cut
-        out["prompt_ids"].append(p)
-        out["chosen_ids"].append(chosen)
-        out["rejected_ids"].append(rejected)
+        out["prompt_ids"].append(p[len(p) - keep:])
+        out["chosen_ids"].append(chosen[:c])
+        out["rejected_ids"].append(rejected[:r])
     return out
 
 
@@ -174,17 +155,13 @@ def _tokenize_labelled(examples: list[dict], tokenizer: Any, spec: DataSpec, rep
     """Labelled answers as TRL's KTOTrainer takes them pre-tokenized: prompt_ids (its end, at most
     max_prompt_length), completion_ids (+EOS) within max_length, label; truncations counted."""
     out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "label": []}
+    bos = adds_bos(tokenizer)
     for ex in examples:
-        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"])
-        cut = False
-        if len(p) > spec.max_prompt_length:
-            p, cut = p[len(p) - spec.max_prompt_length:], True
-        room = spec.max_length - len(p)
-        if len(c) > room:
-            c, cut = c[:room], True
+        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"], bos)
+        keep, (n,), cut = cut_prompted(len(p), (len(c),), spec.max_length, spec.max_prompt_length)
         report.truncated += cut
-        out["prompt_ids"].append(p)
-        out["completion_ids"].append(c)
+        out["prompt_ids"].append(p[len(p) - keep:])
+        out["completion_ids"].append(c[:n])
         out["label"].append(bool(ex["label"]))
     return out
 
@@ -194,19 +171,19 @@ def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: Dat
     """input_ids + completion_mask within max_length (truncations counted); ``lengths`` gets each example's tokens
     before truncation."""
     ids, masks = [], []
+    bos = adds_bos(tokenizer)
     for ex in examples:
-        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"])
+        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"], bos)
         seq, mask = p + c, [0] * len(p) + [1] * len(c)
         if lengths is not None:
             lengths.append(len(seq))
-        if len(seq) > max_length:
-            report.truncated += 1
-            seq, mask = seq[:max_length], mask[:max_length]
-            if not any(mask):
-                report.dropped_no_completion_after_truncation += 1
-                continue
-        ids.append(seq)
-        masks.append(mask)
+        keep, cut, dropped = cut_sequence(len(p), len(c), max_length)
+        report.truncated += cut
+        if dropped:
+            report.dropped_no_completion_after_truncation += 1
+            continue
+        ids.append(seq[:keep])
+        masks.append(mask[:keep])
     return {"input_ids": ids, "completion_mask": masks}
 
 

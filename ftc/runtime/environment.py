@@ -18,8 +18,8 @@ def required(plan: Plan) -> dict[str, str]:
         needs["liger_kernel"] = "train.loss=liger"
     for tracker in plan.train.report_to:
         needs[tracker] = f"train.report_to={list(plan.train.report_to)}"
-    if plan.objective.generation == "vllm":
-        needs["vllm"] = "objective.generation=vllm"
+    if plan.objective.generation in ("vllm", "vllm_server"):
+        needs["vllm"] = f"objective.generation={plan.objective.generation}"
     return needs
 
 

@@ -69,7 +69,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     """Greedy generation; stops at EOS. Left padding so every prompt ends where generation starts."""
     import torch
 
-    from ftc.runtime.data import tokenize_example
+    from ftc.data.tokens import tokenize_example
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

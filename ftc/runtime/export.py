@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from ftc.compiler.serving import SERVE_INSTALL
 from ftc.data.formats import alpaca_prompt
+from ftc.data.tokens import render_chat
 from ftc.errors import UserError
 from ftc.paths import atomic_path, cache_root
 from ftc.plan import Plan
@@ -88,20 +89,6 @@ def _jinja_text(text: str) -> str:
     return "{{ " + json.dumps(text) + " }}" if text else ""
 
 
-def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, bos: str = "",
-                eos: str = "") -> str:
-    """Renders a chat template as transformers does (sandboxed Jinja, trim_blocks, lstrip_blocks)."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                            bos_token=bos, eos_token=eos)
-
-
 # --- Ollama ------------------------------------------------------------------------------------------------------
 _RANGE, _END = "{{- range .Messages }}", "{{ end }}{{ end }}"
 _BRANCH = re.compile(r'\{\{ (?:else )?if eq \.Role "(\w+)" \}\}(.*?)\{\{ \.Content \}\}(.*?)'
@@ -121,20 +108,24 @@ def ollama_template(fmt: PromptFormat, eos: str) -> str:
     # Each role's turn is what it adds after a system + user opening, so text a template puts only before the
     # first message (a BOS, a default system prompt) is not taken for part of every turn.
     opening = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+    def chat(messages: list[dict], generation_prompt: bool = False) -> str:
+        return render_chat(fmt.chat_template, messages, generation_prompt, eos_token=eos)
+
     for role in ("system", "user", "assistant"):
         try:
             if role == "system":
-                before, text = "", render_chat(fmt.chat_template, [{"role": role, "content": MARK}], False, eos=eos)
+                before, text = "", chat([{"role": role, "content": MARK}])
             else:
-                before = render_chat(fmt.chat_template, opening, False, eos=eos)
-                text = render_chat(fmt.chat_template, opening + [{"role": role, "content": MARK}], False, eos=eos)
+                before = chat(opening)
+                text = chat(opening + [{"role": role, "content": MARK}])
         except Exception:  # a template that refuses this role here (e.g. no system turns): leave the role out
             continue
         if text.startswith(before) and text.count(MARK) == 1 and "{{" not in text:
             pre, post = text[len(before):].split(MARK)
             parts[role] = (pre, post)
-    closed = render_chat(fmt.chat_template, opening, False, eos=eos)
-    generation = render_chat(fmt.chat_template, opening, True, eos=eos)
+    closed = chat(opening)
+    generation = chat(opening, True)
     generation = generation[len(closed):] if generation.startswith(closed) else ""
     template = _RANGE + "".join(
         f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}{pre}{{{{ .Content }}}}{post}'
@@ -142,7 +133,7 @@ def ollama_template(fmt: PromptFormat, eos: str) -> str:
     turns = [{"role": r, "content": f"turn {i} of {r}"} for i, r in enumerate(("system", "user", "assistant", "user"))]
     conversations = [[t for t in turns if t["role"] in parts], [t for t in turns[1:] if t["role"] in parts]]
     if not {"user", "assistant"} <= set(parts) or any(
-            render_ollama(template, c) != render_chat(fmt.chat_template, c, True, eos=eos) for c in conversations):
+            render_ollama(template, c) != chat(c, True) for c in conversations):
         raise UserError("the chat template is not a sequence of per-role turns (it adds text that depends on "
                         "the conversation), so no Ollama TEMPLATE of ftc's reproduces it")
     return template

@@ -2,51 +2,25 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Optional
 
-from ftc.paths import atomic_path, cache_root, package_root
+from ftc.data.tiny import TINY_CHAT_TEMPLATE, tiny_dir, train_tokenizer
+from ftc.paths import atomic_path
 from ftc.plan import ModelSpec, Plan
 
-TINY_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
-    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def tiny_path(spec: ModelSpec) -> str:
     """Builds (once) the offline tiny model: BPE tokenizer trained on the sample data + random-init Llama."""
-    corpus = sorted((package_root() / "assets" / "sample").glob("*.jsonl"))
-    recipe = json.dumps({"v": 4, "spec": [spec.hidden_size, spec.num_layers, spec.num_heads, spec.num_kv_heads,
-                                          spec.intermediate_size, spec.vocab_size, spec.max_position_embeddings,
-                                          spec.tie_word_embeddings],
-                         "corpus": [hashlib.sha256(p.read_bytes()).hexdigest() for p in corpus]})
-    target = cache_root() / "models" / ("tiny-" + hashlib.sha256(recipe.encode()).hexdigest()[:12])
+    target = tiny_dir(spec)
     if (target / "config.json").is_file():
         return str(target)
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from ftc.data.formats import alpaca_prompt
-
-    texts = []
-    for p in corpus:
-        for line in p.read_text().splitlines():
-            row = json.loads(line)
-            texts.append(alpaca_prompt(row["instruction"], row["input"], "alpaca") + row["output"])
-    texts.append(alpaca_prompt("x", "", "alpaca") + alpaca_prompt("x", "", "plain"))
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
+    tok = train_tokenizer(spec.vocab_size)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                         pad_token="<pad>", model_max_length=spec.max_position_embeddings)
     tokenizer.chat_template = TINY_CHAT_TEMPLATE

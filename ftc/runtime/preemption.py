@@ -5,8 +5,12 @@ then exits with 143 (SIGTERM) or 130 (SIGINT), events.jsonl says ``preempted`` o
 the same command resumes from that checkpoint. A second signal stops at once. No adapter or summary is published:
 the run is not complete. Providers give about 30 s (AWS spot: 2 min notice; GCP: 30 s; Kubernetes: the pod's
 terminationGracePeriodSeconds), so a step plus one save must fit in it: ``train.preemption_grace_s``, checked by the
-plan. Handlers are installed in the main thread only (a Ray Train worker runs training in another thread: on Ray,
-preemption is Ray Train's restart from the last checkpoint).
+plan. Handlers are installed in the main thread only.
+
+On Ray the signal reaches the driver (``ftc train launcher=ray``), whose handlers (``DriverSignals``) note it in a
+stop flag, a small Ray actor; Ray Train workers run training off their main thread and read the flag at the end of
+each step (``remote_stop``: rank 0 asks, every rank gets its answer by broadcast, so all stop at the same step and
+save one checkpoint together). The driver then records ``preempted`` / ``interrupted`` and exits the same way.
 """
 
 from __future__ import annotations
@@ -57,3 +61,68 @@ def stop_on_signals() -> Optional[Any]:
                 signal.signal(s, handler)
 
     return SaveAndStop()
+
+
+SIGNAL_CODES = {"SIGTERM": 1.0, "SIGINT": 2.0}
+
+
+class DriverSignals:
+    """The Ray driver's SIGTERM / SIGINT: noted in ``flag`` (``flag.set.remote(name, time)``), which the workers read
+    each step; a second signal stops at once."""
+
+    def __init__(self, flag: Any) -> None:
+        self.flag, self.signal = flag, None
+        self.previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        for s in self.previous:
+            signal.signal(s, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.signal = name
+        self.flag.set.remote(name, time.time())
+        print(f"\nftc: {name} received: the workers save a checkpoint at the end of this step, then stop (a second "
+              f"{name} stops at once)", file=sys.stderr)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def remote_stop(flag: Any, rank: int) -> Any:
+    """A Ray Train worker's TrainerCallback: save-then-stop when the driver's stop flag is set, on every rank at the
+    same step (rank 0 reads the flag; torch.distributed broadcasts its answer). Same fields as ``stop_on_signals``'s
+    callback, so ``train`` treats both alike."""
+    from transformers import TrainerCallback
+
+    class RemoteStop(TrainerCallback):
+        def __init__(self) -> None:
+            self.signal: Optional[str] = None
+            self.received_at = 0.0
+            self.step: Optional[int] = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            import ray
+            import torch
+            import torch.distributed as dist
+
+            reason = ray.get(flag.get.remote(), timeout=60) if rank == 0 else None
+            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0],
+                                dtype=torch.float64)
+            if dist.is_available() and dist.is_initialized():
+                if dist.get_backend() == "nccl":
+                    code = code.cuda()
+                dist.broadcast(code, src=0)
+            if code[0].item():
+                self.signal = next(k for k, v in SIGNAL_CODES.items() if v == code[0].item())
+                self.received_at, self.step = code[1].item(), state.global_step
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def restore(self) -> None:
+            pass
+
+    return RemoteStop()

@@ -11,7 +11,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from ftc.errors import RunStopped, TrainingDiverged
 from ftc.paths import publish
@@ -183,7 +183,8 @@ def kto_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
                      **plan.train.trainer_kwargs)
 
 
-def grpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:
+def grpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True,
+                generation_url: Optional[str] = None) -> Any:
     from trl import GRPOConfig
 
     from ftc.data.rewards import weights
@@ -194,8 +195,23 @@ def grpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool =
     kwargs["include_num_input_tokens_seen"] = "no"  # GRPOTrainer counts prompt + completion tokens itself
     return GRPOConfig(**kwargs, num_generations=o.num_generations, max_completion_length=o.max_completion_length,
                       temperature=o.temperature, beta=o.beta, loss_type=o.loss_type,
-                      reward_weights=weights(list(o.rewards)), use_vllm=o.generation == "vllm",
-                      vllm_mode="colocate", log_completions=False, **plan.train.trainer_kwargs)
+                      reward_weights=weights(list(o.rewards)), log_completions=False,
+                      **_vllm_kwargs(plan, generation_url), **plan.train.trainer_kwargs)
+
+
+def _vllm_kwargs(plan: Plan, generation_url: Optional[str]) -> dict[str, Any]:
+    """GRPOConfig's vLLM fields for the plan's generation: colocated at the plan's share of the training GPU, or
+    the server ``ftc.launch.local`` started on the second GPU."""
+    o = plan.objective
+    if o.generation == "vllm":
+        return {"use_vllm": True, "vllm_mode": "colocate",
+                "vllm_gpu_memory_utilization": o.vllm_gpu_memory_utilization}
+    if o.generation == "vllm_server":
+        if not generation_url:
+            raise RuntimeError("the plan generates with a vLLM server and none was started (the local launcher "
+                               "starts it)")
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": generation_url}
+    return {"use_vllm": False}
 
 
 class _Timed:
@@ -387,9 +403,11 @@ def peak_memory_gb(device: str) -> dict[str, float]:
 
 
 def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: bool = False,
-          extra_callbacks: tuple[Any, ...] = (), fault_dir: Path | None = None) -> Any:
+          extra_callbacks: tuple[Any, ...] = (), fault_dir: Path | None = None,
+          generation_url: Optional[str] = None, stopper: Optional[Any] = None) -> Any:
     """Trains per the plan, saves the adapter (or model) into ``run_dir``; returns training figures (rank 0),
-    or (figures, model, tokenizer) with ``return_model``.
+    or (figures, model, tokenizer) with ``return_model``. ``stopper`` (a Ray worker's ``remote_stop``) replaces the
+    local signal handlers; a stop it asks for raises RunStopped after the checkpoint, on every rank.
 
     Re-running over a run dir with checkpoints resumes from the newest complete one.
     """
@@ -405,7 +423,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     set_seed(plan.train.seed)
     tokenizer = load_tokenizer(plan)
     splits = build(plan.data, tokenizer, plan.train.seed)
-    config = BUILDERS[plan.objective.trainer][0](plan, run, distributed, validation=bool(splits.validation))
+    config = BUILDERS[plan.objective.trainer][0](plan, run, distributed, validation=bool(splits.validation),
+                                                 **({"generation_url": generation_url} if generation_url else {}))
     # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
     model = load_base_model(plan, for_training=True)
     if plan.method.quantization:
@@ -436,7 +455,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
         print(console.data_line(splits.report), file=sys.stderr)
         artifacts.event(run, "resume" if resume else "start", checkpoint=resume,
                         world_size=trainer.args.world_size)
-    stopper = None if distributed else stop_on_signals()  # SIGTERM / SIGINT: checkpoint, then a resumable stop
+    if stopper is None and not distributed:
+        stopper = stop_on_signals()  # SIGTERM / SIGINT: checkpoint, then a resumable stop
     if stopper is not None:
         trainer.add_callback(stopper)
     start = time.time()
@@ -447,7 +467,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
             stopper.restore()
     wall = time.time() - start
     if stopper is not None and stopper.signal:
-        _stopped(stopper, run, plan.train.preemption_grace_s)
+        _stopped(stopper, run, plan.train.preemption_grace_s, record=not distributed)
     # Training throughput counts training steps only: the Trainer's validation passes (it runs one at the end even
     # when eval_steps > max_steps) and checkpoint saves are timed apart and reported on their own lines.
     validation_s, checkpoints_s = trainer.seconds["validation"], trainer.seconds["checkpoints"]
@@ -483,23 +503,31 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     return (figures, trainer.model, tokenizer) if return_model else figures
 
 
-def _stopped(stopper: Any, run: Path, grace_s: float) -> None:
-    """Records the signal's stop and raises it as a resumable, incomplete run (exit 143 / 130). A save that took
-    longer than ``grace_s`` (train.preemption_grace_s) is said loudly: on a real preemption the provider would
-    have killed the process first, and the run would resume from the checkpoint before."""
+def _stopped(stopper: Any, run: Path, grace_s: float, record: bool = True) -> None:
+    """Records the signal's stop (``record``: the local launcher; on Ray the driver records it) and raises it as a
+    resumable, incomplete run (exit 143 / 130). A save that took longer than ``grace_s`` (train.preemption_grace_s)
+    is said loudly: on a real preemption the provider would have killed the process first, and the run would resume
+    from the checkpoint before."""
     checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
-    kind = "preempted" if stopper.signal == "SIGTERM" else "interrupted"
-    saved_s = time.time() - stopper.received_at
+    raise stop_record(stopper.signal, stopper.step, checkpoint, time.time() - stopper.received_at, grace_s,
+                      run if record else None)
+
+
+def stop_record(signal_name: str, step: Optional[int], checkpoint: Optional[str], saved_s: float, grace_s: float,
+                run: Optional[Path]) -> RunStopped:
+    """The stop as an event in ``run``'s events.jsonl (when given) and the RunStopped that says it."""
+    kind = "preempted" if signal_name == "SIGTERM" else "interrupted"
     within = saved_s <= grace_s
-    artifacts.event(run, kind, signal=stopper.signal, step=stopper.step, checkpoint=checkpoint,
-                    seconds_after_signal=round(saved_s, 2), grace_s=grace_s, within_grace=within)
+    if run is not None:
+        artifacts.event(run, kind, signal=signal_name, step=step, checkpoint=checkpoint,
+                        seconds_after_signal=round(saved_s, 2), grace_s=grace_s, within_grace=within)
     late = "" if within else (
         f" That is longer than train.preemption_grace_s={grace_s:g}: a provider would have killed the process before "
         "the save (fix: a smaller train.micro_batch_size for shorter steps, or a longer grace if the provider gives "
         "one).")
-    raise RunStopped(f"ftc: {kind} by {stopper.signal} at step {stopper.step}: checkpoint {checkpoint} saved "
-                     f"{saved_s:.1f} s after the signal.{late} The run is not complete; re-run the same command (same "
-                     "output_dir) to resume from it.", EXIT_CODES[stopper.signal])
+    return RunStopped(f"ftc: {kind} by {signal_name} at step {step}: checkpoint {checkpoint} saved "
+                      f"{saved_s:.1f} s after the signal.{late} The run is not complete; re-run the same command (same "
+                      "output_dir) to resume from it.", EXIT_CODES[signal_name])
 
 
 def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:

@@ -1,5 +1,6 @@
 """The plan sees the data the run will see: the same parsing (BOM, CRLF, gzip, JSON arrays and wrapping objects),
-the same deduplication across files and the same splits, so the plan's example counts equal training's."""
+the same deduplication across files, the same splits and the same tokenization and truncation, so the plan's
+example and token counts equal training's."""
 
 from __future__ import annotations
 
@@ -64,7 +65,11 @@ BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"],
             "messy-no-minhash": ["data=sample_messy", "data.near_dup_threshold=null"],
             "messy-split": ["data=sample_messy", "data.test_path=null", "data.dedup=false"]}
 CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv", "held-out-files", "no-dedup",
-                          "max-samples"]
+                          "max-samples", "short-sample", "short-chat", "short-preference", "short-kto"]
+# max_length short enough that examples are cut (and, for SFT, some lose their whole completion and are dropped).
+SHORT = {"short-sample": ["data.max_length=96"], "short-chat": ["data=sample_chat", "data.max_length=60"],
+         "short-preference": ["data=sample_preference", "objective=dpo", "data.max_length=88"],
+         "short-kto": ["data=sample_kto", "objective=kto", "data.max_length=88"]}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -72,14 +77,16 @@ def test_plan_counts_equal_the_runs(case, tmp_path):
     from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
-    overrides = BUILT_IN[case] if case in BUILT_IN else _files(tmp_path)[case]
-    plan = plan_for(overrides + ["data.max_length=256"])
+    overrides = {**BUILT_IN, **SHORT}[case] if case in BUILT_IN or case in SHORT else _files(tmp_path)[case]
+    plan = plan_for(["data.max_length=256", *overrides])
     assert plan.errors == (), plan.errors
     splits = build(plan.data, load_tokenizer(plan), plan.train.seed, use_cache=False)
     report = splits.report
-    assert report.dropped_no_completion_after_truncation == 0  # the one drop the plan cannot count (needs ids)
+    if case.startswith("short"):
+        assert report.truncated > 0, "the case must cut examples"
     assert plan.data.examples == {"train": report.examples["train"], "validation": report.examples["validation"],
                                   "test": report.examples["test"]}
+    assert plan.data.tokens == report.tokens and plan.data.truncated == report.truncated
     assert plan.data.train_examples == report.examples["train"]
     assert plan.data.dropped == report.dropped
     assert dataclasses.asdict(plan.data.quality) == report.quality

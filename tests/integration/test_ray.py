@@ -112,3 +112,38 @@ def test_grpo_on_ray_zero3_generates_and_trains(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["training"]["world_size"] == 2 and summary["training"]["steps"] == 4
     assert "reward" in summary["eval"]["tuned"]
+
+
+def test_sigterm_to_the_ray_driver_saves_on_every_worker_and_the_same_command_resumes(tmp_path):
+    """A preemption notice for the machine that launched the run: the driver notes it, both workers save one
+    checkpoint at the same step and stop, events.jsonl says ``preempted`` with the step and checkpoint, the exit is
+    143, and the same command restores from that checkpoint and completes the run."""
+    import signal
+    import time
+
+    run = tmp_path / "ray-sigterm"
+    longer = ["train.max_steps=40", "train.eval_steps=20", "train.save_steps=20", "eval.enabled=false"]
+    args = [sys.executable, "-m", "ftc.cli", "train", *FAST, *RAY, *longer, f"output_dir={run}"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 420
+    while time.time() < deadline:  # a few training steps, then the notice
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=420)
+    assert proc.returncode == 143, err[-3000:]
+    assert "preempted by SIGTERM at step" in err and "Traceback" not in err
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    stopped = [e for e in events if e["event"] == "preempted"]
+    assert len(stopped) == 1, events  # recorded once, by the driver
+    step = stopped[0]["step"]
+    assert 3 <= step < 40 and stopped[0]["checkpoint"].endswith(f"checkpoint-{step}")
+    assert stopped[0]["within_grace"] is True
+    assert not (run / "summary.json").exists()
+    r = _train(run, longer)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    assert [e for e in events if e["event"] == "resume"][-1]["checkpoint"] == stopped[0]["checkpoint"]
+    assert json.loads((run / "summary.json").read_text())["training"]["steps"] == 40

@@ -154,3 +154,56 @@ def test_labelled_kto_rows_are_checked_counted_and_refused_elsewhere(tmp_path):
     assert any(":2: field 'label' must be true or false" in e for e in plan.errors), plan.errors
     dpo = plan_for(["objective=dpo", "data=sample_kto"])
     assert any(e.startswith("data.format") and "objective=kto" in e for e in dpo.errors), dpo.errors
+
+
+def test_grpo_with_vllm_generates_on_a_spare_gpu_or_beside_training_and_says_so():
+    """On CUDA with vLLM on the target: a node of two GPUs under the local launcher gives vLLM the second one (TRL's
+    server mode, nothing shared with training, the weight sync priced); one GPU colocates it, its pre-allocated
+    share counted in the training GPU's memory; where neither can run the plan refuses with the fix."""
+    grpo = ["objective=grpo", "model=llama3_8b", "method=qlora", "hardware.packages=[vllm]"]
+    colocated = plan_for([*grpo, "hardware=a100_80g"])
+    assert colocated.errors == (), colocated.errors
+    o = colocated.objective
+    assert o.generation == "vllm" and 0.1 <= o.vllm_gpu_memory_utilization <= 0.95
+    vllm_gb = colocated.memory.breakdown["vllm_colocated"]
+    assert vllm_gb == pytest.approx(o.vllm_gpu_memory_utilization * colocated.hardware.device_gb, rel=0.01)
+    assert o.generation_gb > 16  # vLLM's own 16-bit copy of an 8B model, plus its KV cache
+    assert any(d.startswith("generation=vllm (colocated") for d in colocated.decisions)
+
+    server = plan_for([*grpo, "hardware=rtx4090_x2", "launcher=local"])
+    assert server.errors == (), server.errors
+    assert server.objective.generation == "vllm_server" and server.objective.vllm_gpu_memory_utilization == 0.9
+    assert "vllm_colocated" not in server.memory.breakdown
+    assert any(d.startswith("generation=vllm_server") and "127.0.0.1" in d for d in server.decisions)
+    alone = plan_for([*grpo, "hardware=rtx4090", "objective.generation=transformers"])
+    assert server.objective.generation_hours > 0 and alone.objective.generation == "transformers"
+
+    on_one = plan_for([*grpo, "hardware=rtx4090"])  # a 16-bit copy of 8B beside 4-bit training: over 24 GB
+    assert on_one.objective.generation == "vllm"
+    error = next(e for e in on_one.errors if e.startswith("hardware:"))
+    assert "colocated vLLM" in error and "objective.generation=transformers" in error
+
+    refusals = {
+        "cpu": plan_for(["objective=grpo", "objective.generation=vllm"]),
+        "not installed": plan_for(["objective=grpo", "model=llama3_8b", "method=qlora", "hardware=a100_80g",
+                                   "objective.generation=vllm"]),
+        "ray": plan_for([*grpo, "hardware=a100_80g_x4", "launcher=ray", "objective.generation=vllm_server"]),
+        "one gpu": plan_for([*grpo, "hardware=a100_80g", "objective.generation=vllm_server"]),
+    }
+    for why, plan in refusals.items():
+        assert any(e.startswith("objective.generation:") and "fix:" in e for e in plan.errors), (why, plan.errors)
+
+
+def test_the_vllm_server_binds_localhost_on_the_second_gpu():
+    from ftc.errors import UserError
+    from ftc.runtime.vllm_server import command, devices
+
+    plan = plan_for(["objective=grpo", "model=llama3_8b", "method=qlora", "hardware=rtx4090_x2", "launcher=local",
+                     "hardware.packages=[vllm]"])
+    cmd = command(plan, "/models/llama3", 8123)
+    assert cmd[1:3] == ["-m", "trl.scripts.vllm_serve"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "8123"
+    assert cmd[cmd.index("--gpu_memory_utilization") + 1] == "0.9" and "--trust_remote_code" not in cmd
+    assert devices(None) == ("0", "1") and devices("4, 6") == ("4", "6")
+    with pytest.raises(UserError, match="two visible GPUs"):
+        devices("3")

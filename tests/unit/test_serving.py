@@ -13,7 +13,7 @@ from ftc.data.formats import alpaca_prompt
 from ftc.errors import UserError
 from ftc.runtime import export as ex
 from ftc.runtime import serve as sv
-from ftc.runtime.model import TINY_CHAT_TEMPLATE
+from ftc.data.tiny import TINY_CHAT_TEMPLATE
 from tests.conftest import plan_for
 
 pytestmark = pytest.mark.unit
@@ -84,7 +84,7 @@ def test_alpaca_runs_export_training_prompt_format_as_chat_template_and_ollama_t
     assert ex.render_chat(fmt.chat_template, [{"role": "user", "content": prompt}], True) == trained
     assert fmt.completion_prefix + prompt + fmt.completion_suffix == trained
     with_bos = ex.prompt_format(plan, Tok(), bos=True).chat_template  # training started prompts with BOS
-    assert ex.render_chat(with_bos, [{"role": "user", "content": prompt}], True, bos="<s>") == "<s>" + trained
+    assert ex.render_chat(with_bos, [{"role": "user", "content": prompt}], True, bos_token="<s>") == "<s>" + trained
     template = ex.ollama_template(fmt, "</s>")
     assert ex.render_ollama(template, [], prompt=prompt) == trained and template.endswith("{{ .Response }}")
     modelfile, why = ex.modelfile("model.gguf", fmt, "</s>", 512)
@@ -102,7 +102,7 @@ def test_chat_runs_get_an_ollama_template_that_renders_as_the_chat_template():
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Order 12?"}]
     assert ex.render_ollama(template, conversation) == ex.render_chat(TINY_CHAT_TEMPLATE, conversation, True,
-                                                                      eos="</s>")
+                                                                      eos_token="</s>")
     assert '{{ if eq .Role "system" }}<|system|>\n{{ .Content }}{{ else if' in template  # trim_blocks, as
     # transformers renders it: the newline after a block tag is not output
 
