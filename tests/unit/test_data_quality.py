@@ -211,7 +211,7 @@ def test_the_runtime_refuses_what_the_plan_refuses():
     from ftc.runtime.data import selected
     from tests.conftest import plan_for
 
-    plan = plan_for(["data=sample_messy"])
+    plan = plan_for(["data=sample_messy", "data.max_length=512"])  # long enough that truncation drops nothing
     refused = dataclasses.replace(plan.data, pii="refuse")
     with pytest.raises(DataError, match=r"personal data or secrets in the rows \(3 card, 3 credential"):
         selected(refused, plan.train.seed)
@@ -241,11 +241,11 @@ def test_the_selection_cache_is_keyed_by_the_files_contents(tmp_path, monkeypatc
     monkeypatch.setenv("FTC_CACHE", str(tmp_path / "cache"))
     path = write_jsonl(tmp_path / "t.jsonl", _rows(TICKETS))
     settings = _settings(path)
-    first = facts._selection_facts(settings, ((str(path), 0, 1),))
+    first = facts._selection_facts(settings, ((str(path), 0, 1),), "alpaca", None, ())
     assert list((tmp_path / "cache" / "selection").glob("*.json"))
     calls = []
-    monkeypatch.setattr(facts, "_select", lambda s: calls.append(s))
-    assert facts._selection_facts(settings, ((str(path), 0, 2),)) == first and not calls  # from disk
+    monkeypatch.setattr(facts, "_select", lambda *args: calls.append(args))
+    assert facts._selection_facts(settings, ((str(path), 0, 2),), "alpaca", None, ()) == first and not calls  # disk
     path.write_text(path.read_text().replace("team 0", "team 9"))
-    facts._selection_facts(settings, ((str(path), 0, 3),))
+    facts._selection_facts(settings, ((str(path), 0, 3),), "alpaca", None, ())
     assert calls  # the contents changed: selected again

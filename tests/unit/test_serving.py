@@ -10,10 +10,10 @@ import pytest
 
 from ftc.compiler.serving import ServeFacts, ServeRequest, decide, is_loopback
 from ftc.data.formats import alpaca_prompt
+from ftc.data.tiny import TINY_CHAT_TEMPLATE
 from ftc.errors import UserError
 from ftc.runtime import export as ex
 from ftc.runtime import serve as sv
-from ftc.data.tiny import TINY_CHAT_TEMPLATE
 from tests.conftest import plan_for
 
 pytestmark = pytest.mark.unit
