@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 from tests.conftest import plan_for
@@ -50,3 +51,13 @@ def save_tiny_arch(target: Path, arch: str) -> Path:
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target
+
+
+def wait_for_logged_steps(run: Path, steps: int, seconds: float) -> None:
+    """Until ``run``'s metrics.jsonl has logged ``steps`` training losses (or ``seconds`` pass): a run under way."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        metrics = run / "metrics.jsonl"
+        if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.2)

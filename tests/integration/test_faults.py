@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import FAST
+from tests.integration.helpers import FAST, wait_for_logged_steps
 
 
 def ftc_train(run: Path, *extra: str, env: dict | None = None, wait: bool = True):
@@ -100,12 +100,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     run = tmp_path / "run"
     longer = ["train.max_steps=60", "train.eval_steps=30", "train.save_steps=30"]
     proc = ftc_train(run, *longer, wait=False)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for a few training steps, then send the preemption notice
-        metrics = run / "metrics.jsonl"
-        if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
+    wait_for_logged_steps(run, 3, 240)  # a few training steps, then the preemption notice
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 143, err[-2000:]

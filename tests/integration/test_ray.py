@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import FAST
+from tests.integration.helpers import FAST, wait_for_logged_steps
 
 pytestmark = pytest.mark.slow
 
@@ -119,18 +119,12 @@ def test_sigterm_to_the_ray_driver_saves_on_every_worker_and_the_same_command_re
     checkpoint at the same step and stop, events.jsonl says ``preempted`` with the step and checkpoint, the exit is
     143, and the same command restores from that checkpoint and completes the run."""
     import signal
-    import time
 
     run = tmp_path / "ray-sigterm"
     longer = ["train.max_steps=40", "train.eval_steps=20", "train.save_steps=20", "eval.enabled=false"]
     args = [sys.executable, "-m", "ftc.cli", "train", *FAST, *RAY, *longer, f"output_dir={run}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 420
-    while time.time() < deadline:  # a few training steps, then the notice
-        metrics = run / "metrics.jsonl"
-        if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.5)
+    wait_for_logged_steps(run, 3, 420)  # a few training steps, then the notice
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=420)
     assert proc.returncode == 143, err[-3000:]
