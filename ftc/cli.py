@@ -15,9 +15,11 @@ from ftc.sweep.trial import RUN_PLAN
 USAGE = """usage: ftc <command> [options] [hydra overrides]
 
 commands:
-  plan [--json] [--data-card DIR] [overrides]
+  plan [--json] [--data-card DIR] [--trace] [overrides]
                                  compile the experiment and print the plan (no torch, no downloads);
-                                 --data-card writes DIR/data_card.md and DIR/data_tokens.png
+                                 --data-card writes DIR/data_card.md and DIR/data_tokens.png;
+                                 --trace runs one step of the real model under fake tensors (needs torch,
+                                 no weights) and shows its activations and FLOPs beside the estimate
   plan -m [sweep overrides]      compile every trial of a sweep and print its total cost
   plan hardware=auto [...]       rank every GPU profile by predicted cost and plan on the cheapest that fits
   train [overrides]              run the plan (re-running with the same output_dir resumes)
@@ -95,8 +97,8 @@ def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
 def _plan(argv: list[str]) -> None:
     from ftc.advisor import resolve, table
 
-    as_json = "--json" in argv
-    argv, card_dir = _take_option([a for a in argv if a != "--json"], "--data-card")
+    as_json, trace = "--json" in argv, "--trace" in argv
+    argv, card_dir = _take_option([a for a in argv if a not in ("--json", "--trace")], "--data-card")
     argv, advice = resolve(argv)
     if advice and not as_json:
         print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n")
@@ -112,6 +114,8 @@ def _plan(argv: list[str]) -> None:
 
         with exit_on_error():
             plan, facts = compile_with_facts(cfg, _choice(advice))
+            if trace and not plan.errors:
+                plan = _traced(cfg, plan, facts, _choice(advice))
         print(plan.to_json() if as_json else plan_table(plan))
         if card_dir:
             print(f"data card: {data_card(plan, facts, card_dir, cfg.model.chars_per_token)}", file=sys.stderr)
@@ -122,6 +126,24 @@ def _plan(argv: list[str]) -> None:
 
     # `ftc plan` writes nothing: no run dir, no log file.
     _hydra_app(task, argv, ["hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"])
+
+
+def _traced(cfg: Any, plan: Any, facts: Any, choice: Any) -> Any:
+    """``ftc plan --trace``: one training step of the plan's shape traced with the real model code (torch needed),
+    then the plan compiled again with it (memory.traced, time.traced)."""
+    from ftc.compiler.frontend import compile_with_trace
+    from ftc.runtime.trace import trace_step
+
+    try:
+        traced = trace_step(plan, plan.batch.micro * plan.objective.sequences_per_example, plan.memory.seq)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model code path fake tensors cannot run: said, the plan stands
+        print(f"ftc: --trace could not run {plan.model.path} ({plan.model.family}) under fake tensors "
+              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the plan's figures are the analytic model's",
+              file=sys.stderr)
+        return plan
+    return compile_with_trace(cfg, facts, traced, choice)
 
 
 # --- train ---------------------------------------------------------------------------------------------------------

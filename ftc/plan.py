@@ -296,6 +296,27 @@ class MemorySpec:
     fits: bool
     headroom_gb: float
     breakdown: dict[str, float]
+    seq: int
+    """Tokens per sequence the peak is computed at: max_length when packed, else the longest example (capped)."""
+    traced: Optional["TracedMemory"] = None
+    """``ftc plan --trace``: a traced step's saved activations beside the analytic term at the same shape."""
+
+
+@dataclass(frozen=True)
+class TracedMemory:
+    """Saved activations of one traced training step (ftc.runtime.trace: the real model code under fake tensors) and
+    the analytic model's at the same micro batch, sequence length and checkpointing. The plan's figures stay
+    analytic: the estimator is evaluated at every micro batch, checkpointing and fix the compiler tries, the trace
+    at one shape; a disagreement over 10% is a warning."""
+
+    micro: int
+    seq: int
+    activations_gb: float
+    analytic_gb: float
+    """The ``activations`` (+ ``expert_adapter_copies``) terms at the traced shape."""
+    ratio: float
+    """traced / analytic."""
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -305,6 +326,18 @@ class TimeSpec:
     train_flops_per_token: float
     train_hours: float
     eval_hours: float
+    traced: Optional["TracedTime"] = None
+    """``ftc plan --trace``: the traced step's FLOPs beside the time model's."""
+
+
+@dataclass(frozen=True)
+class TracedTime:
+    """FLOPs per token of the decoder's forward and backward (recomputation included) in the traced step, beside the
+    time model's at the same sequence length (the output head left out of both)."""
+
+    flops_per_token: float
+    analytic_flops_per_token: float
+    ratio: float
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ def plan_table(plan: Plan) -> str:
                           f"{'fits' if mem.fits else 'DOES NOT FIT'} (live tensors {mem.live_gb:.2f} GB, "
                           f"allocator reserved {mem.reserved_gb:.2f} GB)"),
         ("  breakdown", ", ".join(f"{k} {v:g}" for k, v in mem.breakdown.items() if v)),
+        *([("  traced", _traced_line(plan))] if mem.traced else []),
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
@@ -131,3 +132,11 @@ def errors_text(plan: Plan) -> str:
     n = len(plan.errors)
     head = f"ftc: the experiment has {n} problem{'s' if n > 1 else ''}; nothing was run:"
     return "\n".join([head] + [f"  - {e}" for e in plan.errors])
+
+
+def _traced_line(plan: Plan) -> str:
+    """``ftc plan --trace``: the traced step beside the analytic terms."""
+    m, t = plan.memory.traced, plan.time.traced
+    return (f"activations {m.activations_gb:.3g} GB vs analytic {m.analytic_gb:.3g} GB (x{m.ratio:g}) at micro "
+            f"{m.micro} x {m.seq} tokens; decoder FLOPs/token {t.flops_per_token:.3g} vs "
+            f"{t.analytic_flops_per_token:.3g} (x{t.ratio:g}); traced in {m.seconds:g} s")

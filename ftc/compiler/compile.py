@@ -40,6 +40,8 @@ from ftc.plan import (
     QuantSpec,
     ScheduleSpec,
     TimeSpec,
+    TracedMemory,
+    TracedTime,
     TrainSpec,
 )
 
@@ -598,7 +600,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
     # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
     # their longest example (worst case: the file's longest, capped at max_length).
     if seq is None:
-        seq = draft.max_length if draft.packing else draft.longest_example
+        seq = _peak_seq(draft)
     return est.memory(
         draft.arch, method=method, dtype=dtype, optim=cfg.train.optim, double_quant=m.double_quant,
         trainable_params=draft.trainable, micro=micro * draft.sequences_per_example, seq=seq,
@@ -608,6 +610,27 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
         generation=draft.generation_bytes, eager_attention=draft.attention == "eager",
         colocated=draft.vllm_share * cfg.hardware.memory_gb * est.GB if draft.generation == "vllm" else 0.0,
     )
+
+
+def _peak_seq(draft: Draft) -> int:
+    return draft.max_length if draft.packing else draft.longest_example
+
+
+def _traced(cfg: Config, trace: Any, draft: Draft) -> tuple[TracedMemory, TracedTime]:
+    """A traced step beside the analytic terms at its shape: saved activations (with LoRA's folded expert copies,
+    which the trace sees among them) and the decoder's FLOPs per token."""
+    micro = max(trace.micro // max(draft.sequences_per_example, 1), 1)
+    at = _memory_for(cfg, draft, micro, draft.checkpointing, seq=trace.seq)
+    analytic = at.activations + at.expert_adapters
+    fpt = est.train_flops_per_token(draft.arch, method="full" if draft.kind == "full" else "lora", context=trace.seq,
+                                    checkpointing=draft.checkpointing, head_share=0.0)
+    traced_fpt = trace.flops / max(trace.micro * trace.seq, 1)
+    return (TracedMemory(micro=trace.micro, seq=trace.seq, activations_gb=round(trace.activations_bytes / est.GB, 4),
+                         analytic_gb=round(analytic / est.GB, 4),
+                         ratio=round(trace.activations_bytes / analytic, 3) if analytic else 0.0,
+                         seconds=trace.seconds),
+            TracedTime(flops_per_token=round(traced_fpt), analytic_flops_per_token=round(fpt),
+                       ratio=round(traced_fpt / fpt, 3) if fpt else 0.0))
 
 
 def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
@@ -806,6 +829,8 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
     draft.usd = draft.device_hours * price
     save_steps = spot_checkpoints(cfg, draft, train_h, billed, price) if hw.spot else None
 
+    if facts.trace is not None and draft.arch is not None:
+        draft.traced = _traced(cfg, facts.trace, draft)
     problems = value_problems + rules.check(cfg, facts, draft)
     quant = None
     if m.quant_bits:
@@ -871,9 +896,11 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=fits(mem.total, hw.memory_gb),
-                          headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb()),
+                          headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb(),
+                          seq=_peak_seq(draft), traced=draft.traced[0] if draft.traced else None),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
-                      train_hours=round(train_h, 4), eval_hours=round(eval_h, 4)),
+                      train_hours=round(train_h, 4), eval_hours=round(eval_h, 4),
+                      traced=draft.traced[1] if draft.traced else None),
         cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(price * billed, 3),
                       device_hours=round(draft.device_hours, 3),
                       on_demand_usd=round(draft.device_hours * hw.usd_per_hour, 2),

@@ -50,6 +50,8 @@ class Draft:
     """GRPO: memory of one generation batch (KV cache + sampling logits)."""
     generation_s: float = 0.0
     """GRPO: seconds of generation per optimizer step."""
+    traced: Optional[tuple[Any, Any]] = None
+    """``ftc plan --trace``: (TracedMemory, TracedTime) of the traced step beside the analytic terms."""
     vllm_bytes: float = 0.0
     """GRPO with vLLM: what vLLM holds on its GPU (16-bit weights, KV cache, runtime)."""
     vllm_share: float = 0.0

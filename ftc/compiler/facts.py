@@ -122,6 +122,22 @@ class SelectionFacts:
 
 
 @dataclass(frozen=True)
+class TraceFacts:
+    """A traced training step (``ftc plan --trace``: ftc.runtime.trace): what the real model code saves and computes
+    for one micro batch of the plan's shape."""
+
+    micro: int
+    """Sequences in the traced micro batch (a preference pair's two sequences count two)."""
+    seq: int
+    """Tokens per sequence: the length the plan's peak memory is computed at."""
+    activations_bytes: float
+    """Tensors autograd saved for the backward, the parameters left out (the decoder; the head stays modelled)."""
+    flops: float
+    """Forward + backward FLOPs of the decoder for the micro batch, recomputation included."""
+    seconds: float
+
+
+@dataclass(frozen=True)
 class AdapterFacts:
     """An adapter to start from (model.adapter): where it is and what it was trained on."""
 
@@ -170,6 +186,8 @@ class Facts:
     """The languages the detector knows (read only when data.languages is set)."""
     selection: Optional[SelectionFacts] = None
     """The data selection ``ftc train`` will make (ftc.data.select), when every data file is local and well-formed."""
+    trace: Optional[TraceFacts] = None
+    """A traced step of this plan (``ftc plan --trace``), shown beside the analytic estimate."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""

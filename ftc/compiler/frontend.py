@@ -61,6 +61,15 @@ def compile_with_facts(cfg: Any, hardware_choice: Any = None) -> tuple[Plan, Any
     return compile(typed, facts, hardware_choice), facts
 
 
+def compile_with_trace(cfg: Any, facts: Any, trace: Any, hardware_choice: Any = None) -> Plan:
+    """The plan again, with a traced step of it among the facts (``ftc plan --trace``: the CLI traces, since tracing
+    needs torch; the compiler compares)."""
+    import dataclasses
+
+    typed = cfg if isinstance(cfg, Config) else to_typed(cfg)
+    return compile(typed, dataclasses.replace(facts, trace=trace), hardware_choice)
+
+
 def data_card(plan: Plan, facts: Any, directory: str, chars_per_token: float) -> str:
     """``ftc plan --data-card DIR``: the data card of the plan (ftc.datacard), token lengths from the training file's
     first rows (counted with the model's tokenizer when it is on disk, else characters / model.chars_per_token)."""

@@ -478,6 +478,21 @@ def memory_fits(cfg, facts, draft):
 
 
 @rule
+def traced_step(cfg, facts, draft):
+    """``ftc plan --trace``: the analytic activations against the traced step's (the real model code's)."""
+    if draft.traced is None:
+        return
+    mem = draft.traced[0]
+    if mem.analytic_gb and abs(mem.ratio - 1) > 0.10:
+        yield warning("memory", f"the traced step saves {mem.activations_gb:.3g} GB of activations at micro "
+                      f"{mem.micro} x {mem.seq} tokens, the analytic model {mem.analytic_gb:.3g} GB "
+                      f"({mem.ratio - 1:+.0%}); the plan's figures are the analytic model's (they are evaluated at "
+                      "every micro batch and fix the compiler tries, the trace at this one)",
+                      "size by the larger: check memory.traced against the headroom, or a smaller "
+                      "train.micro_batch_size if it is tight")
+
+
+@rule
 def workers(cfg, facts, draft):
     devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
     la = cfg.launcher
