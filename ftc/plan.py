@@ -298,7 +298,7 @@ class MemorySpec:
     breakdown: dict[str, float]
     seq: int
     """Tokens per sequence the peak is computed at: max_length when packed, else the longest example (capped)."""
-    traced: Optional["TracedMemory"] = None
+    traced: Optional["TracedMemory"]
     """``ftc plan --trace``: a traced step's saved activations beside the analytic term at the same shape."""
 
 
@@ -326,7 +326,7 @@ class TimeSpec:
     train_flops_per_token: float
     train_hours: float
     eval_hours: float
-    traced: Optional["TracedTime"] = None
+    traced: Optional["TracedTime"]
     """``ftc plan --trace``: the traced step's FLOPs beside the time model's."""
 
 
