@@ -565,7 +565,7 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str) -> dict[str
     """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the model's
     tokenizer.json through the ``tokenizers`` library; {} when it cannot be (no chat template for chat rows...),
     and the plan then estimates."""
-    from ftc.data.formats import to_preference, to_prompt_completion
+    from ftc.data.formats import to_texts
     from ftc.data.tokens import FileTokenizer, adds_bos, tokenize_example
 
     fields = dict(settings.fields)
@@ -576,14 +576,9 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str) -> dict[str
         for role, examples in sel.splits.items():
             rows = out.setdefault(role, [])
             for ex in examples or ():
-                if settings.format == "preference":
-                    prompt, chosen, rejected = to_preference(ex.row, fields, template, tok)
-                    p, c = tokenize_example(tok, prompt, chosen, bos)
-                    rows.append([len(p), len(c), len(tokenize_example(tok, prompt, rejected, bos)[1])])
-                else:
-                    p, c = tokenize_example(tok, *to_prompt_completion(ex.row, settings.format, fields, template, tok),
-                                            bos)
-                    rows.append([len(p), len(c)])
+                prompt, *answers = to_texts(ex.row, settings.format, fields, template, tok)
+                ids = [tokenize_example(tok, prompt, answer, bos) for answer in answers]
+                rows.append([len(ids[0][0])] + [len(c) for _, c in ids])
     except Exception:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
         return {}
     return out

@@ -207,6 +207,15 @@ def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> 
     return "", values["text"], 0
 
 
+def to_texts(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
+             tokenizer: Optional[Any] = None) -> tuple[str, ...]:
+    """A row's text as its trainer takes it: (prompt, chosen, rejected) for preference pairs, else (prompt,
+    completion). ``ftc train`` tokenizes these; ``ftc plan`` counts their tokens."""
+    if fmt == "preference":
+        return to_preference(row, fields, template, tokenizer)
+    return to_prompt_completion(row, fmt, fields, template, tokenizer)
+
+
 def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
                          tokenizer: Optional[Any] = None) -> tuple[str, str]:
     """Returns (prompt, completion) without EOS; the tokenizer step appends EOS."""

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import to_preference, to_prompt_completion
+from ftc.data.formats import to_texts
 from ftc.data.load import problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
@@ -110,11 +110,10 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
 
 def _example(ex: Example, spec: DataSpec, tokenizer: Any) -> dict[str, Any]:
     """A selected row formatted for its trainer: prompt + completion (+ label), or prompt + chosen + rejected."""
+    texts = to_texts(ex.row, spec.format, spec.fields, spec.template, tokenizer)
     if spec.format == "preference":
-        prompt, chosen, rejected = to_preference(ex.row, spec.fields, spec.template, tokenizer)
-        return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-    prompt, completion = to_prompt_completion(ex.row, spec.format, spec.fields, spec.template, tokenizer)
-    example = {"prompt": prompt, "completion": completion}
+        return dict(zip(("prompt", "chosen", "rejected"), texts))
+    example = dict(zip(("prompt", "completion"), texts))
     if spec.format == "kto":
         example["label"] = ex.values["label"]
     return example

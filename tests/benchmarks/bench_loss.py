@@ -74,20 +74,21 @@ def ftc_run(run: Path, *overrides: str) -> dict:
             "predicted_logits_gb": plan["memory"]["breakdown"]["logits"]})
 
 
-def loop_run(*args: str) -> dict:
-    r = subprocess.run([sys.executable, "tests/benchmarks/baseline_lora.py", *args], capture_output=True, text=True,
+def _script_run(script: str, *args: str) -> dict:
+    """A baseline script in its own process; its last stdout line is its JSON result."""
+    r = subprocess.run([sys.executable, f"tests/benchmarks/{script}", *args], capture_output=True, text=True,
                        cwd=ROOT)
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
     return _said(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def loop_run(*args: str) -> dict:
+    return _script_run("baseline_lora.py", *args)
 
 
 def trl_run(*args: str) -> dict:
-    r = subprocess.run([sys.executable, "tests/benchmarks/trl_sft.py", *args], capture_output=True, text=True,
-                       cwd=ROOT)
-    if r.returncode:
-        raise SystemExit(r.stderr[-3000:])
-    return _said(json.loads(r.stdout.strip().splitlines()[-1]))
+    return _script_run("trl_sft.py", *args)
 
 
 def main(shapes: tuple[str, ...] = ("qwen", "tiny")) -> None:
