@@ -271,6 +271,7 @@ class HardwareSpec:
     bf16: bool
     peak_tflops: float
     mfu: float
+    mfu_basis: str
     usd_per_hour: float
     cpus_per_worker: int
     step_overhead_s: float
@@ -294,6 +295,15 @@ class MemorySpec:
     """Live tensors + caching-allocator slack (torch.cuda.max_memory_reserved)."""
     device_gb: float
     fits: bool
+    """Not refused: the verdict is ``fits`` or ``tight``."""
+    verdict: str
+    """fits (the band's high end is within the device) | tight (fits only if the estimate holds) | does_not_fit
+    (even the band's low end exceeds it)."""
+    low_gb: float
+    """The band's low end: per_device_gb x est.MEMORY_BAND[0], the lowest measured/predicted ratio of the published
+    runs held out from the fit (docs/ESTIMATES.md, "Fit and uncertainty")."""
+    high_gb: float
+    """The band's high end: per_device_gb x est.MEMORY_BAND[1]."""
     headroom_gb: float
     breakdown: dict[str, float]
     seq: int

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from ftc import secrets
+from ftc.compiler import estimate as est
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.objectives import TRAINERS
 from ftc.plan import Plan
 
+VERDICTS = {"fits": "fits", "tight": "TIGHT: fits only if the estimate holds", "does_not_fit": "DOES NOT FIT"}
 DROPPED = {"empty": "empty", "pii": "with personal data", "language": "in other languages",
            "duplicates": "duplicates", "near_duplicates": "near-duplicates"}
 
@@ -99,13 +101,17 @@ def plan_table(plan: Plan) -> str:
                      + (f"eval/save every {s.eval_steps}" if s.eval_steps == s.save_steps else
                         f"eval every {s.eval_steps}, save every {s.save_steps}")),
         ("grad checkpointing", "on" if plan.train.gradient_checkpointing else "off"),
-        ("memory/device", f"{mem.per_device_gb:.2f} GB process peak of {mem.device_gb:g} GB -> "
-                          f"{'fits' if mem.fits else 'DOES NOT FIT'} (live tensors {mem.live_gb:.2f} GB, "
-                          f"allocator reserved {mem.reserved_gb:.2f} GB)"),
+        ("memory/device", f"{mem.per_device_gb:.2f} GB process peak ({mem.low_gb:.1f}-{mem.high_gb:.1f} GB as "
+                          f"published runs spread) of {mem.device_gb:g} GB -> {VERDICTS[mem.verdict]} (live "
+                          f"tensors {mem.live_gb:.2f} GB, allocator reserved {mem.reserved_gb:.2f} GB)"),
         ("  breakdown", ", ".join(f"{k} {v:g}" for k, v in mem.breakdown.items() if v)),
         *([("  traced", _traced_line(plan))] if mem.traced else []),
         ("time", f"{_hours(plan.time.hours)} (train {_hours(plan.time.train_hours)}, eval "
-                 f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s"),
+                 f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s (mfu "
+                 f"{plan.hardware.mfu:g} {plan.hardware.mfu_basis}"
+                 + (f", {est.EAGER_ADAPTER_S * 1e3:g} ms per adapted module fitted on PEFT's L40S runs"
+                    if plan.hardware.accelerator == "cuda" and plan.method.peft and not plan.hardware.step_overhead_s
+                    else "") + ")"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
                  f"${plan.cost.usd_per_hour / max(plan.world_size if ray_train else 1, 1):g}/h"
                  f"{' spot' if plan.hardware.spot else ''})" + (

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ftc.compiler import estimate as est
 from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
-from ftc.compiler.draft import AUTO_MAX_LENGTH, TIGHT, Draft, fits, weight_dtype
+from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, fits, verdict, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.objectives import TRAINERS
@@ -709,19 +709,20 @@ def _batch(cfg: Config, draft: Draft) -> None:
             draft.checkpointing = t.gradient_checkpointing
         else:
             draft.checkpointing = draft.arch is not None and \
-                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb, TIGHT)
+                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb, SAFE)
     else:
         candidates = [2 ** k for k in range(int(math.log2(per_worker)), -1, -1) if per_worker % (2 ** k) == 0]
         chosen = None
         for ckpt in ckpt_options:
             for micro in candidates:
-                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb, TIGHT):
+                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb, SAFE):
                     chosen = (micro, ckpt)
                     break
             if chosen:
                 break
         draft.micro, draft.checkpointing = chosen or (1, ckpt_options[-1])
-        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits {TIGHT:.0%} of memory"
+        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits even at the band's high end, the "
+                               f"estimate within {SAFE:.0%} of memory,"
                                f"{' with' if draft.checkpointing else ' without'} gradient checkpointing)")
     if t.gradient_checkpointing is None and draft.checkpointing:
         draft.decisions.append("gradient_checkpointing=on (needed to fit memory; costs ~1 extra forward)")
@@ -841,6 +842,8 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
     every = eval_steps(cfg, draft)
     moe = _moe_spec(cfg, draft)
     per_device = mem.total / est.GB
+    low, high = band(per_device, mem.floor / est.GB)
+    said = verdict(per_device, hw.memory_gb, mem.floor / est.GB)
     return Plan(
         name=cfg.name,
         # Each spec copies its config section's fields of the same name; the compiler's decisions are named here.
@@ -895,7 +898,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         eval=spec_from(EvalSpec, cfg.eval),
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
-                          fits=fits(mem.total, hw.memory_gb),
+                          fits=said != "does_not_fit", verdict=said, low_gb=round(low, 2), high_gb=round(high, 2),
                           headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb(),
                           seq=_peak_seq(draft), traced=draft.traced[0] if draft.traced else None),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,

@@ -98,9 +98,9 @@ def spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int
         return None
     step_s = train_hours * 3600 / draft.steps
     weights = draft.trainable if draft.peft else (draft.arch.total_params if draft.arch else 0)
-    checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(draft.kind, cfg.train.optim, draft.precision
-                                                                  if draft.precision in est.BYTES else "fp32") \
-        / (CHECKPOINT_WRITE_GBS * 1e9)
+    checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(
+        draft.kind, cfg.train.optim, draft.precision if draft.precision in est.BYTES else "fp32",
+        deepspeed=draft.zero_stage > 0) / (CHECKPOINT_WRITE_GBS * 1e9)
     between_s = 3600 / max(hw.preemptions_per_hour * devices, 1e-9)
     interval_s = math.sqrt(2 * checkpoint_s * between_s)
     steps = max(1, min(draft.steps, round(interval_s / step_s)))

@@ -11,21 +11,39 @@ from ftc.compiler import estimate as est
 if TYPE_CHECKING:
     from ftc.config.schema import Config
 
-# Against published runs (docs/ESTIMATES.md, "Evidence") the memory estimates err by a median ~6%, from -13% to
-# +19%; the longest sequences that fitted a card are predicted at 93-100% of its
-# capacity. So a plan fits when the estimate is within the device's capacity (refusing less would refuse runs that
-# ran), and the band above TIGHT is where the measured error allows an out-of-memory: a warning for settings the
-# user chose, and avoided when the compiler picks the micro batch or gradient checkpointing itself.
+# Against published runs it was not fitted to (docs/ESTIMATES.md, "Fit and uncertainty"), a measured peak lay between
+# est.MEMORY_BAND[0] and est.MEMORY_BAND[1] times the estimate. Three verdicts follow (``verdict``): a plan fits
+# when even the band's high end is within the device; it does not fit when even its low end is not; in between it
+# fits only if the estimate holds (a warning naming the fix). The compiler's own choices (micro batch, gradient
+# checkpointing) keep to SAFE, the share of the device where the high end still fits.
 HEADROOM = 1.0
-TIGHT = 0.90
+SAFE = 1 / est.MEMORY_BAND[1]
 PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
 AUTO_MAX_LENGTH = 2048  # data.max_length=null: the model's context, capped here (TRL's default is 1024, Axolotl's 2048)
 
 
 def fits(need_bytes: float, device_gb: float, margin: float = HEADROOM) -> bool:
-    """The one "does it fit" comparison: the estimate within ``margin`` of the device's memory (TIGHT for the
+    """The one "is it within" comparison: the estimate within ``margin`` of the device's memory (SAFE for the
     compiler's own choices)."""
     return need_bytes <= device_gb * est.GB * margin
+
+
+def band(need_gb: float, floor_gb: float = 0.0) -> tuple[float, float]:
+    """(low, high) GB around a process-peak estimate: est.MEMORY_BAND, the low end never below ``floor_gb`` (what
+    the parameter counts alone make certain: weights, optimizer state, runtime)."""
+    low, high = est.MEMORY_BAND
+    return max(need_gb * low, min(floor_gb, need_gb)), need_gb * high
+
+
+def verdict(need_gb: float, device_gb: float, floor_gb: float = 0.0) -> str:
+    """fits | tight | does_not_fit: the estimate's band against the device. fits: even its high end is within the
+    device; does_not_fit: even its low end is not; tight in between (fits only if the estimate holds)."""
+    low, high = band(need_gb, floor_gb)
+    if high <= device_gb:
+        return "fits"
+    if low > device_gb:
+        return "does_not_fit"
+    return "tight"
 
 
 @dataclass

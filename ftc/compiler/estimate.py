@@ -47,8 +47,19 @@ def optimizer_state_bytes(optim: str, param_bytes: float) -> float:
     return moments * (param_bytes if per is None else per)
 
 
-def trainable_bytes_per_param(method: str, optim: str, dtype: str) -> float:
-    """Gradient + optimizer state (+ the adapter weight itself) per trainable parameter."""
+# DeepSpeed's ZeRO optimizer (any stage, bf16 or fp16 enabled) trains an fp32 master copy of every trainable
+# parameter with fp32 gradients and fp32 optimizer moments, whatever dtype the model's weights are in: 16 B per
+# parameter with Adam on top of the 16-bit weight (DeepSpeed's own estimator,
+# deepspeed.runtime.zero.stage3.estimate_zero3_model_states_mem_needs, counts 18 B = 2 + 16). Without this term,
+# full fine-tuning under ZeRO-3 was predicted at half of Qwen's published per-GPU memory (docs/ESTIMATES.md).
+DEEPSPEED_MASTER_BYTES = 4 + 4  # fp32 master weight + fp32 gradient
+
+
+def trainable_bytes_per_param(method: str, optim: str, dtype: str, deepspeed: bool = False) -> float:
+    """Gradient + optimizer state (+ the adapter weight itself) per trainable parameter; under DeepSpeed's ZeRO
+    optimizer, its fp32 master copy, fp32 gradient and fp32 moments."""
+    if deepspeed:
+        return DEEPSPEED_MASTER_BYTES + optimizer_state_bytes(optim, 4)
     if method == "full":
         return BYTES[dtype] + optimizer_state_bytes(optim, BYTES[dtype])
     return 2 * ADAPTER_BYTES + optimizer_state_bytes(optim, ADAPTER_BYTES)
@@ -60,6 +71,16 @@ LOGIT_BYTES = 8
 CUDA_CONTEXT_GB = 1.0  # CUDA context + cuBLAS/cuDNN workspaces, measured 0.6-1.2 GB on recent drivers
 CPU_RUNTIME_GB = 0.75  # process RSS of the default CPU run is 0.83 GB, of which model + activations < 0.1 GB
 ALLOCATOR_SLACK = 1.10  # caching-allocator blocks reserved but not in use, on top of the live tensors
+
+# The one fitted factor: measured runs hold more than the tensors counted here (kernel workspaces, temporary
+# copies, the allocator's rounding). Fitted by leave-one-source-out over the published runs in tests/evidence
+# (tests/evidence/fit.py; docs/ESTIMATES.md, "Fit and uncertainty"): the median over sources of each source's median
+# measured/predicted ratio. tests/unit/test_evidence.py holds it equal to what the evidence gives.
+MEMORY_FIT = 1.06
+# Measured / predicted peak of every held-out row (each predicted with the factor fitted without its own source):
+# the plan's band. Below the low end no measured run lay; above the high end none either. A plan "fits" when the
+# high end is within the device, "does not fit" when even the low end is not, and is tight in between.
+MEMORY_BAND = (0.78, 1.33)
 
 # Tokens per micro-step at which a GPU's matmuls reach half of the profile's utilisation: a GEMM whose token
 # dimension is short fills few tensor-core tiles and waves (cuBLAS reaches most of peak only from ~1-2k rows).
@@ -350,9 +371,22 @@ class MemoryEstimate:
     """GRPO with vLLM colocated: what vLLM pre-allocates on the training GPU, held all run."""
 
     @property
-    def live(self) -> float:
+    def counted(self) -> float:
+        """The live tensors as counted term by term, before the fitted factor."""
         step = self.activations + self.logits + self.expert_adapters
         return self.weights + self.trainable + self.zero3_gather + max(step, self.generation) + self.colocated
+
+    @property
+    def live(self) -> float:
+        """Live tensors at the peak (torch.cuda.max_memory_allocated): the counted terms x ``MEMORY_FIT``."""
+        return self.counted * MEMORY_FIT
+
+    @property
+    def floor(self) -> float:
+        """What the process certainly holds, counted from parameter counts alone: weights, trainable state, ZeRO-3's
+        gathered layers, a colocated vLLM's pre-allocated share and the runtime. The band's low end never goes
+        below it."""
+        return self.weights + self.trainable + self.zero3_gather + self.colocated + self.runtime
 
     @property
     def reserved(self) -> float:
@@ -375,6 +409,7 @@ class MemoryEstimate:
             **({"expert_adapter_copies": round(self.expert_adapters / GB, 3)} if self.expert_adapters else {}),
             **({"generation_kv_cache": round(self.generation / GB, 3)} if self.generation else {}),
             **({"vllm_colocated": round(self.colocated / GB, 3)} if self.colocated else {}),
+            "fitted_uncounted": round(self.counted * (MEMORY_FIT - 1) / GB, 3),
             "allocator_slack": round(live * (ALLOCATOR_SLACK - 1) / GB, 3),
             "runtime": round(self.runtime / GB, 3),
         }
@@ -403,7 +438,7 @@ def memory(
 ) -> MemoryEstimate:
     """Peak memory on one device. ZeRO-3 shards weights, gradients and optimizer over ``world``; ZeRO-2 the last two."""
     weights = weight_bytes(arch, method, dtype, double_quant)
-    trainable = trainable_params * trainable_bytes_per_param(method, optim, dtype)
+    trainable = trainable_params * trainable_bytes_per_param(method, optim, dtype, deepspeed=zero_stage > 0)
     gather = 0.0
     if zero_stage == 3 and world > 1:
         weights /= world

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ftc import secrets
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import TIGHT, Draft, fits
+from ftc.compiler.draft import SAFE, Draft, band, verdict
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
@@ -286,7 +286,7 @@ def generation(cfg, facts, draft):
                     f"train.global_batch_size={max(g, n - n % g)}")
     yield from _vllm(cfg, draft)
     if draft.arch is not None and draft.generation_bytes:
-        room = cfg.hardware.memory_gb * est.GB * TIGHT - draft.memory.weights - draft.memory.trainable \
+        room = cfg.hardware.memory_gb * est.GB * SAFE - draft.memory.weights - draft.memory.trainable \
             - draft.memory.runtime
         if draft.generation_bytes > room:
             per_completion = draft.generation_bytes / max(n // max(draft.world, 1), 1)
@@ -412,15 +412,17 @@ def precision(cfg, facts, draft):
                     "train.precision=fp32 (or bf16)")
 
 
-def _memory_fixes(cfg, draft, have: float) -> list[str]:
-    """Changes that bring the estimate within the device's memory, each checked with the estimator; the
-    smallest step of each kind (the largest micro batch, the longest max_length) that does."""
+def _memory_fixes(cfg, draft, have: float, safe: bool = True) -> list[str]:
+    """Changes that make the plan fit, each checked with the estimator; the smallest step of each kind (the largest
+    micro batch, the longest max_length) that does. ``safe``: the band's high end within the device (verdict
+    ``fits``); else within it as estimated (not refused)."""
     at, fixes = draft.memory_at, []
     if at is None:
         return fixes
 
     def ok(mem) -> bool:
-        return fits(mem.total, have)
+        said = verdict(mem.total / est.GB, have, mem.floor / est.GB)
+        return said == "fits" or (not safe and said == "tight")
 
     def largest_micro(ckpt: bool) -> int:
         micro = draft.micro // 2 if ckpt == draft.checkpointing else draft.micro
@@ -463,18 +465,22 @@ def memory_fits(cfg, facts, draft):
     detail = (f"weights {mem.weights / 1e9:.1f}, activations {mem.activations / 1e9:.1f}, logits "
               f"{mem.logits / 1e9:.1f}" + (f", colocated vLLM {mem.colocated / 1e9:.1f}" if mem.colocated else "")
               + " GB")
-    if fits(mem.total, have, TIGHT):
+    low, high = band(need, mem.floor / est.GB)
+    said = verdict(need, have, mem.floor / est.GB)
+    if said == "fits":
         return
+    spread = f"{low:.1f}-{high:.1f} GB, the spread of published runs around the estimate, docs/ESTIMATES.md"
     fixes = _memory_fixes(cfg, draft, have)
-    if fits(mem.total, have):
-        yield warning("hardware", f"predicted peak {need:.1f} GB per device is within {have - need:.1f} GB of the "
-                      f"{have:g} GB of {cfg.hardware.name}: inside the estimator's measured error (-13% to +19% on "
-                      f"published runs, docs/ESTIMATES.md), so it may run out of memory ({detail})",
-                      ", ".join(fixes) or "a larger GPU")
+    if said == "tight":
+        where = "within" if need <= have else "above"
+        yield warning("hardware", f"predicted peak {need:.1f} GB per device ({spread}) is {where} the {have:g} GB of "
+                      f"{cfg.hardware.name}: it fits only if the estimate holds ({detail})",
+                      "to make it safe: " + (", ".join(fixes) or "a larger GPU"))
         return
+    fixes = fixes or _memory_fixes(cfg, draft, have, safe=False)
     fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
-    yield error("hardware", f"predicted peak {need:.1f} GB per device exceeds the {have:g} GB of "
-                f"{cfg.hardware.name} ({detail})", "any of: " + "; ".join(fixes))
+    yield error("hardware", f"predicted peak {need:.1f} GB per device ({spread}) exceeds the {have:g} GB of "
+                f"{cfg.hardware.name} even at the band's low end ({detail})", "any of: " + "; ".join(fixes))
 
 
 @rule

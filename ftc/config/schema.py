@@ -282,6 +282,9 @@ class HardwareConfig:
     """Dense bf16/fp16 tensor TFLOP/s per device from the vendor sheet (CPU: measured, see docs)."""
     mfu: float = checked(0.35, gt=0, le=1)
     """Model-FLOPs utilization the time estimate assumes (fraction of peak reached in practice)."""
+    mfu_basis: str = "assumed"
+    """Where ``mfu`` comes from, shown on the plan's time line: ``assumed`` (no measured run on this card), or the
+    measurement it was fitted on (docs/ESTIMATES.md, Evidence) or ``ftc calibrate``."""
     usd_per_hour: float = checked(0.0, ge=0)
     """On-demand price per device-hour (source and date in the YAML)."""
     spot_usd_per_hour: Optional[float] = checked(None, ge=0)

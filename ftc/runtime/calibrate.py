@@ -195,6 +195,7 @@ def profile_yaml(plan: Plan, name: str, measured: dict[str, Any]) -> str:
         f"bf16: {str(hw.bf16).lower()}",
         f"peak_tflops: {measured['achieved_tflops']:.4g}",
         "mfu: 1.0",
+        f"mfu_basis: measured by ftc calibrate on {date.today().isoformat()}",
         f"usd_per_hour: {hw.usd_per_hour:g}",
         f"cpus_per_worker: {hw.cpus_per_worker}",
         f"step_overhead_s: {measured['fixed_step_s']:.4g}",

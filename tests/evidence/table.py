@@ -26,7 +26,7 @@ from typing import Optional
 import yaml
 
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import HEADROOM
+from ftc.compiler.draft import verdict
 
 RUNS = Path(__file__).with_name("published_runs.yaml")
 GIB = 2 ** 30 / 1e9
@@ -46,6 +46,10 @@ class Row:
     method: str
     tps_excluded: Optional[str] = None
     fitted: bool = False
+    fixed_gb: float = 0.0
+    """The part of ``predicted_gb`` that ``est.MEMORY_FIT`` does not scale (the CUDA context of a process peak)."""
+    floor_gb: float = 0.0
+    """What the parameter counts alone make certain, in the same metric (the plan's band never goes below it)."""
 
     @property
     def memory_error(self) -> Optional[float]:
@@ -91,23 +95,31 @@ def predict(run: dict, sources: dict) -> Row:
         extra -= plan.model.params * est.BYTES[plan.method.weight_dtype] / est.GB
     if src.get("logit_bytes"):
         extra += b["logits"] * (src["logit_bytes"] / est.LOGIT_BYTES - 1)
+    extra *= est.MEMORY_FIT  # the source's conditions are live tensors too
     metric = src["metric"]
     scale = GIB if src.get("memory_gib") else 1.0
+    runtime = b["runtime"]
+    fixed = 0.0
     if metric == "allocated":
         predicted, measured = m.live_gb + extra, run.get("memory")
     elif metric == "reserved":
         predicted, measured = (m.live_gb + extra) * est.ALLOCATOR_SLACK, run.get("memory")
+    elif metric == "process":  # the process peak as nvidia-smi shows it
+        predicted, measured, fixed = m.per_device_gb + extra * est.ALLOCATOR_SLACK, run.get("memory"), runtime
     else:  # boundary: the process peak against the card's capacity
-        predicted, measured = m.per_device_gb + extra * est.ALLOCATOR_SLACK, m.device_gb
+        predicted, measured, fixed = m.per_device_gb + extra * est.ALLOCATOR_SLACK, m.device_gb, runtime
+    # (optimizer_in_bwd's gradients, never all held, come off the certain part too)
+    floor = sum(b[k] for k in ("weights", "adapters_grads_optimizer", "zero3_gather_buffer")) + min(extra, 0) + fixed
     # Would ftc refuse it? The process peak, with the source's conditions applied, against the card.
-    fits = m.per_device_gb + extra * est.ALLOCATOR_SLACK <= m.device_gb * HEADROOM
+    fits = verdict(m.per_device_gb + extra * est.ALLOCATOR_SLACK, m.device_gb, floor - fixed + runtime) \
+        != "does_not_fit"
     return Row(source=run["source"], label=_label(plan, run), metric=metric,
                measured_gb=measured * scale if measured is not None and metric != "boundary" else measured,
-               predicted_gb=round(predicted, 2), measured_tps=run.get("tokens_per_s"),
+               predicted_gb=round(predicted, 3), measured_tps=run.get("tokens_per_s"),
                predicted_tps=int(round(plan.time.tokens_per_s)) if run.get("tokens_per_s") else None,
                fits=fits, excluded=run.get("exclude"), method=plan.method.name,
                tps_excluded=src.get("tps_exclude") if run.get("tokens_per_s") else None,
-               fitted=bool(run.get("fitted")))
+               fitted=bool(run.get("fitted") or src.get("tps_fitted")), fixed_gb=fixed, floor_gb=floor)
 
 
 def rows() -> list[Row]:
@@ -135,7 +147,7 @@ def markdown(table: list[Row]) -> str:
     lines = ["| source | run | measured | ftc | error | tokens/s measured | ftc | error |",
              "|---|---|---|---|---|---|---|---|"]
     for r in table:
-        what = {"allocated": "allocated", "reserved": "reserved", "boundary": "card"}[r.metric]
+        what = {"allocated": "allocated", "reserved": "reserved", "process": "process", "boundary": "card"}[r.metric]
         err = _pct(r.memory_error) + (" (excluded)" if r.excluded and r.memory_error is not None else "")
         measured = "-" if r.measured_gb is None else f"{r.measured_gb:.2f} GB {what}"
         predicted = "-" if r.measured_gb is None else f"{r.predicted_gb:.2f} GB"

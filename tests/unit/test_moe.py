@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import plan_for
+from tests.conftest import ROOT, plan_for
 
 pytestmark = pytest.mark.unit
 
@@ -101,12 +101,19 @@ def test_an_attention_free_model_plans_from_its_config():
     assert 100e6 < plan.model.params < 160e6  # mamba-130m
 
 
-@pytest.mark.parametrize("recipe", ["qlora_olmoe_1b_7b_24gb", "lora_olmoe_1b_7b_48gb", "qlora_qwen3_30b_a3b_80gb",
-                                    "lora_gpt_oss_20b_80gb", "lora_mixtral_8x7b_zero3_x4"])
-def test_moe_recipes_fit_their_cards_without_warnings(recipe):
+@pytest.mark.parametrize(("recipe", "verdict"), [
+    ("qlora_olmoe_1b_7b_24gb", "tight"), ("lora_olmoe_1b_7b_48gb", "fits"), ("qlora_qwen3_30b_a3b_80gb", "tight"),
+    ("lora_gpt_oss_20b_80gb", "fits"), ("lora_mixtral_8x7b_zero3_x4", "fits")])
+def test_moe_recipes_fit_their_cards_and_say_where_only_if_the_estimate_holds(recipe, verdict):
+    """The two QLoRA recipes keep their bf16 experts (bitsandbytes quantizes linear layers only): weights alone are
+    most of the card, so the band's high end passes it. Their only warning is that one, and their headers say so."""
     plan = plan_for([f"recipe={recipe}"])
-    assert plan.errors == () and plan.warnings == (), (plan.errors, plan.warnings)
-    assert plan.memory.fits and plan.model.moe is not None
+    assert plan.errors == (), plan.errors
+    assert plan.memory.verdict == verdict and plan.model.moe is not None
+    expected = ["hardware"] if verdict == "tight" else []
+    assert [w.split(":")[0] for w in plan.warnings] == expected, plan.warnings
+    if verdict == "tight":
+        assert "fits only if the estimate holds" in (ROOT / "recipes" / f"{recipe}.yaml").read_text()
 
 
 def test_stored_expert_layouts_convert_to_what_transformers_loads():

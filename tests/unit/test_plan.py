@@ -205,6 +205,8 @@ def test_serving_estimate_is_decode_bound_on_the_chosen_profile():
 def test_spot_pays_the_spot_price_and_spaces_checkpoints_for_preemptions():
     import math
 
+    from ftc.compiler.costing import CHECKPOINT_WRITE_GBS
+
     on_demand = plan_for(["model=mistral_7b", "method=qlora", "hardware=rtx4090"])
     spot = plan_for(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "hardware.spot=true"])
     assert spot.cost.usd == pytest.approx(spot.cost.device_hours * 0.34, abs=0.01)
@@ -213,7 +215,9 @@ def test_spot_pays_the_spot_price_and_spaces_checkpoints_for_preemptions():
     assert "preemptions expected" in decision and "losing" in decision
     step_s = spot.time.train_hours * 3600 / spot.schedule.steps
     between_s = 3600 / 0.1  # the schema's assumed preemption rate, one device
-    young = math.sqrt(2 * 1.0 * between_s)  # checkpoint cost ~1 s for a LoRA adapter + AdamW state
+    # checkpoint cost: 1 s + the fp32 adapter, its gradient and AdamW's two moments (16 B a parameter) at 1 GB/s
+    checkpoint_s = 1.0 + spot.method.trainable_params * 16 / (CHECKPOINT_WRITE_GBS * 1e9)
+    young = math.sqrt(2 * checkpoint_s * between_s)
     assert spot.schedule.save_steps == pytest.approx(young / step_s, rel=0.2)
     assert spot.schedule.save_steps != on_demand.schedule.save_steps
 
