@@ -50,6 +50,9 @@ class Row:
     """The part of ``predicted_gb`` that ``est.MEMORY_FIT`` does not scale (the CUDA context of a process peak)."""
     floor_gb: float = 0.0
     """What the parameter counts alone make certain, in the same metric (the plan's band never goes below it)."""
+    oom: bool = False
+    """The run ran out of memory on its card (``predicted_gb`` is then the process peak, against ``card_gb``)."""
+    card_gb: float = 0.0
 
     @property
     def memory_error(self) -> Optional[float]:
@@ -108,6 +111,8 @@ def predict(run: dict, sources: dict) -> Row:
         predicted, measured, fixed = m.per_device_gb + extra * est.ALLOCATOR_SLACK, run.get("memory"), runtime
     else:  # boundary: the process peak against the card's capacity
         predicted, measured, fixed = m.per_device_gb + extra * est.ALLOCATOR_SLACK, m.device_gb, runtime
+    if run.get("oom"):  # no figure: the process peak, held against the card it did not fit
+        predicted, measured, fixed = m.per_device_gb + extra * est.ALLOCATOR_SLACK, None, runtime
     # (optimizer_in_bwd's gradients, never all held, come off the certain part too)
     floor = sum(b[k] for k in ("weights", "adapters_grads_optimizer", "zero3_gather_buffer")) + min(extra, 0) + fixed
     # Would ftc refuse it? The process peak, with the source's conditions applied, against the card.
@@ -119,7 +124,8 @@ def predict(run: dict, sources: dict) -> Row:
                predicted_tps=int(round(plan.time.tokens_per_s)) if run.get("tokens_per_s") else None,
                fits=fits, excluded=run.get("exclude"), method=plan.method.name,
                tps_excluded=src.get("tps_exclude") if run.get("tokens_per_s") else None,
-               fitted=bool(run.get("fitted") or src.get("tps_fitted")), fixed_gb=fixed, floor_gb=floor)
+               fitted=bool(run.get("fitted") or src.get("tps_fitted")), fixed_gb=fixed, floor_gb=floor,
+               oom=bool(run.get("oom")), card_gb=m.device_gb)
 
 
 def rows() -> list[Row]:
@@ -149,8 +155,9 @@ def markdown(table: list[Row]) -> str:
     for r in table:
         what = {"allocated": "allocated", "reserved": "reserved", "process": "process", "boundary": "card"}[r.metric]
         err = _pct(r.memory_error) + (" (excluded)" if r.excluded and r.memory_error is not None else "")
-        measured = "-" if r.measured_gb is None else f"{r.measured_gb:.2f} GB {what}"
-        predicted = "-" if r.measured_gb is None else f"{r.predicted_gb:.2f} GB"
+        measured = f"out of memory ({r.card_gb:g} GB card)" if r.oom else \
+            "-" if r.measured_gb is None else f"{r.measured_gb:.2f} GB {what}"
+        predicted = f"{r.predicted_gb:.2f} GB" if r.oom or r.measured_gb is not None else "-"
         tps_err = _pct(r.tps_error) + (" (excluded)" if r.tps_error is not None and (r.excluded or r.tps_excluded)
                                        else " (fitted)" if r.fitted else "")
         lines.append(f"| {r.source} | {r.label} | {measured} | {predicted} | {err} | "

@@ -56,7 +56,8 @@ def test_each_held_out_source_is_within_thirty_percent_at_its_median(held):
 
 def test_a_measured_peak_above_the_card_is_never_fits_and_a_run_that_ran_is_never_does_not_fit(rows):
     """For every row, a card just below what the source measured must not be "fits" (unless the source's figure
-    bounds the need from above only) and a card at what it measured must not be "does not fit"."""
+    bounds the need from above only) and a card at what it measured must not be "does not fit"; a run that ran out
+    of memory on its card must not be "fits" there."""
     unpressured = fit.unpressured_sources()
     wrong = []
     for r in fit.memory_rows(rows):
@@ -64,11 +65,15 @@ def test_a_measured_peak_above_the_card_is_never_fits_and_a_run_that_ran_is_neve
             wrong.append(("fits below its peak", r.label))
         if verdict(r.predicted_gb, r.measured_gb, r.floor_gb) == "does_not_fit":
             wrong.append(("does not fit at its peak", r.label))
+    out_of_memory = [r for r in rows if r.oom and not r.excluded]
+    assert out_of_memory
+    wrong += [("fits where it ran out of memory", r.label) for r in out_of_memory
+              if verdict(r.predicted_gb, r.card_gb, r.floor_gb) == "fits"]
     assert wrong == []
 
 
 def test_no_run_that_ran_is_refused(rows):
-    refused = [r.label for r in rows if not r.excluded and not r.fits]
+    refused = [r.label for r in rows if not r.excluded and not r.oom and not r.fits]
     assert refused == []
 
 
