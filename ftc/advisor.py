@@ -3,7 +3,8 @@ price with ``hardware.spot=true``: profiles without one are then refused).
 
 Each profile is compiled exactly as ``ftc plan hardware=<profile>`` would (single devices on the local launcher,
 multi-device profiles on Ray with the ZeRO stage the compiler picks). The cheapest profile whose plan has no error
-(it fits, and meets budget.max_usd and the deadline budget.max_hours) is chosen; ties go to the faster one.
+(it fits, and meets budget.max_usd and the deadline budget.max_hours) is chosen; ties go to the faster one. A profile
+where it fits only if the estimate holds (memory.verdict tight) ranks after every one where it fits outright.
 CPU profiles describe this machine, not something to rent: ``hardware=cpu`` selects them explicitly.
 """
 
@@ -41,6 +42,9 @@ class Option:
     why_not: str
     """Empty when the profile can run the experiment; else its first error."""
     sums: Optional[Sums] = None
+    tight: bool = False
+    """It fits only if the estimate holds (memory.verdict tight, on any trial): ranked after every profile that fits
+    even at the band's high end."""
 
     @property
     def usd(self) -> float:
@@ -60,7 +64,7 @@ class Option:
             "on_demand_usd": s.on_demand_usd if s else p.cost.on_demand_usd,
             "spot_usd": s.spot_usd if s else p.cost.spot_usd,
             "usd_per_m_tokens": round(self.usd / tokens * 1e6, 3) if tokens else None,
-            "ok": not self.why_not, "why_not": self.why_not,
+            "ok": not self.why_not, "why_not": self.why_not, "tight": self.tight,
         }
 
 
@@ -131,8 +135,9 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
                 composed[launcher] = compose(base + [launcher])
             cfg = on_profile(composed[launcher], name)
         plan = compile_config(cfg)
-        options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else ""))
-    options.sort(key=lambda o: (bool(o.why_not), o.usd, o.hours, o.hardware))
+        options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else "",
+                              tight=plan.memory.verdict == "tight"))
+    options.sort(key=lambda o: (bool(o.why_not), o.tight, o.usd, o.hours, o.hardware))
     chosen = options[0] if options and not options[0].why_not else None
     return options, chosen
 
@@ -156,7 +161,8 @@ def table(options: list[Option]) -> str:
                      f"{r['memory_gb']:.1f}/{r['device_gb']:g} GB", f"{r['hours']:.2f}", f"{r['usd']:.2f}",
                      f"{r['on_demand_usd']:.2f}/" + ("-" if r["spot_usd"] is None else f"{r['spot_usd']:.2f}"),
                      "-" if r["usd_per_m_tokens"] is None else f"{r['usd_per_m_tokens']:.2f}",
-                     "ok" if r["ok"] else "no: " + r["why_not"][:90]])
+                     ("tight: fits only if the estimate holds" if r["tight"] else "ok") if r["ok"]
+                     else "no: " + r["why_not"][:90]])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head] + rows)
 
@@ -178,8 +184,8 @@ def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option
                     spot_usd=None if None in spots else round(sum(spots), 2),
                     hours=round(sum(o.plan.time.hours for o in opts), 4),
                     tokens=sum(o.plan.schedule.tokens for o in opts))
-        totals.append(Option(name, opts[0].overrides, opts[0].plan, why_not, sums))
-    totals.sort(key=lambda o: (bool(o.why_not), o.usd, o.hours, o.hardware))
+        totals.append(Option(name, opts[0].overrides, opts[0].plan, why_not, sums, tight=any(o.tight for o in opts)))
+    totals.sort(key=lambda o: (bool(o.why_not), o.tight, o.usd, o.hours, o.hardware))
     chosen = totals[0] if totals and not totals[0].why_not else None
     differ = [f"trial {i} ({' '.join(t)}) alone would choose {c.hardware}" for i, (t, (_, c)) in
               enumerate(zip(trials, per_trial)) if chosen and c is not None and c.hardware != chosen.hardware]

@@ -107,11 +107,18 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
     config = _config(plan)
     q = plan.method.quantization
     dtype = getattr(torch, DTYPES[q.compute_dtype]) if q else torch_dtype(plan)
-    extra = {"experts_implementation": "eager"} if plan.model.moe is not None else {}  # the fake grouped_mm
-    # refuses fp32 (its meta kernel asks for bf16); the per-expert loop saves the same routed activations
+    # A mixture of experts runs its experts through torch's grouped matmul (transformers 5's default), whose fake
+    # kernel takes bf16 only: such a model is traced in bf16, and each bf16 tensor it saves is counted at the plan's
+    # width. (The per-expert loop would take any dtype, but it selects tokens with nonzero(), a data-dependent shape
+    # fake tensors cannot give.)
+    widen = 1.0
+    if plan.model.moe is not None and dtype != torch.bfloat16:
+        widen = torch.empty((), dtype=dtype).element_size() / 2
+        dtype = torch.bfloat16
+    _count_grouped_mm()
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, attn_implementation=plan.model.attn_implementation,
-                                                 dtype=dtype, trust_remote_code=plan.model.trust_remote_code, **extra)
+                                                 dtype=dtype, trust_remote_code=plan.model.trust_remote_code)
     if plan.method.peft:
         from peft import get_peft_model
 
@@ -136,7 +143,8 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
     def pack(t: Any) -> Any:
         key = t.untyped_storage()._cdata
         if key not in params:
-            saved[key] = max(saved.get(key, 0), t.untyped_storage().nbytes())
+            nbytes = t.untyped_storage().nbytes() * (widen if t.dtype == torch.bfloat16 else 1.0)
+            saved[key] = max(saved.get(key, 0), nbytes)
         return t
 
     inner = model.get_base_model() if plan.method.peft else model
@@ -178,6 +186,26 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
         step_flops += forward  # each block's forward runs again in the backward
     return TraceFacts(micro=micro, seq=seq, activations_bytes=total, flops=step_flops,
                       seconds=round(time.time() - start, 2))
+
+
+def _grouped_mm_flops(a_shape: Any, b_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of torch's grouped matmul, 2 per multiply-add over every group: (tokens, k) by experts' (k, n) weights,
+    the weight gradient's (k, tokens) by (tokens, n) grouped over tokens, or batched 3-D by 3-D."""
+    if len(a_shape) == 3 and len(b_shape) == 3:
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+    if len(a_shape) == 3:  # (groups, m, k) by (k, n over the groups)
+        return 2 * a_shape[1] * a_shape[2] * b_shape[1]
+    return 2 * a_shape[0] * a_shape[1] * b_shape[-1]
+
+
+def _count_grouped_mm() -> None:
+    """FlopCounterMode has no formula for aten._grouped_mm (torch 2.13): register one, once."""
+    import torch
+    from torch.utils import flop_counter
+
+    op = getattr(torch.ops.aten, "_grouped_mm", None)
+    if op is not None and op not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(op)(_grouped_mm_flops)
 
 
 def _patched_sdpa(sdpa: Any) -> Any:

@@ -52,13 +52,13 @@ def test_a_budget_no_profile_meets_is_refused_with_the_table():
 
 
 def test_a_sweep_runs_on_the_cheapest_profile_every_trial_fits_and_says_when_trials_differ():
-    """70B QLoRA alone fits one H100; 70B LoRA needs four A100-80GB (85.9 GB each, as nvidia-smi reports them) with
-    ZeRO-3: the sweep takes the profile both fit."""
+    """70B QLoRA alone fits one A100-80GB (the cheapest since its utilisation is fitted on Qwen's A100 runs); 70B
+    LoRA needs four (85.9 GB each, as nvidia-smi reports them) with ZeRO-3: the sweep takes the profile both fit."""
     r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "-m", "hardware=auto", "model=llama3_70b",
                         "method=qlora,lora", "train.epochs=1"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "the trials would not all choose the same profile; the sweep runs on a100_80g_x4" in r.stderr
-    assert "trial 0 (model=llama3_70b method=qlora train.epochs=1) alone would choose h100" in r.stderr
+    assert "trial 0 (model=llama3_70b method=qlora train.epochs=1) alone would choose a100_80g" in r.stderr
     assert "2 trials, predicted total $" in r.stdout
 
 
@@ -90,3 +90,16 @@ def test_an_moe_is_ranked_on_all_its_experts_resident():
     assert usable and all(row["hardware"].startswith(("a100_80g", "h100")) for row in usable)
     assert plan["model"]["moe"]["expert_weights"] == "bf16"
     assert any(d.startswith("QLoRA on a mixture of experts") for d in plan["decisions"])
+
+
+def test_a_profile_where_it_fits_only_if_the_estimate_holds_ranks_after_every_one_where_it_fits():
+    """hardware=auto never picks a card where the band's high end passes it while a card that fits outright exists
+    (70B QLoRA: ~51 GB on the 48 GB L40S is tight, the 80 GB cards fit)."""
+    from ftc.advisor import advise
+
+    options, chosen = advise(["model=llama3_70b", "method=qlora"])
+    tight = [options.index(o) for o in options if o.tight and not o.why_not]
+    fits = [options.index(o) for o in options if not o.tight and not o.why_not]
+    assert tight and fits and max(fits) < min(tight)
+    assert chosen is not None and chosen.plan.memory.verdict == "fits"
+    assert "l40s" in {options[i].hardware for i in tight}
