@@ -297,8 +297,9 @@ class MemorySpec:
     fits: bool
     """Not refused: the verdict is ``fits`` or ``tight``."""
     verdict: str
-    """fits (the band's high end is within the device) | tight (fits only if the estimate holds) | does_not_fit
-    (even the band's low end exceeds it)."""
+    """fits (the band's high end is within the device) | tight (the band straddles the device: it fits only if the
+    estimate holds, or, with the estimate above the device, only if the estimate is high) | does_not_fit (even the
+    band's low end exceeds it)."""
     low_gb: float
     """The band's low end: per_device_gb x est.MEMORY_BAND[0], the lowest measured/predicted ratio of the published
     runs held out from the fit (docs/ESTIMATES.md, "Fit and uncertainty")."""

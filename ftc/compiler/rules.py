@@ -472,9 +472,10 @@ def memory_fits(cfg, facts, draft):
     spread = f"{low:.1f}-{high:.1f} GB, the spread of published runs around the estimate, docs/ESTIMATES.md"
     fixes = _memory_fixes(cfg, draft, have)
     if said == "tight":
-        where = "within" if need <= have else "above"
-        yield warning("hardware", f"predicted peak {need:.1f} GB per device ({spread}) is {where} the {have:g} GB of "
-                      f"{cfg.hardware.name}: it fits only if the estimate holds ({detail})",
+        verdict_text = "it fits only if the estimate holds" if need <= have else \
+            "it fits only if the estimate is high, as it was on some published runs"
+        yield warning("hardware", f"predicted peak {need:.1f} GB per device ({spread}) against the {have:g} GB of "
+                      f"{cfg.hardware.name}: {verdict_text} ({detail})",
                       "to make it safe: " + (", ".join(fixes) or "a larger GPU"))
         return
     fixes = fixes or _memory_fixes(cfg, draft, have, safe=False)
