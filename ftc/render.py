@@ -110,8 +110,8 @@ def plan_table(plan: Plan) -> str:
                  f"{_hours(plan.time.eval_hours)}) at ~{_num(plan.time.tokens_per_s)} tokens/s (mfu "
                  f"{plan.hardware.mfu:g} {plan.hardware.mfu_basis}"
                  + (f", {est.EAGER_ADAPTER_S * 1e3:g} ms per adapted module fitted on PEFT's L40S runs"
-                    if plan.hardware.accelerator == "cuda" and plan.method.peft and not plan.hardware.step_overhead_s
-                    else "") + ")"),
+                    if est.eager_adapter_cost(plan.hardware.accelerator, plan.method.peft,
+                                              plan.hardware.step_overhead_s) else "") + ")"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
                  f"${plan.cost.usd_per_hour / max(plan.world_size if ray_train else 1, 1):g}/h"
                  f"{' spot' if plan.hardware.spot else ''})" + (

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ftc.compiler import estimate as est
 from ftc.compiler import rules
 from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
-from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, fits, verdict, weight_dtype
+from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, safe, verdict, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.objectives import TRAINERS
@@ -709,13 +709,13 @@ def _batch(cfg: Config, draft: Draft) -> None:
             draft.checkpointing = t.gradient_checkpointing
         else:
             draft.checkpointing = draft.arch is not None and \
-                not fits(_memory_for(cfg, draft, draft.micro, False).total, device_gb, SAFE)
+                not safe(_memory_for(cfg, draft, draft.micro, False), device_gb)
     else:
         candidates = [2 ** k for k in range(int(math.log2(per_worker)), -1, -1) if per_worker % (2 ** k) == 0]
         chosen = None
         for ckpt in ckpt_options:
             for micro in candidates:
-                if draft.arch is None or fits(_memory_for(cfg, draft, micro, ckpt).total, device_gb, SAFE):
+                if draft.arch is None or safe(_memory_for(cfg, draft, micro, ckpt), device_gb):
                     chosen = (micro, ckpt)
                     break
             if chosen:

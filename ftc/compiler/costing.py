@@ -73,7 +73,7 @@ def micro_step_overhead(cfg: Config, draft: Draft) -> float:
     """Fixed seconds per micro-step: the profile's measured figure (ftc calibrate), else on a GPU the eager host cost
     of the adapted modules (est.EAGER_ADAPTER_S each)."""
     hw = cfg.hardware
-    if hw.step_overhead_s or hw.accelerator != "cuda" or not draft.peft or draft.arch is None:
+    if not est.eager_adapter_cost(hw.accelerator, draft.peft, hw.step_overhead_s) or draft.arch is None:
         return hw.step_overhead_s
     modules = sum(1 if t == "lm_head" or "embed" in t else draft.arch.layers for t in draft.targets)
     return modules * est.EAGER_ADAPTER_S

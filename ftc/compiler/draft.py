@@ -16,16 +16,9 @@ if TYPE_CHECKING:
 # when even the band's high end is within the device; it does not fit when even its low end is not; in between it
 # fits only if the estimate holds (a warning naming the fix). The compiler's own choices (micro batch, gradient
 # checkpointing) keep to SAFE, the share of the device where the high end still fits.
-HEADROOM = 1.0
 SAFE = 1 / est.MEMORY_BAND[1]
 PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
 AUTO_MAX_LENGTH = 2048  # data.max_length=null: the model's context, capped here (TRL's default is 1024, Axolotl's 2048)
-
-
-def fits(need_bytes: float, device_gb: float, margin: float = HEADROOM) -> bool:
-    """The one "is it within" comparison: the estimate within ``margin`` of the device's memory (SAFE for the
-    compiler's own choices)."""
-    return need_bytes <= device_gb * est.GB * margin
 
 
 def band(need_gb: float, floor_gb: float = 0.0) -> tuple[float, float]:
@@ -44,6 +37,11 @@ def verdict(need_gb: float, device_gb: float, floor_gb: float = 0.0) -> str:
     if low > device_gb:
         return "does_not_fit"
     return "tight"
+
+
+def safe(mem: est.MemoryEstimate, device_gb: float) -> bool:
+    """A memory estimate whose verdict is "fits": what the compiler's own choices and the fixes it offers keep to."""
+    return verdict(mem.total / est.GB, device_gb, mem.floor / est.GB) == "fits"
 
 
 @dataclass

@@ -94,6 +94,12 @@ GEMM_HALF_TOKENS = 256
 # Evidence). Used on GPUs whose profile has no measured step_overhead_s (ftc calibrate measures it whole).
 EAGER_ADAPTER_S = 0.77e-3
 
+
+def eager_adapter_cost(accelerator: str, peft: bool, step_overhead_s: float) -> bool:
+    """Whether a micro-step is charged EAGER_ADAPTER_S per adapted module: adapters on a GPU whose profile has no
+    measured fixed cost (``ftc calibrate`` measures the whole of it)."""
+    return accelerator == "cuda" and peft and not step_overhead_s
+
 # Optimizer step: memory-bound, so its time is the bytes it moves over the device's bandwidth. Element passes over
 # the trainable parameters per step (a pass reads or writes one array the size of the parameters, in their dtype),
 # counted from the implementations: torch's foreach AdamW (the Trainer's adamw_torch) runs ~10 kernels (weight decay,

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ftc import secrets
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import SAFE, Draft, band, verdict
+from ftc.compiler.draft import SAFE, Draft, band, safe, verdict
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
@@ -412,17 +412,16 @@ def precision(cfg, facts, draft):
                     "train.precision=fp32 (or bf16)")
 
 
-def _memory_fixes(cfg, draft, have: float, safe: bool = True) -> list[str]:
+def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
     """Changes that make the plan fit, each checked with the estimator; the smallest step of each kind (the largest
-    micro batch, the longest max_length) that does. ``safe``: the band's high end within the device (verdict
+    micro batch, the longest max_length) that does. ``only_safe``: the band's high end within the device (verdict
     ``fits``); else within it as estimated (not refused)."""
     at, fixes = draft.memory_at, []
     if at is None:
         return fixes
 
     def ok(mem) -> bool:
-        said = verdict(mem.total / est.GB, have, mem.floor / est.GB)
-        return said == "fits" or (not safe and said == "tight")
+        return safe(mem, have) or (not only_safe and verdict(mem.total / est.GB, have, mem.floor / est.GB) == "tight")
 
     def largest_micro(ckpt: bool) -> int:
         micro = draft.micro // 2 if ckpt == draft.checkpointing else draft.micro
@@ -478,7 +477,7 @@ def memory_fits(cfg, facts, draft):
                       f"{cfg.hardware.name}: {verdict_text} ({detail})",
                       "to make it safe: " + (", ".join(fixes) or "a larger GPU"))
         return
-    fixes = fixes or _memory_fixes(cfg, draft, have, safe=False)
+    fixes = fixes or _memory_fixes(cfg, draft, have, only_safe=False)
     fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
     yield error("hardware", f"predicted peak {need:.1f} GB per device ({spread}) exceeds the {have:g} GB of "
                 f"{cfg.hardware.name} even at the band's low end ({detail})", "any of: " + "; ".join(fixes))
