@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from ftc.errors import RunStopped, UserError
 from ftc.plan import Plan
-from ftc.runtime.preemption import DriverSignals
+from ftc.runtime.preemption import DRAIN_ENV, DriverSignals
 from ftc.runtime.train import FAULT_ENV
 
 
@@ -29,7 +29,7 @@ def worker_env(plan: Plan) -> dict[str, str]:
         env["DS_ACCELERATOR"] = "cpu"  # DeepSpeed's CPU accelerator (gloo) instead of probing for CUDA
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["OMP_NUM_THREADS"] = str(plan.hardware.cpus_per_worker)
-    for key in (FAULT_ENV, "FTC_CACHE", "HF_HOME", "HF_HUB_OFFLINE"):
+    for key in (FAULT_ENV, DRAIN_ENV, "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "FTC_CACHE", "HF_HOME", "HF_HUB_OFFLINE"):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
@@ -72,6 +72,7 @@ def _stop_flag() -> Any:
         def __init__(self) -> None:
             self.reason: Optional[tuple[str, float]] = None
             self.saved: Optional[tuple[Optional[int], float]] = None
+            self.notices: list[dict[str, Any]] = []  # node preemption notices the workers checkpointed
 
         def set(self, signal_name: str, at: float) -> None:
             self.reason = self.reason or (signal_name, at)
@@ -84,6 +85,15 @@ def _stop_flag() -> Any:
 
         def state(self) -> tuple[Optional[tuple[str, float]], Optional[tuple[Optional[int], float]]]:
             return self.reason, self.saved
+
+        def noticed(self, step: int, nodes: list[str], ranks: list[int], deadline_ms: Optional[int],
+                    at: float) -> None:
+            self.notices.append({"step": step, "nodes": nodes, "ranks": ranks, "deadline_ms": deadline_ms,
+                                 "at": at})
+
+        def take_notices(self) -> list[dict[str, Any]]:
+            taken, self.notices = self.notices, []
+            return taken
 
     return StopFlag.remote()
 
@@ -191,7 +201,9 @@ def _init_ray(plan: Plan) -> None:
         ray.init(address=la.address, log_to_driver=True)
     else:
         workers_cpus = int(sum(la.resources_per_worker.get("CPU", 1) for _ in range(la.num_workers)))
-        ray.init(num_cpus=max(workers_cpus + 1, os.cpu_count() or 1), include_dashboard=la.include_dashboard,
+        # address="local": a new private instance, never a cluster someone started on this machine with `ray start`
+        ray.init(address="local", num_cpus=max(workers_cpus + 1, os.cpu_count() or 1),
+                 include_dashboard=la.include_dashboard,
                  dashboard_host=la.dashboard_host, log_to_driver=True)
 
 
@@ -291,6 +303,7 @@ def execute(plan: Plan) -> dict[str, Any]:
         raise
     finally:
         signals.restore()
+        _record_notices(run, flag)
         _record_restarts(run)
     training = artifacts.read_json(run / ".training.json")
     training["launcher"] = "ray"
@@ -335,6 +348,20 @@ def _persist_results(run: Path, target: str) -> None:
             fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
             fs.put_file(str(path), remote)
     artifacts.event(run, "persisted_results", target=target, seconds=round(time.time() - start, 3))
+
+
+def _record_notices(run: Path, flag: Any) -> None:
+    """Each node preemption notice the workers checkpointed, into the driver's events.jsonl."""
+    import ray
+
+    from ftc.runtime import artifacts
+
+    for notice in ray.get(flag.take_notices.remote(), timeout=60):
+        artifacts.event(run, "preemption_notice", step=notice["step"], nodes=notice["nodes"], ranks=notice["ranks"],
+                        deadline_ms=notice["deadline_ms"],
+                        note="a node of the group is being preempted (a Ray node drain): every worker saved a "
+                             "checkpoint at this step and training went on; Ray Train restarts the group from it "
+                             "when the node goes")
 
 
 def _record_restarts(run: Path) -> None:

@@ -11,10 +11,18 @@ On Ray the signal reaches the driver (``ftc train launcher=ray``), whose handler
 stop flag, a small Ray actor; Ray Train workers run training off their main thread and read the flag at the end of
 each step (``remote_stop``: rank 0 asks, every rank gets its answer by broadcast, so all stop at the same step and
 save one checkpoint together). The driver then records ``preempted`` / ``interrupted`` and exits the same way.
+
+A worker node's preemption does not reach ftc as a signal: Ray's worker main loop owns SIGTERM in its processes.
+Ray delivers it as a node drain (``ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION``, which Ray's autoscaler
+and KubeRay issue on a spot notice), and Ray Train's ``ray.train.get_preemption_info()`` tells every rank at the
+same step. The workers then save one checkpoint at once and go on training; the driver records
+``preemption_notice``; when the node goes, Ray Train restarts the group from that checkpoint (``restore``,
+``restarted``), within ``FailureConfig.max_preemption_failures`` (unlimited), apart from ``launcher.max_failures``.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -64,6 +72,21 @@ def stop_on_signals() -> Optional[Any]:
 
 
 SIGNAL_CODES = {"SIGTERM": 1.0, "SIGINT": 2.0}
+DRAIN_ENV = "FTC_FAULT_INJECT_DRAIN"
+
+
+def drain_own_node() -> None:
+    """Test hook (FTC_FAULT_INJECT_DRAIN=N: rank 0 at step N): asks Ray's GCS to drain this worker's node for
+    preemption, with no deadline, as Ray's autoscaler does on a spot notice; what follows is Ray's own path."""
+    import ray
+    from ray.core.generated import autoscaler_pb2
+
+    context = ray.get_runtime_context()
+    accepted, why = ray._raylet.GcsClient(address=context.gcs_address).drain_node(
+        context.get_node_id(), autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+        "ftc fault injection", 0)
+    if not accepted:
+        raise RuntimeError(f"Ray refused the injected drain: {why}")
 
 
 class DriverSignals:
@@ -102,6 +125,7 @@ def remote_stop(flag: Any, rank: int) -> Any:
             self.signal: Optional[str] = None
             self.received_at = 0.0
             self.step: Optional[int] = None
+            self.notice: Optional[int] = None  # the step a node preemption notice was checkpointed at
 
         def on_step_end(self, args, state, control, **kwargs):
             import ray
@@ -120,7 +144,29 @@ def remote_stop(flag: Any, rank: int) -> Any:
                 self.received_at, self.step = code[1].item(), state.global_step
                 control.should_save = True
                 control.should_training_stop = True
+            elif self.notice is None:
+                self._node_notice(state, control)
             return control
+
+        def _node_notice(self, state, control) -> None:
+            """A node of the group is being preempted: Ray Core drains it (what Ray's autoscaler and KubeRay do on
+            a spot notice) and Ray Train tells every rank at the same step. One checkpoint now, then training goes
+            on: when the node goes, Ray Train restarts the group from that checkpoint."""
+            import ray.train
+
+            if rank == 0 and state.global_step == int(os.environ.get(DRAIN_ENV, 0) or 0):
+                drain_own_node()
+            info = ray.train.get_preemption_info()  # a collective: every rank asks at every step
+            if info is None:
+                return
+            self.notice = state.global_step
+            control.should_save = True
+            if rank == 0:
+                ray.get(flag.noticed.remote(state.global_step, info.preempted_node_ids, info.preempted_ranks,
+                                            info.deadline_ms, time.time()), timeout=60)
+                print(f"ftc: node preemption notice at step {state.global_step} (ranks {info.preempted_ranks}): "
+                      f"saving a checkpoint now; Ray Train restarts the group from it when the node goes",
+                      file=sys.stderr)
 
         def restore(self) -> None:
             pass

@@ -141,3 +141,22 @@ def test_sigterm_to_the_ray_driver_saves_on_every_worker_and_the_same_command_re
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert [e for e in events if e["event"] == "resume"][-1]["checkpoint"] == stopped[0]["checkpoint"]
     assert json.loads((run / "summary.json").read_text())["training"]["steps"] == 40
+
+
+def test_a_node_preemption_notice_checkpoints_every_worker_at_once_and_training_goes_on(tmp_path):
+    """A worker node's spot notice reaches Ray as a node drain (what Ray's autoscaler and KubeRay issue; here rank 0
+    asks Ray's GCS to drain its own node at step 5): Ray Train tells every rank at the same step, both save one
+    checkpoint there (off the save_steps schedule), the driver records ``preemption_notice`` once with that step and
+    the node, and training goes on to a complete run."""
+    run = tmp_path / "ray-notice"
+    longer = ["train.max_steps=30", "train.save_steps=100", "eval.enabled=false"]
+    r = _train(run, longer, env={"FTC_FAULT_INJECT_DRAIN": "5", "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S": "0.5"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "node preemption notice at step" in r.stderr and "Traceback" not in r.stderr
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    notices = [e for e in events if e["event"] == "preemption_notice"]
+    assert len(notices) == 1, events  # recorded once, by the driver
+    step = notices[0]["step"]
+    assert 5 <= step < 30 and len(notices[0]["nodes"]) == 1 and notices[0]["ranks"] == [0, 1], notices
+    assert (run / "checkpoints" / f"checkpoint-{step}" / "trainer_state.json").exists(), step  # off schedule
+    assert json.loads((run / "summary.json").read_text())["training"]["steps"] == 30
