@@ -73,6 +73,9 @@ def stop_on_signals() -> Optional[Any]:
 
 SIGNAL_CODES = {"SIGTERM": 1.0, "SIGINT": 2.0}
 DRAIN_ENV = "FTC_FAULT_INJECT_DRAIN"
+# Seconds between asks for a node preemption notice: an ask is a collective through Ray's actors (28.6 ms measured
+# here on 2 CPU workers, a loaded 2-core machine), and Ray Train's watcher polls the drains every 5 s anyway.
+NOTICE_EVERY_S = 2.0
 
 
 def drain_own_node() -> None:
@@ -126,15 +129,19 @@ def remote_stop(flag: Any, rank: int) -> Any:
             self.received_at = 0.0
             self.step: Optional[int] = None
             self.notice: Optional[int] = None  # the step a node preemption notice was checkpointed at
+            self.asked_at = 0.0
 
         def on_step_end(self, args, state, control, **kwargs):
             import ray
             import torch
             import torch.distributed as dist
 
+            if rank == 0 and state.global_step == int(os.environ.get(DRAIN_ENV, 0) or 0):
+                drain_own_node()
             reason = ray.get(flag.get.remote(), timeout=60) if rank == 0 else None
-            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0],
-                                dtype=torch.float64)
+            ask = rank == 0 and self.notice is None and time.time() - self.asked_at >= NOTICE_EVERY_S
+            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0,
+                                 float(ask)], dtype=torch.float64)
             if dist.is_available() and dist.is_initialized():
                 if dist.get_backend() == "nccl":
                     code = code.cuda()
@@ -144,7 +151,8 @@ def remote_stop(flag: Any, rank: int) -> Any:
                 self.received_at, self.step = code[1].item(), state.global_step
                 control.should_save = True
                 control.should_training_stop = True
-            elif self.notice is None:
+            elif code[2].item():  # rank 0 decides when every rank asks Ray, so all ask at the same steps
+                self.asked_at = time.time()
                 self._node_notice(state, control)
             return control
 
@@ -154,9 +162,7 @@ def remote_stop(flag: Any, rank: int) -> Any:
             on: when the node goes, Ray Train restarts the group from that checkpoint."""
             import ray.train
 
-            if rank == 0 and state.global_step == int(os.environ.get(DRAIN_ENV, 0) or 0):
-                drain_own_node()
-            info = ray.train.get_preemption_info()  # a collective: every rank asks at every step
+            info = ray.train.get_preemption_info()  # a collective: every rank asks, at the same steps
             if info is None:
                 return
             self.notice = state.global_step
