@@ -86,10 +86,8 @@ def _stop_flag() -> Any:
         def state(self) -> tuple[Optional[tuple[str, float]], Optional[tuple[Optional[int], float]]]:
             return self.reason, self.saved
 
-        def noticed(self, step: int, nodes: list[str], ranks: list[int], deadline_ms: Optional[int],
-                    at: float) -> None:
-            self.notices.append({"step": step, "nodes": nodes, "ranks": ranks, "deadline_ms": deadline_ms,
-                                 "at": at})
+        def noticed(self, step: int, nodes: list[str], ranks: list[int], deadline_ms: Optional[int]) -> None:
+            self.notices.append({"step": step, "nodes": nodes, "ranks": ranks, "deadline_ms": deadline_ms})
 
         def take_notices(self) -> list[dict[str, Any]]:
             taken, self.notices = self.notices, []

@@ -130,13 +130,14 @@ def remote_stop(flag: Any, rank: int) -> Any:
             self.step: Optional[int] = None
             self.notice: Optional[int] = None  # the step a node preemption notice was checkpointed at
             self.asked_at = 0.0
+            self.drain_at = int(os.environ.get(DRAIN_ENV, 0) or 0)  # the test hook's step, read once
 
         def on_step_end(self, args, state, control, **kwargs):
             import ray
             import torch
             import torch.distributed as dist
 
-            if rank == 0 and state.global_step == int(os.environ.get(DRAIN_ENV, 0) or 0):
+            if rank == 0 and state.global_step == self.drain_at:
                 drain_own_node()
             reason = ray.get(flag.get.remote(), timeout=60) if rank == 0 else None
             ask = rank == 0 and self.notice is None and time.time() - self.asked_at >= NOTICE_EVERY_S
@@ -169,7 +170,7 @@ def remote_stop(flag: Any, rank: int) -> Any:
             control.should_save = True
             if rank == 0:
                 ray.get(flag.noticed.remote(state.global_step, info.preempted_node_ids, info.preempted_ranks,
-                                            info.deadline_ms, time.time()), timeout=60)
+                                            info.deadline_ms), timeout=60)
                 print(f"ftc: node preemption notice at step {state.global_step} (ranks {info.preempted_ranks}): "
                       f"saving a checkpoint now; Ray Train restarts the group from it when the node goes",
                       file=sys.stderr)
