@@ -556,7 +556,7 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.decisions.append(
             f"tokens: {draft.split_tokens['train']} in {draft.split_examples['train']} training examples, {tokens} "
             f"mean, {longest} longest (every selected example tokenized with the model's tokenizer, as training "
-            f"will); {draft.truncated} cut to max_length={draft.max_length}"
+            f"will: {facts.tokenizer}); {draft.truncated} cut to max_length={draft.max_length}"
             + (f", {dropped} dropped with no completion left" if dropped else ""))
     elif train and train.tokens_mean:  # counted with the model's tokenizer
         tokens, longest = int(round(train.tokens_mean)), train.tokens_max

@@ -188,6 +188,9 @@ class Facts:
     """The data selection ``ftc train`` will make (ftc.data.select), when every data file is local and well-formed."""
     trace: Optional[TraceFacts] = None
     """A traced step of this plan (``ftc plan --trace``), shown beside the analytic estimate."""
+    tokenizer: Optional[str] = None
+    """The tokenizer the plan counts tokens with (``training_tokenizer``): the class transformers builds and its
+    version, or why it is tokenizer.json as it is; None without a tokenizer on disk."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
@@ -452,15 +455,16 @@ def gather(cfg: Any) -> Facts:
     families = load_families()
     weights = weight_facts(model_dir, text.get("vocab_size"),
                            moe_rules(families, text.get("model_type") or (model_config or {}).get("model_type")))
-    tokenizer_file = str(model_dir / "tokenizer.json") if model_dir and (model_dir / "tokenizer.json").is_file() \
-        else None
+    tokenizer, tokenizer_what = training_tokenizer(cfg.model, model_dir)
+    tokenizer_file = str(Path(tokenizer) / "tokenizer.json") if tokenizer and model_dir else None
     data = {}
     for role, key in (("train", "path"), ("validation", "validation_path"), ("test", "test_path")):
         value = getattr(cfg.data, key, None) if _is_set(cfg.data, key) else None
         if value:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
-    selection = selection_facts(cfg.data, cfg.train.seed, tokenizer_dir(cfg.model, model_dir)) if data and all(
+    selection = selection_facts(cfg.data, cfg.train.seed, tokenizer, getattr(cfg.model, "chat_template", None)) \
+        if data and all(
         f.exists and not f.remote and not f.problems and not f.error for f in data.values()) else None
     if getattr(cfg.data, "languages", None):
         from ftc.data.quality import language_codes
@@ -474,10 +478,25 @@ def gather(cfg: Any) -> Facts:
                if (problem := check(dict(r)) if isinstance(r, Mapping) else "not a mapping {kind: ...}")}
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
                  reward_problems=rewards, selection=selection, language_codes=codes,
-                 packages=installed_packages())
+                 packages=installed_packages(), tokenizer=tokenizer_what)
 
 
 SELECTION_CACHE_VERSION = 1
+
+
+def training_tokenizer(model: Any, model_dir: Optional[Path]) -> tuple[Optional[str], Optional[str]]:
+    """(the directory the plan tokenizes with, what it is): the tokenizer transformers builds for training, saved as
+    plain files (``ftc.data.tokens.described``); the model's tokenizer.json as it is when transformers cannot build
+    one here; (None, None) without a tokenizer on disk."""
+    from ftc.data.tokens import described
+
+    raw = tokenizer_dir(model, model_dir)
+    if raw is None:
+        return None, None
+    built = described(raw)
+    if built.directory is None:
+        return raw, f"tokenizer.json as it is: transformers could not build the tokenizer here ({built.what})"
+    return built.directory, built.what
 
 
 def tokenizer_dir(model: Any, model_dir: Optional[Path]) -> Optional[str]:
@@ -489,7 +508,8 @@ def tokenizer_dir(model: Any, model_dir: Optional[Path]) -> Optional[str]:
     return str(model_dir) if model_dir is not None and (model_dir / "tokenizer.json").is_file() else None
 
 
-def selection_facts(data: Any, seed: int, tokenizer: Optional[str] = None) -> Optional[SelectionFacts]:
+def selection_facts(data: Any, seed: int, tokenizer: Optional[str] = None, chat_template: Optional[str] = None
+                    ) -> Optional[SelectionFacts]:
     """What ``ftc train``'s data selection will keep, drop and find, from the same function (``ftc.data.select``)
     run on the same files with the same settings and seed; None when a file cannot be read as a whole.
 
@@ -503,7 +523,7 @@ def selection_facts(data: Any, seed: int, tokenizer: Optional[str] = None) -> Op
     stamps = tuple((p, Path(resolve_path(p)).stat().st_size, Path(resolve_path(p)).stat().st_mtime_ns)
                    for _, p in settings.paths)
     tokenizer_stamps = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _tokenizer_files(tokenizer))
-    return _selection_facts(settings, stamps, data.template, tokenizer, tokenizer_stamps)
+    return _selection_facts(settings, stamps, data.template, tokenizer, tokenizer_stamps, chat_template)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
@@ -515,7 +535,7 @@ def _tokenizer_files(tokenizer: Optional[str]) -> list[Path]:
 
 @functools.lru_cache(maxsize=16)
 def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Optional[str],
-                     tokenizer_stamps: tuple) -> Optional[SelectionFacts]:
+                     tokenizer_stamps: tuple, chat_template: Optional[str]) -> Optional[SelectionFacts]:
     import hashlib
     from importlib.metadata import version
 
@@ -523,7 +543,8 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
     from ftc.plan import _from_jsonable, _to_jsonable
 
     h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
-                                   version("py3langid"), version("tokenizers"), template], default=str).encode())
+                                   version("py3langid"), version("tokenizers"), template, chat_template],
+                                  default=str).encode())
     from ftc.data import formats, load, quality, select, tokens
 
     for module in (select, quality, formats, load, tokens):  # the selection's own code: an upgraded ftc recomputes
@@ -540,14 +561,15 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
             return _from_jsonable(SelectionFacts, json.loads(entry.read_text()))
         except (ValueError, TypeError, KeyError):
             pass  # a damaged or older entry: computed again below and replaced
-    facts = _select(settings, template, tokenizer)
+    facts = _select(settings, template, tokenizer, chat_template)
     if facts is not None:
         with atomic_path(entry) as tmp:
             tmp.write_text(json.dumps(_to_jsonable(facts)))
     return facts
 
 
-def _select(settings: Any, template: str, tokenizer: Optional[str]) -> Optional[SelectionFacts]:
+def _select(settings: Any, template: str, tokenizer: Optional[str], chat_template: Optional[str]
+            ) -> Optional[SelectionFacts]:
     from ftc.data.select import select
 
     try:
@@ -558,20 +580,21 @@ def _select(settings: Any, template: str, tokenizer: Optional[str]) -> Optional[
         return None
     return SelectionFacts(examples=sel.counts(), dropped=dict(sel.dropped), quality=sel.quality(),
                           language_dropped=tuple(sel.language_dropped.shown),
-                          lengths=_lengths(sel, settings, template, tokenizer) if tokenizer else {})
+                          lengths=_lengths(sel, settings, template, tokenizer, chat_template) if tokenizer else {})
 
 
-def _lengths(sel: Any, settings: Any, template: str, tokenizer: str) -> dict[str, list[list[int]]]:
-    """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the model's
-    tokenizer.json through the ``tokenizers`` library; {} when it cannot be (no chat template for chat rows...),
-    and the plan then estimates."""
+def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_template: Optional[str]
+             ) -> dict[str, list[list[int]]]:
+    """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the tokenizer
+    training builds (``training_tokenizer``) through the ``tokenizers`` library; {} when it cannot be (no chat
+    template for chat rows...), and the plan then estimates."""
     from ftc.data.formats import to_texts
     from ftc.data.tokens import FileTokenizer, adds_bos, tokenize_example
 
     fields = dict(settings.fields)
     out: dict[str, list[list[int]]] = {}
     try:
-        tok = FileTokenizer(tokenizer)
+        tok = FileTokenizer(tokenizer, chat_template)
         bos = adds_bos(tok)
         for role, examples in sel.splits.items():
             rows = out.setdefault(role, [])

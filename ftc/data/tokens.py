@@ -2,14 +2,23 @@
 BOS where the tokenizer uses one, EOS after every completion, and truncation to ``max_length`` (the prompt's end kept
 for preference and labelled rows, at most ``max_prompt_length``).
 
-``ftc train`` tokenizes with the transformers tokenizer; ``ftc plan`` with ``FileTokenizer``, the same
-``tokenizer.json`` read by the ``tokenizers`` library (no torch), and chat templates rendered as transformers renders
-them. So the plan counts the tokens of every selected example exactly, before any weight is downloaded.
+``ftc train`` tokenizes with the transformers tokenizer (``load_tokenizer``). transformers does not always read a
+model's ``tokenizer.json`` as it is: a model-specific class (``Qwen2Tokenizer``, ``LlamaTokenizer``...) rebuilds the
+pipeline from its own code, and which class loads depends on config.json as well. So ``ftc plan`` asks transformers
+once per tokenizer (``described``: in a child process when torch is not loaded, since importing transformers'
+tokenizer loader imports torch) and saves the pipeline it built as plain files; ``FileTokenizer`` then reads those
+through the ``tokenizers`` library alone, and the plan counts the tokens of every selected example exactly, before any
+weight is downloaded.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,10 +46,11 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
 
 
 class FileTokenizer:
-    """A model directory's tokenizer through the ``tokenizers`` library: the subset of a transformers tokenizer the
-    data pipeline calls (``__call__``, ``bos_token_id``, ``eos_token_id``, ``apply_chat_template``)."""
+    """A tokenizer directory (as ``described`` saves one) through the ``tokenizers`` library: the subset of a
+    transformers tokenizer the data pipeline calls (``__call__``, ``bos_token_id``, ``eos_token_id``,
+    ``apply_chat_template``); ``chat_template`` replaces the directory's own (``model.chat_template``)."""
 
-    def __init__(self, model_dir: str | Path) -> None:
+    def __init__(self, model_dir: str | Path, chat_template: Optional[str] = None) -> None:
         from tokenizers import Tokenizer
 
         d = Path(model_dir)
@@ -54,7 +64,7 @@ class FileTokenizer:
         template = config.get("chat_template")
         if (d / "chat_template.jinja").is_file():
             template = (d / "chat_template.jinja").read_text()
-        self.chat_template: Optional[str] = template if isinstance(template, str) else None
+        self.chat_template: Optional[str] = chat_template or (template if isinstance(template, str) else None)
 
     def _id(self, token: Optional[str]) -> Optional[int]:
         return self._tok.token_to_id(token) if token else None
@@ -67,6 +77,103 @@ class FileTokenizer:
         if self.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
         return render_chat(self.chat_template, messages, add_generation_prompt, **self.special)
+
+
+def load_tokenizer(path: str, revision: Optional[str] = None, trust_remote_code: bool = False,
+                   chat_template: Optional[str] = None) -> Any:
+    """The tokenizer training uses: transformers' ``AutoTokenizer`` of the model (its pad token the EOS when it has
+    none), ``chat_template`` replacing its own when set."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    if chat_template:
+        tok.chat_template = chat_template
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+# What transformers reads to choose and build a tokenizer (config.json: the model type picks the class).
+DESCRIBED_FROM = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                  "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model", "config.json")
+DESCRIBE_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Described:
+    """A model's tokenizer as training will build it, saved for ``FileTokenizer``; or why it could not be."""
+
+    directory: Optional[str]
+    """Plain tokenizer files of the pipeline transformers built (None when it could not build one here)."""
+    what: str
+    """The class and library that built it (``Qwen2Tokenizer, transformers 5.24.0``), or the reason it failed."""
+
+
+def described(model_dir: str) -> Described:
+    """The tokenizer of ``model_dir`` as ``load_tokenizer`` builds it, from a cache keyed by the files transformers
+    reads and its version; built here when torch is already loaded (``ftc train``, tests), else in a child process,
+    so that ``ftc plan`` imports no torch. Never runs code from the model repository."""
+    files = [Path(model_dir) / name for name in DESCRIBED_FROM if (Path(model_dir) / name).is_file()]
+    return _described(model_dir, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _described(model_dir: str, stamps: tuple) -> Described:
+    """``described``; the files' sizes and mtimes are in the key, so that a process sees an edited tokenizer."""
+    from importlib.metadata import version
+
+    from ftc.paths import atomic_path, cache_root
+
+    h = hashlib.sha256(json.dumps(["tokens-1", version("transformers"), version("tokenizers")]).encode())
+    h.update(Path(__file__).read_bytes())
+    for name, _, _ in stamps:
+        h.update(name.encode() + (Path(model_dir) / name).read_bytes())
+    entry = cache_root() / "tokenizers" / h.hexdigest()[:24]
+    if not (entry / "described.json").is_file():
+        with atomic_path(entry) as tmp:
+            tmp.mkdir(parents=True)
+            if "torch" in sys.modules:
+                _describe_or_fail(model_dir, tmp)
+            else:
+                try:
+                    r = subprocess.run([sys.executable, "-m", "ftc.data.tokens", model_dir, str(tmp)],
+                                       capture_output=True, text=True, timeout=DESCRIBE_TIMEOUT_S)
+                    reason = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+                except subprocess.TimeoutExpired:
+                    r, reason = None, f"transformers took over {DESCRIBE_TIMEOUT_S} s to load it"
+                if r is None or r.returncode != 0 or not (tmp / "described.json").is_file():
+                    _failed(tmp, reason)
+    info = json.loads((entry / "described.json").read_text())
+    if "error" in info:
+        return Described(None, info["error"])
+    return Described(str(entry), f"{info['class']}, transformers {info['transformers']}")
+
+
+def _describe(source: str, target: Path) -> None:
+    """Writes the tokenizer transformers builds from ``source`` into ``target`` as files ``FileTokenizer`` reads:
+    the backend pipeline it built (tokenizer.json), its special tokens and chat template."""
+    from importlib.metadata import version
+
+    tok = load_tokenizer(source)
+    tok.backend_tokenizer.save(str(target / "tokenizer.json"))
+    special = {k: getattr(tok, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token") if getattr(tok, k)}
+    (target / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend", **special}))
+    if isinstance(tok.chat_template, str):
+        (target / "chat_template.jinja").write_text(tok.chat_template)
+    (target / "described.json").write_text(json.dumps({"class": type(tok).__name__,
+                                                       "transformers": version("transformers")}))
+
+
+def _describe_or_fail(source: str, target: Path) -> None:
+    """``_describe``, or the reason transformers refused (remote code, a file it cannot read) recorded instead."""
+    try:
+        _describe(source, target)
+    except Exception as e:  # noqa: BLE001 - a tokenizer transformers refuses here is recorded, not raised
+        _failed(target, " ".join(f"{type(e).__name__}: {e}".split()))
+
+
+def _failed(target: Path, reason: str) -> None:
+    (target / "described.json").write_text(json.dumps({"error": reason}))
 
 
 def _token_text(value: Any) -> Optional[str]:
@@ -135,3 +242,7 @@ def split_tokens(lengths: list[tuple[int, ...]], fmt: str, max_length: int, max_
             if not dropped:
                 kept, tokens = kept + 1, tokens + n
     return kept, tokens, truncated
+
+
+if __name__ == "__main__":  # python -m ftc.data.tokens MODEL_DIR TARGET: what ``described`` runs in a child process
+    _describe_or_fail(sys.argv[1], Path(sys.argv[2]))

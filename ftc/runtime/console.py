@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 # Library messages that are noise for an ftc run; each one is still written to train.log.
 NOISE = (
@@ -84,6 +84,22 @@ def data_line(report: Any) -> str:
     return (f"ftc: data {ex.get('train', 0)} train / {ex.get('validation', 0)} validation / {ex.get('test', 0)} test "
             f"examples, {report.tokens.get('train', 0):,} training tokens; {dropped} dropped, {report.truncated} "
             "truncated (train.log and report.md have the details)")
+
+
+def data_drift(planned: Any, report: Any) -> Optional[str]:
+    """A warning when the data that trains differs from what the plan counted (examples per split, and tokens where
+    the plan counted them exactly): the plan's memory, time and cost figures were made for other data; None when
+    they agree."""
+    roles = [r for r in ("train", "validation", "test") if r in planned.examples or r in planned.tokens]
+    differ = [r for r in roles if planned.examples.get(r, 0) != report.examples.get(r, 0)
+              or (r in planned.tokens and planned.tokens[r] != report.tokens.get(r, 0))]
+    if not differ:
+        return None
+    said = "; ".join(f"{r}: planned {planned.examples.get(r, 0)} examples"
+                     + (f" / {planned.tokens[r]:,} tokens" if r in planned.tokens else "")
+                     + f", trains {report.examples.get(r, 0)} / {report.tokens.get(r, 0):,}" for r in differ)
+    return (f"ftc: warning: the data differs from the plan's ({said}): the plan's memory and time figures were made "
+            "for other data; a bug in ftc's plan-time tokenizer or data reading: please report it")
 
 
 def progress_callback(total_steps: int) -> Any:

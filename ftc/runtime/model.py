@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from ftc.data import tokens
 from ftc.data.tiny import TINY_CHAT_TEMPLATE, tiny_dir, train_tokenizer
 from ftc.paths import atomic_path
 from ftc.plan import ModelSpec, Plan
@@ -48,16 +49,9 @@ def model_path(spec: ModelSpec) -> str:
 
 
 def load_tokenizer(plan: Plan, path: Optional[str] = None) -> Any:
-    from transformers import AutoTokenizer
-
     spec = plan.model
-    tok = AutoTokenizer.from_pretrained(path or model_path(spec), revision=spec.revision,
-                                        trust_remote_code=spec.trust_remote_code)
-    if spec.chat_template:
-        tok.chat_template = spec.chat_template
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return tokens.load_tokenizer(path or model_path(spec), revision=spec.revision,
+                                 trust_remote_code=spec.trust_remote_code, chat_template=spec.chat_template)
 
 
 def torch_dtype(plan: Plan) -> Any:

@@ -453,6 +453,11 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     rank0 = trainer.is_world_process_zero()
     if rank0:
         print(console.data_line(splits.report), file=sys.stderr)
+        drift = console.data_drift(plan.data, splits.report)
+        if drift:
+            print(drift, file=sys.stderr)
+            artifacts.event(run, "data_drift", planned={"examples": plan.data.examples, "tokens": plan.data.tokens},
+                            trained={"examples": splits.report.examples, "tokens": splits.report.tokens})
         artifacts.event(run, "resume" if resume else "start", checkpoint=resume,
                         world_size=trainer.args.world_size)
     if stopper is None and not distributed:

@@ -102,6 +102,36 @@ def test_plan_imports_no_heavy_library():
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_plan_asks_transformers_for_the_tokenizer_in_a_child_and_imports_no_heavy_library(tmp_path):
+    """A local model whose tokenizer class rebuilds the pipeline (Qwen2Tokenizer): the plan counts with the pipeline
+    transformers builds, which a child process describes (importing transformers imports torch), and the plan's
+    own process still imports none of the heavy libraries."""
+    import os
+    import shutil
+
+    from ftc.data.tiny import tokenizer_dir
+    from tests.conftest import plan_for
+
+    model = tmp_path / "qwen2"
+    model.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(tokenizer_dir(plan_for([]).model) / name, model / name)
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    code = ("import sys, io, contextlib\n"
+            "import ftc.cli\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+            f"    ftc.cli.main(['plan', 'model=local', 'model.path={model}'])  # no weights: plan errors, exit 2\n"
+            "print(out.getvalue())\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    env = {**os.environ, "FTC_CACHE": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert "tokenized with the model's tokenizer, as training will: Qwen2Tokenizer, transformers" in r.stdout, \
+        r.stdout + r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+    assert list((tmp_path / "cache" / "tokenizers").iterdir())  # described once, cached for the next plan
+
+
 def test_import_ftc_has_no_side_effects():
     code = "import os, sys; before=dict(os.environ); import ftc, ftc.cli; print(dict(os.environ)==before, " \
            f"[m for m in {HEAVY!r} if m in sys.modules])"

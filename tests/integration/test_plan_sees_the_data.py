@@ -64,6 +64,9 @@ BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"],
             "messy-no-dedup": ["data=sample_messy", "data.dedup=false"],
             "messy-no-minhash": ["data=sample_messy", "data.near_dup_threshold=null"],
             "messy-split": ["data=sample_messy", "data.test_path=null", "data.dedup=false"]}
+# model.chat_template replaces the tokenizer's for chat rows: the plan renders the same one training does.
+BUILT_IN["chat-template"] = ["data=sample_chat", "model.chat_template='{% for m in messages %}<{{ m.role }}> "
+                             "{{ m.content }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}'"]
 CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv", "held-out-files", "no-dedup",
                           "max-samples", "short-sample", "short-chat", "short-preference", "short-kto"]
 # max_length short enough that examples are cut (and, for SFT, some lose their whole completion and are dropped).
@@ -74,6 +77,7 @@ SHORT = {"short-sample": ["data.max_length=96"], "short-chat": ["data=sample_cha
 
 @pytest.mark.parametrize("case", CASES)
 def test_plan_counts_equal_the_runs(case, tmp_path):
+    from ftc.runtime import console
     from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
@@ -87,6 +91,9 @@ def test_plan_counts_equal_the_runs(case, tmp_path):
     assert plan.data.examples == {"train": report.examples["train"], "validation": report.examples["validation"],
                                   "test": report.examples["test"]}
     assert plan.data.tokens == report.tokens and plan.data.truncated == report.truncated
+    assert console.data_drift(plan.data, report) is None  # what ftc train checks, and warns of, at start
+    if case == "chat-template":
+        assert plan.data.tokens != plan_for(["data.max_length=256", "data=sample_chat"]).data.tokens
     assert plan.data.train_examples == report.examples["train"]
     assert plan.data.dropped == report.dropped
     assert dataclasses.asdict(plan.data.quality) == report.quality

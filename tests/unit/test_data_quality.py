@@ -241,11 +241,12 @@ def test_the_selection_cache_is_keyed_by_the_files_contents(tmp_path, monkeypatc
     monkeypatch.setenv("FTC_CACHE", str(tmp_path / "cache"))
     path = write_jsonl(tmp_path / "t.jsonl", _rows(TICKETS))
     settings = _settings(path)
-    first = facts._selection_facts(settings, ((str(path), 0, 1),), "alpaca", None, ())
+    first = facts._selection_facts(settings, ((str(path), 0, 1),), "alpaca", None, (), None)
     assert list((tmp_path / "cache" / "selection").glob("*.json"))
     calls = []
     monkeypatch.setattr(facts, "_select", lambda *args: calls.append(args))
-    assert facts._selection_facts(settings, ((str(path), 0, 2),), "alpaca", None, ()) == first and not calls  # disk
+    assert facts._selection_facts(settings, ((str(path), 0, 2),), "alpaca", None, (), None) == first \
+        and not calls  # disk
     path.write_text(path.read_text().replace("team 0", "team 9"))
-    facts._selection_facts(settings, ((str(path), 0, 3),), "alpaca", None, ())
+    facts._selection_facts(settings, ((str(path), 0, 3),), "alpaca", None, (), None)
     assert calls  # the contents changed: selected again
