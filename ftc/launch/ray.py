@@ -64,10 +64,14 @@ def _train_worker(config: dict[str, Any]) -> None:
 
 
 def _stop_flag() -> Any:
-    """The driver's stop flag, read by the workers each step (a Ray actor of no resources)."""
+    """The driver's stop flag, read by the workers each step (a Ray actor of no resources), on the driver's node:
+    a worker node can be preempted, and the flag (with the notices it holds) must outlive it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    @ray.remote(num_cpus=0)
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+    @ray.remote(num_cpus=0, scheduling_strategy=here)
     class StopFlag:
         def __init__(self) -> None:
             self.reason: Optional[tuple[str, float]] = None
@@ -367,6 +371,9 @@ def _record_restarts(run: Path) -> None:
 
     events = artifacts.read_jsonl(run / "events.jsonl")
     starts = [e for e in events if e["event"] in ("start", "resume")]
+    noticed = [e["step"] for e in events if e["event"] == "preemption_notice"]
     if len(starts) > 1 or any(e["event"] == "restore" for e in events):
+        why = (f"a worker failed, after a node preemption notice at step {noticed[-1]}"
+               if noticed else "a worker failed")
         artifacts.event(run, "restarted", attempts=len(starts),
-                        note="a worker failed; Ray restarted the group and training resumed from the last checkpoint")
+                        note=f"{why}; Ray restarted the group and training resumed from the last checkpoint")
