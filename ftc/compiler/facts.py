@@ -463,9 +463,9 @@ def gather(cfg: Any) -> Facts:
         if value:
             data[role] = data_facts(value, cfg.data.format, dict(cfg.data.fields), cfg.data.template,
                                    tokenizer_file if role == "train" else None)
+    readable = data and all(f.exists and not f.remote and not f.problems and not f.error for f in data.values())
     selection = selection_facts(cfg.data, cfg.train.seed, tokenizer, getattr(cfg.model, "chat_template", None)) \
-        if data and all(
-        f.exists and not f.remote and not f.problems and not f.error for f in data.values()) else None
+        if readable else None
     if getattr(cfg.data, "languages", None):
         from ftc.data.quality import language_codes
         codes = language_codes()

@@ -99,7 +99,8 @@ def data_drift(planned: Any, report: Any) -> Optional[str]:
                      + (f" / {planned.tokens[r]:,} tokens" if r in planned.tokens else "")
                      + f", trains {report.examples.get(r, 0)} / {report.tokens.get(r, 0):,}" for r in differ)
     return (f"ftc: warning: the data differs from the plan's ({said}): the plan's memory and time figures were made "
-            "for other data; a bug in ftc's plan-time tokenizer or data reading: please report it")
+            "for other data (a data file changed since the plan, another transformers here than where it was made, "
+            "or a bug in ftc's plan-time data reading: please report that one)")
 
 
 def progress_callback(total_steps: int) -> Any:
