@@ -63,6 +63,28 @@ def _train_worker(config: dict[str, Any]) -> None:
             ray.get(flag.stopped.remote(stopper.step, time.time() - stopper.received_at))
 
 
+NOTICE_REGISTER_S = 30.0  # the shortest spot grace period (GCP's): after it the node may be gone anyway
+
+
+def _await_registration(step: int) -> None:
+    """Rank 0, once the notice's checkpoint is in storage: waits until Ray Train's controller has registered it (it
+    collects reported checkpoints when it polls the workers, every 2 s), so that the node's loss right after still
+    restarts the group from it; says so, or warns that it could not."""
+    import sys
+
+    import ray.train
+
+    start = time.time()
+    reported = ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                                                      timeout_s=NOTICE_REGISTER_S)
+    if any((r.metrics or {}).get("step") == step for r in reported):
+        print(f"ftc: the notice's checkpoint (step {step}) is registered with Ray Train after "
+              f"{time.time() - start:.1f} s: a restart resumes from it", file=sys.stderr)
+    else:
+        print(f"ftc: warning: Ray Train had not registered the notice's checkpoint (step {step}) after "
+              f"{NOTICE_REGISTER_S:g} s: if the node goes now, the restart resumes from an older one", file=sys.stderr)
+
+
 def _stop_flag() -> Any:
     """The driver's stop flag, read by the workers each step (a Ray actor of no resources), on the driver's node:
     a worker node can be preempted, and the flag (with the notices it holds) must outlive it."""
@@ -139,6 +161,8 @@ def _train_through_storage(plan: Plan, rank: int, stopper: Any) -> None:
             if rank == 0:
                 artifacts.event(local, "persisted", step=state.global_step, seconds=round(time.time() - start, 3),
                                 storage=plan.launcher.storage_path)
+                if stopper.notice == state.global_step:
+                    _await_registration(state.global_step)
 
     try:
         figures = train(plan.relocated(str(local)), str(local), distributed=True,
