@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -135,8 +136,10 @@ def _described(model_dir: str, stamps: tuple) -> Described:
             if "torch" in sys.modules:
                 _describe_or_fail(model_dir, tmp)
             else:
+                here = str(Path(__file__).resolve().parents[2])  # the child imports this ftc, whatever its path
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
                 try:
-                    r = subprocess.run([sys.executable, "-m", "ftc.data.tokens", model_dir, str(tmp)],
+                    r = subprocess.run([sys.executable, "-m", "ftc.data.tokens", model_dir, str(tmp)], env=env,
                                        capture_output=True, text=True, timeout=DESCRIBE_TIMEOUT_S)
                     reason = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
                 except subprocess.TimeoutExpired:
