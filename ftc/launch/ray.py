@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -70,8 +71,6 @@ def _await_registration(step: int) -> None:
     """Rank 0, once the notice's checkpoint is in storage: waits until Ray Train's controller has registered it (it
     collects reported checkpoints when it polls the workers, every 2 s), so that the node's loss right after still
     restarts the group from it; says so, or warns that it could not."""
-    import sys
-
     import ray.train
 
     start = time.time()
