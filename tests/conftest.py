@@ -111,6 +111,21 @@ def plan_for(overrides: list[str] | None = None):
     return compile(cfg, gather(cfg))
 
 
+def borrowed_tokenizer(source: Path, target: Path, config: dict | None = None) -> Path:
+    """A model directory holding ``source``'s tokenizer files (the tiny model's), with ``config`` as its config.json
+    when given: the model type there decides which class transformers loads the tokenizer as."""
+    import shutil
+
+    from ftc.compiler.facts import TOKENIZER_FILES
+
+    target.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy(Path(source) / name, target / name)
+    if config is not None:
+        (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path

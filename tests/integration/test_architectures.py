@@ -241,10 +241,9 @@ def test_the_plans_tokenizer_is_the_one_transformers_builds_for_every_model_type
     Qwen2Tokenizer, which rebuilds the pipeline; the rest: its generic backend), the plan's described tokenizer
     tokenizes the sample rows as transformers does; tokenizer.json as it is does not for qwen2, so the check can
     fail."""
-    import shutil
-
     from ftc.data.tokens import FileTokenizer, described, load_tokenizer, tokenize_example
     from ftc.runtime.model import tiny_path
+    from tests.conftest import borrowed_tokenizer
 
     source = Path(tiny_path(plan_for([]).model))  # as the zoo saves it: tokenizer_class TokenizersBackend
     rows = [json.loads(line) for line in (Path(__file__).parents[2] / "ftc/assets/sample/train.jsonl").open()][:300]
@@ -252,10 +251,7 @@ def test_the_plans_tokenizer_is_the_one_transformers_builds_for_every_model_type
               r["output"]) for r in rows]
     classes, raw_differs = {}, set()
     for arch in ARCHS:
-        directory = tmp_path / arch
-        directory.mkdir()
-        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-            shutil.copy(source / name, directory / name)
+        directory = borrowed_tokenizer(source, tmp_path / arch)
         _config(arch, load_tokenizer(str(source))).save_pretrained(directory)
         theirs, built = load_tokenizer(str(directory)), described(str(directory))
         assert built.directory is not None, (arch, built.what)

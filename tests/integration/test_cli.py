@@ -107,16 +107,12 @@ def test_plan_asks_transformers_for_the_tokenizer_in_a_child_and_imports_no_heav
     transformers builds, which a child process describes (importing transformers imports torch), and the plan's
     own process still imports none of the heavy libraries."""
     import os
-    import shutil
 
     from ftc.data.tiny import tokenizer_dir
-    from tests.conftest import plan_for
+    from tests.conftest import borrowed_tokenizer, plan_for
 
-    model = tmp_path / "qwen2"
-    model.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(tokenizer_dir(plan_for([]).model) / name, model / name)
-    (model / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
+    model = borrowed_tokenizer(tokenizer_dir(plan_for([]).model), tmp_path / "qwen2",
+                               {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]})
     code = ("import sys, io, contextlib\n"
             "import ftc.cli\n"
             "out = io.StringIO()\n"

@@ -48,18 +48,11 @@ TRICKY = "### Instruction:\nRoute: REFUND for order 17?? It's 3.14 ok\r\n\n  spa
 def _qwen2_dir(tmp_path):
     """The tiny tokenizer under a Qwen2 config.json: transformers loads it as Qwen2Tokenizer, which rebuilds the
     pipeline with its own split pattern, so tokenizer.json read as it is counts other tokens."""
-    import json
-    import shutil
-
     from ftc.data.tiny import tokenizer_dir
-    from tests.conftest import plan_for
+    from tests.conftest import borrowed_tokenizer, plan_for
 
-    source, target = tokenizer_dir(plan_for([]).model), tmp_path / "qwen2"
-    target.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(source / name, target / name)
-    (target / "config.json").write_text(json.dumps({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]}))
-    return target
+    return borrowed_tokenizer(tokenizer_dir(plan_for([]).model), tmp_path / "qwen2",
+                              {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]})
 
 
 def test_the_plans_tokenizer_is_the_pipeline_transformers_builds(tmp_path):
