@@ -104,11 +104,9 @@ def _schema():
 
 def plan_for(overrides: list[str] | None = None):
     """Compiles ``overrides`` as ``ftc plan`` would (facts gather data files once per process, memoized)."""
-    from ftc.compiler.compile import compile
-    from ftc.compiler.facts import gather
+    from ftc.compiler.frontend import compile_config
 
-    cfg = typed_config(list(overrides or []))
-    return compile(cfg, gather(cfg))
+    return compile_config(typed_config(list(overrides or [])))
 
 
 def borrowed_tokenizer(source: Path, target: Path, config: dict | None = None) -> Path:

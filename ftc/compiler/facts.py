@@ -119,6 +119,11 @@ class SelectionFacts:
     lengths: dict[str, list[list[int]]] = field(default_factory=dict)
     """Per split, each selected example's tokens before truncation, as training tokenizes it: [prompt, completion]
     ([prompt, chosen, rejected] for preference pairs); empty when no tokenizer file was at hand."""
+    prompt_styles: tuple[str, ...] = ()
+    """The prompt styles (``formats.PROMPT_STYLES``) of the selected training examples."""
+    system_prompt: Optional[str] = None
+    """The system message every selected chat-style training example opens with; None when they differ or have
+    none."""
 
 
 @dataclass(frozen=True)
@@ -502,6 +507,8 @@ def training_tokenizer(model: Any, model_dir: Optional[Path]) -> tuple[Optional[
 def tokenizer_dir(model: Any, model_dir: Optional[Path]) -> Optional[str]:
     """The directory whose tokenizer.json training will use: the model's, or the built-in tiny model's."""
     if model_dir is None and getattr(model, "path", None) == "ftc:tiny":
+        if not getattr(model, "vocab_size", None):  # the tiny model is built from its sizes: none given, no tokenizer
+            return None
         from ftc.data.tiny import tokenizer_dir as tiny_tokenizer
 
         model_dir = tiny_tokenizer(model)
@@ -578,9 +585,15 @@ def _select(settings: Any, template: str, tokenizer: Optional[str], chat_templat
         return None  # the per-file facts say what is wrong
     if any(p.count for p in sel.problems.values()):
         return None
+    from ftc.data.formats import row_prompt_style, row_system_prompt
+
+    train = sel.splits.get("train") or []
+    systems = {row_system_prompt(ex.values) for ex in train}
     return SelectionFacts(examples=sel.counts(), dropped=dict(sel.dropped), quality=sel.quality(),
                           language_dropped=tuple(sel.language_dropped.shown),
-                          lengths=_lengths(sel, settings, template, tokenizer, chat_template) if tokenizer else {})
+                          lengths=_lengths(sel, settings, template, tokenizer, chat_template) if tokenizer else {},
+                          prompt_styles=tuple(sorted({row_prompt_style(ex.values, settings.format) for ex in train})),
+                          system_prompt=systems.pop() if len(systems) == 1 else None)
 
 
 def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_template: Optional[str]

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from ftc.compiler.compile import compile
 from ftc.compiler.facts import gather
+from ftc.compiler.rules import value_problems
 from ftc.config.schema import Config
 from ftc.errors import UserError
 from ftc.plan import Plan
@@ -57,7 +58,9 @@ def compile_config(cfg: Any, hardware_choice: Any = None) -> Plan:
 def compile_with_facts(cfg: Any, hardware_choice: Any = None) -> tuple[Plan, Any]:
     """``compile_config`` and the facts it compiled from (the data card reads the measured token lengths)."""
     typed = cfg if isinstance(cfg, Config) else to_typed(cfg)
-    facts = gather(typed)
+    # Facts are gathered on the values compile() will use: a value outside its range (refused, and compiled as its
+    # default) must not reach the data selection or a library first and crash the plan.
+    facts = gather(value_problems(typed)[1])
     return compile(typed, facts, hardware_choice), facts
 
 

@@ -17,7 +17,7 @@ from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.objectives import TRAINERS
-from ftc.config.schema import Config, field_check
+from ftc.config.schema import Check, Config, field_check
 from ftc.data.formats import FORMATS
 from ftc.plan import Finding
 
@@ -101,12 +101,15 @@ def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
         for f in dataclasses.fields(node):
             check = field_check(f)
             value = getattr(node, f.name)
+            if check is None and _non_finite(value):  # every float the schema takes, bounded or not
+                check = Check()
             if check is None or check.accepts(value):
                 continue
             fix = check.fix if check.fix is not None else f.default
             fix_text = "null" if fix is None else fix
             label = f"{check.what} must be" if check.what else "must be"
-            problems.append(error(f"{section.name}.{f.name}", f"{label} {check.allowed()}, got {value!r}",
+            finite = " (a finite number)" if _non_finite(value) and check.allowed() != "a finite number" else ""
+            problems.append(error(f"{section.name}.{f.name}", f"{label} {check.allowed()}{finite}, got {value!r}",
                                   f"{section.name}.{f.name}={fix_text}"))
             if f.default is not dataclasses.MISSING and f.default != "???":
                 sane[f.name] = f.default
@@ -117,6 +120,10 @@ def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
         if sane:
             sections[section.name] = dataclasses.replace(node, **sane)
     return problems, dataclasses.replace(cfg, **sections) if sections else cfg
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 # --- secrets ----------------------------------------------------------------------------------------------------
@@ -738,6 +745,10 @@ def data_format(cfg, facts, draft):
     if d.format == "text" and d.completion_only_loss:
         yield warning("data.completion_only_loss", "plain text has no completion: loss covers every token",
                       "data.completion_only_loss=false")
+    if len(draft.prompt_styles_seen) > 1:
+        yield error("data.path", "the pairs mix string prompts (trained in the alpaca template) and message-list "
+                    "prompts (the chat template): no one prompt format can ask the tuned model as it was trained",
+                    "give every pair's prompt the same shape (all strings, or all chosen/rejected message lists)")
 
 
 @rule

@@ -9,6 +9,7 @@ A default lives here and nowhere else: runtime code reads the Plan, never ``cfg.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -36,15 +37,15 @@ class Check:
             return "one of " + ", ".join(str(c) for c in self.choices)
         lower = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
         upper = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
-        return " and ".join(x for x in (lower, upper) if x)
+        return " and ".join(x for x in (lower, upper) if x) or "a finite number"
 
     def accepts(self, value: Any) -> bool:
         if value is None:
             return True
         if self.choices:
             return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False  # inf passes every lower bound and NaN compares false: neither is a setting
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 

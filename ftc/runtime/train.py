@@ -16,7 +16,7 @@ from typing import Any, Optional
 from ftc.errors import RunStopped, TrainingDiverged
 from ftc.paths import publish
 from ftc.plan import Plan
-from ftc.runtime import artifacts, console
+from ftc.runtime import artifacts, checkpoints, console
 from ftc.runtime.preemption import EXIT_CODES, stop_on_signals
 
 
@@ -126,6 +126,7 @@ def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bo
         greater_is_better=False if early else None,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, never averaged away (or as 0.0)
         seed=t.seed,
         data_seed=t.seed,
         report_to=list(plan.train.report_to) or "none",  # decided by the compiler
@@ -215,11 +216,24 @@ def _vllm_kwargs(plan: Plan, generation_url: Optional[str]) -> dict[str, Any]:
 
 
 class _Timed:
-    """Times validation passes and checkpoint saves apart from training steps (mixed into the TRL trainers)."""
+    """Mixed into the TRL trainers: times validation passes and checkpoint saves apart from training steps, and
+    stops at the first micro-step whose loss is NaN or infinite (``nonfinite_step``), before its weights can be
+    checkpointed: the Trainer's own filter (``logging_nan_inf_filter``, off in ftc) would log such a loss as 0.0."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.seconds = {"validation": 0.0, "checkpoints": 0.0}
+        self.nonfinite_step: Optional[int] = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        import torch
+
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.nonfinite_step is None and not bool(torch.isfinite(loss.detach()).all()):
+            self.nonfinite_step = self.state.global_step + 1  # the optimizer step this micro-step belongs to
+            self.control.should_training_stop = True
+            self.log({"loss": float(loss.detach().float().mean())})  # recorded as NaN/inf in metrics.jsonl
+        return loss
 
     @contextlib.contextmanager
     def _timing(self, what: str):
@@ -234,9 +248,14 @@ class _Timed:
             return super().evaluate(*args, **kwargs)
 
     def _save_checkpoint(self, *args, **kwargs):
+        if self.nonfinite_step is not None:
+            return None  # weights after a non-finite loss are no checkpoint to resume from
         with self._timing("checkpoints"):
             save_fault(Path(self.args.output_dir), self.state.global_step)
-            return super()._save_checkpoint(*args, **kwargs)
+            saved = super()._save_checkpoint(*args, **kwargs)
+            if self.is_world_process_zero():  # last: a checkpoint without it, or unlike it, is not resumed from
+                checkpoints.write_manifest(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
+            return saved
 
 
 def trainer_class(plan: Plan) -> type:
@@ -449,7 +468,9 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
 
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(console.progress_callback(plan.schedule.steps))
-    resume = artifacts.last_complete_checkpoint(run / "checkpoints")
+    if plan.deepspeed:
+        checkpoints.deepspeed_weights_only()  # DeepSpeed's own loader would unpickle anything a checkpoint holds
+    resume = checkpoints.last_intact(run / "checkpoints")
     rank0 = trainer.is_world_process_zero()
     if rank0:
         print(console.data_line(splits.report), file=sys.stderr)
@@ -477,7 +498,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     # when eval_steps > max_steps) and checkpoint saves are timed apart and reported on their own lines.
     validation_s, checkpoints_s = trainer.seconds["validation"], trainer.seconds["checkpoints"]
     train_s = max(wall - validation_s - checkpoints_s, 1e-9)
-    diverged = next((c.diverged for c in trainer.callback_handler.callbacks if hasattr(c, "diverged")), None)
+    diverged = trainer.nonfinite_step or next(
+        (c.diverged for c in trainer.callback_handler.callbacks if hasattr(c, "diverged")), None)
     if diverged is not None:
         if rank0:
             artifacts.event(run, "diverged", step=diverged)
@@ -513,7 +535,7 @@ def _stopped(stopper: Any, run: Path, grace_s: float, record: bool = True) -> No
     resumable, incomplete run (exit 143 / 130). A save that took longer than ``grace_s`` (train.preemption_grace_s)
     is said loudly: on a real preemption the provider would have killed the process first, and the run would resume
     from the checkpoint before."""
-    checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
+    checkpoint = checkpoints.last_intact(run / "checkpoints", announce=False)
     raise stop_record(stopper.signal, stopper.step, checkpoint, time.time() - stopper.received_at, grace_s,
                       run if record else None)
 
@@ -547,4 +569,25 @@ def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
         weights = list(tmp.glob("*.safetensors"))
         if not weights or all(w.stat().st_size < 64 for w in weights):
             raise RuntimeError(f"saved {name} in {tmp} is empty: refusing to publish it")
+        bad = non_finite_tensors(weights)
+        if bad:
+            artifacts.event(run, "diverged", step=trainer.state.global_step, non_finite_tensors=len(bad))
+            raise TrainingDiverged(f"{len(bad)} tensors of the trained {name} are NaN/inf (first: {bad[0]}); it is "
+                                   "not saved. Try a lower train.lr, train.precision=bf16 instead of fp16, or "
+                                   "train.max_grad_norm=1.0")
         publish(tmp, run / name)
+
+
+def non_finite_tensors(files: list[Path]) -> list[str]:
+    """Names of the tensors in these safetensors files holding a NaN or infinite value."""
+    import torch
+    from safetensors import safe_open
+
+    bad = []
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad.append(key)
+    return bad

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -254,3 +255,27 @@ def test_bad_data_row_at_train_time_is_one_message_naming_file_and_line(tmp_path
                        timeout=300)
     assert r.returncode == 2
     assert "tickets.jsonl:21: missing field 'output'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_infinite_learning_rate_never_ends_done_and_saves_no_adapter(tmp_path):
+    """train.lr=inf with nothing held out for validation (the plan refuses it; the runtime is tested past the plan):
+    the first non-finite loss stops the run at its step, is recorded as NaN (never 0.0), and no adapter is
+    published, so the run cannot look complete."""
+    import math
+
+    from ftc.errors import TrainingDiverged
+    from ftc.launch.local import execute
+
+    plan = fast_plan(tmp_path, ["data.validation_path=null", "data.validation_fraction=0", "train.save_steps=1"])
+    assert plan.data.examples["validation"] == 0
+    plan = dataclasses.replace(plan, train=dataclasses.replace(plan.train, lr=float("inf")))
+    with pytest.raises(TrainingDiverged, match="NaN/inf at step 2"):
+        execute(plan)
+    run = Path(plan.output_dir)
+    assert not (run / "adapter").exists() and not (run / "summary.json").exists()
+    logged = losses(run)
+    assert any(math.isnan(x) for x in logged) and 0.0 not in logged, logged
+    checkpoints = sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-1"], checkpoints  # step 2's weights are not a checkpoint to resume from
+    events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert events[-2:] == ["diverged", "failed"], events

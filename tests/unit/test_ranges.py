@@ -83,3 +83,20 @@ def test_other_problems_are_still_found_beside_a_range_error():
 def test_an_unknown_optimizer_is_an_error_listing_valid_names():
     error = next(e for e in plan_for(["train.optim=adamw_hf"]).errors if e.startswith("train.optim:"))
     assert "adamw_torch" in error and "paged_adamw_8bit" in error and "got 'adamw_hf'" in error
+
+
+def _float_fields():
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] in (float, typing.Optional[float]):
+                yield pytest.param(section, f.name, id=f"{section}.{f.name}")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+@pytest.mark.parametrize("section,name", list(_float_fields()))
+def test_a_non_finite_number_is_refused_wherever_the_schema_takes_a_float(section, name, value):
+    """inf passes every lower bound and NaN compares false with every bound: neither may reach a run."""
+    key = f"{section}.{name}"
+    errors = [e for e in plan_for([f"{key}={value}"]).errors if e.startswith(f"{key}:")]
+    assert errors and "a finite number" in errors[0] and f"(fix: {key}=" in errors[0], errors
