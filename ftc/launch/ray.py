@@ -344,14 +344,15 @@ def execute(plan: Plan) -> dict[str, Any]:
 def _driver_stopped(plan: Plan, run: Path, reason: tuple[str, float], saved: Any, result: Any) -> RunStopped:
     """The driver's signal, after the workers saved and stopped: recorded in the run's events.jsonl (step, checkpoint,
     seconds after the signal) as the local launcher records it; the same command resumes."""
-    from ftc.runtime import artifacts
     from ftc.runtime.train import stop_record
 
     step, saved_s = saved if saved is not None else (None, time.time() - reason[1])
     if plan.launcher.storage_path:
         checkpoint = result.checkpoint.path if result is not None and result.checkpoint is not None else None
     else:
-        checkpoint = artifacts.last_complete_checkpoint(run / "checkpoints")
+        from ftc.runtime.checkpoints import last_intact
+
+        checkpoint = last_intact(run / "checkpoints", announce=False)
     return stop_record(reason[0], step, checkpoint, saved_s, plan.train.preemption_grace_s, run)
 
 

@@ -96,12 +96,3 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except ValueError:
             continue  # a line cut by a crash
     return out
-
-
-def last_complete_checkpoint(checkpoints: Path) -> str | None:
-    """Newest checkpoint-N whose trainer_state.json exists (written last by the Trainer: marks completeness)."""
-    if not checkpoints.is_dir():
-        return None
-    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    done.sort(key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-    return str(done[-1]) if done else None
