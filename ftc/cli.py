@@ -26,7 +26,9 @@ commands:
   train -m [sweep overrides]     hyperparameter sweep (Hydra multirun)
   calibrate [profile=NAME] [...]  measure this machine (<1 min) and write hardware profile NAME (default: calibrated)
   eval RUN_DIR                   held-out metrics of base vs tuned model
-  generate RUN_DIR prompt="..."  generate with the tuned model
+  generate RUN_DIR prompt="..." [system="..."] [input="..."]
+                                 generate with the tuned model, the prompt in training's format (chat data:
+                                 training's shared system prompt unless system= is given; alpaca: input=)
   merge RUN_DIR [out=DIR]        merge the adapter into the base model (safetensors + tokenizer)
   export RUN_DIR [format=gguf|merged] [quant=f16|q8_0|q4_k_m]
                                  GGUF for llama.cpp/Ollama (training's prompt format and stop tokens inside, an
@@ -271,7 +273,8 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
         run_dir, opts = _options(argv, {"max_samples": int})
         commands.evaluate(run_dir, **opts)
     elif name == "generate":
-        run_dir, opts = _options(argv, {"prompt": str, "max_new_tokens": int, "base": _flag})
+        run_dir, opts = _options(argv, {"prompt": str, "max_new_tokens": int, "base": _flag, "system": str,
+                                        "input": str})
         if "prompt" not in opts:
             raise UserError('ftc: generate needs prompt="..."')
         commands.generate(run_dir, **opts)

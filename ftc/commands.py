@@ -77,21 +77,22 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
     return result
 
 
-def generate(run_dir: str, prompt: str, max_new_tokens: int = 128, base: bool = False) -> str:
-    """Formats the prompt the way training did (alpaca template / chat template) and generates greedily."""
-    from ftc.data.formats import alpaca_prompt
+def generate(run_dir: str, prompt: str, max_new_tokens: int = 128, base: bool = False,
+             system: str | None = None, input: str = "") -> str:  # noqa: A002 - the alpaca field's name
+    """Puts the prompt in training's prompt format (``formats.inference_prompt``: the alpaca template with
+    ``input``, the chat template with training's shared system prompt unless ``system`` is given, or raw) and
+    generates greedily."""
+    from ftc.data.formats import RowError, inference_prompt
     from ftc.runtime.evaluate import generate as gen
     from ftc.runtime.model import load_tuned
 
     plan = load_plan(local_run(run_dir))
     model, tokenizer = load_tuned(plan, plan.output_dir)
-    if plan.data.format == "alpaca":
-        text = alpaca_prompt(prompt, "", plan.data.template)
-    elif plan.data.format == "chat":
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-    else:
-        text = prompt
+    try:
+        text = inference_prompt(plan.data.prompt_style, plan.data.template, prompt,
+                                plan.data.system_prompt if system is None else system, tokenizer, input)
+    except RowError as e:
+        raise UserError(f"ftc generate: {e} (fix: leave system= / input= out)") from None
     if base and plan.method.peft:
         with model.disable_adapter():
             out = gen(model, tokenizer, [text], max_new_tokens)[0]

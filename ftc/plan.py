@@ -105,6 +105,13 @@ class DataSpec:
     format: str
     fields: dict[str, str]
     template: str
+    prompt_style: str
+    """How a prompt becomes the text before a completion, in training and whenever the tuned model is asked
+    (``ftc generate``, export, serve): alpaca (the instruction template), chat (the tokenizer's chat template) or raw;
+    preference pairs: chat when their prompts are message lists."""
+    system_prompt: Optional[str]
+    """The system message every chat-style training example opens with (None: they differ, or have none):
+    ``ftc generate``, the exported template and ``ftc serve`` use it when a request brings none."""
     max_length: int
     max_prompt_length: int
     """Preference pairs: prompt tokens kept (0 for other formats)."""

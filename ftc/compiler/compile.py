@@ -20,7 +20,7 @@ from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
-from ftc.data.formats import FORMATS
+from ftc.data.formats import BY_ROW, FORMATS
 from ftc.data.tokens import split_tokens
 from ftc.plan import (
     BatchSpec,
@@ -538,7 +538,27 @@ def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, i
     return counts, dropped
 
 
+def _prompt_style(cfg: Config, facts: Facts, draft: Draft) -> None:
+    """The prompt style training formats with and the tuned model is asked in (``formats.FORMATS``); for preference
+    pairs, read from the selected rows (string prompts: alpaca, message lists: chat)."""
+    fmt = FORMATS.get(cfg.data.format)
+    seen = facts.selection.prompt_styles if facts.selection is not None else ()
+    draft.prompt_styles_seen = seen
+    if fmt is None:
+        return
+    if fmt.prompt != BY_ROW:
+        draft.prompt_style = fmt.prompt
+    elif seen:
+        draft.prompt_style = seen[0]
+    else:  # rows not readable before launch: the runtime checks each row against this decision
+        draft.prompt_style = "alpaca"
+        draft.decisions.append("prompt style: alpaca, assumed (the pairs' rows were not read before launch; "
+                               "training refuses message-list prompts under it)")
+    draft.system_prompt = facts.selection.system_prompt if facts.selection is not None else None
+
+
 def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
+    _prompt_style(cfg, facts, draft)
     d = cfg.data
     train = facts.data.get("train")
     draft.split_examples, draft.dropped_rows = split_counts(cfg, facts)
@@ -870,6 +890,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         ),
         data=spec_from(
             DataSpec, d, fields=dict(d.fields), max_length=draft.max_length, max_prompt_length=draft.max_prompt_length,
+            prompt_style=draft.prompt_style, system_prompt=draft.system_prompt,
             packing=draft.packing, train_examples=draft.train_examples, examples=dict(draft.split_examples),
             dropped=dict(draft.dropped_rows), tokens_per_example=draft.tokens_per_example, loss_share=draft.loss_share,
             tokens=dict(draft.split_tokens), truncated=draft.truncated,

@@ -56,6 +56,11 @@ class Draft:
     kind: str = "lora"
     """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
     linear_modules: tuple[str, ...] = ()
+    prompt_style: str = "raw"
+    """How prompts are formatted in training and inference (formats.PROMPT_STYLES)."""
+    prompt_styles_seen: tuple[str, ...] = ()
+    """The styles of the selected training rows (a rule refuses a mix)."""
+    system_prompt: Optional[str] = None
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages of the machine the run happens on (hardware.packages, decided): kernels, loggers."""
     examples_per_row: int = 1

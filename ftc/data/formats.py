@@ -13,30 +13,69 @@ import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
+# How a prompt becomes the text training put before a completion, which is also the text the tuned model must be
+# asked with (``ftc generate``, the exported GGUF's template, ``ftc serve``):
+#   alpaca: the instruction template (data.template) around the prompt; no system prompt
+#   chat:   the tokenizer's chat template over the messages (a system message included), generation prompt added
+#   raw:    the prompt as it is
+PROMPT_STYLES = ("alpaca", "chat", "raw")
+BY_ROW = "by_row"  # preference pairs: string prompts are alpaca, message lists chat (decided per file by the plan)
+
 
 @dataclass(frozen=True)
 class Format:
-    """What a data format needs: the fields a row must have, the ones it may have, and the tokens its template
-    adds around an example (alpaca header ~25, chat role markers ~10; + EOS), used by the plan's token estimate
-    when no tokenizer is readable."""
+    """What a data format needs: the fields a row must have, the ones it may have, the tokens its template adds
+    around an example (alpaca header ~25, chat role markers ~10; + EOS; the plan's token estimate when no tokenizer
+    is readable), and its prompt style (``PROMPT_STYLES``, or ``BY_ROW``)."""
 
     required: tuple[str, ...]
     optional: tuple[str, ...]
     template_tokens: int
+    prompt: str
 
 
-# The one table of data formats: rules check field mappings against it, the compiler sizes examples with it and
-# the loader validates rows with it.
+# The one table of data formats: rules check field mappings against it, the compiler sizes examples with it, the
+# loader validates rows with it, and training, generation, export and serving format prompts by its prompt style.
 FORMATS = {
-    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26),
-    "chat": Format(required=("messages",), optional=(), template_tokens=12),
-    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1),
-    "text": Format(required=("text",), optional=(), template_tokens=1),
+    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26, prompt="alpaca"),
+    "chat": Format(required=("messages",), optional=(), template_tokens=12, prompt="chat"),
+    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1, prompt="raw"),
+    "text": Format(required=("text",), optional=(), template_tokens=1, prompt="raw"),
     # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
-    "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26),
-    # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}.
-    "kto": Format(required=("prompt", "completion", "label"), optional=(), template_tokens=26),
+    "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26, prompt=BY_ROW),
+    # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}; the prompt formatted as alpaca's.
+    "kto": Format(required=("prompt", "completion", "label"), optional=(), template_tokens=26, prompt="alpaca"),
 }
+
+
+def row_prompt_style(values: dict[str, Any], fmt: str) -> str:
+    """The prompt style a checked row (``check_row``) is trained with."""
+    style = FORMATS[fmt].prompt
+    if style == BY_ROW:
+        return "chat" if isinstance(values.get("prompt"), list) else "alpaca"
+    return style
+
+
+def row_system_prompt(values: dict[str, Any]) -> Optional[str]:
+    """The system message a checked chat-style row opens with, if any."""
+    messages = values.get("messages") or values.get("prompt")
+    if isinstance(messages, list) and messages and messages[0]["role"] == "system":
+        return messages[0]["content"]
+    return None
+
+
+def inference_prompt(style: str, template: str, prompt: str, system: Optional[str] = None,
+                     tokenizer: Optional[Any] = None, input_text: str = "") -> str:
+    """The text a user's ``prompt`` (and ``system`` message; an alpaca row's ``input_text``) is put in for the tuned
+    model: exactly what training put before each completion of that style (``to_texts``)."""
+    if style == "chat":
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if system:
+        raise RowError(f"a system prompt has no place in the {style} prompt format this run was trained with")
+    if input_text and style != "alpaca":
+        raise RowError(f"an input has no place in the {style} prompt format this run was trained with")
+    return alpaca_prompt(prompt.strip(), input_text.strip(), template) if style == "alpaca" else prompt
 
 ALPACA = {
     "alpaca": ("Below is an instruction that describes a task{with_input}. Write a response that appropriately "

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import to_texts
+from ftc.data.formats import row_prompt_style, to_texts
 from ftc.data.load import problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
@@ -110,6 +110,10 @@ def cache_key(spec: DataSpec, tokenizer: Any, seed: int) -> str:
 
 def _example(ex: Example, spec: DataSpec, tokenizer: Any) -> dict[str, Any]:
     """A selected row formatted for its trainer: prompt + completion (+ label), or prompt + chosen + rejected."""
+    style = row_prompt_style(ex.values, spec.format)
+    if style != spec.prompt_style:  # the tuned model will be asked in the plan's style: a row in another is refused
+        raise DataError(f"{ex.where}: its prompt is in the {style} style, the plan's is {spec.prompt_style} (every "
+                        "row's prompt must have one shape: all strings, or all message lists)")
     texts = to_texts(ex.row, spec.format, spec.fields, spec.template, tokenizer)
     if spec.format == "preference":
         return dict(zip(("prompt", "chosen", "rejected"), texts))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc.compiler.serving import SERVE_INSTALL
-from ftc.data.formats import alpaca_prompt
+from ftc.data.formats import inference_prompt
 from ftc.data.tokens import render_chat
 from ftc.errors import UserError
 from ftc.paths import atomic_path, cache_root
@@ -53,6 +53,9 @@ class PromptFormat:
     """For completion-style data: the text before the prompt (``ftc generate``'s formatting); None: raw prompts."""
     completion_suffix: str
     stop: tuple[str, ...]
+    system: Optional[str] = None
+    """Training's shared system prompt, which the chat template puts first when a conversation has none (and the
+    Modelfile's SYSTEM)."""
 
 
 def prompt_format(plan: Plan, tokenizer: Any, bos: bool = False) -> PromptFormat:
@@ -61,16 +64,26 @@ def prompt_format(plan: Plan, tokenizer: Any, bos: bool = False) -> PromptFormat
     one); the chat template then emits it itself, as hub templates do (Llama 3's), since engines tokenize a rendered
     chat without adding one (llama-cpp-python) or drop a leading one they would duplicate (llama.cpp's server)."""
     stop = tuple(dict.fromkeys(t for t in (tokenizer.eos_token,) if t))
-    if plan.data.format == "alpaca":
-        prefix, suffix = alpaca_prompt(MARK, "", plan.data.template).split(MARK)
+    style = plan.data.prompt_style  # the one decision training formatted with (formats.inference_prompt)
+    if style == "alpaca":
+        prefix, suffix = inference_prompt(style, plan.data.template, MARK).split(MARK)
         return PromptFormat(_with_bos(_single_turn_template(prefix, suffix), bos), prefix, suffix, stop)
-    if plan.data.format in ("prompt_completion", "kto"):
+    if style == "raw":
         return PromptFormat(_with_bos(_single_turn_template("", ""), bos), "", "", stop)
     template = tokenizer.chat_template
     if not template:
         raise UserError(f"ftc: the run's tokenizer has no chat template for its {plan.data.format} data "
                         "(fix: model.chat_template=... when training)")
-    return PromptFormat(_with_bos(template, bos), None, "", stop)
+    system = plan.data.system_prompt
+    return PromptFormat(_with_bos(_with_system(template, system), bos), None, "", stop, system)
+
+
+def _with_system(template: str, system: Optional[str]) -> str:
+    """The chat template with training's shared system prompt put first when a conversation brings none."""
+    if not system:
+        return template
+    return ("{%- if messages[0]['role'] != 'system' %}{%- set messages = [{'role': 'system', 'content': "
+            + json.dumps(system, ensure_ascii=False) + "}] + messages %}{%- endif %}" + template)
 
 
 def _with_bos(template: str, bos: bool) -> str:
@@ -132,8 +145,11 @@ def ollama_template(fmt: PromptFormat, eos: str) -> str:
         for i, (role, (pre, post)) in enumerate(parts.items())) + _END + generation
     turns = [{"role": r, "content": f"turn {i} of {r}"} for i, r in enumerate(("system", "user", "assistant", "user"))]
     conversations = [[t for t in turns if t["role"] in parts], [t for t in turns[1:] if t["role"] in parts]]
+    def with_system(c: list[dict]) -> list[dict]:  # Ollama puts the Modelfile's SYSTEM first, as the template does
+        return [{"role": "system", "content": fmt.system}] + c if fmt.system and c[0]["role"] != "system" else c
+
     if not {"user", "assistant"} <= set(parts) or any(
-            render_ollama(template, c) != chat(c, True) for c in conversations):
+            render_ollama(template, with_system(c)) != chat(c, True) for c in conversations):
         raise UserError("the chat template is not a sequence of per-role turns (it adds text that depends on "
                         "the conversation), so no Ollama TEMPLATE of ftc's reproduces it")
     return template
@@ -160,11 +176,12 @@ def modelfile(gguf_name: str, fmt: PromptFormat, eos: str, context: int) -> tupl
     except UserError as e:
         template, why = None, str(e)
     stops = "".join(f"PARAMETER stop {json.dumps(s)}\n" for s in fmt.stop)
+    system = f'SYSTEM """{fmt.system}"""\n' if fmt.system and '"""' not in fmt.system else ""
     lines = (f'TEMPLATE """{template}"""\n' if template is not None else
              f"# No TEMPLATE: {why}. Ollama uses the chat template inside the GGUF.\n")
     return (f"# Written by ftc export: `ollama create NAME -f Modelfile` in this directory.\n"
             f"# The prompt format and stop tokens are the ones the model was trained with.\n"
-            f"FROM ./{gguf_name}\n{lines}{stops}PARAMETER temperature 0\nPARAMETER num_ctx {context}\n"), why
+            f"FROM ./{gguf_name}\n{lines}{system}{stops}PARAMETER temperature 0\nPARAMETER num_ctx {context}\n"), why
 
 
 # --- llama.cpp ---------------------------------------------------------------------------------------------------

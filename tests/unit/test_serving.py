@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -97,12 +98,19 @@ def test_alpaca_runs_export_training_prompt_format_as_chat_template_and_ollama_t
 def test_chat_runs_get_an_ollama_template_that_renders_as_the_chat_template():
     plan = plan_for(["data=sample_chat"])
     fmt = ex.prompt_format(plan, Tok())
-    assert fmt.completion_prefix is None and fmt.chat_template == TINY_CHAT_TEMPLATE
+    system = plan.data.system_prompt  # every training conversation of sample_chat opens with it
+    assert system and fmt.system == system
+    assert fmt.completion_prefix is None and fmt.chat_template.endswith(TINY_CHAT_TEMPLATE)
     template = ex.ollama_template(fmt, "</s>")
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Order 12?"}]
     assert ex.render_ollama(template, conversation) == ex.render_chat(TINY_CHAT_TEMPLATE, conversation, True,
                                                                       eos_token="</s>")
+    # A conversation without a system turn is asked with training's, in the GGUF's template and the Modelfile
+    asked = ex.render_chat(fmt.chat_template, conversation[1:], True, eos_token="</s>")
+    assert asked == ex.render_chat(TINY_CHAT_TEMPLATE, [{"role": "system", "content": system}] + conversation[1:],
+                                   True, eos_token="</s>")
+    assert f'SYSTEM """{system}"""' in ex.modelfile("model.gguf", fmt, "</s>", 512)[0]
     assert '{{ if eq .Role "system" }}<|system|>\n{{ .Content }}{{ else if' in template  # trim_blocks, as
     # transformers renders it: the newline after a block tag is not output
 
@@ -118,6 +126,7 @@ def test_a_default_system_prompt_is_kept_out_of_the_turns_and_a_template_that_nu
                          "{% endfor %}{% if add_generation_prompt %}Turn {{ messages | length + 1 }}: {% endif %}")
 
     plan = plan_for(["data=sample_chat"])
+    plan = dataclasses.replace(plan, data=dataclasses.replace(plan.data, system_prompt=None))  # none shared
     with pytest.raises(UserError, match="not a sequence of per-role turns"):  # the default system prompt
         ex.ollama_template(ex.prompt_format(plan, QwenStyle()), "</s>")  # appears only without a system turn
     with pytest.raises(UserError, match="not a sequence of per-role turns"):
