@@ -207,6 +207,9 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir).resolve()
     with run_lock(run_dir):  # a second `ftc train` into this directory refuses while this one runs
+        from ftc.launch import start_or_resume
+
+        start_or_resume(plan.relocated(str(run_dir)))  # a completed run is refused before its files are touched
         plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
         if hc.mode == RunMode.MULTIRUN:
             from ftc.config.launchers import LAUNCHER_KINDS

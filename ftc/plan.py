@@ -244,6 +244,8 @@ class TrainSpec:
     preemption_grace_s: float
     """Seconds a preemption notice leaves for the save (train.preemption_grace_s): a slower save is said at run
     time."""
+    resume: bool
+    """Resume from the run directory's newest intact checkpoint (train.resume); false starts from step 0."""
     logging_steps: int
     loss: str
     """selective | liger | model | trl: how the training loss is computed (decided; runtime/loss.py)."""

@@ -375,6 +375,9 @@ class TrainConfig:
     """Seconds between a preemption notice (SIGTERM) and the kill: ftc saves a checkpoint at the end of the step in
     progress and stops, so the plan warns when one step takes longer (GCP spot 30 s, AWS spot 120 s, Kubernetes:
     the pod's terminationGracePeriodSeconds)."""
+    resume: bool = True
+    """Re-running into a run directory resumes from its newest intact checkpoint, and refuses a completed run;
+    false starts again from step 0 in the same directory (its checkpoints are overwritten as training reaches them)."""
     early_stopping_patience: Optional[int] = checked(None, ge=1)
     """Stop after N validations without improvement of validation loss; null = off."""
     logging_steps: int = checked(5, ge=1)

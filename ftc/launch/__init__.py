@@ -32,3 +32,28 @@ def execute(plan: Plan) -> dict[str, Any]:
         print(f"ftc: {ev['verdict']}")
     print(f"ftc: report {run_dir / 'report.md'}, adapter {run_dir / ('adapter' if plan.method.peft else 'model')}")
     return summary
+
+
+def start_or_resume(plan: Plan) -> None:
+    """A completed run is never trained past its end (train.resume=true refuses it); train.resume=false starts
+    again from step 0, the directory's earlier checkpoints moved aside (kept, never resumed from by mistake)."""
+    import json
+    import time
+
+    from ftc.errors import UserError
+
+    run = Path(plan.output_dir)  # called before the run directory's plan.json and config.yaml are rewritten
+    if plan.train.resume:
+        try:
+            status = json.loads((run / "summary.json").read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        if status == "completed":
+            raise UserError(f"ftc: {run} holds a completed run (summary.json: status completed); re-running it "
+                            "would train past its end (fix: a new output_dir=..., or train.resume=false to train it "
+                            "again from step 0 in this directory)")
+    elif (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
+        aside = run / f"checkpoints.before-{time.strftime('%Y%m%d-%H%M%S')}"
+        (run / "checkpoints").rename(aside)
+        print(f"ftc: train.resume=false: starting from step 0; the earlier checkpoints are kept in {aside}")
+

@@ -470,7 +470,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     trainer.add_callback(console.progress_callback(plan.schedule.steps))
     if plan.deepspeed:
         checkpoints.deepspeed_weights_only()  # DeepSpeed's own loader would unpickle anything a checkpoint holds
-    resume = checkpoints.last_intact(run / "checkpoints")
+    resume = checkpoints.last_intact(run / "checkpoints") if plan.train.resume else None
     rank0 = trainer.is_world_process_zero()
     if rank0:
         print(console.data_line(splits.report), file=sys.stderr)

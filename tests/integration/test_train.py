@@ -232,6 +232,19 @@ def test_cli_train_writes_the_run_dir_contract(tmp_path):
     assert "## Evaluation on the held-out test split" in report
     assert "## Data" in report and "**Clean test set**: no training example" in report  # the data card, embedded
     assert "verdict" in summary["eval"]
+    # The same command again: a completed run is never trained past its end, and none of its files is rewritten
+    before = {name: (run / name).read_bytes() for name in ("summary.json", "plan.json", "config.yaml")}
+    again = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *FAST, f"output_dir={run}"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "holds a completed run" in again.stderr and "train.resume=false" in again.stderr
+    assert {name: (run / name).read_bytes() for name in before} == before
+    # train.resume=false starts again from step 0: the earlier checkpoints are moved aside, never resumed from
+    from ftc.launch import start_or_resume
+    from ftc.plan import Plan
+
+    plan = Plan.load(str(run / "plan.json"))
+    start_or_resume(dataclasses.replace(plan, train=dataclasses.replace(plan.train, resume=False)))
+    assert not (run / "checkpoints").exists() and list(run.glob("checkpoints.before-*/checkpoint-6"))
 
 
 def test_messy_data_trains_masked_and_the_report_says_what_was_found(tmp_path):
