@@ -308,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = argv[0], argv[1:]
-    with exit_on_error():
+    from ftc.secrets import masked_console
+
+    with masked_console(), exit_on_error():  # every line printed, Hydra's error line included, is masked
         if command == "plan":
             _plan(rest)
         elif command == "train":

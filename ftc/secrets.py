@@ -8,21 +8,32 @@ plan, problem and config passes through ``mask`` as well, so a refused value is 
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import os
 import re
-from typing import Any
+import sys
+from typing import Any, Iterator
 
 MASK = "***"
 
 # (what it is, pattern, the group that is secret). Patterns name the secret part only: the rest of a URI stays
 # readable (``s3://***@bucket/runs``). No bare-hex pattern: a 40-hex value is as often a commit (model.revision).
 PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    ("credentials in a URI (its userinfo)", re.compile(r"[a-z][a-z0-9+.-]*://([^/@\s:]+:[^/@\s]*)@", re.I), 1),
+    # A URI's userinfo, whole: a user alone is often a token (https://TOKEN@host), a password may hold a '/'.
+    # (A colon may come escaped, as Hydra quotes overrides: ``https\://user\:pw@host``.)
+    ("credentials in a URI (its userinfo)",
+     re.compile(r"[a-z][a-z0-9+.-]*\\?://([^/@\s:\\]+\\?:[^@\s]*?)@", re.I), 1),
+    ("a token as a URI's user", re.compile(r"[a-z][a-z0-9+.-]*\\?://([^/@\s:\\]{8,})@", re.I), 1),
     # The same userinfo quoted without its scheme, as libraries echo a URI's "bucket" in their errors.
     ("credentials before a host name", re.compile(r"(?:^|(?<=[\s\"'(]))([^\s/@:\"']+:[^\s/@\"']+)@"), 1),
     ("a credential in a URI's query string",
      re.compile(r"[?&](?:access_token|token|api_key|apikey|key|sig|signature|x-amz-signature|x-amz-credential|"
-                r"x-amz-security-token|x-goog-signature|x-goog-credential|password|secret)=([^&#\s)\"']+)", re.I),
+                r"x-amz-security-token|x-goog-signature|x-goog-credential|password|secret|authorization|auth)="
+                r"([^&#\s)\"']+)", re.I),
      1),
+    ("a bearer token", re.compile(r"\bBearer(?:\s+|%20|\+)([A-Za-z0-9._~+/=-]{8,})", re.I), 1),
     ("an AWS access key id", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"), 1),
     ("a Hugging Face token", re.compile(r"\b(hf_[A-Za-z0-9]{30,})\b"), 1),
     ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,})\b"), 1),
@@ -35,16 +46,79 @@ SECRET_KEY = re.compile(r"^(?!.*per_token$).*(?:^|[_-])(?:token|secret|password|
 and not the names that merely mention tokens (max_new_tokens, tokens_per_example)."""
 
 
+ENV_NAME = re.compile(r"(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|credentials?|auth)$", re.I)
+"""Environment variables whose values are secrets by their name (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY):
+their values are masked wherever they appear, put into a config with ``${oc.env:...}`` or echoed by a library."""
+
+
+def environment_values() -> list[str]:
+    """The values of the secret-named environment variables (8 characters or more: shorter ones would mask
+    ordinary words), longest first."""
+    return sorted({v for k, v in os.environ.items() if ENV_NAME.search(k) and len(v) >= 8}, key=len, reverse=True)
+
+
 def find(text: str) -> list[str]:
     """What kinds of secret ``text`` holds (empty when none)."""
-    return [what for what, pattern, _ in PATTERNS if pattern.search(text)]
+    found = [what for what, pattern, _ in PATTERNS if pattern.search(text)]
+    if any(v in text for v in environment_values()):
+        found.append("the value of a secret environment variable")
+    return found
 
 
 def mask(text: str) -> str:
     """``text`` with every secret replaced by ``***``."""
+    for value in environment_values():
+        text = text.replace(value, MASK)
     for _, pattern, group in PATTERNS:
         text = pattern.sub(lambda m, g=group: m.group(0).replace(m.group(g), MASK), text)
     return text
+
+
+class MaskedStream(io.TextIOBase):
+    """A console stream (stdout, stderr) that masks every write: ftc's own lines, a library's, and Hydra's
+    ``Error executing job with overrides: [...]``, which echoes the command line."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(mask(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+
+@contextlib.contextmanager
+def masked_console() -> Iterator[None]:
+    """stdout and stderr masked for the duration (``ftc`` runs every command inside it)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = MaskedStream(sys.stdout), MaskedStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+class MaskedRecords(logging.Filter):
+    """A logging filter that masks each record's message (train.log and the console handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = mask(text)
+        if masked != text:
+            record.msg, record.args = masked, ()
+        return True
 
 
 def mask_all(obj: Any, by_key: bool = True) -> Any:

@@ -25,8 +25,9 @@ from ftc.paths import atomic_path
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` atomically, secrets masked (``secrets.mask``: what any run or sweep file holds)."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)
+        f.write(secrets.mask(text))
         f.flush()
         os.fsync(f.fileno())
 
@@ -72,7 +73,7 @@ def redact(obj: Any) -> Any:
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """One line per call, flushed: a crash loses at most the line being written."""
     with open(path, "a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+        f.write(secrets.mask(json.dumps(record, default=str)) + "\n")
         f.flush()
 
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from ftc import secrets
+
 # Library messages that are noise for an ftc run; each one is still written to train.log.
 NOISE = (
     "kernels-community",  # bitsandbytes on CPU: an optional `kernels` package would speed up 4-bit matmuls
@@ -53,8 +55,9 @@ def setup(run_dir: str | Path, accelerator: str) -> None:
     console.setLevel(logging.WARNING)
     console.addFilter(NoiseFilter())
     console.setFormatter(logging.Formatter("%(levelname)s (%(name)s): %(message)s"))
-    root.addHandler(log_file)
-    root.addHandler(console)
+    for handler in (log_file, console):
+        handler.addFilter(secrets.MaskedRecords())  # train.log and the console never hold a secret
+        root.addHandler(handler)
     # DeepSpeed logs through its own stdout handler: filter at the logger so only real warnings get through.
     logging.getLogger("DeepSpeed").addFilter(_ConsoleLevel())
     for name in ("transformers", "datasets", "peft", "trl", "accelerate"):

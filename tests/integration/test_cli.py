@@ -166,3 +166,18 @@ def test_train_refuses_a_plan_whose_packages_this_machine_lacks(tmp_path):
     assert "this machine lacks: wandb" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "adapter").exists()
     assert '"failed"' in (tmp_path / "events.jsonl").read_text()
+
+
+def test_no_secret_reaches_the_console_or_a_file_of_a_refused_sweep(tmp_path):
+    """Credentials in overrides (a token as a URI's user, a password holding '/', Hydra's escaped colons) are
+    refused at plan, and neither the console (Hydra's own lines included) nor the sweep directory holds them."""
+    token, password = "ghp_" + "Q1w2E3r4T5" * 4, "pass/word9"
+    sweep = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", "-m",
+                        f"data.path=https://{token}@example.invalid/d.jsonl,s3://alice:{password}@bucket/d.jsonl",
+                        f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "secrets are never stored" in r.stdout + r.stderr
+    assert token not in r.stdout + r.stderr and password not in r.stdout + r.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace") and password not in path.read_text(errors="replace")
