@@ -28,7 +28,12 @@ def resolve_path(path: str) -> str:
         return str(package_root() / "assets" / path[len("ftc:"):])
     if "://" in path:
         return path
-    return str(Path(path).expanduser().resolve())
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (RuntimeError, OSError) as e:  # a symlink loop (RuntimeError on Python < 3.13, OSError after)
+        from ftc.errors import DataError
+
+        raise DataError(f"{path}: cannot be resolved ({e}); point to the file itself") from None
 
 
 @contextlib.contextmanager

@@ -131,8 +131,9 @@ class DataSpec:
     examples: dict[str, int]
     """Examples per split (train, validation, test) as the run's data pipeline will make them."""
     dropped: dict[str, int]
-    """Rows the data pipeline will drop before splitting, by reason: empty, pii, language, duplicates (exact or
-    case/whitespace), near_duplicates (MinHash at near_dup_threshold)."""
+    """Rows the data pipeline will drop, by reason: before splitting empty, pii, language, duplicates (exact or
+    case/whitespace), near_duplicates (MinHash at near_dup_threshold); after tokenizing (when the plan counted
+    tokens) no_completion_after_truncation (max_length cut the whole completion away)."""
     quality: "DataQuality"
     """What the data holds besides its shape, found by the selection ``ftc train`` repeats (ftc.data.select)."""
     tokens_per_example: int

@@ -66,7 +66,8 @@ def plan_table(plan: Plan) -> str:
         method += (f", {q.bits}-bit {q.quant_type}{' +double-quant' if q.double_quant else ''}, "
                    f"compute {q.compute_dtype}")
     ds = plan.deepspeed
-    ray_train = LAUNCHER_KINDS[plan.launcher.kind].ray_train
+    kind = LAUNCHER_KINDS.get(plan.launcher.kind)  # an unknown kind is among the plan's errors; still printable
+    ray_train = kind is not None and kind.ray_train
     rows = [
         ("experiment", plan.name),
         ("model", f"{m.name} ({m.path}), {m.family}, {_num(m.params)} params"

@@ -573,6 +573,8 @@ def _data(cfg: Config, facts: Facts, draft: Draft) -> None:
         sequences = [p + c for p, c, *_ in lengths["train"]]  # one sequence (a pair's chosen one) per example
         tokens, longest = int(round(sum(sequences) / len(sequences))), max(sequences)
         dropped = sum(len(rows) for rows in lengths.values()) - sum(draft.split_examples[r] for r in counted)
+        # named as the run's data report names it: a row whose completion max_length cuts away entirely
+        draft.dropped_rows = {**draft.dropped_rows, "no_completion_after_truncation": dropped}
         draft.decisions.append(
             f"tokens: {draft.split_tokens['train']} in {draft.split_examples['train']} training examples, {tokens} "
             f"mean, {longest} longest (every selected example tokenized with the model's tokenizer, as training "

@@ -196,6 +196,9 @@ class Facts:
     tokenizer: Optional[str] = None
     """The tokenizer the plan counts tokens with (``training_tokenizer``): the class transformers builds and its
     version, or why it is tokenizer.json as it is; None without a tokenizer on disk."""
+    trainer_fields: Optional[frozenset[str]] = None
+    """The keywords the objective's TRL config class accepts (read from the installed TRL's source,
+    ``library_source``); None when TRL is not installed here."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
@@ -481,9 +484,14 @@ def gather(cfg: Any) -> Facts:
 
     rewards = {i: problem for i, r in enumerate(cfg.objective.rewards or ())
                if (problem := check(dict(r)) if isinstance(r, Mapping) else "not a mapping {kind: ...}")}
+    from ftc.compiler.library_source import trl_config_fields
+    from ftc.config.objectives import TRAINERS
+
+    trainer = TRAINERS.get(getattr(cfg.objective, "trainer", None))
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
                  reward_problems=rewards, selection=selection, language_codes=codes,
-                 packages=installed_packages(), tokenizer=tokenizer_what)
+                 packages=installed_packages(), tokenizer=tokenizer_what,
+                 trainer_fields=trl_config_fields(trainer.trl) if trainer and cfg.train.trainer_kwargs else None)
 
 
 SELECTION_CACHE_VERSION = 1

@@ -23,6 +23,9 @@ def to_typed(cfg: Any) -> Config:
     from omegaconf import OmegaConf
     from omegaconf.errors import MissingMandatoryValue, ValidationError
 
+    unknown = list(_unknown_keys(cfg))
+    if unknown:
+        raise UserError("ftc: " + "\n  ".join(unknown))
     try:
         return OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:
@@ -30,6 +33,28 @@ def to_typed(cfg: Any) -> Config:
         raise UserError(f"ftc: {key} is required (e.g. {key}=<value>)") from None
     except ValidationError as e:
         raise UserError(f"ftc: {e}") from None
+
+
+def _unknown_keys(node: Any, prefix: str = "") -> Any:
+    """Keys no schema declares (``+trian.lr=1``: a misspelt key appended with ``+`` would otherwise be carried along
+    and never read), each with the nearest declared name."""
+    import dataclasses
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    kind = OmegaConf.get_type(node)
+    if not (isinstance(node, DictConfig) and dataclasses.is_dataclass(kind)):
+        return
+    declared = {f.name for f in dataclasses.fields(kind)}
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in declared and path != "hydra":
+            near = difflib.get_close_matches(str(key), sorted(declared), n=1)
+            yield (f"{path}: not a key of the config (fix: remove +{path}"
+                   + (f"; did you mean {prefix}{near[0]}?)" if near else ")"))
+        elif key in declared:
+            yield from _unknown_keys(node._get_node(key), f"{path}.")
 
 
 def compose(overrides: Sequence[str] = ()) -> Any:

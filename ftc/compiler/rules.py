@@ -113,6 +113,8 @@ def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
                                   f"{section.name}.{f.name}={fix_text}"))
             if f.default is not dataclasses.MISSING and f.default != "???":
                 sane[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                sane[f.name] = f.default_factory()
             elif isinstance(fix, (int, float)):
                 sane[f.name] = fix
             else:  # a required number: any value inside its range keeps the arithmetic finite
@@ -361,6 +363,22 @@ def architecture_known(cfg, facts, draft):
 
 
 @rule
+def attention_heads(cfg, facts, draft):
+    """Head counts the attention layers can be built with: query heads a whole multiple of key/value heads, and
+    (without an explicit head_dim) the hidden size a whole multiple of the heads; transformers would refuse the
+    model only when it loads."""
+    v = draft.arch_values
+    heads, kv, hidden, head_dim = (v.get(k) or 0 for k in ("num_heads", "num_kv_heads", "hidden_size", "head_dim"))
+    if heads and kv and heads % kv:
+        yield error("model.num_kv_heads", f"{heads} attention heads are not a multiple of {kv} key/value heads",
+                    f"model.num_kv_heads={math.gcd(heads, kv)}")
+    if heads and hidden and hidden % heads and head_dim == hidden // heads:  # head_dim derived, not given
+        divisors = [d for d in range(heads, 0, -1) if hidden % d == 0]
+        yield error("model.num_heads", f"hidden size {hidden} is not a multiple of {heads} attention heads",
+                    f"model.num_heads={divisors[0]}")
+
+
+@rule
 def context_length(cfg, facts, draft):
     limit, length = draft.arch_values.get("max_position_embeddings"), cfg.data.max_length
     if length is None:  # unset: the compiler chose a length that fits the model
@@ -370,6 +388,24 @@ def context_length(cfg, facts, draft):
                     f"data.max_length={limit} or data.max_length=null (the model's context)")
     if length < 16:
         yield error("data.max_length", f"{length} tokens is too short for any example", "data.max_length=null")
+
+
+@rule
+def chat_template(cfg, facts, draft):
+    """model.chat_template must be a Jinja template (transformers and llama.cpp render it with Jinja): a broken one
+    would fail only when training formats its first chat row, and the plan could not count tokens with it."""
+    template = cfg.model.chat_template
+    if not template:
+        return
+    try:
+        from jinja2 import Environment, TemplateSyntaxError
+    except ImportError:  # the plan-only install: training's own load checks it
+        return
+    try:
+        Environment(extensions=["jinja2.ext.loopcontrols"]).parse(template)
+    except TemplateSyntaxError as e:
+        yield error("model.chat_template", f"not a valid Jinja template ({e.message}, line {e.lineno})",
+                    "fix the template, or model.chat_template=null to keep the tokenizer's own")
 
 
 @rule
@@ -524,10 +560,28 @@ def workers(cfg, facts, draft):
         elif la.num_workers < devices:
             yield warning("launcher.num_workers", f"{devices - la.num_workers} of {devices} devices stay idle "
                           "(and are paid for)", f"launcher.num_workers={devices}")
+    if la.storage_path and uri_problem(la.storage_path):
+        yield error("launcher.storage_path", uri_problem(la.storage_path), "launcher.storage_path=s3://<bucket>/<prefix>"
+                    " (or a local or shared filesystem path)")
     if kind.ray_train and la.address and not la.storage_path:
         yield error("launcher.storage_path", "a cluster's nodes do not share this machine's run directory: checkpoints "
                     "and results need storage every node reaches", "launcher.storage_path=s3://<bucket>/<prefix> (or "
                     "a shared filesystem path)")
+
+
+def uri_problem(path: str) -> Optional[str]:
+    """What is wrong with a URI-shaped path (``s3://`` with no bucket, ``s3:/bucket`` with one slash), or None."""
+    import re
+    from urllib.parse import urlsplit
+
+    scheme = re.match(r"^([a-z][a-z0-9+.-]{1,31}):(/*)", path, re.I)
+    if not scheme or scheme.group(1) == "ftc":  # ftc:sample/... names a built-in set
+        return None
+    if scheme.group(2) != "//":
+        return f"'{path}' is not a URI: its scheme needs two slashes ({scheme.group(1)}://<bucket>/<prefix>)"
+    if not urlsplit(path).netloc:
+        return f"'{path}' names no bucket or host"
+    return None
 
 
 @rule
@@ -631,10 +685,19 @@ def checkpoints(cfg, facts, draft):
 
 @rule
 def trl_fields(cfg, facts, draft):
+    """Trainer keywords must be fields of the objective's TRL config class as installed (read from its source),
+    or the run would fail when the trainer is built."""
+    import difflib
+
     for key in cfg.train.trainer_kwargs:
         if key in RENAMED_TRL_FIELDS:
             yield error(f"train.trainer_kwargs.{key}", "removed/renamed in TRL 1.x or set by ftc itself",
                         f"use {RENAMED_TRL_FIELDS[key]}")
+        elif facts.trainer_fields is not None and key not in facts.trainer_fields:
+            trl = TRAINERS[cfg.objective.trainer].trl if cfg.objective.trainer in TRAINERS else "TRL"
+            near = difflib.get_close_matches(key, sorted(facts.trainer_fields), n=1)
+            yield error(f"train.trainer_kwargs.{key}", f"not a field of {trl}'s config class (installed TRL)",
+                        f"+train.trainer_kwargs.{near[0]}=..." if near else f"~train.trainer_kwargs.{key}")
 
 
 # --- data ----------------------------------------------------------------------------------------------------------
@@ -643,6 +706,10 @@ def data_files(cfg, facts, draft):
     for role, key in (("train", "data.path"), ("validation", "data.validation_path"), ("test", "data.test_path")):
         f = facts.data.get(role)
         if f is None:
+            continue
+        malformed = uri_problem(getattr(cfg.data, key.split(".")[1]) or "")
+        if malformed:
+            yield error(key, malformed, f"{key}=s3://<bucket>/<file> (or a local file)")
             continue
         if f.remote and f.error:
             assumed = (f"estimates assume data.num_rows={cfg.data.num_rows}" if cfg.data.num_rows

@@ -16,6 +16,14 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+# Check.shape: (how a message says it, the test)
+SHAPES = {
+    "names": ("a name or a list of names (strings)",
+              lambda v: isinstance(v, str) or (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v))),
+    "mappings": ("a list of mappings ({kind: ..., ...})",
+                 lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, dict) for x in v)),
+}
+
 
 @dataclass(frozen=True)
 class Check:
@@ -31,8 +39,12 @@ class Check:
     what: str = ""
     """How the message names the field ("LoRA rank"); empty: "must be ..."."""
     fix: Any = None
+    shape: str = ""
+    """For a field typed Any or a list: ``names`` (a name or a list of names), ``mappings`` (a list of mappings)."""
 
     def allowed(self) -> str:
+        if self.shape:
+            return SHAPES[self.shape][0]
         if self.choices:
             return "one of " + ", ".join(str(c) for c in self.choices)
         lower = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
@@ -42,6 +54,8 @@ class Check:
     def accepts(self, value: Any) -> bool:
         if value is None:
             return True
+        if self.shape:
+            return SHAPES[self.shape][1](value)
         if self.choices:
             return value in self.choices
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -155,7 +169,7 @@ class MethodConfig:
     """LoRA scaling numerator: the update is scaled by alpha / r."""
     dropout: float = checked(0.05, ge=0, lt=1, what="LoRA dropout")
     """Dropout on the LoRA input."""
-    target_modules: Any = "all-linear"
+    target_modules: Any = checked("all-linear", shape="names")
     """``all-linear`` or a list of module names of the architecture (e.g. ``[q_proj,v_proj]``). Never a MoE
     router (not a linear layer); experts are method.target_experts."""
     target_experts: Optional[bool] = None
@@ -198,7 +212,8 @@ class ObjectiveConfig:
     """GRPO: tokens generated per completion at most (decode steps per generation)."""
     temperature: float = checked(1.0, gt=0)
     """GRPO: sampling temperature of the generations."""
-    rewards: List[Any] = field(default_factory=list)
+    rewards: List[Any] = field(default_factory=list, metadata={"check": Check(shape="mappings",
+                                                                                fix="[{kind: exact_match}]")})
     """GRPO: the rewards, summed with their weights: ``{kind: exact_match}`` (the row's completion is the answer),
     ``{kind: regex, pattern: ...}``, ``{kind: json, keys: [...]}``, ``{kind: length, max_chars: N}``, ``{kind:
     python, function: "pkg.module:name"}``; each may set ``weight`` (default 1). Checked at plan time."""
@@ -381,7 +396,7 @@ class TrainConfig:
     early_stopping_patience: Optional[int] = checked(None, ge=1)
     """Stop after N validations without improvement of validation loss; null = off."""
     logging_steps: int = checked(5, ge=1)
-    seed: int = checked(42, ge=0)
+    seed: int = checked(42, ge=0, le=2**32 - 1)  # numpy's seeds are 32-bit
     loss: str = checked("auto", choices=LOSSES)
     """auto | selective | liger | model. selective: the output head and cross-entropy run only at positions whose
     label counts, a chunk at a time (the batch x sequence x vocabulary logits never exist); liger: Liger's fused

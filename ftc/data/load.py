@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -19,6 +20,7 @@ from ftc.errors import DataError
 from ftc.paths import resolve_path
 
 MAX_SHOWN = 10
+CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) refuses a long document in one cell
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
@@ -104,9 +106,10 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
             if not isinstance(data, list):
                 raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
             for no, row in enumerate(data, 1):
-                yield no, row if isinstance(row, dict) else \
+                yield no, _unicode(row) if isinstance(row, dict) else \
                     RowError(f"expected a JSON object, got {type(row).__name__}")
         elif suffix == ".csv":
+            csv.field_size_limit(CSV_FIELD_LIMIT)
             with _open_binary(path) as f:
                 reader = csv.DictReader(io.StringIO(_decode(path, f.read()), newline=""))
                 for row in reader:
@@ -124,6 +127,19 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
         raise DataError(f"{path}: no such file") from None
     except json.JSONDecodeError as e:  # a .json file as a whole
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested more deeply than Python's parser allows; rows are flat objects of "
+                        "strings (and message lists)") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not readable as CSV ({e})") from None
+    except (EOFError, OSError, zlib.error) as e:  # a damaged or cut-short .gz, an unreadable file
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {e}); is it complete?") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a reader library's refusal (pyarrow on a file that is not parquet)
+        if type(e).__module__.split(".")[0] not in ("pyarrow", "fsspec"):
+            raise
+        raise DataError(f"{path}: not readable as {suffix[1:]} ({type(e).__name__}: {str(e)[:200]})") from None
 
 
 def _json_line(raw: bytes) -> Row:
@@ -135,7 +151,24 @@ def _json_line(raw: bytes) -> Row:
         row = json.loads(text)
     except json.JSONDecodeError as e:
         return RowError(f"invalid JSON ({e.msg} at column {e.colno})")
-    return row if isinstance(row, dict) else RowError(f"expected a JSON object, got {type(row).__name__}")
+    except RecursionError:
+        return RowError("JSON nested more deeply than Python's parser allows")
+    if not isinstance(row, dict):
+        return RowError(f"expected a JSON object, got {type(row).__name__}")
+    return _unicode(row) if "\\u" in text.lower() else row  # only an escape can make an unpaired surrogate
+
+
+def _unicode(row: dict[str, Any]) -> Row:
+    """The row, or a RowError when one of its strings holds an unpaired surrogate (``"\\ud800"``: not Unicode
+    text, which no tokenizer or hash can encode)."""
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return RowError(f"holds an unpaired surrogate {e.object[e.start:e.end]!r} (not valid Unicode); fix the "
+                        "escape in the file")
+    except (RecursionError, ValueError):
+        return RowError("nested too deeply to read")
+    return row
 
 
 def checked_rows(path: str, fmt: str, fields: dict[str, str],

@@ -181,3 +181,49 @@ def test_no_secret_reaches_the_console_or_a_file_of_a_refused_sweep(tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert token not in path.read_text(errors="replace") and password not in path.read_text(errors="replace")
+
+
+def _bad_files(d):
+    """The data files that crashed `ftc plan` with a traceback (issue: nothing silently wrong, round 4)."""
+    import gzip
+    import os
+
+    good = json.dumps({"instruction": "Say hi", "input": "", "output": "hi"}) + "\n"
+    packed = gzip.compress((good * 50).encode())
+    (d / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    (d / "not.parquet").write_text("not parquet at all")
+    os.symlink("loop.jsonl", d / "loop.jsonl")
+    (d / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    (d / "deep.jsonl").write_text('{"instruction": ' + "[" * 100000 + "]" * 100000 + ', "output": "x"}\n')
+    (d / "surrogate.jsonl").write_text('{"instruction": "a\\ud800b", "input": "", "output": "x"}\n' * 3)
+    return {"cut.jsonl.gz": "cannot be read", "not.parquet": "not readable as parquet",
+            "loop.jsonl": "cannot be resolved", "deep.json": "nested more deeply",
+            "deep.jsonl": "nested more deeply", "surrogate.jsonl": "unpaired surrogate"}
+
+
+def test_bad_data_files_are_refused_in_one_line_naming_the_file(tmp_path):
+    for name, says in _bad_files(tmp_path).items():
+        r = ftc("plan", "data=file", f"data.path={tmp_path / name}", cwd=tmp_path)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and "Traceback" not in out and says in out and name in out, (name, out[-1500:])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("method.target_modules=[1,2]", "method.target_modules"),
+    ("train.epochs=inf", "train.epochs"),
+    ("train.seed=99999999999", "train.seed"),
+    ("model.num_heads=3", "model.num_heads"),
+    ("+train.trainer_kwargs.num_train_epohcs=2", "train.trainer_kwargs.num_train_epohcs"),
+    ("+trian.lr=1", "trian"),
+    ("launcher.storage_path=s3:/bucket/runs", "launcher.storage_path"),
+])
+def test_a_config_that_would_fail_late_or_crash_is_refused_at_plan_naming_its_key(tmp_path, override, key):
+    r = ftc("plan", override, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and "Traceback" not in out and f"{key}:" in out, out[-1500:]
+
+
+def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    r = ftc("train", f"output_dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot create the run directory" in r.stderr

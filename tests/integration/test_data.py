@@ -21,7 +21,12 @@ def tokenizer():
 
 
 def spec_for(path, **changes):
+    """The data spec of a plan on ``path``, changed as a plan of another format would be (its prompt style)."""
+    from ftc.data.formats import FORMATS
+
     spec = plan_for(["data=file", f"data.path={path}", "data.max_length=128"]).data
+    if "format" in changes and "prompt_style" not in changes:
+        changes["prompt_style"] = FORMATS[changes["format"]].prompt
     return dataclasses.replace(spec, **changes)
 
 

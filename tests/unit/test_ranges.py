@@ -31,6 +31,8 @@ def _checked_fields():
 
 def _outside(f, check) -> typing.Any:
     """A value the check refuses, of the field's type."""
+    if check.shape:
+        return [5] if check.shape == "mappings" else 5  # a number where names or mappings belong
     if check.choices:
         return "bogus" if isinstance(check.choices[0], str) else 1 if 1 not in check.choices else 5
     integer = typing.get_type_hints(SECTIONS_BY_CLASS[f]).get(f.name) in (int, typing.Optional[int])
