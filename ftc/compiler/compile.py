@@ -67,6 +67,12 @@ CONFIG_KEYS = {  # config.json names -> ModelConfig names (Llama/Mistral/Qwen/Ge
     "ssm_layers": (),
     "attention_layers": (),
 }
+# ModelConfig names -> the names ``model_description`` records them under (transformers' standard attributes).
+DESCRIBED_KEYS = {"hidden_size": "hidden_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+                  "num_kv_heads": "num_key_value_heads", "head_dim": "head_dim",
+                  "intermediate_size": "intermediate_size", "vocab_size": "vocab_size",
+                  "max_position_embeddings": "max_position_embeddings", "tie_word_embeddings": "tie_word_embeddings",
+                  "num_experts": "num_experts", "experts_per_token": "experts_per_token"}
 # config.json keys of a state-space mixer: its inner width and state size.
 SSM_INNER = ("mamba_d_ssm", "mamba_expand", "expand")
 SSM_STATE = ("mamba_d_state", "state_size", "ssm_state_size")
@@ -121,9 +127,20 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     values = {k: getattr(m, k) for k in CONFIG_KEYS}
     source = facts.model_config or {}
     text = source.get("text_config", source)  # multimodal configs nest the language model
+    d = facts.description
+    if d is not None and d.error is None:  # the library's reading first: its config class knows every alias
+        for key, name in DESCRIBED_KEYS.items():
+            if values[key] is None and d.config.get(name) is not None:
+                values[key] = d.config[name]
+        draft.decisions.append(f"architecture: as transformers and PEFT build it ({d.source}; the model class built "
+                               "from config.json on the meta device, all-linear resolved by PEFT)")
+    elif d is not None:
+        draft.decisions.append(f"architecture: from config.json keys and ftc's family tables (transformers could "
+                               f"not build the model class here: {d.error})")
     for key, names in CONFIG_KEYS.items():
         if values[key] is None:
-            values[key] = next((text[n] for n in names if text.get(n) is not None), None)
+            found = next((text[n] for n in names if text.get(n) is not None), None)
+            values[key] = max(found) if isinstance(found, list) and found else found  # per layer: the widest
     if values["num_kv_heads"] is None:
         values["num_kv_heads"] = values["num_heads"]
     if values["intermediate_size"] is None and values["hidden_size"]:
@@ -303,7 +320,15 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
     remapped = set(facts.families.get("_peft_moe_remaps", {}).get(moe_pattern(facts.families, draft.family), ())) \
         if draft.expert_parameters else set()
     all_linear = isinstance(m.target_modules, str) and m.target_modules == "all-linear"
-    if all_linear:
+    d = facts.description
+    described = d is not None and d.error is None
+    if described:  # what PEFT itself left out or rewrote on this model, with why
+        refused, remapped = set(d.left_out) | set(d.routers), set()
+    if all_linear and described:
+        draft.targets = tuple(t for t in draft.linear_modules if t not in refused)
+        for name, reason in d.left_out.items():
+            draft.decisions.append(f"all-linear leaves out {name}: {reason}")
+    elif all_linear:
         draft.targets = tuple(t for t in draft.linear_modules if t not in refused | remapped)
         left_out = [t for t in draft.linear_modules if t in refused]
         if left_out:
@@ -322,6 +347,7 @@ def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.decisions.append(f"model.adapter: training continues from {a.path} (trained on {a.base_model}; "
                                f"r={a.r}, targets {', '.join(a.target_modules)}: the adapter's own, not method's)")
     why = {**{t: f"PEFT refuses LoRA on it for Mamba-based {draft.family}" for t in refused},
+           **(dict(d.left_out) if described else {}),
            **{t: f"PEFT maps this name to the fused experts on {draft.family}: use method.target_experts" for t in
               remapped},
            **{t: "a router is not a linear layer PEFT adapts" for t in draft.routers}}
@@ -699,6 +725,16 @@ def _trainable(cfg: Config, facts: Facts, draft: Draft) -> int:
             total += m.r * x.experts * x.in_plus_out
         elif w is None:
             total += est.lora_params(a, (), m.r, False, (p,))
+    d = facts.description
+    if d is not None and d.error is None and d.trainable_r1 and not m.use_dora and facts.adapter is None \
+            and set(draft.targets) == set(d.linear) and set(draft.target_parameters) == set(d.experts):
+        # all-linear as PEFT resolved it: PEFT's own count (it may adapt more than the names say, e.g. names it
+        # rewrites to the fused experts), r times its count at rank 1
+        if m.r * d.trainable_r1 != total:
+            draft.decisions.append(f"trainable parameters: PEFT's own count at r={m.r}, {m.r * d.trainable_r1:,} "
+                                   f"({m.r * d.trainable_r1 - total:+,} against the modules' shapes: PEFT adapts "
+                                   "beyond the names it was given on this model type)")
+        total = m.r * d.trainable_r1
     return total
 
 

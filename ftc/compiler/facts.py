@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc import secrets
+from ftc.compiler.model_description import describe
 from ftc.config.launchers import OPTIONAL_PACKAGES
 from ftc.data.formats import completion_chars, plain_prompt_completion
 from ftc.data.load import RowProblems, checked_rows
@@ -196,6 +197,9 @@ class Facts:
     tokenizer: Optional[str] = None
     """The tokenizer the plan counts tokens with (``training_tokenizer``): the class transformers builds and its
     version, or why it is tokenizer.json as it is; None without a tokenizer on disk."""
+    description: Optional[Any] = None
+    """The model as transformers and PEFT build it (``model_description.ModelDescription``), when config.json is on
+    disk: the architecture's numbers and modules come from it before any table."""
     trainer_fields: Optional[frozenset[str]] = None
     """The keywords the objective's TRL config class accepts (read from the installed TRL's source,
     ``library_source``); None when TRL is not installed here."""
@@ -361,6 +365,17 @@ def weight_facts(model_dir: Optional[Path], vocab_size: Optional[int], rules: Op
                        routers=tuple(sorted(routers)), unconverted_experts=unconverted)
 
 
+def weights_from_description(d: Any, header: Optional[WeightFacts]) -> WeightFacts:
+    """The modules PEFT wraps, the fused experts and routers as transformers loads them (the description), with the
+    header's exact parameter count when the weights are on disk."""
+    return WeightFacts(
+        total_params=header.total_params if header is not None else d.total_params,
+        linear={k: LinearModule(g.count, g.in_plus_out, g.out, g.params) for k, g in d.linear.items()},
+        module_paths=d.module_paths,
+        experts={k: ExpertParam(g.count, g.experts, g.in_plus_out, g.params) for k, g in d.experts.items()},
+        routers=d.routers)
+
+
 TOKEN_SAMPLE = 2000  # rows whose tokens are counted exactly when the model's tokenizer.json is on disk
 
 
@@ -463,6 +478,9 @@ def gather(cfg: Any) -> Facts:
     families = load_families()
     weights = weight_facts(model_dir, text.get("vocab_size"),
                            moe_rules(families, text.get("model_type") or (model_config or {}).get("model_type")))
+    description = describe(str(model_dir)) if model_dir is not None else None
+    if description is not None and description.error is None:
+        weights = weights_from_description(description, weights)
     tokenizer, tokenizer_what = training_tokenizer(cfg.model, model_dir)
     tokenizer_file = str(Path(tokenizer) / "tokenizer.json") if tokenizer and model_dir else None
     data = {}
@@ -490,7 +508,7 @@ def gather(cfg: Any) -> Facts:
     trainer = TRAINERS.get(getattr(cfg.objective, "trainer", None))
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
                  reward_problems=rewards, selection=selection, language_codes=codes,
-                 packages=installed_packages(), tokenizer=tokenizer_what,
+                 packages=installed_packages(), tokenizer=tokenizer_what, description=description,
                  trainer_fields=trl_config_fields(trainer.trl) if trainer and cfg.train.trainer_kwargs else None)
 
 
