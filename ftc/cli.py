@@ -197,7 +197,7 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
 
     from ftc.compiler.frontend import compile_with_facts
     from ftc.paths import run_lock
-    from ftc.render import errors_text
+    from ftc.render import errors_text, warnings_text
     from ftc.runtime.artifacts import prepare_run_dir
 
     plan, facts = compile_with_facts(cfg, _choice(advice))
@@ -211,6 +211,8 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
 
         start_or_resume(plan.relocated(str(run_dir)))  # a completed run is refused before its files are touched
         plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
+        if warnings_text(plan):  # what `ftc plan` would have warned about, before any weight is loaded
+            print(warnings_text(plan), file=sys.stderr)
         if hc.mode == RunMode.MULTIRUN:
             from ftc.config.launchers import LAUNCHER_KINDS
             from ftc.sweep.trial import run_trial

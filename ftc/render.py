@@ -135,6 +135,13 @@ def plan_table(plan: Plan) -> str:
     return secrets.mask("\n".join(lines))  # a path with credentials is refused, and never shown
 
 
+def warnings_text(plan: Plan) -> str:
+    """The plan's warnings as ``ftc train`` shows them before it loads anything (empty when none)."""
+    if not plan.warnings:
+        return ""
+    return "\n".join(["ftc: the plan warns (the run goes on):"] + [f"  - {w}" for w in plan.warnings])
+
+
 def errors_text(plan: Plan) -> str:
     n = len(plan.errors)
     head = f"ftc: the experiment has {n} problem{'s' if n > 1 else ''}; nothing was run:"

@@ -254,6 +254,10 @@ def test_messy_data_trains_masked_and_the_report_says_what_was_found(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", *FAST, "data=sample_messy", "data.pii=mask",
                         f"output_dir={run}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    # the plan's warnings reach the train console, before any weight is loaded (the data line comes after loading)
+    warned = r.stderr.find("ftc: the plan warns")
+    assert warned >= 0 and "data.languages:" in r.stderr[warned:], r.stderr[:3000]
+    assert warned < r.stderr.find("ftc: data ")
     report = (run / "report.md").read_text()
     assert "**Clean test set**: 20 training rows that (nearly) duplicate test or validation rows were dropped" in report
     assert "3 email" in report and "(`data.pii=mask`)" in report and "de 30" in report
