@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -127,19 +128,31 @@ def _table(ev: dict[str, Any], columns: list[str], cells: Any) -> list[str]:
     return lines + _side_by_side(ev["examples"])
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """Model text as report.md shows it: control characters (NUL, backspace, carriage return...) written as escapes
+    (``\\x00``), so that the report stays text every tool opens, a newline as ``⏎``, and backticks, which would end
+    the code span, as ``'``; cut at ``limit`` characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}",
+                        text)
+    return text.replace("\n", "⏎").replace("`", "'")[:limit]
+
+
 def _side_by_side(examples: list[dict[str, Any]]) -> list[str]:
     """Prompt, reference (or chosen and rejected, for preference pairs), tuned and base generations."""
     lines = ["", "### Side by side", ""]
     for i, e in enumerate(examples, 1):
         prompt = e["prompt"].strip().splitlines()
-        lines += [f"**{i}.** `{' '.join(prompt[-3:])[:200]}`", ""]
+        lines += [f"**{i}.** `{shown(' '.join(prompt[-3:]))}`", ""]
         if "rejected" in e:
-            lines += [f"- chosen: `{e['reference']}`", f"- rejected: `{e['rejected']}`"]
+            lines += [f"- chosen: `{shown(e['reference'], 1000)}`", f"- rejected: `{shown(e['rejected'], 1000)}`"]
         else:
-            lines.append(f"- reference: `{e['reference']}`")
-        lines.append(f"- tuned: `{e['tuned']}`")
+            lines.append(f"- reference: `{shown(e['reference'], 1000)}`")
+        lines.append(f"- tuned: `{shown(e['tuned'], 1000)}`")
         if e["base"] is not None:
-            lines.append(f"- base: `{e['base'][:200]}`")
+            lines.append(f"- base: `{shown(e['base'])}`")
         lines.append("")
     return lines
 
