@@ -65,14 +65,23 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+TIE_BREAK = "test_loss"  # a tie on the headline metric (0% exact match for every trial) is decided by test loss
+
+
 def _sort(rows: list[dict], metric: str) -> list[dict]:
-    _, higher = METRICS[metric]
+    """Best first by ``metric`` (rounded to 4 digits: equal figures are a tie), ties broken by test loss, trials
+    without the metric last."""
+
+    def value(r: dict, name: str) -> Optional[float]:
+        v = r.get(name)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
     def key(r):
-        v = r.get(metric)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return (1, 0.0)
-        return (0, -v if higher else v)
+        v, tie = value(r, metric), value(r, TIE_BREAK)
+        if v is None:
+            return (1, 0.0, 0.0)
+        v = round(v, 4)
+        return (0, -v if METRICS[metric][1] else v, tie if tie is not None else math.inf)
 
     return sorted(rows, key=key)
 
@@ -111,7 +120,7 @@ def loss_curves(sweep_dir: Path, rows: list[dict]) -> Optional[Path]:
         points = [(m["step"], m["eval_loss"]) for m in records if "eval_loss" in m]
         points = points or [(m["step"], m["loss"]) for m in records if "loss" in m]
         if points:
-            ax.plot(*zip(*points), marker=".", label=f"{r['trial']}: {r['overrides'][:50]}")
+            ax.plot(*zip(*points), marker=".", label=f"trial {r['trial']}: {r['overrides'][:60] or 'the defaults'}")
             drawn += 1
     if not drawn:
         plt.close(fig)
@@ -144,7 +153,8 @@ def write_report(sweep_dir: str, metric: Optional[str] = None) -> str:
     artifacts.atomic_write_text(root / "summary.csv", buf.getvalue())
     best = next((r for r in rows if r["status"] == "completed" and r.get(metric) is not None), None)
     failed = sum(r["status"] == "failed" for r in rows)
-    text = [f"# Sweep {root}", "", f"{len(rows)} trials, {failed} failed; sorted by {metric}", "",
+    tie = f", ties broken by {TIE_BREAK}" if metric != TIE_BREAK else ""
+    text = [f"# Sweep {root}", "", f"{len(rows)} trials, {failed} failed; sorted by {metric}{tie}", "",
             markdown(rows, metric)]
     if best:
         text += ["", f"**Best trial {best['trial']}** ({metric} = {_fmt(best[metric])}): re-use with",

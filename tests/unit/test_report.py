@@ -33,3 +33,21 @@ def test_report_md_shows_generations_without_control_characters():
     text = "\n".join(lines)
     assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text), repr(text)
     assert "a\\x00b\\x08c\\x0dd\\x1b[31me\\u2028f'g⏎h\\x7f" in text  # escaped, visible, inside one code span
+
+
+def test_a_sweep_tied_on_its_headline_metric_names_the_trial_with_the_lower_test_loss_best(tmp_path):
+    """The sweep the issue ran: exact match 0 in both trials; trial 1's test loss 5.90 against trial 0's 7.17."""
+    import json
+
+    from ftc.sweep.report import write_report
+
+    for n, loss in enumerate((7.17, 5.90)):
+        trial = tmp_path / str(n)
+        trial.mkdir()
+        (trial / "plan.json").write_text(json.dumps({"objective": {"name": "sft", "trainer": "sft"}}))
+        (trial / "trial.json").write_text(json.dumps({"status": "completed", "overrides": [f"train.lr={n + 1}e-4"]}))
+        (trial / "summary.json").write_text(json.dumps({"status": "completed", "eval": {"tuned": {
+            "exact_match": 0.0, "rouge_l": 0.1, "loss": loss}}}))
+    text = write_report(str(tmp_path))
+    assert "sorted by exact_match, ties broken by test_loss" in text
+    assert "**Best trial 1** (exact_match = 0)" in text and text.index("| 1 ") < text.index("| 0 ")
