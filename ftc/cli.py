@@ -5,6 +5,7 @@ Heavy libraries (torch, transformers, ray...) are imported only inside the comma
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -55,7 +56,22 @@ def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:
 
     register()
     sys.argv = [sys.argv[0]] + _with_extra_overrides(argv, extra)
-    hydra.main(config_path="pkg://ftc.conf", config_name="config", version_base="1.3")(task)()
+    full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its composition errors instead of printing them: ftc says them
+    try:
+        hydra.main(config_path="pkg://ftc.conf", config_name="config", version_base="1.3")(task)()
+    except Exception as e:  # noqa: BLE001 - only Hydra's and OmegaConf's own errors are config mistakes
+        from ftc.compiler.frontend import config_mistake
+
+        mistake = config_mistake(e)
+        if mistake is None:
+            raise
+        raise UserError(mistake) from None
+    finally:
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
 
 
 def _with_extra_overrides(argv: list[str], extra: list[str]) -> list[str]:

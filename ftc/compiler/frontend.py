@@ -8,7 +8,8 @@ for every hardware profile or every trial reads each data file once.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import sys
+from typing import Any, Optional, Sequence
 
 from ftc.compiler.compile import compile
 from ftc.compiler.facts import gather
@@ -57,6 +58,64 @@ def _unknown_keys(node: Any, prefix: str = "") -> Any:
             yield from _unknown_keys(node._get_node(key), f"{path}.")
 
 
+def config_mistake(e: Exception, argv: Sequence[str] = ()) -> Optional[str]:
+    """Hydra's or OmegaConf's error about the overrides as one ftc line with the nearest valid name; None for any
+    other exception."""
+    import difflib
+    import re
+
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(e, (HydraException, OmegaConfBaseException)):
+        return None
+    if isinstance(e, MissingConfigException) and e.options is not None:
+        group, _, option = str(getattr(e, "missing_cfg_file", "") or "").rpartition("/")
+        options = sorted(o for o in e.options if not o.startswith("base_"))  # base_<group>: the schema, not a choice
+        near = difflib.get_close_matches(option, options, n=1)
+        said = f"did you mean {group}={near[0]}? " if near else ""
+        return f"ftc: {group}={option}: no such {group} option ({said}options: {', '.join(options)})"
+    unknown = re.search(r"Could not override '([^']+)'", str(e))
+    if unknown:
+        key = unknown.group(1)
+        parent, _, leaf = key.rpartition(".")
+        names = _config_names(parent)
+        near = difflib.get_close_matches(leaf, names, n=1)
+        if near:
+            given = next((a.split("=", 1)[1] for a in (argv or sys.argv) if a.startswith(key + "=")), None)
+            fixed = f"{(parent + '.') if parent else ''}{near[0]}" + (f"={given}" if given is not None else "")
+            return f"ftc: {key}: not a config key (did you mean {fixed}?)"
+        return f"ftc: {key}: not a config key (keys here: {', '.join(sorted(names))})"
+    cause = e.__cause__ if e.__cause__ is not None else e
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    merging = re.search(r"Error merging override (\S+)", str(e))
+    return f"ftc: {merging.group(1) + ': ' if merging else ''}{first}"
+
+
+def _config_names(parent: str) -> list[str]:
+    """The names one level below ``parent`` in ftc's config: the groups and sections at the top, else a section's
+    fields."""
+    import dataclasses
+
+    from ftc.config.schema import Config
+
+    node: object = Config
+    for part in filter(None, parent.split(".")):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            return []
+        node = _field_type(fields[part])
+    names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+    return names + (["recipe"] if not parent else [])
+
+
+def _field_type(f: object) -> object:
+    from ftc.config import schema
+
+    kind = f.type  # type: ignore[attr-defined]
+    return getattr(schema, kind, None) if isinstance(kind, str) else kind  # annotations are strings in schema.py
+
+
 def compose(overrides: Sequence[str] = ()) -> Any:
     """The composed DictConfig of ``ftc plan <overrides>`` (conf/, recipes/ and the user's presets)."""
     from hydra import compose as hydra_compose
@@ -66,7 +125,13 @@ def compose(overrides: Sequence[str] = ()) -> Any:
 
     register()
     with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides))
+        except Exception as e:  # noqa: BLE001 - only Hydra's and OmegaConf's own errors are config mistakes
+            mistake = config_mistake(e, overrides)
+            if mistake is None:
+                raise
+            raise UserError(mistake) from None
 
 
 def plan(overrides: Sequence[str] = ()) -> Plan:

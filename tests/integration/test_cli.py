@@ -46,8 +46,19 @@ def test_bad_value_is_refused_without_traceback():
 
 def test_unknown_key_is_refused_naming_it():
     r = ftc("plan", "method.rank=8")
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "method.rank" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("override,said", [
+    ("modle=llama3_8b", "modle: not a config key (did you mean model=llama3_8b?)"),
+    ("method=qlroa", "method=qlroa: no such method option (did you mean method=qlora?"),
+    ("data.fomat=chat", "data.fomat: not a config key (did you mean data.format=chat?)"),
+    ("train.lr=abc", "train.lr=abc: Value 'abc' of type 'str' could not be converted to Float"),
+])
+def test_a_config_mistake_exits_2_with_the_nearest_valid_name(override, said):
+    r = ftc("plan", override)
+    assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_wrong_type_is_refused_naming_it():
