@@ -323,14 +323,15 @@ def _public(metrics: dict | None) -> dict | None:
 def verdict(tuned: dict, base: dict | None) -> str:
     if not base:
         return f"tuned: exact match {tuned['exact_match']:.1%}, loss {tuned['loss']:.3f} (no base comparison)"
-    figures = (f"exact match {base['exact_match']:.1%} -> {tuned['exact_match']:.1%}, ROUGE-L {base['rouge_l']:.3f} "
-               f"-> {tuned['rouge_l']:.3f}, test loss {base['loss']:.3f} -> {tuned['loss']:.3f}")
+    em = f"exact match {base['exact_match']:.1%} -> {tuned['exact_match']:.1%}"
+    rest = (f"ROUGE-L {base['rouge_l']:.3f} -> {tuned['rouge_l']:.3f}, test loss {base['loss']:.3f} -> "
+            f"{tuned['loss']:.3f}")
     # exact match is the headline (what a task-format run is for); the verdict names the metric that carries it
     if round(tuned["exact_match"], 3) > round(base["exact_match"], 3):
-        return f"tuned beats base on exact match: {figures}"
+        return f"tuned beats base on {em}; {rest}"
     if round(tuned["exact_match"], 3) < round(base["exact_match"], 3):
-        return f"tuned does NOT beat base (exact match fell): {figures}"
+        return f"tuned does NOT beat base: {em}; {rest}"
     moved = [name for name, better in (("ROUGE-L", tuned["rouge_l"] > base["rouge_l"] + 1e-3),
                                        ("test loss", tuned["loss"] < base["loss"] - 1e-3)) if better]
     said = f"better only on {' and '.join(moved)}" if moved else "no better on ROUGE-L or test loss either"
-    return f"a tie on exact match ({tuned['exact_match']:.1%}): tuned is {said}: {figures}"
+    return f"a tie on exact match ({tuned['exact_match']:.1%}): tuned is {said}; {rest}"

@@ -18,8 +18,9 @@ def _m(em, rouge, loss):
 
 
 def test_the_verdict_names_the_metric_that_moved_and_calls_a_tie_a_tie():
-    assert verdict(_m(0.87, 0.97, 0.06), _m(0.0, 0.01, 7.6)).startswith("tuned beats base on exact match: ")
-    assert verdict(_m(0.2, 0.9, 0.1), _m(0.5, 0.5, 1.0)).startswith("tuned does NOT beat base (exact match fell)")
+    won = verdict(_m(0.87, 0.97, 0.06), _m(0.0, 0.01, 7.6))
+    assert won.startswith("tuned beats base on exact match 0.0% -> 87.0%;")
+    assert verdict(_m(0.2, 0.9, 0.1), _m(0.5, 0.5, 1.0)).startswith("tuned does NOT beat base: exact match 50.0% -> 20")
     tie = verdict(_m(0.0, 0.094, 5.9), _m(0.0, 0.011, 7.2))  # the chat run the issue quotes
     assert tie.startswith("a tie on exact match (0.0%): tuned is better only on ROUGE-L and test loss")
     assert "beats" not in tie
