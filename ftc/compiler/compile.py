@@ -78,7 +78,8 @@ SSM_INNER = ("mamba_d_ssm", "mamba_expand", "expand")
 SSM_STATE = ("mamba_d_state", "state_size", "ssm_state_size")
 
 
-def _moe_and_ssm(values: dict[str, Any], text: dict[str, Any], family: str, families: dict[str, Any]) -> dict:
+def _moe_and_ssm(values: dict[str, Any], text: dict[str, Any], family: str, families: dict[str, Any],
+                 kinds: Optional[dict[str, int]] = None) -> dict:
     """Fills the mixture-of-experts and state-space numbers config.json implies: expert widths (Mixtral, OLMoE and
     gpt-oss keep theirs in intermediate_size), dense layers (DeepSeek's first_k_dense_replace, Qwen's
     mlp_only_layers / decoder_sparse_step), shared experts (DeepSeek's count x width), and which layers have
@@ -98,6 +99,11 @@ def _moe_and_ssm(values: dict[str, Any], text: dict[str, Any], family: str, fami
         values["experts_per_token"] = values["experts_per_token"] or 1
     else:
         values["num_experts"] = 0
+    if kinds and values["ssm_layers"] is None and values["attention_layers"] is None:
+        # the kinds of the instantiated layers (model_description): a linear-attention layer (gated delta net)
+        # keeps a recurrent state, as a state-space mixer does, not attention over the sequence
+        values["attention_layers"] = kinds.get("attention", 0) + kinds.get("sliding_attention", 0)
+        values["ssm_layers"] = kinds.get("ssm", 0) + kinds.get("linear_attention", 0)
     types = [str(t) for t in text.get("layer_types") or []]
     mamba_types = families.get("_peft_mamba_refuses", {}).get("model_types", ())
     if values["ssm_layers"] is None:
@@ -150,7 +156,11 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     family = source.get("model_type") or m.family
     known = facts.families.get(family)
     draft.family = family
-    ssm = _moe_and_ssm(values, text, family, facts.families)
+    kinds = d.layer_kinds if d is not None and d.error is None else None
+    ssm = _moe_and_ssm(values, text, family, facts.families, kinds)
+    if kinds:
+        draft.decisions.append("layers: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(kinds.items()))
+                               + " (the kinds of the model's instantiated layers)")
     stored = m.stored_quantization or (source.get("quantization_config") or text.get("quantization_config") or
                                        {}).get("quant_method")
     draft.stored_quantization = stored

@@ -73,3 +73,17 @@ def test_one_of_each_kind_plans_what_peft_creates(built, model_type):
 @pytest.mark.parametrize("model_type", zoo.model_types())
 def test_every_model_type_of_transformers_plans_what_peft_creates(built, model_type):
     _check(built, model_type)
+
+
+def test_layer_kinds_come_from_the_instantiated_layers(tmp_path):
+    """Qwen3-Next as its config class defines it (48 layers: three gated-delta-net linear-attention layers to one
+    full attention layer), planned from config.json alone: 12 attention layers, 36 recurrent ones (the tables counted
+    all 48 as attention); Falcon-H1's parallel hybrid has attention and a Mamba mixer in every layer."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for model_type, attention, recurrent in (("qwen3_next", 12, 36), ("falcon_h1", 32, 32)):
+        directory = tmp_path / model_type
+        CONFIG_MAPPING[model_type]().save_pretrained(directory)
+        plan = plan_for(["model=local", f"model.path={directory}"])
+        assert (plan.model.attention_layers, plan.model.ssm_layers) == (attention, recurrent), model_type
+        assert any(d.startswith("layers: ") for d in plan.decisions)
