@@ -249,12 +249,13 @@ def merge(run_dir: str, out: str | None = None) -> str:
     """
     from peft import PeftModel
 
-    from ftc.runtime.model import load_base_model, load_tokenizer
+    from ftc.runtime.model import load_base_model, load_tokenizer, safe_weights
 
     run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
     if not plan.method.peft:
         raise UserError(f"ftc: {run_dir} was fully fine-tuned; its model/ is already a merged model")
+    safe_weights(Path(run_dir) / "adapter")  # before the base loads: a pickled adapter is refused, never unpickled
     base = load_base_model(plan, for_training=False, quantized=False)
     merged = PeftModel.from_pretrained(base, str(Path(run_dir) / "adapter")).merge_and_unload()
     target = Path(out or Path(run_dir) / "merged").resolve()

@@ -109,6 +109,7 @@ def lora_config(plan: Plan) -> Any:
 def load_tuned(plan: Plan, run_dir: str) -> tuple[Any, Any]:
     """Base model + the run's saved adapter (or the full model for method=full), ready for inference."""
     run = Path(run_dir)
+    safe_weights(run / ("adapter" if plan.method.peft else "model"))
     if plan.method.peft:
         from peft import PeftModel
 
@@ -118,7 +119,21 @@ def load_tuned(plan: Plan, run_dir: str) -> tuple[Any, Any]:
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch_dtype(plan))
+        model = AutoModelForCausalLM.from_pretrained(str(run / "model"), dtype=torch_dtype(plan), use_safetensors=True)
         tokenizer = load_tokenizer(plan, str(run / "model"))
     model.eval()
     return model, tokenizer
+
+
+def safe_weights(directory: Path) -> None:
+    """A run's tuned weights are loaded only from safetensors: a directory that holds pickled weights instead
+    (``pytorch_model.bin``, ``adapter_model.bin``) is refused, never unpickled."""
+    from ftc.errors import UserError
+
+    if any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    what = f"pickled weights ({', '.join(pickled)}), which ftc never loads" if pickled else "no weights"
+    raise UserError(f"ftc: {directory} holds {what}: a run saves safetensors (re-save them as safetensors, or "
+                    "re-run the training)")
+

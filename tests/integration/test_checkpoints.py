@@ -116,3 +116,23 @@ def test_a_rerun_resumes_from_the_intact_checkpoint_when_the_newest_holds_a_plan
     assert not marker.exists()
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "resume" and events[0]["checkpoint"].endswith("checkpoint-3")
+
+
+def test_eval_of_a_run_whose_weights_are_a_pickle_is_one_line_and_never_unpickles(finished, tmp_path):
+    """A run directory whose adapter/ holds a pickled ``adapter_model.bin`` instead of safetensors (planted): `ftc
+    eval` refuses it in one line, exit 2, and the payload never runs."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(finished.output_dir), run)
+    (run / "plan.json").write_text(dataclasses.replace(finished, output_dir=str(run)).to_json())
+    for f in (run / "adapter").glob("*.safetensors"):
+        f.unlink()
+    marker = tmp_path / "planted-code-ran"
+    plant(run / "adapter" / "adapter_model.bin", marker)
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "eval", str(run)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "pickled weights (adapter_model.bin), which ftc never loads" in r.stderr
+    assert not marker.exists()
