@@ -150,12 +150,15 @@ def _traced(cfg: Any, plan: Any, facts: Any, choice: Any) -> Any:
     """``ftc plan --trace``: one training step of the plan's shape traced with the real model code (torch needed),
     then the plan compiled again with it (memory.traced, time.traced)."""
     from ftc.compiler.frontend import compile_with_trace
-    from ftc.runtime.trace import trace_step
+    from ftc.runtime.trace import TraceUnsupported, trace_step
 
     try:
         traced = trace_step(plan, plan.batch.micro * plan.objective.sequences_per_example, plan.memory.seq)
     except UserError:
         raise
+    except TraceUnsupported as e:
+        print(f"ftc: --trace: {e}", file=sys.stderr)
+        return plan
     except Exception as e:  # noqa: BLE001 - a model code path fake tensors cannot run: said, the plan stands
         print(f"ftc: --trace could not run {plan.model.path} ({plan.model.family}) under fake tensors "
               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); the plan's figures are the analytic model's",

@@ -249,7 +249,12 @@ def _attention(cfg: Config, facts: Facts, draft: Draft) -> None:
     SDPA becomes eager for architectures without an SDPA path (Gemma-2)."""
     asked = cfg.model.attn_implementation
     draft.attention = asked
-    if asked == "sdpa" and draft.family in facts.families.get("_no_sdpa", ()):
+    d = facts.description
+    if d is not None and d.error is None and d.supports_sdpa is not None:
+        no_sdpa = not d.supports_sdpa  # the model class's own word (transformers' _supports_sdpa)
+    else:
+        no_sdpa = draft.family in facts.families.get("_no_sdpa", ())
+    if asked == "sdpa" and no_sdpa:
         draft.attention = "eager"
         draft.decisions.append(f"attn_implementation=eager ({draft.family} has no SDPA path in transformers)")
 

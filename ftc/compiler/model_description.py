@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -88,6 +89,8 @@ class ModelDescription:
     """PEFT's trainable parameters at rank 1 for ``linear`` and ``experts`` (LoRA's count is r times this)."""
     module_paths: tuple[str, ...] = ()
     """Every module holding a weight of two or more dimensions: target names are checked against these."""
+    supports_sdpa: Optional[bool] = None
+    """Whether the model class has an SDPA attention path (transformers' ``_supports_sdpa``)."""
     error: Optional[str] = None
     """Why transformers or PEFT could not build it here (the plan then falls back to its tables)."""
 
@@ -143,7 +146,7 @@ def _load(data: dict[str, Any]) -> ModelDescription:
         total_params=data["total_params"], linear={k: ModuleGroup(**v) for k, v in data["linear"].items()},
         left_out=data["left_out"], experts={k: ExpertGroup(**v) for k, v in data["experts"].items()},
         routers=tuple(data["routers"]), layer_kinds=data["layer_kinds"], trainable_r1=data["trainable_r1"],
-        module_paths=tuple(data["module_paths"]))
+        module_paths=tuple(data["module_paths"]), supports_sdpa=data.get("supports_sdpa"))
 
 
 # --- the child: torch, transformers and PEFT ------------------------------------------------------------------------
@@ -194,6 +197,74 @@ def _decoder_layers(model: Any, count: Optional[int]) -> list[Any]:
     return best
 
 
+def _breaking_targets(config: Any, targets: list[str], experts: list[str], tries: int = 4) -> dict[str, str]:
+    """Target names whose LoRA layer breaks the model's forward: a module that is a Linear by class but whose
+    forward reshapes its weight (DeepSeek-V4's grouped output projection) gets an adapter of the wrong shape. One
+    forward of the adapted model under fake tensors (no memory) names the LoRA layer that raised; it is left out and
+    the forward runs again. A failure outside every LoRA layer (a data-dependent op fake tensors cannot run) says
+    nothing about the targets."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora.layer import LoraLayer
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from transformers import AutoModelForCausalLM
+
+    broken: dict[str, str] = {}
+    targets = list(targets)
+    for _ in range(tries):
+        if not targets and not experts:
+            break
+        with torch.device("meta"):
+            model = get_peft_model(AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16),
+                                   LoraConfig(r=1, target_modules=targets or None, target_parameters=experts or None,
+                                              lora_dropout=0.0))
+        fake = FakeTensorMode(allow_non_fake_inputs=True)
+        for module in model.modules():
+            for name, p in list(module._parameters.items()):
+                if p is not None:
+                    with fake:
+                        module._parameters[name] = torch.nn.Parameter(
+                            torch.empty_strided(p.size(), p.stride(), dtype=p.dtype), requires_grad=p.requires_grad)
+            for name, b in list(module._buffers.items()):
+                if b is not None:
+                    with fake:
+                        module._buffers[name] = torch.empty_strided(b.size(), b.stride(), dtype=b.dtype)
+        inside: list[str] = []  # the LoRA layers whose forward has started and not finished
+
+        def enter(module: Any, args: Any, path: str = "") -> None:
+            inside.append(path)
+
+        def leave(module: Any, args: Any, output: Any) -> None:
+            inside.pop()
+
+        hooks = []
+        for path, module in model.named_modules():
+            if isinstance(module, LoraLayer) and not type(module).__name__ == "ParamWrapper":
+                hooks.append(module.register_forward_pre_hook(functools.partial(enter, path=path)))
+                hooks.append(module.register_forward_hook(leave))
+        quiet = logging.getLogger("torch._subclasses.fake_tensor")
+        level, quiet.level = quiet.level, logging.CRITICAL  # it logs every refused op at error level
+        try:
+            with fake:
+                ids = torch.zeros((1, 8), dtype=torch.long)
+                model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            break
+        except Exception as e:  # noqa: BLE001 - which LoRA layer raised, if any, is the finding
+            if not inside:
+                break
+            name = _target_name(inside[-1].replace("base_model.model.", "", 1))
+            if name not in targets:
+                break
+            targets.remove(name)
+            broken[name] = (f"LoRA on {name} breaks {config.model_type}'s forward (its module reshapes its weight: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+        finally:
+            quiet.setLevel(level)
+            for h in hooks:
+                h.remove()
+    return broken
+
+
 def _build(model_dir: str) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -227,8 +298,11 @@ def _build(model_dir: str) -> dict[str, Any]:
     experts, blocks = {}, {}
     for path, p in params.items():
         owner = modules.get(path.rsplit(".", 1)[0])
-        if p.dim() == 3 and not isinstance(owner, torch.nn.modules.conv._ConvNd):
-            # fused experts (experts x out x in), wherever the model keeps them (a convolution's kernel is not)
+        if p.dim() == 3 and not isinstance(owner, torch.nn.modules.conv._ConvNd) and \
+                ("Expert" in type(owner).__name__ or (p.shape[0] == values["num_experts"] and p.shape[0] > 1)):
+            # fused experts (experts x out x in), wherever the model keeps them: a parameter of an experts module,
+            # or one whose first dimension is the config's expert count (a convolution's kernel, a Mamba mixer's
+            # per-head projections or RWKV's mixing coefficients are not experts)
             inner = re.sub(r"^.*?\.\d+\.", "", path, count=1)
             e = experts.get(inner) or {"count": 0, "experts": p.shape[0], "in_plus_out": 0, "params": 0}
             e["count"] += 1
@@ -302,10 +376,19 @@ def _build(model_dir: str) -> dict[str, Any]:
         peft = get_peft_model(fresh, LoraConfig(r=1, target_modules=sorted(linear) or None,
                                                 target_parameters=sorted(experts) or None, lora_dropout=0.0))
         trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+    for name, why in _breaking_targets(config, sorted(linear), sorted(experts)).items():
+        linear.pop(name, None)
+        left_out[name] = why
+    if any("breaks" in why for why in left_out.values()):
+        with torch.device("meta"):
+            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+        peft = get_peft_model(fresh, LoraConfig(r=1, target_modules=sorted(linear) or None,
+                                                target_parameters=sorted(experts) or None, lora_dropout=0.0))
+        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
     return {"source": f"{type(model).__name__}, transformers {version('transformers')}, peft {version('peft')}",
             "model_type": config.model_type, "config": values, "total_params": total, "linear": linear,
             "left_out": left_out, "experts": experts, "routers": sorted(routers), "layer_kinds": kinds,
-            "trainable_r1": trainable,
+            "trainable_r1": trainable, "supports_sdpa": bool(getattr(type(model), "_supports_sdpa", False)),
             "module_paths": [path for path, p in params.items() if p.dim() >= 2 for path in [path.rsplit(".", 1)[0]]]}
 
 

@@ -26,7 +26,21 @@ def _parts(model: Any) -> tuple[Any, Any]:
         inner = inner.module  # DeepSpeedEngine / DistributedDataParallel
     if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()  # PeftModel -> the transformers model with LoRA layers injected
-    return getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
+    return decoder_of(inner), inner.get_output_embeddings()
+
+
+def decoder_of(causal_lm: Any) -> Any:
+    """The decoder inside a transformers causal LM: its ``base_model_prefix`` attribute where it has one, else the
+    child module that holds the input embeddings (Llama 4's text model names its prefix ``language_model`` but keeps
+    the decoder in ``model``)."""
+    inner = getattr(causal_lm, causal_lm.base_model_prefix, None)
+    if inner is not None and inner is not causal_lm:
+        return inner
+    embeddings = causal_lm.get_input_embeddings()
+    for _, child in causal_lm.named_children():
+        if any(m is embeddings for m in child.modules()):
+            return child
+    raise ValueError(f"{type(causal_lm).__name__} has no decoder module holding its input embeddings")
 
 
 def _chunk_loss(head: Any, hidden: Any, labels: Any) -> Any:

@@ -46,12 +46,26 @@ def _config(plan: Plan) -> Any:
                         "directory>, or download its config.json (huggingface-cli download <id> config.json)") from e
 
 
+class TraceUnsupported(Exception):
+    """The model's forward does something fake tensors cannot: the trace is refused with what and why, and the plan's
+    figures stay the analytic model's."""
+
+
 def trace_step(plan: Plan, micro: int, seq: int) -> TraceFacts:
     """Traces one training step of ``micro`` sequences of ``seq`` tokens as the plan trains them."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
     start = time.time()
     with warnings.catch_warnings():  # transformers' deprecation notices of the properties PEFT reads: not the user's
         warnings.simplefilter("ignore", FutureWarning)
-        return _trace(plan, micro, seq, start)
+        try:
+            return _trace(plan, micro, seq, start)
+        except (DataDependentOutputException, DynamicOutputShapeException) as e:
+            op = getattr(e, "func", None) or str(e).splitlines()[0]
+            raise TraceUnsupported(
+                f"{plan.model.family or plan.model.path}'s forward reads tensor values to decide shapes ({op}: e.g. "
+                "expert sizes or sequence lengths read with .tolist() or .item()), which fake tensors cannot give; "
+                "the plan's activation and FLOP figures stay the analytic model's") from e
 
 
 def _fused_attention(flops: list[float]) -> Any:
@@ -102,6 +116,7 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForCausalLM
 
+    from ftc.runtime.loss import decoder_of
     from ftc.runtime.model import DTYPES, lora_config, torch_dtype
 
     config = _config(plan)
@@ -148,7 +163,7 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
         return t
 
     inner = model.get_base_model() if plan.method.peft else model
-    decoder = getattr(inner, inner.base_model_prefix)
+    decoder = decoder_of(inner)
     blocks: list[tuple[float, float]] = []  # (saved bytes, input bytes) of each decoder block
     marks: dict[int, float] = {}
 
