@@ -19,8 +19,8 @@ TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "nu
         # widths a few families name apart from hidden_size (rotary slice, embedding, hybrid attention and Mamba
         # heads), brought down consistently with the sizes above (Mamba: heads x head width = 2 x hidden)
         "rotary_dim": 8, "embedding_dim": 64, "attention_hidden_size": 128, "attention_head_dim": 32,
-        "mamba_headdim": 16, "n_mamba_heads": 8, "kv_channels": 16, "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_d_ssm": 128,
-        "num_heads": 8, "num_blocks": 2,
+        "mamba_headdim": 16, "n_mamba_heads": 8, "kv_channels": 16, "mamba_n_heads": 8, "mamba_d_head": 16,
+        "mamba_d_ssm": 128, "num_heads": 8, "num_blocks": 2,
         # multi-head latent attention (DeepSeek-V2/V3 and kin): low-rank and rotary slices of a head
         "qk_rope_head_dim": 16, "qk_nope_head_dim": 8, "v_head_dim": 16, "kv_lora_rank": 16, "q_lora_rank": 32}
 CAPPED = ("num_experts_per_tok",)  # counts brought down to TINY, never up (ZAYA routes to one expert only)

@@ -219,7 +219,8 @@ def load_families() -> dict[str, Any]:
 
 
 def find_model_dir(path: str) -> Optional[Path]:
-    """A local model directory, or the Hugging Face cache snapshot of a hub id (no download), holding config.json."""
+    """A local model directory, the Hugging Face cache snapshot of a hub id (no download), or the config.json ftc
+    ships for a catalog hub id: the directory holding config.json."""
     if path.startswith("ftc:"):
         return None
     local = Path(path).expanduser()
@@ -229,6 +230,8 @@ def find_model_dir(path: str) -> Optional[Path]:
                         / "hub").expanduser()
         repo = hub_home / ("models--" + path.replace("/", "--"))
         candidates += sorted(p.parent for p in repo.glob("snapshots/*/config.json"))
+        # not downloaded: the config.json ftc ships for the catalog's hub ids (ftc/assets/models/<org>--<name>)
+        candidates.append(Path(resolve_path("ftc:models/" + path.replace("/", "--"))))
     return next((c for c in candidates if (c / "config.json").is_file()), None)
 
 

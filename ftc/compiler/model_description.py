@@ -197,6 +197,14 @@ def _decoder_layers(model: Any, count: Optional[int]) -> list[Any]:
     return best
 
 
+def _enter(inside: list[str], path: str, module: Any, args: Any) -> None:
+    inside.append(path)
+
+
+def _leave(inside: list[str], module: Any, args: Any, output: Any) -> None:
+    inside.pop()
+
+
 def _breaking_targets(config: Any, targets: list[str], experts: list[str], tries: int = 4) -> dict[str, str]:
     """Target names whose LoRA layer breaks the model's forward: a module that is a Linear by class but whose
     forward reshapes its weight (DeepSeek-V4's grouped output projection) gets an adapter of the wrong shape. One
@@ -231,17 +239,11 @@ def _breaking_targets(config: Any, targets: list[str], experts: list[str], tries
                         module._buffers[name] = torch.empty_strided(b.size(), b.stride(), dtype=b.dtype)
         inside: list[str] = []  # the LoRA layers whose forward has started and not finished
 
-        def enter(module: Any, args: Any, path: str = "") -> None:
-            inside.append(path)
-
-        def leave(module: Any, args: Any, output: Any) -> None:
-            inside.pop()
-
         hooks = []
         for path, module in model.named_modules():
             if isinstance(module, LoraLayer) and not type(module).__name__ == "ParamWrapper":
-                hooks.append(module.register_forward_pre_hook(functools.partial(enter, path=path)))
-                hooks.append(module.register_forward_hook(leave))
+                hooks.append(module.register_forward_pre_hook(functools.partial(_enter, inside, path)))
+                hooks.append(module.register_forward_hook(functools.partial(_leave, inside)))
         quiet = logging.getLogger("torch._subclasses.fake_tensor")
         level, quiet.level = quiet.level, logging.CRITICAL  # it logs every refused op at error level
         try:
@@ -317,7 +319,7 @@ def _build(model_dir: str) -> dict[str, Any]:
     linear, left_out, routers = {}, {}, set()
     mamba = {"out_proj", "conv1d"} if config.model_type in ("falcon_h1", "mamba", "mamba2", "falcon_mamba",
                                                             "nemotron_h") else set()
-    for path in sorted(peft_config.target_modules):
+    for path in [p for p in modules if p in peft_config.target_modules]:  # in the model's order: q, k, v, o, ...
         module, name = modules[path], _target_name(path)
         parent = path.rsplit(".", 1)[0]
         out = getattr(module, "out_features", None) or getattr(module, "nf", None)

@@ -42,7 +42,8 @@ def _get(plan_dict, dotted):
     pytest.param(["model=qwen2_5_7b", "method=lora", "hardware=t4"], {"precision": "fp16", "memory.fits": False},
                  id="t4-fp16-does-not-fit"),
     pytest.param(["model=phi3_mini", "method=dora", "hardware=a100_80g"],
-                 {"method.use_dora": True, "method.target_modules": ["qkv_proj", "o_proj", "gate_up_proj",
+                 # the model's own module order (Phi3Attention defines o_proj before qkv_proj)
+                 {"method.use_dora": True, "method.target_modules": ["o_proj", "qkv_proj", "gate_up_proj",
                                                                      "down_proj"]}, id="phi3-dora"),
     pytest.param(["model=qwen2_5_0_5b", "method=full", "hardware=a100_40g"],
                  {"method.peft": False, "method.trainable_percent": 100.0, "model.tie_word_embeddings": True},
