@@ -37,14 +37,14 @@ commands:
   serve RUN_DIR [engine=auto|llama.cpp|vllm] [host=127.0.0.1] [port=8000] [quant=...]
                                  an OpenAI-compatible endpoint (/v1/completions, /v1/chat/completions)
   sweep-report SWEEP_DIR         summary table + plot of a sweep
+  completion bash                the bash completion script: eval "$(ftc completion bash)"
 
 examples:
   ftc plan model=mistral_7b method=qlora hardware=rtx4090 data=file data.path=tickets.jsonl
   ftc plan recipe=lora_llama3_8b_zero3_x4
   ftc train method.r=8 train.lr=1e-4
   ftc train -m method.r=8,16 train.lr=1e-4,2e-4
-Hydra flags work after plan/train: --cfg job, --info, --help, -m, --shell-completion.
-Config groups: model, method, data, hardware, launcher, recipe; sections: train, eval, budget (docs/CONFIG.md).
+Hydra flags work after plan/train: --cfg job, --info, --help, -m.
 """
 
 
@@ -325,10 +325,21 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from ftc import completion
+
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(USAGE + "\n" + completion.groups_help())
         return
     command, rest = argv[0], argv[1:]
+    if command == "__complete":  # bash asks: ftc __complete LINE (ftc completion bash)
+        print("\n".join(completion.for_bash(rest[0] if rest else "")))
+        return
+    if command == "completion":
+        if rest != ["bash"]:
+            print("usage: ftc completion bash   (then: eval \"$(ftc completion bash)\")", file=sys.stderr)
+            raise SystemExit(2)
+        print(completion.BASH, end="")
+        return
     from ftc.secrets import masked_console
 
     with masked_console(), exit_on_error():  # every line printed, Hydra's error line included, is masked
@@ -341,7 +352,11 @@ def main(argv: list[str] | None = None) -> None:
         elif command in ("eval", "generate", "merge", "export", "serve", "sweep-report", RUN_PLAN):
             _run_dir_command(command, rest)
         else:
-            raise UserError(f"ftc: unknown command '{command}'\n\n{USAGE}")
+            import difflib
+
+            near = difflib.get_close_matches(command, completion.COMMANDS, n=1)
+            said = f" (did you mean 'ftc {near[0]}'?)" if near else ""
+            raise UserError(f"ftc: unknown command '{command}'{said}\n\n{USAGE}")
 
 
 if __name__ == "__main__":

@@ -238,3 +238,39 @@ def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     r = ftc("train", f"output_dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot create the run directory" in r.stderr
+
+
+def test_bash_completion_completes_commands_groups_options_and_keys(tmp_path):
+    """`eval "$(ftc completion bash)"` in a real bash: `ftc plan mod<TAB>` offers model= (and the model. section),
+    `model=llama3<TAB>` the options after bash's split at '=', `train.l<TAB>` the train keys."""
+    import shutil
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    shim = tmp_path / "ftc"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ftc.cli "$@"\n')
+    shim.chmod(0o755)
+    script = tmp_path / "complete.sh"
+    script.write_text('eval "$(ftc completion bash)"\n'
+                      't() { COMP_LINE="$1"; COMP_POINT=${#1}; _ftc; printf "%s|" "${COMPREPLY[@]}"; echo; }\n'
+                      't "ftc pl"\nt "ftc plan mod"\nt "ftc plan model=llama3"\nt "ftc train train.l"\n')
+    r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                       env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "plan|"
+    assert set(lines[1].strip("|").split("|")) == {"model=", "model.", "model_tuning="}
+    assert lines[2] == "llama3_70b|llama3_8b|"
+    assert "train.lr=" in lines[3].split("|")
+
+
+def test_help_lists_every_config_group_and_a_mistyped_command_gets_the_nearest():
+    from pathlib import Path
+
+    r = ftc("--help")
+    groups = [p.name for p in (Path(__file__).resolve().parents[2] / "conf").iterdir()
+              if p.is_dir() and p.name != "hydra"]
+    assert all(f"  {g}:" in r.stdout for g in groups), (groups, r.stdout[-800:])
+    assert "objective:" in r.stdout and "sft" in r.stdout
+    r = ftc("plam")
+    assert r.returncode == 2 and "did you mean 'ftc plan'?" in r.stderr
