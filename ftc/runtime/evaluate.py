@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from ftc.config.objectives import TRAINERS
 from ftc.plan import Plan
@@ -154,8 +157,11 @@ def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit:
     tuned = {"logp_margin": margin(tuned_logps), "samples": len(labels)}
     base = None
     if plan.eval.compare_base and plan.method.peft:
-        with model.disable_adapter():
-            (base_logps,) = pair_logps(model, data, pad, sides=("completion_ids",))
+        def scored() -> dict[str, Any]:
+            with model.disable_adapter():
+                return {"logps": list(pair_logps(model, data, pad, sides=("completion_ids",))[0])}
+
+        base_logps = base_once(plan, model, splits.test, limit, "labels", scored)["logps"]
         rewards = [plan.objective.beta * (t - b) for t, b in zip(tuned_logps, base_logps)]
         tuned["label_accuracy"] = sum((r > 0) == ok for r, ok in zip(rewards, labels)) / max(len(labels), 1)
         tuned["reward_margin"] = margin(rewards)
@@ -204,8 +210,11 @@ def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: 
     start = _at_start(plan, model, lambda: score_pairs(model, tokenizer, splits, plan, limit))  # SFT -> DPO
     base = None
     if plan.eval.compare_base and plan.method.peft:
-        with model.disable_adapter():
-            base = score_pairs(model, tokenizer, splits, plan, limit)
+        def scored() -> dict[str, Any]:
+            with model.disable_adapter():
+                return score_pairs(model, tokenizer, splits, plan, limit)
+
+        base = base_once(plan, model, splits.test, limit, "pairs", scored)
         (tc, tr), (bc, br) = tuned["_logps"], base["_logps"]
         # DPO's implicit reward of the tuned model against the base: beta x the change of the chosen-rejected margin.
         tuned["reward_margin"] = plan.objective.beta * sum((a - b) - (c - d) for a, b, c, d in zip(tc, bc, tr, br)) \
@@ -214,7 +223,7 @@ def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: 
                  "tuned": tuned["predictions"][i], "base": base["predictions"][i] if base else None}
                 for i, e in enumerate(splits.test[: len(tuned["predictions"])])]
     result = {"tuned": _public(tuned), "base": _public(base), "examples": examples,
-              "verdict": pair_verdict(tuned, base)}
+              "verdict": pair_verdict(tuned, base), **_reused(base)}
     if start:
         result["start"] = _public(start)
         result["verdict"] += (f"; the starting adapter: {start['preference_accuracy']:.1%} "
@@ -260,8 +269,11 @@ def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit
     start = _at_start(plan, model, lambda: score_rewards(model, tokenizer, splits.test, plan, limit))
     base = None
     if plan.eval.compare_base and plan.method.peft:
-        with model.disable_adapter():
-            base = score_rewards(model, tokenizer, splits.test, plan, limit)
+        def scored() -> dict[str, Any]:
+            with model.disable_adapter():
+                return score_rewards(model, tokenizer, splits.test, plan, limit)
+
+        base = base_once(plan, model, splits.test, limit, "rewards", scored)
     k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [{"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
                  "base": (start or base)["predictions"][i] if (start or base) else None}
@@ -274,7 +286,8 @@ def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit
         verdict = (f"{'tuned earns more reward than ' + name if better else 'tuned does NOT beat ' + name}: mean "
                    f"reward {before['reward']:.3f} -> {tuned['reward']:.3f}, exact match {before['exact_match']:.1%} "
                    f"-> {tuned['exact_match']:.1%}")
-    result = {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict}
+    result = {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict,
+              **_reused(base)}
     if start:
         result["start"] = _public(start)
     return result
@@ -298,26 +311,78 @@ def evaluate_run(plan: Plan, run_dir: str, limit: int | None = None) -> dict[str
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
     base = None
     if plan.eval.compare_base:
-        if plan.method.peft:
-            with model.disable_adapter():
-                base = score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
-        else:
+        def scored() -> dict[str, Any]:
+            if plan.method.peft:
+                with model.disable_adapter():
+                    return score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
             base_model = load_base_model(plan, for_training=False)
-            base = score(base_model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
-            del base_model
+            try:
+                return score(base_model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
+            finally:
+                del base_model
+
+        base = base_once(plan, model, splits.test, limit, "sft", scored)
     k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [
         {"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
          "base": base["predictions"][i] if base else None}
         for i, e in enumerate(splits.test[:k])
     ]
-    return {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict(tuned, base)}
+    return {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict(tuned, base),
+            **_reused(base)}
 
 
 def _public(metrics: dict | None) -> dict | None:
     """A model's metrics as reported: without the per-example predictions and log-probabilities kept for the
     side-by-side examples and the margins."""
-    return {k: v for k, v in metrics.items() if k not in ("predictions", "_logps")} if metrics else None
+    return {k: v for k, v in metrics.items() if k not in ("predictions", "_logps", "_reused")} if metrics else None
+
+
+def _reused(base: dict | None) -> dict[str, Any]:
+    return {"base_reused_from": base["_reused"]} if base and base.get("_reused") else {}
+
+
+BASE_CACHE_VERSION = 1
+
+
+def base_once(plan: Plan, model: Any, test: list[dict[str, Any]], limit: int | None, kind: str,
+              compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The base model's scores, computed once for the same base weights, test examples and evaluation settings and
+    reused after (a sweep's trials share them: each trial re-evaluated the base, 3-4 min a trial on the CPU demo
+    against 90 s of training). The key: the base's identity (path, revision, the commit transformers loaded, a local
+    directory's files by size and time, its quantization), the test examples themselves, every eval setting, the
+    objective's scoring settings and the library versions. A reused result says where it came from
+    (``base_reused_from`` in the evaluation)."""
+    from importlib.metadata import version
+
+    from ftc.paths import atomic_path, cache_root
+    from ftc.runtime.model import model_path
+
+    files = []
+    local = Path(model_path(plan.model))
+    if local.is_dir():
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in local.iterdir()
+                       if p.suffix in (".json", ".safetensors"))
+    key = {"v": BASE_CACHE_VERSION, "kind": kind, "path": plan.model.path, "revision": plan.model.revision,
+           "commit": getattr(getattr(model, "config", None), "_commit_hash", None), "files": files,
+           "quantization": repr(plan.method.quantization), "precision": plan.precision,
+           "weights": plan.method.weight_dtype,
+           "attention": plan.model.attn_implementation, "eval": repr(plan.eval), "limit": limit,
+           "max_length": plan.data.max_length, "objective": [plan.objective.trainer, plan.objective.beta],
+           "test": hashlib.sha256(json.dumps(test, sort_keys=True, default=str).encode()).hexdigest(),
+           "versions": [version("torch"), version("transformers"), version("peft")],
+           "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    entry = cache_root() / "base_eval" / f"{digest}.json"
+    if entry.is_file():
+        try:
+            return {**json.loads(entry.read_text()), "_reused": str(entry)}
+        except (OSError, ValueError):
+            pass  # a damaged entry is recomputed and replaced
+    result = compute()
+    with atomic_path(entry) as tmp:
+        tmp.write_text(json.dumps(result))
+    return result
 
 
 def verdict(tuned: dict, base: dict | None) -> str:

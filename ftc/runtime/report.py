@@ -189,6 +189,9 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool, card: str | Non
         lines += _table(ev, ["test loss", "perplexity", "exact match", "ROUGE-L", "samples"],
                         lambda m: [_f(m["loss"]), _f(m["perplexity"], ".2f"), f"{m['exact_match']:.1%}",
                                    _f(m["rouge_l"]), m["samples"]])
+    if ev and ev.get("base_reused_from"):
+        lines += [f"The base model's row is reused: the same base, test examples and evaluation settings were scored "
+                  f"before ({ev['base_reused_from']}).", ""]
     lines += [
         "## Training",
         "",

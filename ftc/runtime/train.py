@@ -24,7 +24,12 @@ def make_callbacks(plan: Plan, run_dir: Path, fault_dir: Path | None = None) -> 
     from transformers import EarlyStoppingCallback, TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
-        """Structured metrics: one JSON line per log (train loss, lr, grad norm, eval loss, tokens seen)."""
+        """Structured metrics: one JSON line per log (train loss, lr, grad norm, eval loss, tokens seen); the last
+        step is always logged, so a curve ends where training did (8 steps logged every 5 ended at step 5)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs:

@@ -296,3 +296,32 @@ def test_an_infinite_learning_rate_never_ends_done_and_saves_no_adapter(tmp_path
     assert checkpoints == ["checkpoint-1"], checkpoints  # step 2's weights are not a checkpoint to resume from
     events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
     assert events[-2:] == ["diverged", "failed"], events
+
+
+def test_the_last_step_is_always_logged_so_the_curve_ends_where_training_did(tmp_path):
+    """8 steps logged every 5 logged steps 1 and 5 only: the curve stopped three steps short (issue 41)."""
+    from ftc.runtime.train import train
+
+    plan = fast_plan(tmp_path, ["train.max_steps=4", "train.logging_steps=3", "train.eval_steps=100",
+                                "train.save_steps=100", "eval.max_samples=2"])
+    train(plan, plan.output_dir)
+    logged = [json.loads(x)["step"] for x in (Path(plan.output_dir) / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in x]
+    assert logged == [1, 3, 4]  # the first step (logging_first_step), every third, and the last
+
+
+def test_the_base_model_is_scored_once_for_the_same_base_test_set_and_settings(trained, monkeypatch):
+    """A sweep's trials share the base model, the test examples and the evaluation settings: the base is scored by
+    the first evaluation and reused by the next (each trial re-evaluated it, 3-4 min a trial), and says so."""
+    from ftc.runtime import evaluate
+
+    plan, _, _, _ = trained
+    first = evaluate.evaluate_run(plan, plan.output_dir, limit=4)
+    calls = []
+    real = evaluate.score
+    monkeypatch.setattr(evaluate, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    second = evaluate.evaluate_run(plan, plan.output_dir, limit=4)
+    assert len(calls) == 1  # the tuned model only
+    assert second["base"] == first["base"] and second["base_reused_from"].endswith(".json")
+    third = evaluate.evaluate_run(plan, plan.output_dir, limit=3)  # other settings: scored again
+    assert len(calls) == 3 and "base_reused_from" not in third

@@ -26,7 +26,7 @@ RANKS = [
     (3, ("ftc.runtime",)),
     (4, ("ftc.launch",)),
     (5, ("ftc.advisor", "ftc.sweep", "hydra_plugins")),
-    (6, ("ftc.cli", "ftc.commands")),
+    (6, ("ftc.cli", "ftc.commands", "ftc.completion")),
 ]
 
 
