@@ -39,8 +39,12 @@ def _config(plan: Plan) -> Any:
                            intermediate_size=spec.intermediate_size,
                            max_position_embeddings=spec.max_position_embeddings,
                            tie_word_embeddings=spec.tie_word_embeddings)
+    from ftc.compiler.facts import find_model_dir
+
+    found = find_model_dir(spec.path)  # a local dir, the HF cache, or the config.json ftc ships for a catalog id
     try:
-        return AutoConfig.from_pretrained(spec.path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        return AutoConfig.from_pretrained(str(found) if found else spec.path, revision=None if found else spec.revision,
+                                          trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"--trace needs the model's config.json ({spec.path}): {e}. fix: model.path=<a local model "
                         "directory>, or download its config.json (huggingface-cli download <id> config.json)") from e

@@ -257,3 +257,22 @@ def test_a_linear_whose_forward_reshapes_its_weight_is_left_out_with_why(built):
     assert "o_a_proj" not in plan.method.target_modules
     assert any("o_a_proj" in w and "breaks deepseek_v4's forward" in w for w in plan.decisions + plan.warnings), \
         plan.decisions
+
+
+def test_a_catalog_model_is_described_and_traced_offline_from_the_config_json_ftc_ships(tmp_path):
+    """model=llama3_8b with no download and an empty Hugging Face cache: the plan is transformers' description of
+    the shipped config.json (not a table), and `ftc plan --trace` traces it (it needed the hub before)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "--trace", "--json", "model=llama3_8b",
+                        "method=qlora", "hardware=rtx4090"], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)
+    assert any(d.startswith("architecture: as transformers and PEFT build it (LlamaForCausalLM")
+               for d in plan["decisions"])
+    assert plan["model"]["params"] == 8_030_261_248  # Llama-3.1-8B, counted by transformers on the meta device
+    assert plan["memory"]["traced"]["activations_gb"] > 0
