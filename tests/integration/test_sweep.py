@@ -34,6 +34,15 @@ def test_grid_2x2_with_a_failing_trial_and_summary(tmp_path):
     assert (sweep / "loss_curves.png").stat().st_size > 1000
     for i in range(4):
         assert (sweep / str(i) / "adapter" / "adapter_model.safetensors").exists()
+    # a console line as each trial starts (planned steps, time, cost) and ends (its metrics, time against the plan)
+    for i in range(4):
+        assert f"ftc: trial {i} (method.r=" in r.stderr
+    assert r.stderr.count(": started; planned 4 steps, ") == 4
+    assert r.stderr.count(" s); exact match ") == 4 and "test loss " in r.stderr
+    # the base model was scored by the first trial only: the other three reused it (same base, test set, settings)
+    reused = [json.loads((sweep / str(i) / "summary.json").read_text())["eval"].get("base_reused_from")
+              for i in range(4)]
+    assert reused[0] is None and all(reused[1:]), reused
 
     # One trial of a second sweep fails at run time (a TrainingArguments combination only transformers refuses):
     # recorded, and the sweep goes on.
@@ -43,6 +52,7 @@ def test_grid_2x2_with_a_failing_trial_and_summary(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = {row["trial"]: row for row in csv.DictReader((sweep2 / "summary.csv").open())}
     assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "completed"
+    assert ": FAILED after " in r.stderr
     assert "dataloader_prefetch_factor" in json.loads((sweep2 / "0" / "trial.json").read_text())["error"]
 
     # A malformed data file is found at plan time: the sweep is refused before any trial starts, naming file:line.
