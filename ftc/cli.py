@@ -44,7 +44,7 @@ examples:
   ftc plan recipe=lora_llama3_8b_zero3_x4
   ftc train method.r=8 train.lr=1e-4
   ftc train -m method.r=8,16 train.lr=1e-4,2e-4
-Hydra flags work after plan/train: --cfg job, --info, --help, -m.
+Hydra flags work after plan/train: --cfg job, --info, -m; ftc plan --help lists the common overrides.
 """
 
 
@@ -114,6 +114,12 @@ def _take_option(argv: list[str], name: str) -> tuple[list[str], str | None]:
 
 def _plan(argv: list[str]) -> None:
     from ftc.advisor import resolve, table
+
+    if "--help" in argv or "-h" in argv:
+        from ftc.completion import command_help
+
+        print(command_help("plan"))
+        return
 
     as_json, trace = "--json" in argv, "--trace" in argv
     argv, card_dir = _take_option([a for a in argv if a not in ("--json", "--trace")], "--data-card")
@@ -188,6 +194,12 @@ def traced_for_run(cfg: Any, plan: Any, facts: Any, choice: Any = None) -> Any:
 # --- train ---------------------------------------------------------------------------------------------------------
 def _train(argv: list[str]) -> None:
     from ftc.advisor import resolve, table
+
+    if "--help" in argv or "-h" in argv:
+        from ftc.completion import command_help
+
+        print(command_help("train"))
+        return
 
     argv, advice = resolve(argv)
     if advice:
@@ -324,6 +336,14 @@ def _run_dir_command(name: str, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except BrokenPipeError:  # `ftc plan --help | head`: the reader left; no traceback for it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
+
+
+def _main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from ftc import completion
 

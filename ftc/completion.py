@@ -52,6 +52,30 @@ def groups_help() -> str:
     return "\n".join(lines)
 
 
+COMMON = (  # the overrides most runs set, each with what it does (the whole list: docs/CONFIG.md)
+    ("model=NAME / model=local model.path=DIR|HUB_ID", "the base model (a catalog name, a directory or a hub id)"),
+    ("method=qlora|lora|dora|full  method.r=16", "how it trains, and the adapter's rank"),
+    ("data=file data.path=FILE  data.format=alpaca|chat|...", "your data (jsonl, json, csv, parquet; local or s3://)"),
+    ("hardware=NAME|auto  launcher=local|ray", "where it runs (auto: the cheapest profile that fits)"),
+    ("objective=sft|dpo|orpo|kto|grpo", "what it optimises"),
+    ("train.lr=2e-4  train.epochs=1  train.max_steps=N", "the schedule"),
+    ("data.max_length=2048  train.micro_batch_size=null", "sequence length; null micro batch: the largest that fits"),
+    ("budget.max_usd=5", "refuse a plan (or a sweep) that costs more"),
+)
+
+
+def command_help(command: str) -> str:
+    """``ftc plan --help`` / ``ftc train --help``: ftc's own, not Hydra's dump of its internals."""
+    lines = [f"usage: ftc {command} [--json] [--trace] [--data-card DIR] [-m] [group=option ...] [key=value ...]"
+             if command == "plan" else f"usage: ftc {command} [-m] [group=option ...] [key=value ...]", "",
+             "common overrides:"]
+    lines += [f"  {what:<56}{why}" for what, why in COMMON]
+    lines += ["", groups_help(), "",
+              "Every field of docs/CONFIG.md is an override (section.key=value); -m sweeps comma-separated values.",
+              "Hydra's own flags still work: --cfg job shows the composed config, --info where it came from."]
+    return "\n".join(lines)
+
+
 def _keys() -> Iterator[str]:
     """``section.key`` for every field of every section of the schema, nested sections included."""
     from ftc.config.schema import Config

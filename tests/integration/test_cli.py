@@ -74,7 +74,7 @@ def test_missing_required_value_names_the_key():
 
 
 @pytest.mark.parametrize("flags,needle", [(["--cfg", "job"], "global_batch_size"), (["--info"], "Config search path"),
-                                          (["--help"], "Configuration groups"), (["--cfg", "hydra"], "sweep")])
+                                          (["--hydra-help"], "Hydra ("), (["--cfg", "hydra"], "sweep")])
 def test_hydra_flags_work(flags, needle):
     r = ftc("plan", *flags)
     assert r.returncode == 0, r.stderr
@@ -274,3 +274,12 @@ def test_help_lists_every_config_group_and_a_mistyped_command_gets_the_nearest()
     assert "objective:" in r.stdout and "sft" in r.stdout
     r = ftc("plam")
     assert r.returncode == 2 and "did you mean 'ftc plan'?" in r.stderr
+
+
+def test_plan_help_is_ftcs_own_not_hydras_dump():
+    for command in ("plan", "train"):
+        r = ftc(command, "--help")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"usage: ftc {command}") and "common overrides:" in r.stdout
+        assert "  objective:" in r.stdout and "model=local model.path=" in r.stdout
+        assert "base_model" not in r.stdout and "Powered by Hydra" not in r.stdout
