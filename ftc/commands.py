@@ -132,43 +132,49 @@ def export(run_dir: str, format: str = "gguf", quant: str = "f16") -> str:
     if quant not in ex.QUANTS:
         raise UserError(f"ftc: export quant={quant}: expected one of {', '.join(ex.QUANTS)}")
     version = ex.llama_cpp_version()  # before any work: the engine is installed
+    ex.converter_dir()  # fetched once (it says so on the console), before the libraries' output goes to the log
     run_dir = local_run(run_dir)
     plan = load_plan(run_dir)
-    source = merged_model(run_dir)
-    tokenizer = load_tokenizer(plan, str(source))
-    fmt = ex.prompt_format(plan, tokenizer, adds_bos(tokenizer))
     outtype, ftype = ex.QUANTS[quant]
     target = Path(run_dir) / "gguf" / quant
-    with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=Path(run_dir)) as work:
-        tmp.mkdir()
-        out, log = tmp / "model.gguf", Path(run_dir) / "gguf" / f"export-{quant}.log"
-        log.write_text("")
-        staged = ex.stage(source, Path(work), fmt)
-        converted = out if ftype is None else Path(work) / "model-f16.gguf"
-        print(f"ftc: converting {source} with llama.cpp's converter (llama-cpp-python {version}) to {outtype}",
-              file=sys.stderr)
-        ex.convert(staged, converted, outtype, log)
-        if ftype is not None:
-            print(f"ftc: quantizing to {quant} with llama.cpp's quantizer", file=sys.stderr)
-            ex.quantize(converted, out, ftype)
-        meta = ex.gguf_metadata(out)
-        expected = {"tokenizer.chat_template": fmt.chat_template,
-                    "tokenizer.ggml.eos_token_id": tokenizer.eos_token_id,
-                    "tokenizer.ggml.add_bos_token": adds_bos(tokenizer)}
-        wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
-        if wrong:
-            raise UserError("ftc: the GGUF does not carry the run's tokenizer settings: "
-                            + "; ".join(f"{k} is {got!r}, trained with {want!r}" for k, (got, want) in wrong.items()))
-        text, no_template = ex.modelfile(out.name, fmt, tokenizer.eos_token, plan.data.max_length)
-        (tmp / "Modelfile").write_text(text)
-        if no_template:
-            print(f"ftc: warning: the Modelfile has no TEMPLATE: {no_template}", file=sys.stderr)
-        atomic_write_json(tmp / "export.json", {
-            "format": "gguf", "quant": quant, "file": out.name, "bytes": out.stat().st_size,
-            "sha256": ex.sha256(out), "llama_cpp_python": version, "source": str(source),
-            "data_format": plan.data.format, "stop": list(fmt.stop), "completion_prefix": fmt.completion_prefix,
-            "completion_suffix": fmt.completion_suffix, "probe_prompt": _probe_prompt(plan),
-            "ollama_template": no_template is None, "metadata": meta})
+    log = Path(run_dir) / "gguf" / f"export-{quant}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("")
+    print(f"ftc: exporting {run_dir} to GGUF {quant}; the libraries' output goes to {log}", file=sys.stderr)
+    with ex.library_output_to(log) as say:
+        say("ftc: [1/4] merging the adapter into the base model")
+        source = merged_model(run_dir)
+        tokenizer = load_tokenizer(plan, str(source))
+        fmt = ex.prompt_format(plan, tokenizer, adds_bos(tokenizer))
+        with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=Path(run_dir)) as work:
+            tmp.mkdir()
+            out = tmp / "model.gguf"
+            staged = ex.stage(source, Path(work), fmt)
+            converted = out if ftype is None else Path(work) / "model-f16.gguf"
+            say(f"ftc: [2/4] converting with llama.cpp's converter (llama-cpp-python {version}) to {outtype}")
+            ex.convert(staged, converted, outtype, log)
+            if ftype is not None:
+                say(f"ftc: [3/4] quantizing to {quant} with llama.cpp's quantizer")
+                ex.quantize(converted, out, ftype)
+            say("ftc: [4/4] checking the GGUF's metadata against training's tokenizer; writing the Modelfile")
+            meta = ex.gguf_metadata(out)
+            expected = {"tokenizer.chat_template": fmt.chat_template,
+                        "tokenizer.ggml.eos_token_id": tokenizer.eos_token_id,
+                        "tokenizer.ggml.add_bos_token": adds_bos(tokenizer)}
+            wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+            if wrong:
+                raise UserError("ftc: the GGUF does not carry the run's tokenizer settings: " + "; ".join(
+                    f"{k} is {got!r}, trained with {want!r}" for k, (got, want) in wrong.items()))
+            text, no_template = ex.modelfile(out.name, fmt, tokenizer.eos_token, plan.data.max_length)
+            (tmp / "Modelfile").write_text(text)
+            if no_template:
+                say(f"ftc: warning: the Modelfile has no TEMPLATE: {no_template}")
+            atomic_write_json(tmp / "export.json", {
+                "format": "gguf", "quant": quant, "file": out.name, "bytes": out.stat().st_size,
+                "sha256": ex.sha256(out), "llama_cpp_python": version, "source": str(source),
+                "data_format": plan.data.format, "stop": list(fmt.stop), "completion_prefix": fmt.completion_prefix,
+                "completion_suffix": fmt.completion_suffix, "probe_prompt": _probe_prompt(plan),
+                "ollama_template": no_template is None, "metadata": meta})
     size = (target / "model.gguf").stat().st_size
     print(f"ftc: GGUF {quant} ({size / 1e6:.1f} MB) -> {target / 'model.gguf'}; Ollama: "
           f"`ollama create NAME -f {target / 'Modelfile'}`; serve it: `ftc serve {run_dir} quant={quant}`")

@@ -15,6 +15,7 @@ a user message into training's prompt format, so a chat client gets what ``ftc g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ftc.compiler.serving import SERVE_INSTALL
 from ftc.data.formats import inference_prompt
@@ -240,6 +241,32 @@ def pre_tokenizer(tokenizer_json: Path) -> Optional[str]:
             and not steps[0].get("add_prefix_space", False):
         return "gpt-2"
     return None
+
+
+@contextlib.contextmanager
+def library_output_to(log: Path) -> Iterator[Callable[[str], None]]:
+    """The process's own stdout and stderr (file descriptors 1 and 2: what transformers, PEFT and llama.cpp's C code
+    write there) into ``log``; yields ``say(line)``, which prints ftc's progress lines, masked, on the console."""
+    from ftc.secrets import mask
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(saved_err), "w", buffering=1)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield lambda line: print(mask(line), file=console, flush=True)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            console.close()
 
 
 def convert(model_dir: Path, out: Path, outtype: str, log: Path) -> None:

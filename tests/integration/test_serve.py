@@ -221,3 +221,26 @@ def vllm_answers_as_ftc_generate(run: str, env: dict) -> None:
 @pytest.mark.skipif(not os.environ.get("FTC_VLLM"), reason=VLLM_SKIP)
 def test_vllm_serves_the_run_as_ftc_generate_answers(run):
     vllm_answers_as_ftc_generate(run, dict(os.environ))
+
+
+def test_export_sends_the_libraries_output_to_its_log_and_keeps_its_own_lines_on_the_console(tmp_path):
+    """What transformers, PEFT and llama.cpp's C code write (file descriptors 1 and 2) goes to the export's log;
+    ftc's progress lines stay on the console (issue 41: export filled the console with library warnings). Run in a
+    process of its own, as `ftc export` is: pytest's capture replaces sys.stdout with objects off the descriptors."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "export.log"
+    code = ("import os, warnings\nfrom pathlib import Path\nfrom ftc.runtime.export import library_output_to\n"
+            f"with library_output_to(Path({str(log)!r})) as say:\n"
+            "    os.write(2, b'ggml: a C library line\\n')\n"
+            "    print(\"a library's print\", flush=True)\n"
+            "    warnings.warn(\"a library's warning\", UserWarning, stacklevel=1)\n"
+            "    say('ftc: [1/4] merging')\n"
+            "print('after: stdout is back')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "ftc: [1/4] merging"
+    assert r.stdout.strip() == "after: stdout is back"
+    text = log.read_text()
+    assert "ggml: a C library line" in text and "a library's print" in text and "a library's warning" in text
