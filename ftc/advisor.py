@@ -142,6 +142,40 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
     return options, chosen
 
 
+def candidate_fixes(plan: Plan) -> list[str]:
+    """Changes that lower the memory a plan needs, each a single override (what a user would try first)."""
+    fixes = []
+    if plan.model.moe is not None and plan.method.target_parameters:
+        fixes.append("method.target_experts=false")
+    if plan.method.name in ("lora", "dora", "full"):
+        fixes.append("method=qlora")
+    if plan.method.name == "qlora":  # 16-bit LoRA shards across GPUs with ZeRO-3; 4-bit weights are not sharded here
+        fixes.append("method=lora")
+    if not plan.train.gradient_checkpointing:
+        fixes.append("train.gradient_checkpointing=true")
+    if plan.data.max_length >= 512:
+        fixes.append(f"data.max_length={plan.data.max_length // 2}")
+    return fixes
+
+
+def checked_fixes(overrides: list[str], options: list[Option]) -> list[tuple[str, Option]]:
+    """When no profile fits at the band's high end: each candidate change with the cheapest profile it makes fit
+    outright, found by compiling the experiment with the change on every profile (none is offered unchecked)."""
+    if not options or any(not o.why_not and not o.tight for o in options):
+        return []
+    found = []
+    for fix in candidate_fixes(options[0].plan):
+        fixed, chosen = advise([*overrides, fix])
+        if chosen is not None and not chosen.tight:
+            found.append((fix, chosen))
+    return found
+
+
+def fixes_text(fixes: list[tuple[str, Option]]) -> str:
+    return "\n".join(f"  - {fix}: fits {o.hardware} outright ({o.plan.memory.high_gb:.1f} GB at the band's high end "
+                     f"of {o.plan.memory.device_gb:.1f} GB), ${o.usd:.2f} in {o.hours:.2f} h" for fix, o in fixes)
+
+
 def decision(options: list[Option], chosen: Option) -> str:
     runner_up = next((o for o in options if o is not chosen and not o.why_not), None)
     line = (f"hardware={chosen.hardware} (hardware=auto: the cheapest of {len(options)} GPU profiles that fits and "
@@ -208,8 +242,17 @@ def resolve(argv: list[str]) -> tuple[list[str], Optional[tuple[list[Option], Op
                   + "\n  - ".join(differ), file=sys.stderr)
     else:
         options, chosen = advise(overrides)
+    fixes = [] if "-m" in argv or "--multirun" in argv else checked_fixes(overrides, options)
     if chosen is None:
         raise UserError("ftc: hardware=auto found no GPU profile that can run this experiment:\n" + table(options) +
-                        "\n  fix: method=qlora, a shorter data.max_length, or raise budget.max_usd / budget.max_hours")
+                        ("\n  changes that make one fit, each checked by compiling it:\n" + fixes_text(fixes)
+                         if fixes else "\n  fix: method=qlora, a shorter data.max_length, or raise budget.max_usd / "
+                                       "budget.max_hours"))
+    if chosen.tight:
+        print(f"ftc: hardware=auto: no GPU profile fits at the memory band's high end; {chosen.hardware} fits only "
+              "if the estimate holds (a run may OOM)."
+              + ("\n  changes that make one fit outright, each checked by compiling it:\n" + fixes_text(fixes)
+                 if fixes else " No single change of method, sequence length or checkpointing makes one fit.")
+              + f"\n  going on with the cheapest tight profile, {chosen.hardware}", file=sys.stderr)
     rest = [a for a in argv if a != AUTO and not a.startswith("launcher=")]
     return rest + list(chosen.overrides), (options, chosen)

@@ -103,3 +103,18 @@ def test_a_profile_where_it_fits_only_if_the_estimate_holds_ranks_after_every_on
     assert tight and fits and max(fits) < min(tight)
     assert chosen is not None and chosen.plan.memory.verdict == "fits"
     assert "l40s" in {options[i].hardware for i in tight}
+
+
+def test_when_no_profile_fits_at_the_bands_high_end_it_says_so_and_lists_checked_fixes():
+    """Qwen3-30B-A3B with QLoRA: every profile is tight at best (the 4-bit model is not sharded across GPUs). The
+    first line says so, and names the change that makes one fit outright, found by compiling it: 16-bit LoRA,
+    which ZeRO-3 shards over four 40 GB A100s. Mixtral with QLoRA fits nowhere: the refusal lists the same fix."""
+    r, plan = plan_json("model=qwen3_30b_a3b", "method=qlora")
+    assert r.returncode == 0, r.stderr
+    assert "no GPU profile fits at the memory band's high end" in r.stderr
+    assert "- method=lora: fits a100_40g_x4 outright" in r.stderr
+    assert f"going on with the cheapest tight profile, {plan['hardware']['name']}" in r.stderr
+    assert plan["memory"]["verdict"] == "tight"
+    r, _ = plan_json("model=mixtral_8x7b", "method=qlora")
+    assert r.returncode == 2 and "found no GPU profile" in r.stderr
+    assert "changes that make one fit, each checked by compiling it" in r.stderr and "- method=lora: fits " in r.stderr
