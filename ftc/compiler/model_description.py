@@ -197,6 +197,38 @@ def _decoder_layers(model: Any, count: Optional[int]) -> list[Any]:
     return best
 
 
+def _trainable_r1(config: Any, linear: dict[str, Any], experts: dict[str, Any]) -> int:
+    """PEFT's trainable count at rank 1 for these target names, on a model of ``config`` not yet adapted."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    peft = get_peft_model(model, LoraConfig(r=1, target_modules=sorted(linear) or None,
+                                            target_parameters=sorted(experts) or None, lora_dropout=0.0))
+    return sum(p.numel() for p in peft.parameters() if p.requires_grad)
+
+
+def fake_weights(model: Any, fake: Any) -> None:
+    """Every parameter and buffer of ``model`` (built on the meta device) replaced by a fake CPU tensor of its shape,
+    stride and dtype: code paths run as on the CPU, no memory is spent (PEFT cannot wrap inside FakeTensorMode, so
+    the model is built and wrapped on meta first)."""
+    import torch
+
+    def on_cpu(t: Any) -> Any:
+        with fake:
+            return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu")
+
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = torch.nn.Parameter(on_cpu(p), requires_grad=p.requires_grad)
+        for name, b in list(module._buffers.items()):
+            if b is not None:
+                module._buffers[name] = on_cpu(b)
+
+
 def _enter(inside: list[str], path: str, module: Any, args: Any) -> None:
     inside.append(path)
 
@@ -227,16 +259,7 @@ def _breaking_targets(config: Any, targets: list[str], experts: list[str], tries
                                    LoraConfig(r=1, target_modules=targets or None, target_parameters=experts or None,
                                               lora_dropout=0.0))
         fake = FakeTensorMode(allow_non_fake_inputs=True)
-        for module in model.modules():
-            for name, p in list(module._parameters.items()):
-                if p is not None:
-                    with fake:
-                        module._parameters[name] = torch.nn.Parameter(
-                            torch.empty_strided(p.size(), p.stride(), dtype=p.dtype), requires_grad=p.requires_grad)
-            for name, b in list(module._buffers.items()):
-                if b is not None:
-                    with fake:
-                        module._buffers[name] = torch.empty_strided(b.size(), b.stride(), dtype=b.dtype)
+        fake_weights(model, fake)
         inside: list[str] = []  # the LoRA layers whose forward has started and not finished
 
         hooks = []
@@ -372,21 +395,13 @@ def _build(model_dir: str) -> dict[str, Any]:
             left_out[name] = (f"PEFT rewrites '{name}' to the fused experts on {config.model_type} (its mixture-of-"
                               "experts target mapping), so no module of that name is adapted")
         linear = wrapped
-        # PEFT's count for the names training will pass (the ones it wrapped), on a model not yet adapted
-        with torch.device("meta"):
-            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-        peft = get_peft_model(fresh, LoraConfig(r=1, target_modules=sorted(linear) or None,
-                                                target_parameters=sorted(experts) or None, lora_dropout=0.0))
-        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
-    for name, why in _breaking_targets(config, sorted(linear), sorted(experts)).items():
+        trainable = _trainable_r1(config, linear, experts)  # for the names training will pass: the ones it wrapped
+    broken = _breaking_targets(config, sorted(linear), sorted(experts))
+    for name, why in broken.items():
         linear.pop(name, None)
         left_out[name] = why
-    if any("breaks" in why for why in left_out.values()):
-        with torch.device("meta"):
-            fresh = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-        peft = get_peft_model(fresh, LoraConfig(r=1, target_modules=sorted(linear) or None,
-                                                target_parameters=sorted(experts) or None, lora_dropout=0.0))
-        trainable = sum(p.numel() for p in peft.parameters() if p.requires_grad)
+    if broken:
+        trainable = _trainable_r1(config, linear, experts)
     return {"source": f"{type(model).__name__}, transformers {version('transformers')}, peft {version('peft')}",
             "model_type": config.model_type, "config": values, "total_params": total, "linear": linear,
             "left_out": left_out, "experts": experts, "routers": sorted(routers), "layer_kinds": kinds,

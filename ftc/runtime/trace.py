@@ -120,6 +120,7 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForCausalLM
 
+    from ftc.compiler.model_description import fake_weights
     from ftc.runtime.loss import decoder_of
     from ftc.runtime.model import DTYPES, lora_config, torch_dtype
 
@@ -143,18 +144,7 @@ def _trace(plan: Plan, micro: int, seq: int, start: float) -> TraceFacts:
 
         model = get_peft_model(model, lora_config(plan))
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-
-    def on_cpu(t: Any) -> Any:  # a fake CPU tensor of t's shape: CPU code paths (autocast...), no memory
-        with fake:
-            return torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu")
-
-    for module in model.modules():  # PEFT cannot wrap inside FakeTensorMode: wrap on meta, then make them fake
-        for name, p in list(module._parameters.items()):
-            if p is not None:
-                module._parameters[name] = torch.nn.Parameter(on_cpu(p), requires_grad=p.requires_grad)
-        for name, b in list(module._buffers.items()):
-            if b is not None:
-                module._buffers[name] = on_cpu(b)
+    fake_weights(model, fake)  # CPU code paths (autocast...), no memory
     model.train()
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     saved: dict[int, int] = {}
