@@ -78,12 +78,11 @@ def command_help(command: str) -> str:
 
 def _keys() -> Iterator[str]:
     """``section.key`` for every field of every section of the schema, nested sections included."""
+    from ftc.compiler.frontend import _field_type
     from ftc.config.schema import Config
 
     def walk(node: object, prefix: str) -> Iterator[str]:
         for f in dataclasses.fields(node):  # type: ignore[arg-type]
-            from ftc.compiler.frontend import _field_type
-
             kind = _field_type(f)
             if dataclasses.is_dataclass(kind):
                 yield from walk(kind, f"{prefix}{f.name}.")
