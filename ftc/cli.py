@@ -55,7 +55,9 @@ def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:
     from ftc.config.schema import register
 
     register()
-    sys.argv = [sys.argv[0]] + _with_extra_overrides(argv, extra)
+    from ftc.compiler.frontend import with_open_mappings
+
+    sys.argv = [sys.argv[0]] + _with_extra_overrides(with_open_mappings(argv), extra)
     full_error = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its composition errors instead of printing them: ftc says them
     try:
@@ -140,6 +142,10 @@ def _plan(argv: list[str]) -> None:
             plan, facts = compile_with_facts(cfg, _choice(advice))
             if trace and not plan.errors:
                 plan = _traced(cfg, plan, facts, _choice(advice))
+        if not as_json and any(f.key.startswith("data.") for f in plan.findings if f.severity == "error"):
+            # Steps, memory and price computed from rows that failed their checks would be numbers about nothing.
+            print(errors_text(plan), file=sys.stderr)
+            raise SystemExit(2)
         print(plan.to_json() if as_json else plan_table(plan))
         if card_dir:
             print(f"data card: {data_card(plan, facts, card_dir, cfg.model.chars_per_token)}", file=sys.stderr)

@@ -58,7 +58,12 @@ class DataFacts:
     """Characters of the first ``TOKEN_SAMPLE`` rows (the histogram's estimate without a tokenizer)."""
     problems: tuple[str, ...] = ()
     """Malformed rows (``ftc train`` would refuse the file): the first ones as ``file:line: what``, then how many
-    more."""
+    more; rows that ``mapping`` reads are left out."""
+    mapping: tuple[tuple[str, str], ...] = ()
+    """The ``data.*`` overrides that read the rows lacking their format's fields (the file names them otherwise:
+    ``data.fields.instruction=question``), proposed from the file's columns; empty when none is found."""
+    mapping_line: Optional[str] = None
+    """What the mapping fixes: how many rows, what they lack, the file's columns."""
 
 
 @dataclass(frozen=True)
@@ -409,7 +414,7 @@ def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fi
                       template: str, tokenizer_file: Optional[str], tokenizer_stamp: Optional[int]) -> DataFacts:
     """``data_facts`` of a local file; size and mtimes are in the key so that an edited file is read again."""
     fields = dict(fields)
-    problems = RowProblems(resolved)
+    problems = RowProblems(resolved, fmt, fields)
     rows = empty = chars = sampled = longest = counted = total = 0
     texts: list[tuple[str, str, int]] = []
     row_chars: list[int] = []
@@ -433,7 +438,8 @@ def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fi
     facts = DataFacts(path=resolved, exists=True, rows=rows + problems.count,
                       mean_chars=chars / sampled if sampled else 0.0, max_chars=longest, empty_rows=empty,
                       completion_share=counted / total if total else None,
-                      problems=tuple(problems.lines()), row_chars=tuple(row_chars))
+                      problems=tuple(problems.lines(with_mapping=False)), row_chars=tuple(row_chars),
+                      mapping=tuple((problems.mapping() or {}).items()), mapping_line=problems.mapping_line(with_fix=False))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:
         lengths, completion = counts

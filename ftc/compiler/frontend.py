@@ -116,6 +116,17 @@ def _field_type(f: object) -> object:
     return getattr(schema, kind, None) if isinstance(kind, str) else kind  # annotations are strings in schema.py
 
 
+# Config fields that are open mappings (their keys are the user's: column names, trainer arguments): a key set on
+# them is added whether or not the default holds it, so `data.fields.instruction=question` works as printed.
+OPEN_MAPPINGS = ("data.fields.", "train.trainer_kwargs.")
+
+
+def with_open_mappings(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` with each plain ``<open mapping>.<key>=value`` made Hydra's add-or-set (``++``): Hydra's
+    struct mode otherwise refuses a key the default mapping lacks ("Key 'instruction' is not in struct")."""
+    return [f"++{o}" if o.startswith(OPEN_MAPPINGS) and "=" in o else o for o in overrides]
+
+
 def compose(overrides: Sequence[str] = ()) -> Any:
     """The composed DictConfig of ``ftc plan <overrides>`` (conf/, recipes/ and the user's presets)."""
     from hydra import compose as hydra_compose
@@ -126,7 +137,7 @@ def compose(overrides: Sequence[str] = ()) -> Any:
     register()
     with initialize_config_module(config_module="ftc.conf", version_base="1.3"):
         try:
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose(config_name="config", overrides=with_open_mappings(overrides))
         except Exception as e:  # noqa: BLE001 - only Hydra's and OmegaConf's own errors are config mistakes
             mistake = config_mistake(e, overrides)
             if mistake is None:

@@ -722,6 +722,8 @@ def data_files(cfg, facts, draft):
             yield error(key, f"{f.path}: {f.error}", "a UTF-8 jsonl/json/csv/parquet file")
         elif f.rows == 0:
             yield error(key, f"{f.path} has no rows", "a file with examples")
+        if f.mapping:  # the file names the format's fields otherwise: one override, as printed, reads them
+            yield error(f.mapping[0][0], f.mapping_line, " ".join(f"{k}={v}" for k, v in f.mapping))
         fmt = FORMATS.get(cfg.data.format)
         expects = f"format={cfg.data.format} rows have {', '.join(fmt.required)}" if fmt else ""
         for line in f.problems:  # the same row checks `ftc train` runs: every bad row, capped, with a count

@@ -239,7 +239,8 @@ class DataConfig:
     """alpaca | chat | prompt_completion | text | preference ({prompt, chosen, rejected}, or chosen/rejected message
     lists)"""
     fields: Dict[str, str] = field(default_factory=dict)
-    """Field mapping from the format's names to your file's column names, e.g. ``{output: answer}``."""
+    """Field mapping from the format's names to your file's column names: ``data.fields.output=answer`` (no ``+``
+    needed). When rows lack the format's names, ``ftc plan`` proposes the mapping from the file's columns."""
     template: str = checked("alpaca", choices=("alpaca", "plain"))
     """Prompt template for alpaca data: alpaca | plain."""
     max_length: Optional[int] = checked(None, ge=1)

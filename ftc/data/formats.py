@@ -111,6 +111,11 @@ class RowError(ValueError):
     """The row does not have the shape its format needs (reported with file:line by the caller)."""
 
 
+class MissingField(RowError):
+    """A required field's column is absent from the row (or null): the file may name it otherwise
+    (``propose_fields``)."""
+
+
 class EmptyRow(ValueError):
     """The row has the right shape but nothing to learn from (dropped and counted)."""
 
@@ -119,9 +124,64 @@ def _field(row: dict[str, Any], name: str, fields: dict[str, str], required: boo
     column = fields.get(name, name)
     if column not in row or row[column] is None:
         if required:
-            raise RowError(f"missing field '{column}'" + (f" (mapped from {name})" if column != name else ""))
+            raise MissingField(f"missing field '{column}'" + (f" (mapped from {name})" if column != name else ""))
         return None
     return row[column]
+
+
+# Column names public datasets give a format's fields (Alpaca, Dolly, SQuAD-style QA, OpenAI fine-tuning files,
+# TRL's conventional names), in the order they are tried; the field's own name comes first.
+COLUMN_NAMES = {
+    "instruction": ("question", "prompt", "query", "problem", "input_text", "task"),
+    "input": ("context", "passage"),
+    "output": ("answer", "response", "completion", "target", "solution", "output_text"),
+    "prompt": ("question", "instruction", "query", "input_text"),
+    "completion": ("answer", "response", "output", "target"),
+    "messages": ("conversation", "conversations", "dialog", "dialogue", "chat"),
+    "text": ("content", "document", "body"),
+    "chosen": ("preferred", "accepted", "winner"),
+    "rejected": ("dispreferred", "loser"),
+    "label": ("is_good", "desirable", "thumbs_up"),
+}
+
+
+def propose_fields(fmt: str, fields: dict[str, str], columns: tuple[str, ...]) -> Optional[dict[str, str]]:
+    """The ``data.*`` overrides that make rows with ``columns`` readable: another format when the columns are its own
+    field names (``prompt, completion`` under format=alpaca), else the configured format with its fields mapped to
+    the file's names (``COLUMN_NAMES``, matched up to case) when that covers every required field; empty when the
+    columns already are the format's; None when nothing fits."""
+    by_fold = {c.lower(): c for c in columns}
+
+    def mapping(name: str, taken: set[str]) -> Optional[str]:
+        given = fields.get(name)
+        for candidate in ((given,) if given else ()) + (name,) + COLUMN_NAMES.get(name, ()):
+            column = by_fold.get(candidate.lower())
+            if column is not None and column not in taken:
+                return column
+        return None
+
+    def fit(f: str, exact: bool) -> Optional[dict[str, str]]:
+        spec, taken, found = FORMATS[f], set(), {}
+        for name in spec.required + spec.optional:
+            column = by_fold.get(name) if exact else mapping(name, taken)
+            if column is None:
+                if name in spec.required:
+                    return None
+                continue
+            taken.add(column)
+            found[name] = column
+        return found
+
+    if fmt in FORMATS and fit(fmt, exact=True) is not None:
+        return {}  # the columns are the format's own: the rows lack values, not names
+    others = [(len(found), other) for other in FORMATS if other != fmt
+              for found in [fit(other, exact=True)] if found is not None]
+    if others:  # another format's own names (prompt, completion): the file is in that format
+        return {"data.format": max(others)[1]}  # the one that reads the most columns
+    found = fit(fmt, exact=False) if fmt in FORMATS else None
+    if found is not None:
+        return {f"data.fields.{name}": column for name, column in found.items() if column != name}
+    return None
 
 
 def _text(value: Any, name: str) -> str:

@@ -15,31 +15,75 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from ftc.data.formats import EmptyRow, RowError, check_row
+from ftc.data.formats import FORMATS, EmptyRow, MissingField, RowError, check_row, propose_fields
 from ftc.errors import DataError
 from ftc.paths import resolve_path
 
 MAX_SHOWN = 10
+MAX_COLUMN_SETS = 8  # distinct column sets among rows lacking a field: past it, no one mapping is proposed
 CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) refuses a long document in one cell
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
 @dataclass
 class RowProblems:
-    """Malformed rows of one file: the first ``MAX_SHOWN`` as ``file:line: what``, and how many in all."""
+    """Malformed rows of one file: the first ``MAX_SHOWN`` as ``file:line: what``, and how many in all. Rows that
+    lack a field of their format are also counted apart, with the first such row's columns: when the file names
+    the fields otherwise, one proposed mapping (``mapping``) replaces their lines."""
 
     path: str
-    shown: list[str] = field(default_factory=list)
+    fmt: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
     count: int = 0
+    missing: int = 0
+    """Rows without a required field's column."""
+    columns: dict[tuple[str, ...], int] = field(default_factory=dict)
+    """The column sets of the rows that lacked a field, with their counts (at most ``MAX_COLUMN_SETS``)."""
+    _shown: list[tuple[bool, str]] = field(default_factory=list)
 
-    def add(self, line: int, what: str) -> None:
+    def add(self, line: int, what: Union[str, RowError], row: Any = None) -> None:
         self.count += 1
-        if len(self.shown) < MAX_SHOWN:
-            self.shown.append(f"{self.path}:{line}: {what}")
+        missing = isinstance(what, MissingField)
+        if missing:
+            self.missing += 1
+            names = tuple(str(k) for k in row) if isinstance(row, dict) else ()
+            if names in self.columns or len(self.columns) < MAX_COLUMN_SETS:
+                self.columns[names] = self.columns.get(names, 0) + 1
+        if sum(1 for m, _ in self._shown if m == missing) < MAX_SHOWN:  # enough of each kind to show either
+            self._shown.append((missing, f"{self.path}:{line}: {what}"))
 
-    def lines(self) -> list[str]:
-        more = [f"... and {self.count - len(self.shown)} more"] if self.count > len(self.shown) else []
-        return self.shown + more
+    def mapping(self) -> Optional[dict[str, str]]:
+        """The overrides that make every row lacking a field readable (``formats.propose_fields`` proposes the same
+        for each of their column sets), or None."""
+        if not self.missing or not self.fmt or sum(self.columns.values()) != self.missing:
+            return None
+        proposals = {tuple(sorted((propose_fields(self.fmt, self.fields, c) or {}).items())) for c in self.columns}
+        return dict(next(iter(proposals))) if len(proposals) == 1 and () not in proposals else None
+
+    def mapping_line(self, with_fix: bool = True) -> Optional[str]:
+        """One line for every row a mapping fixes: how many, what they lack, the file's columns (and the overrides
+        when ``with_fix``)."""
+        proposed = self.mapping()
+        if proposed is None:
+            return None
+        if "data.format" in proposed:
+            what = f"are not {self.fmt} rows"
+        else:
+            columns = next(iter(self.columns))
+            lacking = [n for n in FORMATS[self.fmt].required if self.fields.get(n, n) not in columns]
+            what = f"have no {'/'.join(lacking)} column{'s' if len(lacking) > 1 else ''} (format={self.fmt})"
+        n = self.missing
+        fix = f"; {' '.join(f'{k}={v}' for k, v in proposed.items())} reads them" if with_fix else ""
+        return f"{self.path}: {n} row{'s' if n > 1 else ''} {what}; their columns: {' | '.join(', '.join(c) for c in self.columns)}{fix}"
+
+    def lines(self, with_mapping: bool = True) -> list[str]:
+        """The problems to show: the mapping's line (unless ``with_mapping`` is False) in place of the rows it
+        fixes, then the others."""
+        mapped = self.mapping() is not None
+        shown = [text for missing, text in self._shown if not (mapped and missing)][:MAX_SHOWN]
+        hidden = self.count - (self.missing if mapped else 0) - len(shown)
+        head = [self.mapping_line()] if mapped and with_mapping else []
+        return head + shown + ([f"... and {hidden} more"] if hidden else [])
 
 
 def _open_binary(path: str):
@@ -177,7 +221,7 @@ def checked_rows(path: str, fmt: str, fields: dict[str, str],
     nothing to learn from (the caller counts it); malformed rows go to ``problems``."""
     for line, row in read_rows(path):
         if isinstance(row, RowError):
-            problems.add(line, str(row))
+            problems.add(line, row)
             continue
         try:
             values = check_row(row, fmt, fields)
@@ -185,7 +229,7 @@ def checked_rows(path: str, fmt: str, fields: dict[str, str],
             yield row, None
             continue
         except RowError as e:
-            problems.add(line, str(e))
+            problems.add(line, e, row)
             continue
         yield row, values
 

@@ -159,12 +159,12 @@ def select(settings: Settings) -> Selection:
 
 
 def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel: Selection) -> list[Example]:
-    problems = sel.problems.setdefault(role, RowProblems(path))
+    problems = sel.problems.setdefault(role, RowProblems(path, settings.format, fields))
     examples, rows = [], 0
     for line, row in read_rows(path):
         rows += 1
         if isinstance(row, RowError):
-            problems.add(line, str(row))
+            problems.add(line, row)
             continue
         try:
             values = check_row(row, settings.format, fields)
@@ -172,7 +172,7 @@ def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel:
             sel.dropped["empty"] += 1
             continue
         except RowError as e:
-            problems.add(line, str(e))
+            problems.add(line, e, row)
             continue
         example = Example(role, path, line, row, values)
         if _personal_data(example, settings, fields, sel):

@@ -219,6 +219,26 @@ def test_bad_data_files_are_refused_in_one_line_naming_the_file(tmp_path):
         assert r.returncode == 2 and "Traceback" not in out and says in out and name in out, (name, out[-1500:])
 
 
+def test_a_csv_with_its_own_column_names_gets_one_override_that_works_as_printed(tmp_path):
+    import csv
+    import re
+
+    path = tmp_path / "qa.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["question", "answer"])
+        w.writerows([f"What is {i} plus {i % 7}?", str(i + i % 7)] for i in range(300))
+    r = ftc("plan", "data=file", f"data.path={path}", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+    assert r.stdout == ""  # no steps, memory or price computed from rows that failed their checks
+    problems = [line for line in r.stderr.splitlines() if line.startswith("  - ")]
+    assert len(problems) == 1 and "300 rows have no instruction/output columns" in problems[0], r.stderr
+    fix = re.search(r"\(fix: (.*)\)$", problems[0]).group(1)
+    assert fix == "data.fields.instruction=question data.fields.output=answer"
+    r = ftc("plan", "data=file", f"data.path={path}", *fix.split(), cwd=tmp_path)
+    assert r.returncode == 0 and "errors:" not in r.stdout, r.stdout[-1500:] + r.stderr[-1500:]
+
+
 @pytest.mark.parametrize("override,key", [
     ("method.target_modules=[1,2]", "method.target_modules"),
     ("train.epochs=inf", "train.epochs"),
