@@ -439,7 +439,8 @@ def _local_data_facts(resolved: str, file_size: int, mtime_ns: int, fmt: str, fi
                       mean_chars=chars / sampled if sampled else 0.0, max_chars=longest, empty_rows=empty,
                       completion_share=counted / total if total else None,
                       problems=tuple(problems.lines(with_mapping=False)), row_chars=tuple(row_chars),
-                      mapping=tuple((problems.mapping() or {}).items()), mapping_line=problems.mapping_line(with_fix=False))
+                      mapping=tuple((problems.mapping() or {}).items()),
+                      mapping_line=problems.mapping_line(with_fix=False))
     counts = _count_tokens(tokenizer_file, texts) if texts else None
     if counts:
         lengths, completion = counts

@@ -74,7 +74,8 @@ class RowProblems:
             what = f"have no {'/'.join(lacking)} column{'s' if len(lacking) > 1 else ''} (format={self.fmt})"
         n = self.missing
         fix = f"; {' '.join(f'{k}={v}' for k, v in proposed.items())} reads them" if with_fix else ""
-        return f"{self.path}: {n} row{'s' if n > 1 else ''} {what}; their columns: {' | '.join(', '.join(c) for c in self.columns)}{fix}"
+        columns = " | ".join(", ".join(c) for c in self.columns)
+        return f"{self.path}: {n} row{'s' if n > 1 else ''} {what}; their columns: {columns}{fix}"
 
     def lines(self, with_mapping: bool = True) -> list[str]:
         """The problems to show: the mapping's line (unless ``with_mapping`` is False) in place of the rows it
