@@ -136,6 +136,7 @@ def _plan(argv: list[str]) -> None:
 
     def task(cfg) -> None:
         from ftc.compiler.frontend import compile_with_facts, data_card
+        from ftc.hub import download_note
         from ftc.render import errors_text, plan_table
 
         with exit_on_error():
@@ -147,6 +148,9 @@ def _plan(argv: list[str]) -> None:
             print(errors_text(plan), file=sys.stderr)
             raise SystemExit(2)
         print(plan.to_json() if as_json else plan_table(plan))
+        note = None if plan.errors else download_note(facts.weights_missing, plan.model.params, facts.model_config)
+        if note:
+            print(note, file=sys.stderr)
         if card_dir:
             print(f"data card: {data_card(plan, facts, card_dir, cfg.model.chars_per_token)}", file=sys.stderr)
         if plan.errors:
@@ -250,6 +254,11 @@ def run_task(cfg: Any, advice: Any = None) -> dict[str, Any]:
         plan = prepare_run_dir(OmegaConf.to_container(cfg, resolve=True), plan, run_dir)
         if warnings_text(plan):  # what `ftc plan` would have warned about, before any weight is loaded
             print(warnings_text(plan), file=sys.stderr)
+        from ftc.hub import download_note
+
+        note = download_note(facts.weights_missing, plan.model.params, facts.model_config)
+        if note:  # the size before huggingface_hub's progress bars (offline: the load refuses in one line)
+            print(note, file=sys.stderr)
         if hc.mode == RunMode.MULTIRUN:
             from ftc.config.launchers import LAUNCHER_KINDS
             from ftc.sweep.trial import run_trial

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -208,6 +207,9 @@ class Facts:
     trainer_fields: Optional[frozenset[str]] = None
     """The keywords the objective's TRL config class accepts (read from the installed TRL's source,
     ``library_source``); None when TRL is not installed here."""
+    weights_missing: Optional[str] = None
+    """The hub id whose weights are not on disk yet (``ftc train`` downloads them); None when they are, or the model
+    is not a hub id."""
     packages: dict[str, bool] = field(default_factory=dict)
     """Optional packages installed here (``importlib.util.find_spec``, nothing imported): flash_attn, liger_kernel,
     tensorboard, wandb, mlflow. The compiler decides kernels and loggers from them."""
@@ -223,21 +225,27 @@ def load_families() -> dict[str, Any]:
     return yaml.safe_load(files("ftc.conf").joinpath("families.yaml").read_text())
 
 
-def find_model_dir(path: str) -> Optional[Path]:
-    """A local model directory, the Hugging Face cache snapshot of a hub id (no download), or the config.json ftc
-    ships for a catalog hub id: the directory holding config.json."""
+def find_model_dir(path: str, revision: Optional[str] = None) -> Optional[Path]:
+    """A local model directory, the Hugging Face cache's snapshot of a hub id at ``revision`` (huggingface_hub
+    resolves the ref; nothing is downloaded), or the config.json ftc ships for a catalog hub id: the directory
+    holding config.json."""
+    from ftc import hub
+
     if path.startswith("ftc:"):
         return None
     local = Path(path).expanduser()
-    candidates = [local]
-    if not local.exists() and path.count("/") == 1:
-        hub_home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface"))
-                        / "hub").expanduser()
-        repo = hub_home / ("models--" + path.replace("/", "--"))
-        candidates += sorted(p.parent for p in repo.glob("snapshots/*/config.json"))
-        # not downloaded: the config.json ftc ships for the catalog's hub ids (ftc/assets/models/<org>--<name>)
-        candidates.append(Path(resolve_path("ftc:models/" + path.replace("/", "--"))))
-    return next((c for c in candidates if (c / "config.json").is_file()), None)
+    if (local / "config.json").is_file():
+        return local
+    if not hub.is_hub_id(path):
+        return None
+    cached = hub.cached_snapshot(path, revision)
+    if cached is not None:
+        return cached
+    # not downloaded: the config.json ftc ships for the catalog's hub ids (ftc/assets/models/<org>--<name>)
+    shipped = Path(resolve_path("ftc:models/" + path.replace("/", "--")))
+    if (shipped / "config.json").is_file():
+        return shipped
+    return hub.fetch_config(path, revision)[0]  # any other id: its config and tokenizer, never its weights
 
 
 def find_model_config(path: str) -> Optional[dict]:
@@ -482,7 +490,8 @@ def _remote_facts(uri: str) -> DataFacts:
 
 def gather(cfg: Any) -> Facts:
     """Facts for a typed or DictConfig experiment."""
-    model_dir = find_model_dir(cfg.model.path) if _is_set(cfg.model, "path") else None
+    model_dir = find_model_dir(cfg.model.path, getattr(cfg.model, "revision", None)) \
+        if _is_set(cfg.model, "path") else None
     model_config = find_model_config(str(model_dir)) if model_dir else None
     text = (model_config or {}).get("text_config", model_config or {})
     families = load_families()
@@ -516,7 +525,12 @@ def gather(cfg: Any) -> Facts:
     from ftc.config.objectives import TRAINERS
 
     trainer = TRAINERS.get(getattr(cfg.objective, "trainer", None))
+    from ftc import hub
+
+    path = str(cfg.model.path) if _is_set(cfg.model, "path") else ""
+    missing = path if hub.is_hub_id(path) and not (model_dir is not None and hub.weights_on_disk(model_dir)) else None
     return Facts(model_config=model_config, weights=weights, adapter=adapter, data=data, families=families,
+                 weights_missing=missing,
                  reward_problems=rewards, selection=selection, language_codes=codes,
                  packages=installed_packages(), tokenizer=tokenizer_what, description=description,
                  trainer_fields=trl_config_fields(trainer.trl) if trainer and cfg.train.trainer_kwargs else None)

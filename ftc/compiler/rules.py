@@ -357,9 +357,12 @@ def start_adapter(cfg, facts, draft):
 @rule
 def architecture_known(cfg, facts, draft):
     if draft.arch is None:
-        yield error("model.path", f"architecture of '{cfg.model.path}' unknown: config.json not found locally and "
-                    "the model YAML gives no numbers", "download the model first, give a local path, "
-                    "or pick a catalog model (model=llama3_8b ...)")
+        from ftc import hub
+
+        path = str(cfg.model.path)
+        why = hub.fetch_config(path, cfg.model.revision)[1] if hub.is_hub_id(path) else "no config.json there"
+        yield error("model.path", f"architecture of '{path}' unknown: {why}", "download the model first (`hf "
+                    "download <id>`), give a local directory, or pick a catalog model (model=llama3_8b ...)")
 
 
 @rule

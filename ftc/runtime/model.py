@@ -45,7 +45,14 @@ def tiny_path(spec: ModelSpec) -> str:
 
 
 def model_path(spec: ModelSpec) -> str:
-    return tiny_path(spec) if spec.path == "ftc:tiny" else spec.path
+    """The directory the model loads from: the offline tiny model, a local directory, or a hub id's snapshot in the
+    Hugging Face cache, downloaded first when its weights are not there (``ftc.hub.download``: one line when it
+    cannot be had)."""
+    if spec.path == "ftc:tiny":
+        return tiny_path(spec)
+    from ftc import hub
+
+    return str(hub.download(spec.path, spec.revision)) if hub.is_hub_id(spec.path) else spec.path
 
 
 def load_tokenizer(plan: Plan, path: Optional[str] = None) -> Any:

@@ -41,7 +41,8 @@ def _config(plan: Plan) -> Any:
                            tie_word_embeddings=spec.tie_word_embeddings)
     from ftc.compiler.facts import find_model_dir
 
-    found = find_model_dir(spec.path)  # a local dir, the HF cache, or the config.json ftc ships for a catalog id
+    # a local dir, the HF cache, or the config.json ftc ships for a catalog id
+    found = find_model_dir(spec.path, spec.revision)
     try:
         return AutoConfig.from_pretrained(str(found) if found else spec.path, revision=None if found else spec.revision,
                                           trust_remote_code=spec.trust_remote_code)
