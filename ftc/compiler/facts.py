@@ -21,7 +21,7 @@ from ftc import secrets
 from ftc.compiler.model_description import describe
 from ftc.config.launchers import OPTIONAL_PACKAGES
 from ftc.data.formats import completion_chars, plain_prompt_completion
-from ftc.data.load import RowProblems, checked_rows
+from ftc.data.load import RowProblems, checked_rows, data_path
 from ftc.errors import DataError
 from ftc.paths import resolve_path
 from ftc.plan import DataQuality
@@ -403,7 +403,13 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
 
     A file is read once per process for the same (contents' size and mtime, format, fields, template, tokenizer):
     ``hardware=auto`` compiles the experiment for every profile and a sweep for every trial."""
-    resolved = resolve_path(path)
+    if secrets.find(path):  # refused by rules.secrets_in_config; never sent anywhere
+        return DataFacts(path=secrets.mask(path), exists=False, remote="://" in path,
+                         error="not read: the path holds credentials")
+    try:
+        resolved = data_path(path)
+    except DataError as e:  # a hub dataset that cannot be had: what is missing and how to get it
+        return DataFacts(path=path, exists=False, error=str(e))
     if secrets.find(resolved):  # refused by rules.secrets_in_config; never sent anywhere
         return DataFacts(path=secrets.mask(resolved), exists=False, remote="://" in resolved,
                          error="not read: the path holds credentials")
@@ -577,8 +583,8 @@ def selection_facts(data: Any, seed: int, tokenizer: Optional[str] = None, chat_
     from ftc.data.select import Settings
 
     settings = Settings.of(data, seed)
-    stamps = tuple((p, Path(resolve_path(p)).stat().st_size, Path(resolve_path(p)).stat().st_mtime_ns)
-                   for _, p in settings.paths)
+    local = {p: data_path(p) for _, p in settings.paths}  # a hub split: its file in the cache
+    stamps = tuple((p, Path(local[p]).stat().st_size, Path(local[p]).stat().st_mtime_ns) for _, p in settings.paths)
     tokenizer_stamps = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in _tokenizer_files(tokenizer))
     return _selection_facts(settings, stamps, data.template, tokenizer, tokenizer_stamps, chat_template)
 
@@ -609,7 +615,7 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
     for f in _tokenizer_files(tokenizer):  # the tokens are counted with these
         h.update(f.read_bytes())
     for path, _, _ in stamps:
-        with open(resolve_path(path), "rb") as f:
+        with open(data_path(path), "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     entry = cache_root() / "selection" / f"{h.hexdigest()[:24]}.json"

@@ -578,7 +578,7 @@ def uri_problem(path: str) -> Optional[str]:
     from urllib.parse import urlsplit
 
     scheme = re.match(r"^([a-z][a-z0-9+.-]{1,31}):(/*)", path, re.I)
-    if not scheme or scheme.group(1) == "ftc":  # ftc:sample/... names a built-in set
+    if not scheme or scheme.group(1) in ("ftc", "hub"):  # ftc:sample/... a built-in set; hub:org/set a hub dataset
         return None
     if scheme.group(2) != "//":
         return f"'{path}' is not a URI: its scheme needs two slashes ({scheme.group(1)}://<bucket>/<prefix>)"
@@ -719,6 +719,9 @@ def data_files(cfg, facts, draft):
                        else "steps, time and cost are unknown (0) until you give the row count")
             yield warning(key, f"cannot check {f.path} before launch ({f.error}); {assumed}",
                           "data.num_rows=<rows in the file>")
+        elif not f.exists and f.path.startswith("hub:") and f.error and "; fix: " in f.error:
+            said, fix = f.error.rsplit("; fix: ", 1)  # a hub dataset: the fix is the one its reader names
+            yield error(key, f"{f.path}: {said}", fix)
         elif not f.exists:
             yield error(key, f"{f.path}: {f.error or 'not found'}", f"{key}=<an existing jsonl/json/csv/parquet file>")
         elif f.error:

@@ -228,9 +228,21 @@ class ObjectiveConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    """Short name shown in plans and reports."""
+    """Short name shown in plans and reports; with ``data=hub``, the Hugging Face dataset id (``org/name``)."""
     path: str = MISSING
-    """File (jsonl/json/csv/parquet), local or fsspec URI (s3://, gs://...). ``ftc:sample`` is the built-in set."""
+    """File (jsonl/json/csv/parquet), local or fsspec URI (s3://, gs://...). ``ftc:sample`` is the built-in set.
+    ``hub`` (what ``data=hub`` sets): the split ``data.split`` of the hub dataset ``data.name``, read through
+    huggingface_hub (``hub:org/name?split=train``, which may also be given directly)."""
+    subset: Optional[str] = None
+    """data=hub: the dataset's subset (its card's config name, else a folder of the repository); null: the default."""
+    split: str = "train"
+    """data=hub: the split trained on (its held-out splits: validation_split, test_split)."""
+    validation_split: Optional[str] = None
+    """data=hub: a split used as the validation set; null: split off the training split (validation_fraction)."""
+    test_split: Optional[str] = None
+    """data=hub: a split used as the test set; null: split off the training split (test_fraction)."""
+    revision: Optional[str] = None
+    """data=hub: the dataset's revision (branch, tag or commit) to pin."""
     validation_path: Optional[str] = None
     """Optional separate validation file; otherwise split from ``path``."""
     test_path: Optional[str] = None
@@ -281,6 +293,27 @@ class DataConfig:
     tokens_per_example: Optional[int] = checked(None, ge=1)
     """Mean tokens per example (template and EOS included), when ftc cannot count them with the model's tokenizer
     (a remote file, a hub model not on disk); used by estimates instead of the characters-per-token guess."""
+
+    def __post_init__(self) -> None:
+        """``data=hub``: the paths are the hub dataset's splits (``hub_path``), so every reader takes them as files."""
+        if self.path == "hub" and isinstance(self.name, str) and self.name != MISSING:
+            self.path = hub_path(self.name, self.split, self.subset, self.revision)
+            if self.validation_split and not self.validation_path:
+                self.validation_path = hub_path(self.name, self.validation_split, self.subset, self.revision)
+            if self.test_split and not self.test_path:
+                self.test_path = hub_path(self.name, self.test_split, self.subset, self.revision)
+
+
+HUB_SCHEME = "hub:"
+
+
+def hub_path(name: str, split: str, subset: Optional[str] = None, revision: Optional[str] = None) -> str:
+    """The data path of one split of a Hugging Face dataset: ``hub:org/name?split=train[&subset=..][&revision=..]``
+    (read by ``ftc.data.hub_data``)."""
+    from urllib.parse import urlencode
+
+    query = urlencode([(k, v) for k, v in (("split", split), ("subset", subset), ("revision", revision)) if v])
+    return f"{HUB_SCHEME}{name}?{query}"
 
 
 @dataclass

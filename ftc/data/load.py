@@ -130,9 +130,18 @@ def _suffix(path: str) -> str:
 Row = Union[dict[str, Any], RowError]
 
 
+def data_path(path: str) -> str:
+    """The file a data path names, as this machine reads it: a hub dataset's split (``hub:org/set?split=train``,
+    ``ftc.data.hub_data``) downloaded or found in the Hugging Face cache, an asset of ftc's, a URI as it is, else
+    the absolute path."""
+    from ftc.data import hub_data
+
+    return hub_data.local_file(path) if path.startswith(hub_data.SCHEME) else resolve_path(path)
+
+
 def read_rows(path: str) -> Iterator[tuple[int, Row]]:
     """Yields (line number, row), or (line number, RowError) for a line that is not a JSON object in UTF-8."""
-    path = resolve_path(path)
+    path = data_path(path)
     suffix = _suffix(path)
     try:
         if suffix == ".jsonl":

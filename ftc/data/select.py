@@ -20,8 +20,7 @@ from typing import Any, Optional
 
 from ftc.data import quality
 from ftc.data.formats import EmptyRow, RowError, check_row, near_key
-from ftc.data.load import MAX_SHOWN, RowProblems, read_rows
-from ftc.paths import resolve_path
+from ftc.data.load import MAX_SHOWN, RowProblems, data_path, read_rows
 from ftc.plan import DataQuality
 
 ROLES = ("test", "validation", "train")
@@ -135,7 +134,7 @@ def select(settings: Settings) -> Selection:
     for role in ROLES:
         path = dict(settings.paths).get(role)
         if path:
-            read[role] = _read(role, resolve_path(path), settings, fields, sel)
+            read[role] = _read(role, data_path(path), settings, fields, sel)
     if any(p.count for p in sel.problems.values()):
         return sel
     pool = [ex for role in ROLES for ex in read.get(role, [])]

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from ftc.data.formats import row_prompt_style, to_texts
-from ftc.data.load import problems_message
+from ftc.data.load import data_path, problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
 from ftc.errors import DataError
-from ftc.paths import atomic_path, cache_root, resolve_path
+from ftc.paths import atomic_path, cache_root
 from ftc.plan import DataSpec
 
 CACHE_VERSION = 3  # 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
@@ -69,7 +69,7 @@ class Splits:
 
 
 def _file_fingerprint(path: str) -> str:
-    resolved = resolve_path(path)
+    resolved = data_path(path)
     if "://" in resolved:
         try:
             import fsspec
@@ -235,7 +235,7 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
     train, validation, test = ([_example(ex, spec, tokenizer) for ex in sel.splits[role] or []]
                                for role in ("train", "validation", "test"))
     if not train:
-        raise DataError(f"{resolve_path(spec.path)}: no training examples left after validation and splitting")
+        raise DataError(f"{data_path(spec.path)}: no training examples left after validation and splitting")
 
     parts = {"train": train, "validation": validation, "test": test}
     tokenized = {}

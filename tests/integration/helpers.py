@@ -61,3 +61,27 @@ def wait_for_logged_steps(run: Path, steps: int, seconds: float) -> None:
         if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= steps:
             return
         time.sleep(0.2)
+
+
+def hub_dataset(home: Path, repo: str, files: dict[str, list[dict]], card: str | None = None,
+                sha: str = "d" * 40) -> Path:
+    """``home``/hub holding the dataset ``repo`` at refs/main as huggingface_hub stores a download: ``files`` by
+    path in the repository (``.parquet`` written with pyarrow, else JSONL) and a README.md with ``card`` (a YAML
+    header) when given. Read with HF_HOME=home and HF_HUB_OFFLINE=1, an id resolves exactly as after a download."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo_dir = home / "hub" / ("datasets--" + repo.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / sha
+    for name, rows in files.items():
+        target = snapshot / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".parquet"):
+            pq.write_table(pa.Table.from_pylist(rows), target)
+        else:
+            target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if card is not None:
+        (snapshot / "README.md").write_text(f"---\n{card}\n---\n# {repo}\n")
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(sha)
+    return snapshot

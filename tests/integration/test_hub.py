@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import FAST, save_tiny_arch
+from tests.integration.helpers import FAST, hub_dataset, save_tiny_arch
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def hub_cache(home: Path, repo: str = REPO, with_weights: bool = True) -> Path:
 
 
 def ftc(*args: str, home: Path, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HOME=str(home), HF_HUB_OFFLINE="1", FTC_CACHE=str(home / "ftc-cache"))
     env.pop("HF_HUB_CACHE", None)
     return subprocess.run([sys.executable, "-m", "ftc.cli", *args], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=timeout)
@@ -111,3 +111,43 @@ def test_the_cache_resolves_the_revision_as_the_hub_does(tmp_path, monkeypatch):
     assert find_model_dir(REPO) == snapshot
     assert find_model_dir(REPO, "v2") == other
     assert find_model_dir(REPO, "nope") is None
+
+
+def _sample_rows() -> list[dict]:
+    from ftc.paths import resolve_path
+
+    return [json.loads(line) for line in Path(resolve_path("ftc:sample/train.jsonl")).read_text().splitlines()]
+
+
+def test_a_hub_dataset_id_plans_and_trains_offline_with_the_plans_counts(tmp_path):
+    """``data=hub data.name=<id>``: the train split in two parquet shards and a test split, named by file (the
+    convention datasets infers), read from the cache; the run trains on exactly the examples the plan counted."""
+    home = tmp_path / "hf"
+    rows = _sample_rows()
+    hub_dataset(home, "acme/tickets", {"data/train-00000-of-00002.parquet": rows[:500],
+                                       "data/train-00001-of-00002.parquet": rows[500:1000],
+                                       "data/test-00000-of-00001.parquet": rows[1000:1100]})
+    data = ["data=hub", "data.name=acme/tickets", "data.test_split=test"]
+    r = ftc("plan", "--json", *data, home=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)
+    assert plan["data"]["path"] == "hub:acme/tickets?split=train"
+    assert plan["data"]["test_path"] == "hub:acme/tickets?split=test"
+    assert plan["data"]["examples"]["test"] == 100 and sum(plan["data"]["examples"].values()) == 1100
+    run = tmp_path / "run"
+    r = ftc("train", *data, *FAST, "train.max_steps=2", "eval.enabled=false", f"output_dir={run}", home=home,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    trained = json.loads((run / "summary.json").read_text())["training"]["data"]
+    assert trained["examples"] == plan["data"]["examples"] and trained["tokens"] == plan["data"]["tokens"], trained
+
+
+def test_a_hub_dataset_that_cannot_be_had_is_one_line_naming_the_fix(tmp_path):
+    home = tmp_path / "hf"
+    hub_dataset(home, "acme/tickets", {"data/train-00000-of-00001.parquet": _sample_rows()[:50]})
+    r = ftc("plan", "data=hub", "data.name=acme/missing", home=home, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
+    assert "acme/missing is not on disk and HF_HUB_OFFLINE is set" in r.stderr, r.stderr
+    assert "(fix: `hf download acme/missing --repo-type dataset`" in r.stderr, r.stderr
+    r = ftc("plan", "data=hub", "data.name=acme/tickets", "data.split=validation", home=home, cwd=tmp_path)
+    assert r.returncode == 2 and "has no split 'validation' (splits: train) (fix: data.split=" in r.stderr, r.stderr

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from tests.conftest import plan_for, write_jsonl
+from tests.integration.helpers import hub_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,19 @@ def _files(tmp_path):
     test = write_jsonl(tmp_path / "test.jsonl", ROWS[:8] + ROWS[:2])
     val = write_jsonl(tmp_path / "val.jsonl", ROWS[6:14])
     train = write_jsonl(tmp_path / "train.jsonl", planted)
+    # Hugging Face datasets by id (HF_HOME=tmp_path/hf, offline): a train split in two parquet shards (joined), and
+    # a card whose configs name a subset's splits (the test split shares rows with training, as above).
+    half = len(planted) // 2
+    hub_dataset(tmp_path / "hf", "acme/shards", {"data/train-00000-of-00002.parquet": planted[:half],
+                                                 "data/train-00001-of-00002.parquet": planted[half:]})
+    hub_dataset(tmp_path / "hf", "acme/card", {"routing/train.jsonl": planted, "routing/held.jsonl": ROWS[:8],
+                                               "other/train.jsonl": ROWS[:3]},
+                card="configs:\n- config_name: routing\n  data_files:\n  - split: train\n"
+                     "    path: routing/train.jsonl\n  - split: test\n    path: routing/held.jsonl\n"
+                     "- config_name: other\n  data_files: other/*.jsonl")
     return {
+        "hub-shards": ["data=hub", "data.name=acme/shards"],
+        "hub-card-subset": ["data=hub", "data.name=acme/card", "data.subset=routing", "data.test_split=test"],
         "json-object": ["data=file", f"data.path={json_wrapped}"],
         "bom-crlf-jsonl": ["data=file", f"data.path={bom_crlf}"],
         "gzip-jsonl": ["data=file", f"data.path={gz}"],
@@ -67,8 +80,9 @@ BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"],
 # model.chat_template replaces the tokenizer's for chat rows: the plan renders the same one training does.
 BUILT_IN["chat-template"] = ["data=sample_chat", "model.chat_template='{% for m in messages %}<{{ m.role }}> "
                              "{{ m.content }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}'"]
-CASES = list(BUILT_IN) + ["json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv", "held-out-files", "no-dedup",
-                          "max-samples", "short-sample", "short-chat", "short-preference", "short-kto"]
+CASES = list(BUILT_IN) + ["hub-shards", "hub-card-subset", "json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv",
+                          "held-out-files", "no-dedup", "max-samples", "short-sample", "short-chat", "short-preference",
+                          "short-kto"]
 # max_length short enough that examples are cut (and, for SFT, some lose their whole completion and are dropped).
 SHORT = {"short-sample": ["data.max_length=96"], "short-chat": ["data=sample_chat", "data.max_length=60"],
          "short-preference": ["data=sample_preference", "objective=dpo", "data.max_length=88"],
@@ -76,11 +90,13 @@ SHORT = {"short-sample": ["data.max_length=96"], "short-chat": ["data=sample_cha
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_plan_counts_equal_the_runs(case, tmp_path):
+def test_plan_counts_equal_the_runs(case, tmp_path, monkeypatch):
     from ftc.runtime import console
     from ftc.runtime.data import build
     from ftc.runtime.model import load_tokenizer
 
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     overrides = {**BUILT_IN, **SHORT}[case] if case in BUILT_IN or case in SHORT else _files(tmp_path)[case]
     plan = plan_for(["data.max_length=256", *overrides])
     assert plan.errors == (), plan.errors
