@@ -48,7 +48,9 @@ class Option:
 
     @property
     def usd(self) -> float:
-        return self.sums.usd if self.sums else self.plan.cost.usd
+        """The price the ranking compares: hours x the hourly rate, not the plan's cents (two profiles a fraction
+        of a cent apart are not a tie)."""
+        return self.sums.usd if self.sums else self.plan.time.hours * self.plan.cost.usd_per_hour
 
     @property
     def hours(self) -> float:
@@ -63,7 +65,7 @@ class Option:
             "device_gb": p.memory.device_gb, "hours": self.hours, "usd": self.usd,
             "on_demand_usd": s.on_demand_usd if s else p.cost.on_demand_usd,
             "spot_usd": s.spot_usd if s else p.cost.spot_usd,
-            "usd_per_m_tokens": round(self.usd / tokens * 1e6, 3) if tokens else None,
+            "usd_per_m_tokens": self.usd / tokens * 1e6 if tokens else None,
             "ok": not self.why_not, "why_not": self.why_not, "tight": self.tight,
         }
 
@@ -178,27 +180,55 @@ def fixes_text(fixes: list[tuple[str, Option]]) -> str:
 
 def decision(options: list[Option], chosen: Option) -> str:
     runner_up = next((o for o in options if o is not chosen and not o.why_not), None)
+    p = _places([chosen.usd] + ([runner_up.usd] if runner_up else []))
     line = (f"hardware={chosen.hardware} (hardware=auto: the cheapest of {len(options)} GPU profiles that fits and "
-            f"meets the budget, ${chosen.usd:.2f} in {chosen.hours:.2f} h")
+            f"meets the budget, ${chosen.usd:.{p}f} in {chosen.hours:.2f} h")
     if runner_up:
-        line += f"; runner-up {runner_up.hardware}, ${runner_up.usd:.2f} in {runner_up.hours:.2f} h"
+        line += f"; runner-up {runner_up.hardware}, ${runner_up.usd:.{p}f} in {runner_up.hours:.2f} h"
     return line + ")"
 
 
+def _places(values: list[Optional[float]], least: int = 2, most: int = 4) -> int:
+    """Decimal places that keep different values of a column different (two at least, four at most): $0.064 and
+    $0.068 are not both "0.07"."""
+    distinct = {round(v, 6) for v in values if v is not None}
+    for places in range(least, most + 1):
+        if len({round(v, places) for v in distinct}) == len(distinct):
+            return places
+    return most
+
+
+VERDICT_WIDTH = 64  # the verdict column wraps at this width (whole words; never cut)
+
+
 def table(options: list[Option]) -> str:
-    head = ["#", "hardware", "launcher", "ZeRO", "memory/device", "hours", "usd", "on-demand/spot", "usd/M tokens",
-            "verdict"]
+    """The ranked profiles: micro batch (what makes one model's memory differ across rows), memory per device of
+    the device's total, prices to the places that tell them apart, and whole verdicts, wrapped."""
+    import textwrap
+
+    head = ["#", "hardware", "launcher", "ZeRO", "micro", "memory/device", "hours", "usd", "on-demand/spot",
+            "usd/M tokens", "verdict"]
+    data = [o.row() for o in options]
+    usd = _places([r["usd"] for r in data])
+    per_m = _places([r["usd_per_m_tokens"] for r in data])
+    hours = _places([r["hours"] for r in data])
     rows = []
-    for i, o in enumerate(options, 1):
-        r = o.row()
+    for i, (o, r) in enumerate(zip(options, data), 1):
+        verdict = ("tight: fits only if the estimate holds" if r["tight"] else "ok") if r["ok"] \
+            else "no: " + r["why_not"]
         rows.append([str(i), r["hardware"], f"{r['launcher']} x{r['workers']}", str(r["zero_stage"]),
-                     f"{r['memory_gb']:.1f}/{r['device_gb']:g} GB", f"{r['hours']:.2f}", f"{r['usd']:.2f}",
+                     f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}", f"{r['memory_gb']:.1f}/{r['device_gb']:g} GB",
+                     f"{r['hours']:.{hours}f}", f"{r['usd']:.{usd}f}",
                      f"{r['on_demand_usd']:.2f}/" + ("-" if r["spot_usd"] is None else f"{r['spot_usd']:.2f}"),
-                     "-" if r["usd_per_m_tokens"] is None else f"{r['usd_per_m_tokens']:.2f}",
-                     ("tight: fits only if the estimate holds" if r["tight"] else "ok") if r["ok"]
-                     else "no: " + r["why_not"][:90]])
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head] + rows)
+                     "-" if r["usd_per_m_tokens"] is None else f"{r['usd_per_m_tokens']:.{per_m}f}", verdict])
+    widths = [max(len(x) for x in col) for col in zip(head, *(r[:-1] for r in rows))] + [0]
+    lines = []
+    for line in [head] + rows:
+        left = "  ".join(x.ljust(w) for x, w in zip(line[:-1], widths))
+        wrapped = textwrap.wrap(line[-1], VERDICT_WIDTH) or [""]
+        lines.append(f"{left}  {wrapped[0]}".rstrip())
+        lines.extend(" " * (len(left) + 2) + more for more in wrapped[1:])
+    return "\n".join(lines)
 
 
 def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option], list[str]]:

@@ -118,3 +118,32 @@ def test_when_no_profile_fits_at_the_bands_high_end_it_says_so_and_lists_checked
     r, _ = plan_json("model=mixtral_8x7b", "method=qlora")
     assert r.returncode == 2 and "found no GPU profile" in r.stderr
     assert "changes that make one fit, each checked by compiling it" in r.stderr and "- method=lora: fits " in r.stderr
+
+
+def test_the_table_shows_micro_batch_prices_that_differ_and_whole_verdicts():
+    from ftc.advisor import VERDICT_WIDTH, advise, table
+
+    options, _ = advise(["model=qwen3_30b_a3b", "method=qlora"])
+    text = table(options)
+    head, *rows = text.splitlines()
+    assert "micro" in head.split()
+    start = head.index("verdict")
+    verdicts, firsts, current = [], [], None
+    for line in rows:
+        if line[:start].strip():  # a row of its own; else the verdict's next line
+            current = [line[start:].strip()]
+            verdicts.append(current)
+            firsts.append(line)
+        else:
+            current.append(line[start:].strip())
+    assert len(firsts) == len(options)
+    for o, words, first in zip(options, verdicts, firsts):
+        assert all(len(w) <= VERDICT_WIDTH for w in words)
+        if o.why_not:  # never cut: the whole reason, wrapped
+            assert " ".join(words) == "no: " + " ".join(o.why_not.split())
+        assert first.split()[5] == f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}"
+    # Prices a fraction of a cent apart are shown apart, and the ranking follows them.
+    shown = [float(line.split()[8]) for line in firsts]
+    ok = [o.usd for o in options if not o.why_not and not o.tight]
+    assert ok == sorted(ok)
+    assert len(set(shown)) == len({round(o.usd, 6) for o in options})
