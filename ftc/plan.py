@@ -423,6 +423,9 @@ class Finding:
     """The override key the finding is about (``method.r``, ``data.path``, ``hardware``)."""
     message: str
     fix: str
+    rule: str
+    """The rule that found it (``ftc.compiler.rules.RULES``, docs/RULES.md; ``declared_values`` for a value outside
+    its field's declared range or choices)."""
 
     def __str__(self) -> str:
         return f"{self.key}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")

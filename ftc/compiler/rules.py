@@ -50,19 +50,20 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def error(key: str, message: str, fix: str = "") -> Finding:
-    return Finding("error", key, message, fix)
+def error(key: str, message: str, fix: str = "", rule: str = "") -> Finding:
+    """A rule's error (``check`` names the rule that yielded it)."""
+    return Finding("error", key, message, fix, rule)
 
 
-def warning(key: str, message: str, fix: str = "") -> Finding:
-    return Finding("warning", key, message, fix)
+def warning(key: str, message: str, fix: str = "", rule: str = "") -> Finding:
+    return Finding("warning", key, message, fix, rule)
 
 
 def check(cfg: Config, facts: Facts, draft: Draft) -> list[Finding]:
     """Every rule's problems; a secret a message would echo (a path holding credentials) is masked."""
     problems: list[Finding] = []
     for r in RULES:
-        problems.extend(Finding(p.severity, p.key, secrets.mask(p.message), secrets.mask(p.fix))
+        problems.extend(Finding(p.severity, p.key, secrets.mask(p.message), secrets.mask(p.fix), r.__name__)
                         for p in r(cfg, facts, draft))
     return problems
 
@@ -83,10 +84,13 @@ def budget_problems(max_usd: Optional[float], max_gpu_hours: Optional[float], us
         found.append(error("budget.max_gpu_hours", f"predicted {device_hours:.2f} device-hours for {what}, over the "
                            f"cap of {max_gpu_hours:g}", "fewer train.epochs, train.max_steps or trials, "
                            "or raise budget.max_gpu_hours"))
-    return found
+    return [dataclasses.replace(f, rule="budget") for f in found]  # a sweep checks its total outside check()
 
 
 # --- declared ranges and choices ------------------------------------------------------------------------------
+DECLARED = "declared_values"  # the rule name of a value outside its field's declared range or choices
+
+
 def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
     """Every field whose value is outside the range or choices its schema declares (``schema.checked``), and the
     config with those fields set to their fix or default, so that the rest of the compile runs on sane numbers and
@@ -110,7 +114,7 @@ def value_problems(cfg: Config) -> tuple[list[Finding], Config]:
             label = f"{check.what} must be" if check.what else "must be"
             finite = " (a finite number)" if _non_finite(value) and check.allowed() != "a finite number" else ""
             problems.append(error(f"{section.name}.{f.name}", f"{label} {check.allowed()}{finite}, got {value!r}",
-                                  f"{section.name}.{f.name}={fix_text}"))
+                                  f"{section.name}.{f.name}={fix_text}", rule=DECLARED))
             if f.default is not dataclasses.MISSING and f.default != "???":
                 sane[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:
@@ -145,7 +149,13 @@ def _values(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
 
 @rule
 def secrets_in_config(cfg, facts, draft):
-    """A credential in any value would be written to plan.json and config.yaml and shown by ``ftc plan``: refused.
+    """Keys: the key holding it
+
+    any value holding a credential: userinfo in a URI (`s3://KEY:SECRET@bucket`), a signed URL's query token,
+    AWS/Hugging Face/GitHub/Google key shapes, or a secret-named field (`hub_token`); the message masks it, and
+    plans and configs are masked too (`ftc/secrets.py`)
+
+    A credential in any value would be written to plan.json and config.yaml and shown by ``ftc plan``: refused.
     Storage and hub credentials come from the environment or a credentials file, which every library reads."""
     for key, value in _values(cfg):
         if not isinstance(value, str) or not value:
@@ -164,12 +174,17 @@ def secrets_in_config(cfg, facts, draft):
 # --- method -----------------------------------------------------------------------------------------------------
 @rule
 def lora_rank(cfg, facts, draft):
+    """warns r > 256"""
     if draft.peft and cfg.method.r > 256:
         yield warning("method.r", f"rank {cfg.method.r} is unusually high; gains flatten beyond 64", "method.r=64")
 
 
 @rule
 def target_modules(cfg, facts, draft):
+    """empty, or modules not in the architecture (lists its linear modules; e.g. Phi-3's fused `qkv_proj`); a module
+    this model cannot have adapted, with why and the adaptable ones: a MoE router (not a linear layer),
+    `out_proj`/`conv1d` of Mamba-based models (PEFT refuses them), a name PEFT remaps to the fused experts
+    (`gate_proj` on DeepSeek-V3)"""
     if not draft.peft:
         return
     if not draft.targets and facts.weights is None and draft.family not in facts.families:
@@ -195,6 +210,8 @@ def target_modules(cfg, facts, draft):
 
 @rule
 def experts(cfg, facts, draft):
+    """DoRA with adapted fused experts (PEFT's parameter wrapper is plain LoRA); warns `target_experts` on a dense
+    model, and per-expert weights of a family whose load-time layout ftc does not know (`conf/families.yaml _moe`)"""
     m = cfg.method
     if not draft.peft:
         return
@@ -214,6 +231,8 @@ def experts(cfg, facts, draft):
 
 @rule
 def stored_quantization(cfg, facts, draft):
+    """QLoRA on a checkpoint stored quantized (gpt-oss's MXFP4: transformers refuses a second quantization config);
+    a stored quantization other than MXFP4 (ftc dequantizes only that)"""
     q = draft.stored_quantization
     if not q:
         return
@@ -229,6 +248,7 @@ def stored_quantization(cfg, facts, draft):
 
 @rule
 def quantization(cfg, facts, draft):
+    """4-bit full fine-tuning"""
     m = cfg.method
     if m.quant_bits and not m.peft:
         yield error("method.quant_bits", "4-bit weights cannot be fully fine-tuned", "method=qlora")
@@ -236,6 +256,7 @@ def quantization(cfg, facts, draft):
 
 @rule
 def qlora_with_zero3(cfg, facts, draft):
+    """QLoRA + ZeRO-3 (refused by design: multi-GPU QLoRA runs DDP; see below)"""
     # Decision: ftc refuses QLoRA + ZeRO-3. It needs bnb_4bit_quant_storage = compute dtype and zero.Init before
     # the 4-bit load; untested here, and a 4-bit 70B already fits one 80 GB GPU. Multi-GPU QLoRA runs DDP (stage 0).
     if cfg.method.quant_bits and draft.zero_stage == 3:
@@ -245,6 +266,7 @@ def qlora_with_zero3(cfg, facts, draft):
 
 @rule
 def zero_stage_values(cfg, facts, draft):
+    """warns ZeRO with one worker"""
     if draft.zero_stage in (2, 3) and draft.world == 1:
         yield warning("train.zero_stage", f"ZeRO-{draft.zero_stage} with one worker shards nothing and only adds "
                       "overhead", "train.zero_stage=0, or launcher=ray with multi-GPU hardware")
@@ -253,6 +275,8 @@ def zero_stage_values(cfg, facts, draft):
 # --- objective ----------------------------------------------------------------------------------------------------
 @rule
 def objective(cfg, facts, draft):
+    """an unknown trainer; data of a format the objective's trainer does not take (preference pairs with SFT: key
+    `objective`); a loss name TRL does not have for that trainer (`ftc/config/objectives.py`)"""
     o, d = cfg.objective, cfg.data
     trainer = TRAINERS.get(o.trainer)
     if trainer is None:
@@ -279,7 +303,11 @@ def objective(cfg, facts, draft):
 
 @rule
 def generation(cfg, facts, draft):
-    """GRPO: rewards that can run, a global batch of whole groups, and a generation batch that fits."""
+    """GRPO without rewards; a reward that cannot run (a user function not importable or without `(completions,
+    **kwargs)`, a pattern that does not compile); a global batch that is not whole groups of `num_generations`; a
+    generation batch whose KV cache does not fit beside the weights (the fix is a batch that fits)
+
+    GRPO: rewards that can run, a global batch of whole groups, and a generation batch that fits."""
     o, trainer = cfg.objective, TRAINERS.get(cfg.objective.trainer)
     if trainer is None or not trainer.generates:
         return
@@ -340,6 +368,8 @@ def _vllm(cfg, draft) -> Iterator[Finding]:
 
 @rule
 def start_adapter(cfg, facts, draft):
+    """a `model.adapter` to start from that is not an adapter directory, under full fine-tuning, or trained on
+    another base model"""
     a = facts.adapter
     if a is None:
         return
@@ -356,6 +386,9 @@ def start_adapter(cfg, facts, draft):
 # --- model ------------------------------------------------------------------------------------------------------
 @rule
 def architecture_known(cfg, facts, draft):
+    """no config.json (a local directory, the Hugging Face cache's snapshot, the copy ftc ships for a catalog id, or
+    fetched from the hub without weights) and no numbers in the YAML; the message says why a hub id could not be
+    read (offline, gated, no such repository)"""
     if draft.arch is None:
         from ftc import hub
 
@@ -383,6 +416,8 @@ def attention_heads(cfg, facts, draft):
 
 @rule
 def context_length(cfg, facts, draft):
+    """a value you set beyond the model's context, or shorter than 16 (unset = the model's context capped at 2048,
+    recorded in `decisions`: a default never errors)"""
     limit, length = draft.arch_values.get("max_position_embeddings"), cfg.data.max_length
     if length is None:  # unset: the compiler chose a length that fits the model
         return
@@ -413,6 +448,7 @@ def chat_template(cfg, facts, draft):
 
 @rule
 def remote_code(cfg, facts, draft):
+    """warns when enabled"""
     if cfg.model.trust_remote_code:
         yield warning("model.trust_remote_code", "the model repository's Python code will run on your machine",
                       "pin model.revision to a commit you reviewed")
@@ -420,6 +456,8 @@ def remote_code(cfg, facts, draft):
 
 @rule
 def attention(cfg, facts, draft):
+    """flash attention on CPU, or without flash-attn among the target's packages (`hardware.packages`; never this
+    machine's for a GPU plan)"""
     if cfg.model.attn_implementation.startswith("flash") and cfg.hardware.accelerator == "cpu":
         yield error("model.attn_implementation", "flash attention needs a CUDA GPU", "model.attn_implementation=sdpa")
     elif cfg.model.attn_implementation.startswith("flash") and not draft.packages.get("flash_attn"):
@@ -439,6 +477,7 @@ def _packages(draft: Draft) -> str:
 
 @rule
 def reporting(cfg, facts, draft):
+    """an unknown logger, or one not among the target's packages"""
     for name in cfg.train.report_to:
         if name not in REPORTERS:
             yield error("train.report_to", f"unknown logger '{name}'", f"train.report_to=[{' | '.join(REPORTERS)}]")
@@ -451,6 +490,7 @@ def reporting(cfg, facts, draft):
 # --- precision and hardware --------------------------------------------------------------------------------------
 @rule
 def precision(cfg, facts, draft):
+    """bf16 on a GPU without bf16 (T4); fp16 on CPU"""
     if draft.precision == "bf16" and not cfg.hardware.bf16:
         yield error("train.precision", f"{cfg.hardware.name} has no bfloat16 support", "train.precision=fp16")
     elif draft.precision == "fp16" and cfg.hardware.accelerator == "cpu":
@@ -503,6 +543,9 @@ def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
 
 @rule
 def memory_fits(cfg, facts, draft):
+    """the predicted peak's band (docs/ESTIMATES.md, "Fit and uncertainty") against the device: tight (fits only if
+    the estimate holds) is a warning naming the fixes that make it safe, does not fit (even the band's low end
+    exceeds the device) an error with fixes checked by the estimator"""
     mem = draft.memory
     if mem is None or draft.arch is None or not mem.total:
         return
@@ -546,6 +589,8 @@ def traced_step(cfg, facts, draft):
 
 @rule
 def workers(cfg, facts, draft):
+    """an unknown launcher kind; multi-device hardware on a one-process launcher; more workers than devices; warns
+    idle devices"""
     devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
     la = cfg.launcher
     kind = LAUNCHER_KINDS.get(la.kind)
@@ -601,6 +646,7 @@ def preemption_grace(cfg, facts, draft):
 
 @rule
 def spot_price(cfg, facts, draft):
+    """spot pricing (`hardware.spot=true`) on a profile with no spot price (`hardware.spot_usd_per_hour` unset)"""
     hw = cfg.hardware
     if hw.spot and hw.spot_usd_per_hour is None:
         yield error("hardware.spot", f"no spot price is known for {hw.name}",
@@ -609,6 +655,7 @@ def spot_price(cfg, facts, draft):
 
 @rule
 def dashboard_binding(cfg, facts, draft):
+    """warns a dashboard bound beyond localhost"""
     if cfg.launcher.include_dashboard and cfg.launcher.dashboard_host not in ("127.0.0.1", "localhost"):
         yield warning("launcher.dashboard_host", f"Ray dashboard exposed on {cfg.launcher.dashboard_host}",
                       "launcher.dashboard_host=127.0.0.1 and an SSH tunnel")
@@ -617,6 +664,7 @@ def dashboard_binding(cfg, facts, draft):
 # --- batch and schedule -------------------------------------------------------------------------------------------
 @rule
 def batch_sizes(cfg, facts, draft):
+    """global not a multiple of micro x workers (suggests the nearest)"""
     t = cfg.train
     unit = draft.micro * draft.world
     if t.global_batch_size % unit:
@@ -627,6 +675,7 @@ def batch_sizes(cfg, facts, draft):
 
 @rule
 def schedule_length(cfg, facts, draft):
+    """neither set; an epoch (after duplicates and splits) smaller than one batch; warns both set"""
     t = cfg.train
     if not t.epochs and not t.max_steps:
         yield error("train.epochs", "neither train.epochs nor train.max_steps is set", "train.epochs=3")
@@ -641,6 +690,7 @@ def schedule_length(cfg, facts, draft):
 
 @rule
 def optimizer(cfg, facts, draft):
+    """fp16 full fine-tuning; warns very high lr, an optimizer whose state size ftc does not know"""
     t = cfg.train
     if t.lr > 1e-2:
         yield warning("train.lr", f"{t.lr} is very high: expect divergence", "train.lr=2e-4")
@@ -656,6 +706,9 @@ def optimizer(cfg, facts, draft):
 
 @rule
 def loss_implementation(cfg, facts, draft):
+    """`train.token_metrics` with a loss other than TRL's full-logits one; the selective loss on a model that
+    transforms its logits; Liger's fused loss without CUDA and liger-kernel, or with a trainable or sharded output
+    head"""
     t = cfg.train
     if t.token_metrics and t.loss != "auto":
         yield error("train.loss", "train.token_metrics needs TRL's loss over the full logits",
@@ -675,20 +728,11 @@ def loss_implementation(cfg, facts, draft):
 
 
 @rule
-def checkpoints(cfg, facts, draft):
-    t = cfg.train
-    if t.save_total_limit < 1:
-        yield error("train.save_total_limit", "keep at least one checkpoint (resume needs it)",
-                    "train.save_total_limit=2")
-    if t.early_stopping_patience is not None and t.early_stopping_patience < 1:
-        yield error("train.early_stopping_patience", "must be >= 1 or null", "train.early_stopping_patience=3")
-    if t.early_stopping_patience and cfg.train.eval_steps == 0:
-        yield error("train.early_stopping_patience", "early stopping needs validation", "train.eval_steps=null")
-
-
-@rule
 def trl_fields(cfg, facts, draft):
-    """Trainer keywords must be fields of the objective's TRL config class as installed (read from its source),
+    """removed/renamed TRL 1.x / transformers 5 fields (`max_seq_length`, `evaluation_strategy`, `tokenizer`,
+    `no_cuda`...) and fields ftc sets itself
+
+    Trainer keywords must be fields of the objective's TRL config class as installed (read from its source),
     or the run would fail when the trainer is built."""
     import difflib
 
@@ -706,6 +750,14 @@ def trl_fields(cfg, facts, draft):
 # --- data ----------------------------------------------------------------------------------------------------------
 @rule
 def data_files(cfg, facts, draft):
+    """missing, unreadable (non-UTF-8 names its line), unsupported or empty file; **every malformed row of a local
+    file** as `file:line: what` (invalid JSON, a missing field, a chat role other than system/user/assistant...),
+    the first 10 listed and the rest counted: the same checks `ftc train` runs (`ftc/data/load.py`); rows that lack
+    the format's names but have columns that map (`question`/`answer`), one finding with the override that reads
+    them (key `data.fields.<name>` or `data.format`), counted; a hub dataset (`data=hub`) that cannot be had, with
+    its fix; warns remote files that can't be checked
+
+    Keys: `data.path`, `data.validation_path`, `data.test_path`, `data.fields.<name>`, `data.format`"""
     for role, key in (("train", "data.path"), ("validation", "data.validation_path"), ("test", "data.test_path")):
         f = facts.data.get(role)
         if f is None:
@@ -741,7 +793,10 @@ def data_files(cfg, facts, draft):
 
 @rule
 def split_sizes(cfg, facts, draft):
-    """After empty rows and duplicates are dropped and the held-out splits taken, every split the run uses must
+    """no training example, or an empty test split, once empty rows, duplicates and near-duplicates (the selection
+    `ftc train` runs, at plan time) are gone and the held-out fractions taken; warns an empty validation split
+
+    After empty rows and duplicates are dropped and the held-out splits taken, every split the run uses must
     hold examples (a test set of 0 makes every metric NaN; an empty training set trains nothing)."""
     train = facts.data.get("train")
     if train is None or train.rows is None or not train.rows or train.rows == train.empty_rows:
@@ -764,8 +819,16 @@ def split_sizes(cfg, facts, draft):
 
 @rule
 def data_quality(cfg, facts, draft):
-    """What the data selection found (facts.selection): personal data, training copies of a given test file,
-    several languages, unknown language codes."""
+    """personal data or secrets in rows under `data.pii=refuse`; an unknown language code (lists the detector's);
+    warns personal data under `data.pii=report` (counts per kind, `file:line`, the value masked), training rows that
+    (nearly) copy rows of a given test/validation file (dropped from training; the pairs named), and data in several
+    languages (each >= 5%) without `data.languages`. The findings come from the selection `ftc train` runs
+    (`ftc/data/select.py`)
+
+    What the data selection found (facts.selection): personal data, training copies of a given test file,
+    several languages, unknown language codes.
+
+    Keys: `data.pii`, `data.languages`, `data.test_path`, `data.validation_path`"""
     d, sel = cfg.data, facts.selection
     if d.languages and facts.language_codes:
         unknown = sorted(set(d.languages) - set(facts.language_codes))
@@ -803,6 +866,8 @@ def data_quality(cfg, facts, draft):
 
 @rule
 def data_format(cfg, facts, draft):
+    """unknown format/template, mapping of a field the format lacks; warns packing without a varlen kernel; warns
+    text + completion-only loss"""
     d = cfg.data
     if d.format not in FORMATS:
         yield error("data.format", f"unknown format '{d.format}'", f"data.format={' | '.join(FORMATS)}")
@@ -828,6 +893,7 @@ def data_format(cfg, facts, draft):
 
 @rule
 def splits(cfg, facts, draft):
+    """eval without a test split; early stopping without validation"""
     d = cfg.data
     if cfg.eval.enabled and not d.test_path and d.test_fraction == 0:
         yield error("data.test_fraction", "eval is on but there is no test split",
@@ -840,6 +906,10 @@ def splits(cfg, facts, draft):
 # --- budget --------------------------------------------------------------------------------------------------------
 @rule
 def budget(cfg, facts, draft):
+    """predicted cost, device-hours or wall clock above the cap; one check (`rules.budget_problems`) for a run, a
+    sweep (summed over trials) and a search (n_trials x one trial)
+
+    Keys: `budget.max_usd`, `budget.max_gpu_hours`, `budget.max_hours`"""
     b = cfg.budget
     yield from budget_problems(b.max_usd, b.max_gpu_hours, draft.usd, draft.device_hours, max_hours=b.max_hours,
                                hours=draft.hours)

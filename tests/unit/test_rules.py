@@ -137,18 +137,68 @@ CASES = [
                   "hardware.spot_usd_per_hour=0.45"], id="spot-without-price"),
     pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=0.01"], "budget.max_usd",
                  "error", ["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_usd=10"], id="budget"),
+    pytest.param(["launcher.storage_path=s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY@b/runs"],
+                 "launcher.storage_path", "error", ["launcher.storage_path=s3://b/runs"], id="secret-in-value"),
+    pytest.param(["method.target_experts=true"], "method.target_experts", "warning", [], id="experts-on-dense"),
+    pytest.param(["model=gpt_oss_20b", "method=qlora", "hardware=a100_80g"], "method.quant_bits", "error",
+                 ["model=gpt_oss_20b", "method=lora", "hardware=a100_80g"], id="stored-mxfp4-qlora"),
+    pytest.param(["objective=grpo", "objective.rewards=[]"], "objective.rewards", "error", ["objective=grpo"],
+                 id="grpo-no-rewards"),
+    pytest.param(["train.report_to=[neptune]"], "train.report_to", "error", ["train.report_to=[none]"],
+                 id="unknown-logger"),
+    pytest.param(["train.token_metrics=true", "train.loss=selective"], "train.loss", "error",
+                 ["train.token_metrics=true", "train.loss=auto"], id="token-metrics-selective"),
+    pytest.param(["data.test_path=null", "data.test_fraction=0.0005"], "data.test_fraction", "error",
+                 ["data.test_path=null", "data.test_fraction=0.1"], id="empty-test-split"),
+    pytest.param(["data=sample_messy"], "data.pii", "warning", ["data=sample_messy", "data.pii=mask"],
+                 id="personal-data"),
     pytest.param(["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_gpu_hours=0.001"],
                  "budget.max_gpu_hours", "error",
                  ["model=mistral_7b", "method=qlora", "hardware=rtx4090", "budget.max_gpu_hours=5"], id="gpu-hours"),
 ]
 
 
+# The rule that finds each case (``declared_values``: a value outside the range or choices its schema field
+# declares): test_rule checks it, and test_every_rule_has_a_bad_and_a_fixed_case walks the registry with it.
+RULE_OF = {
+    "arch-unknown": "architecture_known", "flash-on-cpu": "attention", "heads-divide-hidden": "attention_heads",
+    "heads-divide-kv-heads": "attention_heads", "batch-divisible": "batch_sizes", "budget": "budget",
+    "gpu-hours": "budget", "chat-template-syntax": "chat_template", "context": "context_length",
+    "too-short": "context_length", "dashboard-exposed": "dashboard_binding", "data-missing": "data_files",
+    "data-field-name": "data_format", "text-loss": "data_format", "personal-data": "data_quality",
+    "lora-rank": "declared_values", "lora-alpha": "declared_values", "lora-dropout": "declared_values",
+    "quant-bits": "declared_values", "quant-type": "declared_values", "zero-stage-value": "declared_values",
+    "precision-name": "declared_values", "max-failures": "declared_values", "batch-positive": "declared_values",
+    "lr-zero": "declared_values", "warmup": "declared_values", "scheduler": "declared_values",
+    "clip": "declared_values", "keep-checkpoints": "declared_values", "patience": "declared_values",
+    "seed-range": "declared_values", "template": "declared_values", "split-fraction": "declared_values",
+    "max-samples": "declared_values", "dpo-beta": "declared_values", "experts-on-dense": "experts",
+    "grpo-no-rewards": "generation", "lora-rank-high": "lora_rank", "token-metrics-selective": "loss_implementation",
+    "oom": "memory_fits", "oom-full-70b": "memory_fits", "data-format": "objective", "dpo-needs-pairs": "objective",
+    "pairs-need-dpo": "objective", "prompt-length": "objective", "lr-high": "optimizer", "lr-full": "optimizer",
+    "bf16-on-t4": "precision", "fp16-on-cpu": "precision", "preemption-grace": "preemption_grace",
+    "qlora-zero3": "qlora_with_zero3", "full-with-4bit": "quantization", "remote-code": "remote_code",
+    "unknown-logger": "reporting", "no-schedule": "schedule_length", "steps-and-epochs": "schedule_length",
+    "epoch-smaller-than-batch": "schedule_length", "secret-in-value": "secrets_in_config",
+    "empty-test-split": "split_sizes", "no-test-split": "splits", "spot-without-price": "spot_price",
+    "adapter-missing": "start_adapter", "stored-mxfp4-qlora": "stored_quantization",
+    "targets-not-in-arch": "target_modules", "targets-phi3-fused": "target_modules",
+    "trl-renamed-field": "trl_fields", "trl-removed-field": "trl_fields", "trainer-keyword": "trl_fields",
+    "local-multi-device": "workers", "launcher-kind": "workers", "too-many-workers": "workers",
+    "idle-devices": "workers", "storage-uri-no-bucket": "workers", "storage-uri-one-slash": "workers",
+    "zero3-one-worker": "zero_stage_values",
+}
+# A rule whose bad case needs more than overrides (a traced step): its own test, named here.
+BESPOKE = {"traced_step": "test_traced_step_warns_when_the_trace_disagrees_with_the_analytic_model"}
+
+
 @pytest.mark.parametrize("bad,key,severity,fixed", CASES)
-def test_rule(bad, key, severity, fixed):
+def test_rule(bad, key, severity, fixed, request):
     plan = plan_for(bad)
     found = [f for f in plan.findings if f.key == key and f.severity == severity]
     assert found, f"{bad}: expected a {severity} on {key}, got {plan.errors} / {plan.warnings}"
     assert found[0].message and found[0].fix, found[0]
+    assert found[0].rule == RULE_OF[request.node.callspec.id], found[0]
     if fixed:
         good = plan_for(fixed)
         assert not [f for f in good.findings if f.key == key and (f.severity == "error" or severity == "warning")]
@@ -162,11 +212,44 @@ def test_findings_stay_structured_in_plan_json():
     plan = plan_for(["method.r=0", "method.r=512"][:1])
     data = json.loads(plan.to_json())
     assert {"severity": "error", "key": "method.r", "message": "LoRA rank must be >= 1, got 0",
-            "fix": "method.r=8"} in data["findings"]
+            "fix": "method.r=8", "rule": "declared_values"} in data["findings"]
     assert data["errors"] == list(plan.errors) and Plan.from_dict(data).findings == plan.findings
 
 
-def test_at_least_twenty_distinct_rules():
+def test_every_rule_has_a_bad_and_a_fixed_case():
+    """Walks the registry: each rule is named by a case of CASES (its bad and fixed overrides) or has a test of its
+    own (BESPOKE); a case names a rule that exists."""
+    from ftc.compiler.rules import DECLARED, RULES
+
+    names = {r.__name__ for r in RULES}
+    assert set(RULE_OF) == {c.id for c in CASES}
+    assert set(RULE_OF.values()) <= names | {DECLARED}
+    assert names - set(RULE_OF.values()) - set(BESPOKE) == set(), "a rule without a bad/fixed case"
+    assert all(callable(globals().get(test)) for test in BESPOKE.values())
+
+
+def test_traced_step_warns_when_the_trace_disagrees_with_the_analytic_model():
+    import dataclasses
+
+    from ftc.compiler.compile import compile
+    from ftc.compiler.facts import TraceFacts, gather
+    from tests.conftest import typed_config
+
+    cfg = typed_config([])
+    facts = gather(cfg)
+    plan = compile(cfg, facts)
+
+    def traced(activations_bytes: float):
+        trace = TraceFacts(micro=plan.batch.micro, seq=plan.data.max_length, activations_bytes=activations_bytes,
+                           flops=1e9, seconds=1.0)
+        return compile(cfg, dataclasses.replace(facts, trace=trace))
+
+    analytic = traced(1.0).memory.traced.analytic_gb * 1e9  # the analytic activations at the traced shape
+    found = []
+    for factor in (2.0, 1.0):  # twice the analytic activations: warned; the same: silent
+        found.append([f for f in traced(analytic * factor).findings if f.rule == "traced_step"])
+    assert found[0] and found[0][0].severity == "warning" and found[0][0].fix, found[0]
+    assert not found[1]
     from ftc.compiler.rules import RULES
 
     assert len(RULES) >= 20
@@ -260,3 +343,12 @@ def test_too_few_distinct_examples_for_the_splits_is_refused_and_the_fix_plans(t
                for e in bad.errors), bad.errors
     fixed = plan_for(["data=file", f"data.path={path}", "eval.enabled=false", "train.global_batch_size=4"])
     assert not [e for e in fixed.errors if e.startswith(("data.", "train.global_batch_size"))], fixed.errors
+
+
+def test_rules_md_is_generated_from_the_registry():
+    from ftc.compiler.rules import RULES
+    from ftc.compiler.rules_doc import description, render
+    from tests.conftest import ROOT
+
+    assert (ROOT / "docs" / "RULES.md").read_text() == render(), "run: python -m ftc.compiler.rules_doc > docs/RULES.md"
+    assert all(description(r) for r in RULES), "a rule without a docstring"
