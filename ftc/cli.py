@@ -137,6 +137,7 @@ def _plan(argv: list[str]) -> None:
     def task(cfg) -> None:
         from ftc.compiler.frontend import compile_with_facts, data_card
         from ftc.hub import download_note
+        from ftc.pretrained import BUILT_IN, install_note
         from ftc.render import errors_text, plan_table
 
         with exit_on_error():
@@ -149,6 +150,7 @@ def _plan(argv: list[str]) -> None:
             raise SystemExit(2)
         print(plan.to_json() if as_json else plan_table(plan))
         note = None if plan.errors else download_note(facts.weights_missing, plan.model.params, facts.model_config)
+        note = note or (install_note(plan.model.path) if plan.model.path in BUILT_IN else None)
         if note:
             print(note, file=sys.stderr)
         if card_dir:

@@ -44,6 +44,7 @@ from ftc.plan import (
     TracedTime,
     TrainSpec,
 )
+from ftc.pretrained import BUILT_IN
 
 # The output head's module name as PEFT sees it: ``lm_head`` in every transformers 5 causal LM, whatever name the
 # checkpoint stores it under (GPT-NeoX's ``embed_out`` is renamed on load).
@@ -57,6 +58,9 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     draft.arch, draft.arch_values, draft.family = a.numbers, a.values, a.family
     draft.linear_modules, draft.expert_parameters, draft.routers = a.linear_modules, a.expert_parameters, a.routers
     draft.stored_quantization = a.stored_quantization
+    built_in = BUILT_IN.get(cfg.model.path)
+    if built_in is not None:
+        draft.decisions.append(f"model {built_in.repo}: {built_in.note}")
     if a.stored_quantization == "mxfp4" and draft.kind != "qlora":
         draft.decisions.append("the checkpoint's MXFP4 weights load dequantized to 16-bit for training "
                                "(Mxfp4Config(dequantize=True): PEFT trains no MXFP4 weights)")

@@ -229,8 +229,10 @@ def find_model_dir(path: str, revision: Optional[str] = None) -> Optional[Path]:
     """A local model directory, the Hugging Face cache's snapshot of a hub id at ``revision`` (huggingface_hub
     resolves the ref; nothing is downloaded), or the config.json ftc ships for a catalog hub id: the directory
     holding config.json."""
-    from ftc import hub
+    from ftc import hub, pretrained
 
+    if path in pretrained.BUILT_IN:
+        return pretrained.model_dir(path)
     if path.startswith("ftc:"):
         return None
     local = Path(path).expanduser()

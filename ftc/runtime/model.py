@@ -50,7 +50,12 @@ def model_path(spec: ModelSpec) -> str:
     cannot be had)."""
     if spec.path == "ftc:tiny":
         return tiny_path(spec)
-    from ftc import hub
+    from ftc import hub, pretrained
+
+    if spec.path in pretrained.BUILT_IN:  # a real pretrained model ftc installs offline (ftc.pretrained)
+        from ftc.runtime.pretrained import ensure
+
+        return str(ensure(spec.path))
 
     return str(hub.download(spec.path, spec.revision)) if hub.is_hub_id(spec.path) else spec.path
 

