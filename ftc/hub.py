@@ -100,6 +100,25 @@ def download(repo: str, revision: Optional[str] = None) -> Path:
     found = cached_snapshot(repo, revision)
     if found is not None and weights_on_disk(found):
         return found
+    found = fetch(repo, list(MODEL_FILES), revision=revision)
+    if not weights_on_disk(found):  # offline, huggingface_hub answers with the snapshot it has, weights or not
+        raise UserError("ftc: " + not_on_disk(repo, revision, "model"))
+    return found
+
+
+def not_on_disk(repo: str, revision: Optional[str], kind: str) -> str:
+    where = f"{repo}" + (f"@{revision}" if revision else "")
+    why = "HF_HUB_OFFLINE is set" if offline() else "the hub cannot be reached from here"
+    get = f"hf download {repo}" + (" --repo-type dataset" if kind == "dataset" else "")
+    local = "the rows as a file (data=file data.path=...)" if kind == "dataset" else \
+        "a local directory (model.path=/path/to/model)"
+    return (f"{where} is not on disk and {why}; fix: `{get}` where the network is, into this machine's cache "
+            f"({hub_cache()}), or {local}")
+
+
+def fetch(repo: str, patterns: list[str], revision: Optional[str] = None, kind: str = "model") -> Path:
+    """``snapshot_download`` of the files matching ``patterns`` (from the cache when it holds them, offline too),
+    each refusal of the hub as one line: UserError for a model, DataError for a dataset (``kind``)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -109,30 +128,32 @@ def download(repo: str, revision: Optional[str] = None) -> Path:
         RevisionNotFoundError,
     )
 
+    from ftc.errors import DataError
+
+    dataset = kind == "dataset"
+
+    def refused(message: str) -> Exception:
+        return DataError(message) if dataset else UserError("ftc: " + message)
+
     where = f"{repo}" + (f"@{revision}" if revision else "")
-    why = "HF_HUB_OFFLINE is set" if offline() else "the hub cannot be reached from here"
-    missing = UserError(f"ftc: {where} is not on disk and {why}: download it where the network is (`hf download "
-                        f"{repo}`) into this machine's cache ({hub_cache()}), or give a local directory "
-                        "(model.path=/path/to/model)")
+    page = f"https://huggingface.co/{'datasets/' if dataset else ''}{repo}"
     try:
-        found = Path(snapshot_download(repo, revision=revision, allow_patterns=list(MODEL_FILES),
-                                       cache_dir=str(hub_cache())))
+        return Path(snapshot_download(repo, repo_type=kind, revision=revision, allow_patterns=patterns,
+                                      cache_dir=str(hub_cache())))
     except GatedRepoError:
-        raise UserError(f"ftc: {where} is gated: accept its licence on https://huggingface.co/{repo} and set HF_TOKEN "
-                        "(or `hf auth login`)") from None
-    except RepositoryNotFoundError:
-        raise UserError(f"ftc: {where}: no such model on the Hugging Face hub (a private one needs HF_TOKEN); fix: "
-                        "model.path=<org/name or a local directory>") from None
-    except RevisionNotFoundError:
-        raise UserError(f"ftc: {where}: no such revision (fix: model.revision=<branch, tag or commit>)") from None
-    except LocalEntryNotFoundError:  # offline, or the hub unreachable, and the cache lacks the files
-        raise missing from None
-    except (HfHubHTTPError, OSError) as e:
-        raise UserError(f"ftc: downloading {where} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") \
+        raise refused(f"{where} is gated; fix: accept its terms on {page} and set HF_TOKEN (or `hf auth login`)") \
             from None
-    if not weights_on_disk(found):  # offline, huggingface_hub answers with the snapshot it has, weights or not
-        raise missing
-    return found
+    except RepositoryNotFoundError:
+        key = "data.name=<org>/<dataset>" if dataset else "model.path=<org/name or a local directory>"
+        raise refused(f"{where}: no such {kind} on the Hugging Face hub (a private one needs HF_TOKEN); fix: {key}") \
+            from None
+    except RevisionNotFoundError:
+        key = "data.revision" if dataset else "model.revision"
+        raise refused(f"{where}: no such revision; fix: {key}=<branch, tag or commit>") from None
+    except LocalEntryNotFoundError:  # offline, or the hub unreachable, and the cache lacks the files
+        raise refused(not_on_disk(repo, revision, kind)) from None
+    except (HfHubHTTPError, OSError) as e:
+        raise refused(f"downloading {where} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
 
 
 def download_note(repo: Optional[str], params: int, model_config: Optional[dict]) -> Optional[str]:

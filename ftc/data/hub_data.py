@@ -52,42 +52,15 @@ def local_file(path: str) -> str:
 
 
 def _snapshot(repo: str, subset: Optional[str], revision: Optional[str]) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from ftc.hub import fetch
 
-    from ftc.hub import hub_cache, offline
-
-    at = f"{repo}" + (f"@{revision}" if revision else "")
     configs = _configs(_readme(repo, revision))
     chosen = [c for c in configs if not subset or c.get("config_name") == subset] or configs
     if chosen:  # the card names each subset's files: fetch those (the split is picked from them afterwards)
         patterns = ["README.md"] + [p for c in chosen for p in _card_patterns(c["data_files"]).values() for p in p]
     else:  # files named by split, under the subset's folder when one is asked for (datasets' convention)
         patterns = ["README.md"] + [f"{subset + '/' if subset else ''}**{s}" for s in DATA_SUFFIXES]
-    try:
-        return Path(snapshot_download(repo, repo_type="dataset", revision=revision, allow_patterns=patterns,
-                                      cache_dir=str(hub_cache())))
-    except GatedRepoError:
-        raise DataError(f"{at} is gated; fix: accept its terms on https://huggingface.co/datasets/{repo} and set "
-                        "HF_TOKEN (or `hf auth login`)") from None
-    except RepositoryNotFoundError:
-        raise DataError(f"{at}: no such dataset on the Hugging Face hub (a private one needs HF_TOKEN); fix: "
-                        "data.name=<org>/<dataset>") from None
-    except RevisionNotFoundError:
-        raise DataError(f"{at}: no such revision (fix: data.revision=<branch, tag or commit>)") from None
-    except LocalEntryNotFoundError:
-        why = "HF_HUB_OFFLINE is set" if offline() else "the hub cannot be reached from here"
-        raise DataError(f"{at} is not on disk and {why}; fix: `hf download {repo} --repo-type dataset` where the "
-                        f"network is, into this machine's cache ({hub_cache()}), or the rows as a file "
-                        "(data=file data.path=...)") from None
-    except (HfHubHTTPError, OSError) as e:
-        raise DataError(f"downloading {at} failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    return fetch(repo, patterns, revision=revision, kind="dataset")
 
 
 def _readme(repo: str, revision: Optional[str]) -> Optional[Path]:
