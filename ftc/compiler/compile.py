@@ -18,6 +18,7 @@ from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and
 from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, safe, verdict, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
+from ftc.config.methods import METHODS, method_of
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import Config
 from ftc.data.formats import BY_ROW, FORMATS
@@ -61,7 +62,7 @@ def _arch(cfg: Config, facts: Facts, draft: Draft) -> None:
     built_in = BUILT_IN.get(cfg.model.path)
     if built_in is not None:
         draft.decisions.append(f"model {built_in.repo}: {built_in.note}")
-    if a.stored_quantization == "mxfp4" and draft.kind != "qlora":
+    if a.stored_quantization == "mxfp4" and not draft.method.quantized:
         draft.decisions.append("the checkpoint's MXFP4 weights load dequantized to 16-bit for training "
                                "(Mxfp4Config(dequantize=True): PEFT trains no MXFP4 weights)")
 
@@ -93,7 +94,8 @@ def _objective(cfg: Config, draft: Draft) -> None:
 def _method(cfg: Config, draft: Draft) -> None:
     m = cfg.method
     draft.peft = m.peft
-    draft.kind = "full" if not m.peft else "qlora" if m.quant_bits else "dora" if m.use_dora else "lora"
+    draft.method = method_of(m)
+    draft.kind = draft.method.name
 
 
 def _max_length(cfg: Config, draft: Draft) -> None:
@@ -381,8 +383,7 @@ def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
     kv = batch * seq * a.attn_layers * 2 * a.kv_dim * est.BYTES[dtype]
     state = batch * a.ssm_layers * a.ssm_inner * max(a.ssm_state, 1) * est.BYTES[dtype]
     draft.generation_bytes = kv + state + batch * a.vocab * 4
-    method = "lora" if draft.kind == "dora" else draft.kind
-    weights = est.weight_bytes(a, method, dtype, cfg.method.double_quant)
+    weights = est.weight_bytes(a, draft.method.memory_terms, dtype, cfg.method.double_quant)
     if hw.decode_gbs:
         read = weights / (hw.decode_gbs * 1e9)
     elif hw.memory_bandwidth_gbs:
@@ -521,8 +522,7 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
     """Peak memory at a micro batch and checkpointing choice; ``seq`` and ``kind`` try another sequence length or
     method (the rules check that each fix they suggest makes the plan fit)."""
     m = cfg.method
-    kind = kind or draft.kind
-    method = "lora" if kind == "dora" else kind
+    method = METHODS[kind or draft.kind].memory_terms
     dtype = weight_dtype(cfg, draft)
     # Peak memory is set by the largest batch: packed rows are max_length long; unpacked batches are padded to
     # their longest example (worst case: the file's longest, capped at max_length).
@@ -549,7 +549,7 @@ def _traced(cfg: Config, trace: Any, draft: Draft) -> tuple[TracedMemory, Traced
     micro = max(trace.micro // max(draft.sequences_per_example, 1), 1)
     at = _memory_for(cfg, draft, micro, draft.checkpointing, seq=trace.seq)
     analytic = at.activations + at.expert_adapters
-    fpt = est.train_flops_per_token(draft.arch, method="full" if draft.kind == "full" else "lora", context=trace.seq,
+    fpt = est.train_flops_per_token(draft.arch, method=draft.method.flops_terms, context=trace.seq,
                                     checkpointing=draft.checkpointing, head_share=0.0)
     traced_fpt = trace.flops / max(trace.micro * trace.seq, 1)
     return (TracedMemory(micro=trace.micro, seq=trace.seq, activations_gb=round(trace.activations_bytes / est.GB, 4),
@@ -570,7 +570,7 @@ def _logit_tokens(cfg: Config, draft: Draft, tokens: int) -> int:
 
 
 def _full_weights_decision(cfg: Config, draft: Draft) -> None:
-    if draft.kind == "full" and cfg.method.compute_dtype == "auto":
+    if draft.method.full and cfg.method.compute_dtype == "auto":
         dtype = weight_dtype(cfg, draft)
         draft.decisions.append(
             f"full fine-tuning weights in {dtype}" + (" (pure bf16: weights, gradients and optimizer states; "
@@ -627,7 +627,7 @@ def _expert_weights(cfg: Config, draft: Draft) -> str:
     stay in the compute dtype (measured: a 4-bit Mixtral load keeps experts.gate_up_proj in bf16)."""
     dtype = weight_dtype(cfg, draft)
     a = draft.arch
-    if draft.kind == "qlora" and a is not None and a.experts:
+    if draft.method.quantized and a is not None and a.experts:
         share = a.expert_params / max(a.total_params, 1)
         draft.decisions.append(f"QLoRA on a mixture of experts: 4-bit applies to the linear layers only; the fused "
                                f"experts ({_count(a.expert_params)} parameters, {share:.0%} of the model) stay "

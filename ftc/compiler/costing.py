@@ -22,7 +22,7 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     hw, a = cfg.hardware, draft.arch
     context = draft.tokens_per_example
     selective = draft.loss in ("selective", "liger")
-    fpt = est.train_flops_per_token(a, method="full" if draft.kind == "full" else "lora", context=context,
+    fpt = est.train_flops_per_token(a, method=draft.method.flops_terms, context=context,
                                     checkpointing=draft.checkpointing,
                                     head_share=draft.loss_share if selective else 1.0,
                                     head_recompute=draft.loss == "selective" and draft.loss_recompute,
@@ -31,8 +31,9 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     # below the profile's utilisation on a GPU. CPU profiles are calibrated end to end (ftc calibrate fits rate and
     # fixed cost).
     micro_tokens = draft.micro * draft.sequences_per_example * draft.seq_tokens
-    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world, method=draft.kind,
-                                zero_stage=draft.zero_stage, micro_tokens=micro_tokens,
+    tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
+                                method=draft.method.throughput_terms, zero_stage=draft.zero_stage,
+                                micro_tokens=micro_tokens,
                                 half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
     # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
     step_s = draft.grad_accum * (micro_tokens * draft.world / tps if tps else 0.0) \
@@ -59,7 +60,7 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
         if cfg.eval.compare_base:
             decode_steps = (decode_steps + cfg.eval.max_new_tokens) / 2
             generation_batches *= 2
-    method = "lora" if draft.kind == "dora" else draft.kind
+    method = draft.method.memory_terms
     eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
                               generation_batches=generation_batches, decode_steps=decode_steps,
                               batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, weight_dtype(cfg, draft),
@@ -99,7 +100,7 @@ def spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int
     step_s = train_hours * 3600 / draft.steps
     weights = draft.trainable if draft.peft else (draft.arch.total_params if draft.arch else 0)
     checkpoint_s = 1.0 + weights * est.trainable_bytes_per_param(
-        draft.kind, cfg.train.optim, draft.precision if draft.precision in est.BYTES else "fp32",
+        draft.method.memory_terms, cfg.train.optim, draft.precision if draft.precision in est.BYTES else "fp32",
         deepspeed=draft.zero_stage > 0) / (CHECKPOINT_WRITE_GBS * 1e9)
     between_s = 3600 / max(hw.preemptions_per_hour * devices, 1e-9)
     interval_s = math.sqrt(2 * checkpoint_s * between_s)

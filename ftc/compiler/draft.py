@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ftc.compiler import estimate as est
+from ftc.config.methods import METHODS, Method
 
 if TYPE_CHECKING:
     from ftc.config.schema import Config
@@ -53,8 +54,10 @@ class Draft:
     family: str = "llama"
     peft: bool = True
     """Adapters train (LoRA family); false = every weight trains (method.peft)."""
+    method: Method = METHODS["lora"]
+    """The method (``config.methods``: what it trains, how the estimators price it), from the method's flags."""
     kind: str = "lora"
-    """full | lora | qlora | dora: what the estimators distinguish, derived once from the method's flags."""
+    """The method's name (full | lora | qlora | dora): ``memory_at(kind=...)`` tries another."""
     linear_modules: tuple[str, ...] = ()
     prompt_style: str = "raw"
     """How prompts are formatted in training and inference (formats.PROMPT_STYLES)."""
@@ -158,6 +161,6 @@ def weight_dtype(cfg: "Config", draft: Draft) -> str:
     unscaled)."""
     if cfg.method.compute_dtype in est.BYTES:
         return cfg.method.compute_dtype
-    if draft.kind == "full" and draft.precision == "fp16":
+    if draft.method.full and draft.precision == "fp16":
         return "fp32"
     return draft.precision

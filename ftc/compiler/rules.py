@@ -529,9 +529,10 @@ def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
         seq //= 2
     if seq >= 256:
         fixes.append(f"data.max_length={seq}")
-    if draft.kind in ("lora", "dora") and ok(at(draft.micro, draft.checkpointing, kind="qlora")):
+    if not draft.method.full and not draft.method.quantized and ok(at(draft.micro, draft.checkpointing,
+                                                                        kind="qlora")):
         fixes.append("method=qlora")
-    if draft.kind == "full" and ok(at(draft.micro, draft.checkpointing, kind="lora")):
+    if draft.method.full and ok(at(draft.micro, draft.checkpointing, kind="lora")):
         fixes.append("method=lora")
     mem = at(draft.micro, draft.checkpointing)
     if mem.colocated and ok(dataclasses.replace(mem, colocated=0.0)):
@@ -694,12 +695,12 @@ def optimizer(cfg, facts, draft):
     t = cfg.train
     if t.lr > 1e-2:
         yield warning("train.lr", f"{t.lr} is very high: expect divergence", "train.lr=2e-4")
-    elif draft.kind == "full" and t.lr > 1e-4:
+    elif draft.method.full and t.lr > 1e-4:
         yield warning("train.lr", f"{t.lr} is high for full fine-tuning (LoRA rates do not transfer)", "train.lr=1e-5")
     if t.optim not in OPTIMIZER_MOMENTS:  # a transformers optimizer (schema.OPTIMIZERS) ftc has no state size for
         yield warning("train.optim", f"ftc does not know the state size of '{t.optim}': memory assumes AdamW's",
                       f"one of {', '.join(sorted(OPTIMIZER_MOMENTS))} for an exact estimate")
-    if draft.kind == "full" and cfg.method.compute_dtype == "fp16":
+    if draft.method.full and cfg.method.compute_dtype == "fp16":
         yield error("method.compute_dtype", "full fine-tuning cannot train fp16 weights (their gradients cannot be "
                     "unscaled)", "method.compute_dtype=auto (fp32 master weights under fp16 precision)")
 
