@@ -33,7 +33,10 @@ def is_hub_id(path: str) -> bool:
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    """Whether huggingface_hub is offline in this process (it reads HF_HUB_OFFLINE once, when imported)."""
+    from huggingface_hub import is_offline_mode
+
+    return is_offline_mode()
 
 
 def cached_snapshot(repo: str, revision: Optional[str] = None) -> Optional[Path]:

@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 GROUPS = ("model", "method", "data", "hardware", "launcher", "objective")
 
+# Offline before anything imports huggingface_hub (collecting a test module may): the library reads
+# HF_HUB_OFFLINE once, at import, and a test that reads a hub-layout cache in-process would otherwise wait on the
+# network's timeouts before falling back to the cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
