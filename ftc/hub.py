@@ -8,6 +8,7 @@ The cache is the hub's own layout (``models--org--name/refs/<revision>``, ``snap
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional
@@ -65,18 +66,25 @@ def fetch_config(repo: str, revision: Optional[str] = None) -> tuple[Optional[Pa
         return cached, None
     if offline():
         return None, f"not in the Hugging Face cache ({hub_cache()}) and HF_HUB_OFFLINE is set"
+    return _fetched(repo, revision, str(hub_cache()))
+
+
+@functools.lru_cache(maxsize=32)
+def _fetched(repo: str, revision: Optional[str], cache: str) -> tuple[Optional[Path], Optional[str]]:
+    """``fetch_config``'s one trip to the hub per process (the plan and the rule that explains a failure ask
+    twice; the network is not asked twice)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        found = Path(snapshot_download(repo, revision=revision, allow_patterns=list(PLAN_FILES),
-                                       cache_dir=str(hub_cache()), etag_timeout=5))
+        found = Path(snapshot_download(repo, revision=revision, allow_patterns=list(PLAN_FILES), cache_dir=cache,
+                                       etag_timeout=5))
     except GatedRepoError:
         return None, f"gated: accept its licence on https://huggingface.co/{repo} and set HF_TOKEN"
     except RepositoryNotFoundError:
         return None, "no such model on the Hugging Face hub (a private one needs HF_TOKEN)"
     except LocalEntryNotFoundError:
-        return None, f"not in the Hugging Face cache ({hub_cache()}) and the hub cannot be reached from here"
+        return None, f"not in the Hugging Face cache ({cache}) and the hub cannot be reached from here"
     except Exception as e:  # noqa: BLE001 - any other refusal of the hub is said, and the plan goes on without it
         return None, f"the hub refused: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     return (found, None) if (found / "config.json").is_file() else (None, "the repository has no config.json")
