@@ -39,7 +39,7 @@ def ensure(path: str) -> Path:
             delattr(config, gguf_only)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
-    with atomic_path(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+    with atomic_path(target) as tmp, library_output_to(target.parent / f"{target.name}.conversion.log"):
+        model.save_pretrained(tmp, safe_serialization=True)  # its "Writing model shards" bar goes to the log too
         tokenizer.save_pretrained(tmp)
     return target
