@@ -59,9 +59,12 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
     plan = load_plan(run_dir)
     result = evaluate_run(plan, plan.output_dir, max_samples)
     artifacts.atomic_write_json(Path(run_dir) / "eval.json", result)
-    for name in ("base", "start", "tuned"):
+    for name in ("base", "prompted", "start", "tuned"):
         m = result.get(name)
-        if m and "preference_accuracy" in m:
+        if m and name == "prompted":
+            print(f"{name:8s} {m['shots']} examples before each prompt  exact match {m['exact_match']:.1%}  "
+                  f"ROUGE-L {m['rouge_l']:.3f}  ({m['samples']} samples)")
+        elif m and "preference_accuracy" in m:
             print(f"{name:6s} preference accuracy {m['preference_accuracy']:.1%}  log-likelihood margin "
                   f"{m['logp_margin']:.2f}  ({m['samples']} pairs)")
         elif m and "logp_margin" in m:
@@ -71,7 +74,7 @@ def evaluate(run_dir: str, max_samples: int | None = None) -> dict:
             print(f"{name:6s} mean reward {m['reward']:.3f}  exact match {m['exact_match']:.1%}  ({m['samples']} "
                   "prompts)")
         elif m:
-            print(f"{name:6s} loss {m['loss']:.4f}  ppl {m['perplexity']:.2f}  exact match {m['exact_match']:.1%}  "
+            print(f"{name:8s} loss {m['loss']:.4f}  ppl {m['perplexity']:.2f}  exact match {m['exact_match']:.1%}  "
                   f"ROUGE-L {m['rouge_l']:.3f}  ({m['samples']} samples)")
     print(result["verdict"])
     return result

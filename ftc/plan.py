@@ -262,7 +262,9 @@ class TrainSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     enabled: bool
-    compare_base: bool
+    baselines: tuple[str, ...]
+    """What the tuned model is scored against (eval.baselines, those this objective and data allow)."""
+    shots: int
     max_new_tokens: int
     max_samples: int
     num_examples_in_report: int

@@ -20,8 +20,8 @@ from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.methods import METHODS, method_of
 from ftc.config.objectives import TRAINERS
-from ftc.config.schema import Config
-from ftc.data.formats import BY_ROW, FORMATS
+from ftc.config.schema import BASELINES, Config
+from ftc.data.formats import BY_ROW, FEW_SHOT_FORMATS, FORMATS
 from ftc.data.tokens import split_tokens
 from ftc.plan import (
     BatchSpec,
@@ -89,6 +89,30 @@ def _objective(cfg: Config, draft: Draft) -> None:
         if o.max_prompt_length is None:
             draft.decisions.append(f"objective.max_prompt_length={draft.max_prompt_length} (null: half of "
                                    f"data.max_length)")
+
+
+def _baselines(cfg: Config, draft: Draft) -> None:
+    """eval.baselines as the evaluation will run them. The prompted base needs a prompt to put examples before and
+    answers to score (prompt/completion evaluation: SFT on a format with a prompt); elsewhere it is left out, saying
+    why. Unknown names are refused by rules.baselines."""
+    wanted = tuple(dict.fromkeys(b for b in cfg.eval.baselines if b in BASELINES))
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    why_not = (f"{cfg.objective.name}'s evaluation scores {trainer.evaluation}, not answers to prompts"
+               if trainer is not None and trainer.evaluation != "generation" else
+               f"data.format={cfg.data.format} rows are not a prompt and its answer to show as examples"
+               if cfg.data.format not in FEW_SHOT_FORMATS else None)
+    if "prompted" in wanted and why_not:
+        wanted = tuple(b for b in wanted if b != "prompted")
+        if cfg.eval.enabled:
+            draft.decisions.append(f"eval.baselines: no prompted base ({why_not})")
+    elif "prompted" in wanted and cfg.eval.enabled:
+        draft.decisions.append(f"eval: the tuned model against {' and '.join(_BASELINE_NAMES[b] for b in wanted)}"
+                               f" with {cfg.eval.shots} example{'s' if cfg.eval.shots != 1 else ''} from the "
+                               f"training split (eval.shots), on the same test prompts")
+    draft.baselines = wanted
+
+
+_BASELINE_NAMES = {"base": "the base model", "prompted": "the base model prompted"}
 
 
 def _method(cfg: Config, draft: Draft) -> None:
@@ -728,6 +752,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
     _arch(cfg, facts, draft)
     _max_length(cfg, draft)
     _objective(cfg, draft)
+    _baselines(cfg, draft)
     _environment(cfg, facts, draft)
     _attention(cfg, facts, draft)
     _report_to(cfg, facts, draft)
@@ -833,7 +858,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
             TrainSpec, t, gradient_checkpointing=draft.checkpointing, zero_stage=draft.zero_stage, loss=draft.loss,
             loss_recompute=draft.loss_recompute, report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
         ),
-        eval=spec_from(EvalSpec, cfg.eval),
+        eval=spec_from(EvalSpec, cfg.eval, baselines=draft.baselines),
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=said != "does_not_fit", verdict=said, low_gb=round(low, 2), high_gb=round(high, 2),

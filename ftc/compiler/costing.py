@@ -57,9 +57,13 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
         # model, not tuned to stop, is charged every max_new_tokens step.
         completion = draft.tokens_per_example * draft.loss_share if draft.loss_share < 1 else cfg.eval.max_new_tokens
         decode_steps = min(cfg.eval.max_new_tokens, math.ceil(1.5 * completion))
-        if cfg.eval.compare_base:
-            decode_steps = (decode_steps + cfg.eval.max_new_tokens) / 2
-            generation_batches *= 2
+        # Each baseline is charged every max_new_tokens step (the dangerous side: it may not stop); the prompted one
+        # also reads its eval.shots training examples before each prompt.
+        runs = 1 + len(draft.baselines)
+        decode_steps = (decode_steps + len(draft.baselines) * cfg.eval.max_new_tokens) / runs
+        generation_batches *= runs
+        if "prompted" in draft.baselines:
+            eval_tokens += samples * cfg.eval.shots * draft.tokens_per_example
     method = draft.method.memory_terms
     eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
                               generation_batches=generation_batches, decode_steps=decode_steps,

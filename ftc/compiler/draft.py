@@ -82,6 +82,8 @@ class Draft:
     """GRPO with vLLM: its gpu_memory_utilization (share of its GPU it pre-allocates)."""
     loss_type: str = ""
     """objective.loss_type, or the trainer's default when unset."""
+    baselines: tuple[str, ...] = ()
+    """What the evaluation scores beside the tuned model (eval.baselines, those this objective and data allow)."""
     stored_quantization: Optional[str] = None
     """The checkpoint's own quantization (config.json quantization_config.quant_method)."""
     expert_parameters: tuple[str, ...] = ()

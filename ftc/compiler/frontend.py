@@ -58,6 +58,13 @@ def _unknown_keys(node: Any, prefix: str = "") -> Any:
             yield from _unknown_keys(node._get_node(key), f"{path}.")
 
 
+# Keys a release replaced, with what says the same now.
+REPLACED_KEYS = {
+    "eval.compare_base": "fix: eval.baselines=[] for no comparison, eval.baselines=[base] for the base model only; "
+                         "the default [base,prompted] adds the base model prompted with eval.shots examples",
+}
+
+
 def config_mistake(e: Exception, argv: Sequence[str] = ()) -> Optional[str]:
     """Hydra's or OmegaConf's error about the overrides as one ftc line with the nearest valid name; None for any
     other exception."""
@@ -76,6 +83,8 @@ def config_mistake(e: Exception, argv: Sequence[str] = ()) -> Optional[str]:
         said = f"did you mean {group}={near[0]}? " if near else ""
         return f"ftc: {group}={option}: no such {group} option ({said}options: {', '.join(options)})"
     unknown = re.search(r"Could not override '([^']+)'", str(e))
+    if unknown and unknown.group(1) in REPLACED_KEYS:
+        return f"ftc: {unknown.group(1)}: replaced ({REPLACED_KEYS[unknown.group(1)]})"
     if unknown:
         key = unknown.group(1)
         parent, _, leaf = key.rpartition(".")

@@ -17,7 +17,7 @@ from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
 from ftc.config.objectives import TRAINERS
-from ftc.config.schema import Check, Config, field_check
+from ftc.config.schema import BASELINES, Check, Config, field_check
 from ftc.data.formats import FORMATS
 from ftc.plan import Finding
 
@@ -485,6 +485,15 @@ def reporting(cfg, facts, draft):
             yield error("train.report_to", f"{name} is not among the target's packages ({_packages(draft)})",
                         f"hardware.packages=[{name},...] if the machine that trains has it, or "
                         "train.report_to=[none]")
+
+
+@rule
+def baselines(cfg, facts, draft):
+    """an unknown eval.baselines entry"""
+    for name in cfg.eval.baselines:
+        if name not in BASELINES:
+            yield error("eval.baselines", f"unknown baseline '{name}'",
+                        f"eval.baselines=[{','.join(BASELINES)}], [base] or []")
 
 
 # --- precision and hardware --------------------------------------------------------------------------------------

@@ -446,12 +446,20 @@ class TrainConfig:
     """Extra TRL SFTConfig fields passed through unchanged (checked for removed/renamed names)."""
 
 
+BASELINES = ("base", "prompted")
+"""eval.baselines: the untuned model, and the untuned model shown eval.shots training examples first."""
+
+
 @dataclass
 class EvalConfig:
     enabled: bool = True
-    """Evaluate base and tuned model on the test split after training."""
-    compare_base: bool = True
-    """Also evaluate the untuned base model on the same prompts."""
+    """Evaluate the tuned model (and the baselines) on the test split after training."""
+    baselines: List[str] = field(default_factory=lambda: ["base", "prompted"])
+    """What the tuned model is compared with on the same test prompts: ``base`` (the untuned model) and
+    ``prompted`` (the untuned model shown ``eval.shots`` examples from the training split before each prompt, for
+    prompt/completion evaluation); ``[]`` for none."""
+    shots: int = checked(3, ge=1, le=64)
+    """Training examples before each test prompt for the ``prompted`` baseline (drawn once by train.seed)."""
     max_new_tokens: int = checked(64, ge=1)
     max_samples: int = checked(200, ge=1)
     """Test examples used for generation metrics."""

@@ -48,6 +48,27 @@ FORMATS = {
 }
 
 
+# Formats whose rows are a prompt and its answer: training rows can be shown before a test prompt as examples (the
+# prompted baseline, eval.baselines). Text has no prompt; labelled and paired answers are not all answers to copy.
+FEW_SHOT_FORMATS = ("alpaca", "chat", "prompt_completion")
+
+
+def few_shot_prompt(example: dict[str, Any], shots: list[dict[str, Any]], tokenizer: Any) -> str:
+    """The test ``example``'s prompt with ``shots`` (training examples, as ``to_texts`` formats them) before it.
+    Chat rows (with their ``messages``) become one conversation, as chat models are prompted with examples: the test
+    row's system message, then each shot's user and assistant turns, then the test row's own turns, rendered with
+    the chat template. Other prompts are the shots' prompt + completion, each closed by the tokenizer's EOS as
+    training closes every completion (the base model learns where an answer ends), then the test prompt."""
+    if "messages" in example:
+        context = example["messages"][:-1]
+        system = [m for m in context[:1] if m["role"] == "system"]
+        turns = [m for shot in shots for m in shot["messages"] if m["role"] != "system"]
+        return tokenizer.apply_chat_template(system + turns + context[len(system):], tokenize=False,
+                                             add_generation_prompt=True)
+    eos = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else "\n\n"
+    return "".join(f"{shot['prompt']}{shot['completion']}{eos}" for shot in shots) + example["prompt"]
+
+
 def row_prompt_style(values: dict[str, Any], fmt: str) -> str:
     """The prompt style a checked row (``check_row``) is trained with."""
     style = FORMATS[fmt].prompt

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import row_prompt_style, to_texts
+from ftc.data.formats import FEW_SHOT_FORMATS, row_prompt_style, to_texts
 from ftc.data.load import data_path, problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
@@ -24,7 +24,8 @@ from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root
 from ftc.plan import DataSpec
 
-CACHE_VERSION = 3  # 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
+CACHE_VERSION = 4  # 4: chat test rows keep their turns, and the prompted baseline's shot pool;
+# 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Splits:
     test: list[dict[str, str]]  # raw {prompt, completion} (or {prompt, chosen, rejected}) for evaluation
     test_tokenized: Optional[Any]
     report: DataReport
+    shots: list[dict[str, Any]] = field(default_factory=list)
+    """Training examples for the prompted baseline (``shot_pool``)."""
 
 
 def _file_fingerprint(path: str) -> str:
@@ -120,7 +123,22 @@ def _example(ex: Example, spec: DataSpec, tokenizer: Any) -> dict[str, Any]:
     example = dict(zip(("prompt", "completion"), texts))
     if spec.format == "kto":
         example["label"] = ex.values["label"]
+    if spec.format == "chat":  # the turns through the answer: the prompted baseline shows them as examples
+        messages = ex.values["messages"]
+        example["messages"] = messages[: max(i for i, m in enumerate(messages) if m["role"] == "assistant") + 1]
     return example
+
+
+SHOT_POOL = 64
+"""Training examples kept with the test split for the prompted baseline (eval.shots takes its first k)."""
+
+
+def shot_pool(train: list[dict[str, Any]], spec: DataSpec, seed: int) -> list[dict[str, Any]]:
+    """Up to SHOT_POOL training examples drawn by the seed, in draw order, for formats whose rows are prompts and
+    answers (formats.FEW_SHOT_FORMATS); empty for the others."""
+    if spec.format not in FEW_SHOT_FORMATS:
+        return []
+    return [train[i] for i in random.Random(seed).sample(range(len(train)), min(SHOT_POOL, len(train)))]
 
 
 def selected(spec: DataSpec, seed: int) -> Selection:
@@ -214,7 +232,7 @@ def _load_cached(cache_dir: Any) -> Optional[Splits]:
                                          f"{e}); rebuilding it")
         shutil.rmtree(cache_dir, ignore_errors=True)
         return None
-    return Splits(loaded["train"], loaded["validation"], meta["test"], loaded["test"], report)
+    return Splits(loaded["train"], loaded["validation"], meta["test"], loaded["test"], report, meta["shots"])
 
 
 def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> Splits:
@@ -257,7 +275,8 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
             report.examples[name] = len(columns["input_ids"])
             report.tokens[name] = sum(len(s) for s in columns["input_ids"])
 
-    meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")}, "test": test}
+    meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")}, "test": test,
+            "shots": shot_pool(train, spec, seed)}
     with atomic_path(cache_dir) as tmp:  # a crash never leaves a half-written cache that looks complete
         tmp.mkdir()
         for name, ds in tokenized.items():
@@ -266,4 +285,4 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
     def load(name: str) -> Any:
         return datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
 
-    return Splits(load("train"), load("validation"), test or [], load("test"), report)
+    return Splits(load("train"), load("validation"), test or [], load("test"), report, meta["shots"])

@@ -39,6 +39,13 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def answer(example: dict[str, Any]) -> str:
+    """What a generation is scored against: the completion, or for a chat row its assistant message. (The chat
+    completion trained on ends with the template's end-of-turn text, e.g. ``<|im_end|>\n``, which generation, decoded
+    without special tokens, never shows: no chat answer could match it exactly.)"""
+    return example["messages"][-1]["content"] if "messages" in example else example["completion"]
+
+
 def completion_loss(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> float:
     """Mean cross-entropy per completion token (the prompt is masked, as in training)."""
     import torch
@@ -104,9 +111,41 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized
     return {
         "loss": loss,
         "perplexity": math.exp(loss) if math.isfinite(loss) and loss < 50 else float("inf"),
-        "exact_match": sum(exact_match(p, e["completion"]) for p, e in zip(predictions, examples)) / n,
-        "rouge_l": sum(rouge_l(p, e["completion"]) for p, e in zip(predictions, examples)) / n,
+        "exact_match": sum(exact_match(p, answer(e)) for p, e in zip(predictions, examples)) / n,
+        "rouge_l": sum(rouge_l(p, answer(e)) for p, e in zip(predictions, examples)) / n,
         "samples": len(examples),
+        "predictions": predictions,
+    }
+
+
+def score_prompted(model: Any, tokenizer: Any, test: list[dict[str, Any]], shots: list[dict[str, Any]], plan: Plan,
+                   limit: int | None = None) -> dict[str, Any]:
+    """The prompted baseline's held-out metrics: each test prompt with ``shots`` (training examples) before it
+    (``formats.few_shot_prompt``), greedy. A prompt that would not leave room for max_new_tokens in the model's
+    context gets fewer examples (counted in ``shots_cut``). No test loss: the completion is scored after a different
+    prompt than the tuned model's."""
+    from ftc.data.formats import few_shot_prompt
+
+    examples = test[: limit or plan.eval.max_samples]
+    context = getattr(model.config, "max_position_embeddings", None) or 10**9
+    prompts, cut = [], 0
+    for e in examples:
+        k = len(shots)
+        prompt = few_shot_prompt(e, shots[:k], tokenizer)
+        while k and len(tokenizer(prompt)["input_ids"]) + plan.eval.max_new_tokens > context:
+            k -= 1
+            prompt = few_shot_prompt(e, shots[:k], tokenizer)
+        cut += k < len(shots)
+        prompts.append(prompt)
+    predictions = generate(model, tokenizer, prompts, plan.eval.max_new_tokens)
+    n = max(len(examples), 1)
+    return {
+        "loss": None,
+        "exact_match": sum(exact_match(p, answer(e)) for p, e in zip(predictions, examples)) / n,
+        "rouge_l": sum(rouge_l(p, answer(e)) for p, e in zip(predictions, examples)) / n,
+        "samples": len(examples),
+        "shots": len(shots),
+        "shots_cut": cut,
         "predictions": predictions,
     }
 
@@ -156,7 +195,7 @@ def _evaluate_labels(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit:
     predictions = generate(model, tokenizer, [e["prompt"] for e in splits.test[:k]], plan.eval.max_new_tokens)
     tuned = {"logp_margin": margin(tuned_logps), "samples": len(labels)}
     base = None
-    if plan.eval.compare_base and plan.method.peft:
+    if "base" in plan.eval.baselines and plan.method.peft:
         def scored() -> dict[str, Any]:
             with model.disable_adapter():
                 return {"logps": list(pair_logps(model, data, pad, sides=("completion_ids",))[0])}
@@ -209,7 +248,7 @@ def _evaluate_pairs(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit: 
     tuned = score_pairs(model, tokenizer, splits, plan, limit)
     start = _at_start(plan, model, lambda: score_pairs(model, tokenizer, splits, plan, limit))  # SFT -> DPO
     base = None
-    if plan.eval.compare_base and plan.method.peft:
+    if "base" in plan.eval.baselines and plan.method.peft:
         def scored() -> dict[str, Any]:
             with model.disable_adapter():
                 return score_pairs(model, tokenizer, splits, plan, limit)
@@ -268,7 +307,7 @@ def _evaluate_rewards(plan: Plan, model: Any, tokenizer: Any, splits: Any, limit
     tuned = score_rewards(model, tokenizer, splits.test, plan, limit)
     start = _at_start(plan, model, lambda: score_rewards(model, tokenizer, splits.test, plan, limit))
     base = None
-    if plan.eval.compare_base and plan.method.peft:
+    if "base" in plan.eval.baselines and plan.method.peft:
         def scored() -> dict[str, Any]:
             with model.disable_adapter():
                 return score_rewards(model, tokenizer, splits.test, plan, limit)
@@ -309,27 +348,44 @@ def evaluate_run(plan: Plan, run_dir: str, limit: int | None = None) -> dict[str
     if evaluation == "reward":
         return _evaluate_rewards(plan, model, tokenizer, splits, limit)
     tuned = score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
-    base = None
-    if plan.eval.compare_base:
+
+    def untuned(scoring: Callable[[Any], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """``scoring`` run on the base model: the tuned one with its adapter off, or (full fine-tuning) the base
+        loaded again."""
         def scored() -> dict[str, Any]:
             if plan.method.peft:
                 with model.disable_adapter():
-                    return score(model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
+                    return scoring(model)
             base_model = load_base_model(plan, for_training=False)
             try:
-                return score(base_model, tokenizer, splits.test, splits.test_tokenized, plan, limit)
+                return scoring(base_model)
             finally:
                 del base_model
+        return scored
 
-        base = base_once(plan, model, splits.test, limit, "sft", scored)
+    base = prompted = None
+    if "base" in plan.eval.baselines:
+        base = base_once(plan, model, splits.test, limit, "sft", untuned(
+            lambda m: score(m, tokenizer, splits.test, splits.test_tokenized, plan, limit)))
+    shots = splits.shots[: plan.eval.shots]
+    if "prompted" in plan.eval.baselines and shots:
+        drawn = hashlib.sha256(json.dumps(shots, sort_keys=True).encode()).hexdigest()[:16]
+        prompted = base_once(plan, model, splits.test, limit, f"prompted-{drawn}", untuned(
+            lambda m: score_prompted(m, tokenizer, splits.test, shots, plan, limit)))
     k = min(plan.eval.num_examples_in_report, len(tuned["predictions"]))
     examples = [
-        {"prompt": e["prompt"], "reference": e["completion"], "tuned": tuned["predictions"][i],
-         "base": base["predictions"][i] if base else None}
+        {"prompt": e["prompt"], "reference": answer(e), "tuned": tuned["predictions"][i],
+         "base": base["predictions"][i] if base else None,
+         **({"prompted": prompted["predictions"][i]} if prompted else {})}
         for i, e in enumerate(splits.test[:k])
     ]
-    return {"tuned": _public(tuned), "base": _public(base), "examples": examples, "verdict": verdict(tuned, base),
-            **_reused(base)}
+    result = {"tuned": _public(tuned), "base": _public(base), "examples": examples,
+              "verdict": verdict(tuned, base, prompted), **_reused(base)}
+    if prompted:
+        result["prompted"] = _public(prompted)
+        result["shots"] = [{"prompt": s["messages"][-2]["content"] if "messages" in s else s["prompt"],
+                            "completion": answer(s)} for s in shots]
+    return result
 
 
 def _public(metrics: dict | None) -> dict | None:
@@ -385,7 +441,35 @@ def base_once(plan: Plan, model: Any, test: list[dict[str, Any]], limit: int | N
     return result
 
 
-def verdict(tuned: dict, base: dict | None) -> str:
+def verdict(tuned: dict, base: dict | None, prompted: dict | None = None) -> str:
+    """The headline: whether tuning beat the base model and, with the prompted baseline, the base model shown
+    examples (what the guides say to check before paying for training), by exact match, then the other metrics."""
+    if prompted is None:
+        return _against_base(tuned, base)
+    em = {name: round(m["exact_match"], 3) for name, m in (("tuned", tuned), ("base", base), ("prompted", prompted))
+          if m}
+    models = [(label, m) for label, m in (("base", base), (f"prompted ({prompted['shots']}-shot)", prompted),
+                                          ("tuned", tuned)) if m]
+    figures = ", ".join(f"{label} {m['exact_match']:.1%}" for label, m in models)
+    rest = "ROUGE-L " + ", ".join(f"{label.split()[0]} {m['rouge_l']:.3f}" for label, m in models)
+    if base:
+        rest += f"; test loss {base['loss']:.3f} -> {tuned['loss']:.3f}"
+    cut = f"; {prompted['shots_cut']} prompts got fewer examples to fit the context" if prompted["shots_cut"] else ""
+    over_prompted = em["tuned"] > em["prompted"]
+    over_base = "base" not in em or em["tuned"] > em["base"]
+    if over_prompted and over_base:
+        head = f"tuned beats {'base and ' if base else ''}the base model prompted with {prompted['shots']} examples"
+    elif over_base:
+        head = (f"tuned beats base but NOT the base model prompted with {prompted['shots']} examples: prompting "
+                "alone does as well or better, without training")
+    elif over_prompted:
+        head = "tuned beats the prompted base but NOT base"
+    else:
+        head = "tuned does NOT beat base or the prompted base"
+    return f"{head}: exact match {figures}; {rest}{cut}"
+
+
+def _against_base(tuned: dict, base: dict | None) -> str:
     if not base:
         return f"tuned: exact match {tuned['exact_match']:.1%}, loss {tuned['loss']:.3f} (no base comparison)"
     em = f"exact match {base['exact_match']:.1%} -> {tuned['exact_match']:.1%}"

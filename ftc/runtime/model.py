@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,7 +127,9 @@ def load_tuned(plan: Plan, run_dir: str) -> tuple[Any, Any]:
         from peft import PeftModel
 
         base = load_base_model(plan, for_training=False)
-        model = PeftModel.from_pretrained(base, str(run / "adapter"))
+        with warnings.catch_warnings():  # PEFT 0.21 reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base, str(run / "adapter"))
         tokenizer = load_tokenizer(plan, str(run / "adapter"))
     else:
         from transformers import AutoModelForCausalLM

@@ -23,8 +23,10 @@ def finish(plan: Plan, training: dict[str, Any], started: float) -> dict[str, An
 
     evaluation, eval_start = None, time.time()
     if plan.eval.enabled:
-        print(f"ftc: evaluating the tuned{' and the base' if plan.eval.compare_base else ''} model on the test split "
-              f"(up to {plan.eval.max_samples} examples)", file=sys.stderr)
+        against = {"base": "the base", "prompted": f"the prompted base ({plan.eval.shots}-shot)"}
+        *others, last = ["the tuned model", *(against[b] for b in plan.eval.baselines)]
+        models = f"{', '.join(others)} and {last}" if others else last
+        print(f"ftc: evaluating {models} on the test split (up to {plan.eval.max_samples} examples)", file=sys.stderr)
         evaluation = evaluate_run(plan, plan.output_dir)
     training = {**training, "evaluation_s": time.time() - eval_start if evaluation else 0.0}
     bad = non_finite(training, evaluation)
@@ -45,7 +47,7 @@ def non_finite(training: dict[str, Any], evaluation: dict[str, Any] | None) -> l
     loss = training.get("train_loss")
     if isinstance(loss, float) and not math.isfinite(loss):
         found.append(f"train loss {loss}")
-    for model in ("base", "start", "tuned"):
+    for model in ("base", "prompted", "start", "tuned"):
         for key, value in ((evaluation or {}).get(model) or {}).items():
             if isinstance(value, float) and not math.isfinite(value):
                 found.append(f"{model} {key.replace('_', ' ')} {value}")
@@ -99,9 +101,11 @@ def write(plan: Plan, run_dir: str, training: dict[str, Any], evaluation: dict[s
                    "validation_s": training.get("validation_s"), "checkpoints_s": training.get("checkpoints_s"),
                    "eval_s": training.get("evaluation_s")},
     }
-    artifacts.atomic_write_json(run / "summary.json", summary)
+    # summary.json last: it marks the run complete (a resume refuses to train past it), so a report that fails to
+    # render leaves a run that says it is not complete and resumes, not one that looks done without its report.
     png = loss_curve(run)
     artifacts.atomic_write_text(run / "report.md", markdown(plan, summary, png is not None, card))
+    artifacts.atomic_write_json(run / "summary.json", summary)
     return summary
 
 
@@ -122,10 +126,21 @@ def _f(x: Any, fmt: str = ".3f") -> str:
 def _table(ev: dict[str, Any], columns: list[str], cells: Any) -> list[str]:
     """One row per model evaluated (base, the starting adapter, tuned), then the side-by-side generations."""
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name in ("base", "start", "tuned"):
+    for name in ("base", "prompted", "start", "tuned"):
         if ev.get(name):
-            lines.append(f"| {name} | " + " | ".join(str(c) for c in cells(ev[name])) + " |")
-    return lines + _side_by_side(ev["examples"])
+            label = f"base prompted ({ev[name]['shots']}-shot)" if name == "prompted" else name
+            lines.append(f"| {label} | " + " | ".join(str(c) for c in cells(ev[name])) + " |")
+    return lines + _shots(ev) + _side_by_side(ev["examples"])
+
+
+def _shots(ev: dict[str, Any]) -> list[str]:
+    """The training examples the prompted baseline was shown before each test prompt."""
+    if not ev.get("shots"):
+        return []
+    lines = ["", f"The prompted base saw these {len(ev['shots'])} training examples before each test prompt "
+                 "(eval.shots, drawn by train.seed):", ""]
+    return lines + [f"- `{shown(' '.join(s['prompt'].strip().splitlines()[-2:]), 120)}` -> "
+                    f"`{shown(s['completion'], 120)}`" for s in ev["shots"]]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
@@ -153,6 +168,8 @@ def _side_by_side(examples: list[dict[str, Any]]) -> list[str]:
         lines.append(f"- tuned: `{shown(e['tuned'], 1000)}`")
         if e["base"] is not None:
             lines.append(f"- base: `{shown(e['base'])}`")
+        if e.get("prompted") is not None:
+            lines.append(f"- base prompted: `{shown(e['prompted'])}`")
         lines.append("")
     return lines
 
@@ -187,7 +204,7 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool, card: str | Non
                                    f"{m['exact_match']:.1%}", m["samples"]])
     elif ev:
         lines += _table(ev, ["test loss", "perplexity", "exact match", "ROUGE-L", "samples"],
-                        lambda m: [_f(m["loss"]), _f(m["perplexity"], ".2f"), f"{m['exact_match']:.1%}",
+                        lambda m: [_f(m["loss"]), _f(m.get("perplexity"), ".2f"), f"{m['exact_match']:.1%}",
                                    _f(m["rouge_l"]), m["samples"]])
     if ev and ev.get("base_reused_from"):
         lines += [f"The base model's row is reused: the same base, test examples and evaluation settings were scored "

@@ -48,6 +48,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
             "rouge_l": _dig(summary, METRICS["rouge_l"][0]),
             "test_loss": _dig(summary, METRICS["test_loss"][0]),
             "base_exact_match": _dig(summary, ("eval", "base", "exact_match")),
+            "prompted_exact_match": _dig(summary, ("eval", "prompted", "exact_match")),
             "preference_accuracy": _dig(summary, METRICS["preference_accuracy"][0]),
             "logp_margin": _dig(summary, METRICS["logp_margin"][0]),
             "reward": _dig(summary, METRICS["reward"][0]),
@@ -95,8 +96,8 @@ def _fmt(v: Any) -> str:
 
 
 COLUMNS = ["trial", "overrides", "status", "exact_match", "rouge_l", "test_loss", "base_exact_match",
-           "preference_accuracy", "logp_margin", "reward", "train_loss", "wall_time_s", "tokens_per_s", "predicted_usd",
-           "actual_usd"]
+           "prompted_exact_match", "preference_accuracy", "logp_margin", "reward", "train_loss", "wall_time_s",
+           "tokens_per_s", "predicted_usd", "actual_usd"]
 
 
 def markdown(rows: list[dict], metric: str) -> str:

@@ -320,8 +320,12 @@ def test_the_base_model_is_scored_once_for_the_same_base_test_set_and_settings(t
     calls = []
     real = evaluate.score
     monkeypatch.setattr(evaluate, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    prompted_calls = []
+    real_prompted = evaluate.score_prompted
+    monkeypatch.setattr(evaluate, "score_prompted", lambda *a, **k: prompted_calls.append(1) or real_prompted(*a, **k))
     second = evaluate.evaluate_run(plan, plan.output_dir, limit=4)
     assert len(calls) == 1  # the tuned model only
     assert second["base"] == first["base"] and second["base_reused_from"].endswith(".json")
+    assert not prompted_calls and second["prompted"] == first["prompted"]  # the prompted base is the same model
     third = evaluate.evaluate_run(plan, plan.output_dir, limit=3)  # other settings: scored again
     assert len(calls) == 3 and "base_reused_from" not in third

@@ -52,3 +52,48 @@ def test_no_mapping_when_the_rows_need_different_ones():
     p.add(11, MissingField("missing field 'instruction'"), {"question": "q"})
     assert p.mapping() is None
     assert p.lines() == ["d.jsonl:6: missing field 'output'", "d.jsonl:11: missing field 'instruction'"]
+
+
+CHATML = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}"
+          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+class _Tokenizer:
+    """What few_shot_prompt calls: a chat template (rendered as transformers renders one) and EOS."""
+    eos_token_id = 7
+
+    def decode(self, ids):
+        return "</s>" if ids == [7] else "?"
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False):
+        from ftc.data.tokens import render_chat
+
+        return render_chat(CHATML, messages, add_generation_prompt)
+
+
+def _chat(system, user, answer):
+    return {"messages": [{"role": "system", "content": system}, {"role": "user", "content": user},
+                         {"role": "assistant", "content": answer}]}
+
+
+def test_a_prompted_chat_example_is_one_conversation_with_the_shots_as_earlier_turns():
+    from ftc.data.formats import few_shot_prompt
+
+    test = _chat("Triage.", "My card was charged twice", "category: billing")
+    shots = [_chat("Other system text", "App crashes", "category: technical"),
+             _chat("Triage.", "Where is my parcel", "category: shipping")]
+    assert few_shot_prompt(test, shots, _Tokenizer()) == (
+        "<|system|>Triage.<|end|>"  # the test row's system message once; the shots' own are left out
+        "<|user|>App crashes<|end|><|assistant|>category: technical<|end|>"
+        "<|user|>Where is my parcel<|end|><|assistant|>category: shipping<|end|>"
+        "<|user|>My card was charged twice<|end|><|assistant|>")  # its answer is not shown
+    assert few_shot_prompt(test, [], _Tokenizer()) == \
+        "<|system|>Triage.<|end|><|user|>My card was charged twice<|end|><|assistant|>"
+
+
+def test_a_prompted_text_example_closes_each_shot_with_eos_as_training_does():
+    from ftc.data.formats import few_shot_prompt
+
+    shots = [{"prompt": "Q: 1+1\nA: ", "completion": "2"}, {"prompt": "Q: 2+2\nA: ", "completion": "4"}]
+    assert few_shot_prompt({"prompt": "Q: 3+3\nA: ", "completion": "6"}, shots, _Tokenizer()) == \
+        "Q: 1+1\nA: 2</s>Q: 2+2\nA: 4</s>Q: 3+3\nA: "

@@ -71,6 +71,27 @@ def test_every_catalog_model_plans_without_an_error_from_what_ftc_ships(model):
     assert plan.model.params > 100e6
 
 
+@pytest.mark.parametrize("overrides,baselines,said", [
+    ([], ("base", "prompted"), "the tuned model against the base model and the base model prompted with 3 examples"),
+    (["eval.baselines=[prompted]", "eval.shots=5"], ("prompted",), "the base model prompted with 5 examples"),
+    (["eval.baselines=[]"], (), None),
+    (["objective=dpo", "data=sample_preference"], ("base",), "no prompted base (dpo's evaluation scores pairs"),
+    (["data=file", "data.format=text", "data.path=ftc:sample/train.jsonl"], ("base",),
+     "no prompted base (data.format=text rows are not a prompt and its answer"),
+])
+def test_the_plan_decides_which_baselines_the_evaluation_scores(overrides, baselines, said):
+    plan = plan_for(overrides)
+    assert plan.eval.baselines == baselines
+    if said:
+        assert any(said in d for d in plan.decisions), plan.decisions
+
+
+def test_each_baseline_is_priced_in_the_evaluation_time():
+    alone, two, three = (plan_for([f"eval.baselines={b}"]).time.eval_hours
+                         for b in ("[]", "[base]", "[base,prompted]"))
+    assert alone < two < three
+
+
 def test_the_plan_has_every_number_the_issue_lists_worked_out():
     plan = plan_for([]).to_dict()
     numbers = ("world_size", "batch.micro", "batch.grad_accum", "batch.global", "schedule.steps", "schedule.epochs",
