@@ -21,7 +21,7 @@ from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.methods import METHODS, method_of
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import BASELINES, Config
-from ftc.data.formats import BY_ROW, FEW_SHOT_FORMATS, FORMATS
+from ftc.data.formats import BY_ROW, FORMATS
 from ftc.data.tokens import split_tokens
 from ftc.plan import (
     BatchSpec,
@@ -100,7 +100,7 @@ def _baselines(cfg: Config, draft: Draft) -> None:
     why_not = (f"{cfg.objective.name}'s evaluation scores {trainer.evaluation}, not answers to prompts"
                if trainer is not None and trainer.evaluation != "generation" else
                f"data.format={cfg.data.format} rows are not a prompt and its answer to show as examples"
-               if cfg.data.format not in FEW_SHOT_FORMATS else None)
+               if cfg.data.format in FORMATS and not FORMATS[cfg.data.format].shows_examples else None)
     if "prompted" in wanted and why_not:
         wanted = tuple(b for b in wanted if b != "prompted")
         if cfg.eval.enabled:

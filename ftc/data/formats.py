@@ -32,25 +32,26 @@ class Format:
     optional: tuple[str, ...]
     template_tokens: int
     prompt: str
+    shows_examples: bool = False
+    """Rows are a prompt and its answer, so training rows can be shown before a test prompt as examples (the
+    prompted baseline, eval.baselines). Text has no prompt; labelled and paired answers are not all answers to
+    copy."""
 
 
 # The one table of data formats: rules check field mappings against it, the compiler sizes examples with it, the
 # loader validates rows with it, and training, generation, export and serving format prompts by its prompt style.
 FORMATS = {
-    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26, prompt="alpaca"),
-    "chat": Format(required=("messages",), optional=(), template_tokens=12, prompt="chat"),
-    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1, prompt="raw"),
+    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26, prompt="alpaca",
+                     shows_examples=True),
+    "chat": Format(required=("messages",), optional=(), template_tokens=12, prompt="chat", shows_examples=True),
+    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1, prompt="raw",
+                                shows_examples=True),
     "text": Format(required=("text",), optional=(), template_tokens=1, prompt="raw"),
     # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
     "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26, prompt=BY_ROW),
     # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}; the prompt formatted as alpaca's.
     "kto": Format(required=("prompt", "completion", "label"), optional=(), template_tokens=26, prompt="alpaca"),
 }
-
-
-# Formats whose rows are a prompt and its answer: training rows can be shown before a test prompt as examples (the
-# prompted baseline, eval.baselines). Text has no prompt; labelled and paired answers are not all answers to copy.
-FEW_SHOT_FORMATS = ("alpaca", "chat", "prompt_completion")
 
 
 def few_shot_prompt(example: dict[str, Any], shots: list[dict[str, Any]], tokenizer: Any) -> str:

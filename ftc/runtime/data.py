@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import FEW_SHOT_FORMATS, row_prompt_style, to_texts
+from ftc.data.formats import FORMATS, row_prompt_style, to_texts
 from ftc.data.load import data_path, problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
@@ -135,8 +135,8 @@ SHOT_POOL = 64
 
 def shot_pool(train: list[dict[str, Any]], spec: DataSpec, seed: int) -> list[dict[str, Any]]:
     """Up to SHOT_POOL training examples drawn by the seed, in draw order, for formats whose rows are prompts and
-    answers (formats.FEW_SHOT_FORMATS); empty for the others."""
-    if spec.format not in FEW_SHOT_FORMATS:
+    answers (``Format.shows_examples``); empty for the others."""
+    if not FORMATS[spec.format].shows_examples:
         return []
     return [train[i] for i in random.Random(seed).sample(range(len(train)), min(SHOT_POOL, len(train)))]
 

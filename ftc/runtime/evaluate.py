@@ -46,6 +46,14 @@ def answer(example: dict[str, Any]) -> str:
     return example["messages"][-1]["content"] if "messages" in example else example["completion"]
 
 
+def answer_metrics(predictions: list[str], examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exact match and ROUGE-L of greedy ``predictions`` against each example's ``answer``, with the predictions."""
+    n = max(len(examples), 1)
+    return {"exact_match": sum(exact_match(p, answer(e)) for p, e in zip(predictions, examples)) / n,
+            "rouge_l": sum(rouge_l(p, answer(e)) for p, e in zip(predictions, examples)) / n,
+            "samples": len(examples), "predictions": predictions}
+
+
 def completion_loss(model: Any, dataset: Any, pad_id: int, batch_size: int = 16) -> float:
     """Mean cross-entropy per completion token (the prompt is masked, as in training)."""
     import torch
@@ -107,14 +115,10 @@ def score(model: Any, tokenizer: Any, test: list[dict[str, str]], test_tokenized
     examples = test[: limit or plan.eval.max_samples]
     predictions = generate(model, tokenizer, [e["prompt"] for e in examples], plan.eval.max_new_tokens)
     loss = completion_loss(model, test_tokenized, tokenizer.pad_token_id or 0)
-    n = max(len(examples), 1)
     return {
         "loss": loss,
         "perplexity": math.exp(loss) if math.isfinite(loss) and loss < 50 else float("inf"),
-        "exact_match": sum(exact_match(p, answer(e)) for p, e in zip(predictions, examples)) / n,
-        "rouge_l": sum(rouge_l(p, answer(e)) for p, e in zip(predictions, examples)) / n,
-        "samples": len(examples),
-        "predictions": predictions,
+        **answer_metrics(predictions, examples),
     }
 
 
@@ -138,16 +142,7 @@ def score_prompted(model: Any, tokenizer: Any, test: list[dict[str, Any]], shots
         cut += k < len(shots)
         prompts.append(prompt)
     predictions = generate(model, tokenizer, prompts, plan.eval.max_new_tokens)
-    n = max(len(examples), 1)
-    return {
-        "loss": None,
-        "exact_match": sum(exact_match(p, answer(e)) for p, e in zip(predictions, examples)) / n,
-        "rouge_l": sum(rouge_l(p, answer(e)) for p, e in zip(predictions, examples)) / n,
-        "samples": len(examples),
-        "shots": len(shots),
-        "shots_cut": cut,
-        "predictions": predictions,
-    }
+    return {"loss": None, **answer_metrics(predictions, examples), "shots": len(shots), "shots_cut": cut}
 
 
 def pair_logps(model: Any, dataset: Any, pad_id: int, batch_size: int = 16,
