@@ -7,45 +7,12 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ftc.errors import UserError, exit_on_error
 from ftc.sweep.trial import RUN_PLAN
-
-USAGE = """usage: ftc <command> [options] [hydra overrides]
-
-commands:
-  plan [--json] [--data-card DIR] [--trace] [overrides]
-                                 compile the experiment and print the plan (no torch, no downloads);
-                                 --data-card writes DIR/data_card.md and DIR/data_tokens.png;
-                                 --trace runs one step of the real model under fake tensors (needs torch,
-                                 no weights) and shows its activations and FLOPs beside the estimate
-  plan -m [sweep overrides]      compile every trial of a sweep and print its total cost
-  plan hardware=auto [...]       rank every GPU profile by predicted cost and plan on the cheapest that fits
-  train [overrides]              run the plan (re-running with the same output_dir resumes)
-  train -m [sweep overrides]     hyperparameter sweep (Hydra multirun)
-  calibrate [profile=NAME] [...]  measure this machine (<1 min) and write hardware profile NAME (default: calibrated)
-  eval RUN_DIR                   held-out metrics of base vs tuned model
-  generate RUN_DIR prompt="..." [system="..."] [input="..."]
-                                 generate with the tuned model, the prompt in training's format (chat data:
-                                 training's shared system prompt unless system= is given; alpaca: input=)
-  merge RUN_DIR [out=DIR]        merge the adapter into the base model (safetensors + tokenizer)
-  export RUN_DIR [format=gguf|merged] [quant=f16|q8_0|q4_k_m]
-                                 GGUF for llama.cpp/Ollama (training's prompt format and stop tokens inside, an
-                                 Ollama Modelfile beside it), or the merged model
-  serve RUN_DIR [engine=auto|llama.cpp|vllm] [host=127.0.0.1] [port=8000] [quant=...]
-                                 an OpenAI-compatible endpoint (/v1/completions, /v1/chat/completions)
-  sweep-report SWEEP_DIR         summary table + plot of a sweep
-  completion bash                the bash completion script: eval "$(ftc completion bash)"
-
-examples:
-  ftc plan model=mistral_7b method=qlora hardware=rtx4090 data=file data.path=tickets.jsonl
-  ftc plan recipe=lora_llama3_8b_zero3_x4
-  ftc train method.r=8 train.lr=1e-4
-  ftc train -m method.r=8,16 train.lr=1e-4,2e-4
-Hydra flags work after plan/train: --cfg job, --info, -m; ftc plan --help lists the common overrides.
-"""
 
 
 def _hydra_app(task: Callable, argv: list[str], extra: list[str]) -> None:
@@ -319,37 +286,156 @@ def _options(args: list[str], allowed: dict[str, Callable[[str], Any]]) -> tuple
     return args[0], opts
 
 
-def _run_dir_command(name: str, argv: list[str]) -> None:
+def _eval(run_dir: str, **opts: Any) -> None:
     from ftc import commands
 
-    if name == "eval":
-        run_dir, opts = _options(argv, {"max_samples": int})
-        commands.evaluate(run_dir, **opts)
-    elif name == "generate":
-        run_dir, opts = _options(argv, {"prompt": str, "max_new_tokens": int, "base": _flag, "system": str,
-                                        "input": str})
-        if "prompt" not in opts:
-            raise UserError('ftc: generate needs prompt="..."')
-        commands.generate(run_dir, **opts)
-    elif name == "merge":
-        run_dir, opts = _options(argv, {"out": str})
-        commands.merge(run_dir, **opts)
-    elif name == "export":
-        run_dir, opts = _options(argv, {"format": str, "quant": str})
-        commands.export(run_dir, **opts)
-    elif name == "serve":
-        run_dir, opts = _options(argv, {"engine": str, "host": str, "port": int, "quant": str})
-        raise SystemExit(commands.serve(run_dir, **opts))
-    elif name == "sweep-report":
-        from ftc.sweep.report import write_report
+    commands.evaluate(run_dir, **opts)
 
-        sweep_dir, opts = _options(argv, {"metric": str})
-        print(write_report(sweep_dir, **opts))
-    elif name == RUN_PLAN:  # a sweep trial's process: run the run dir's saved plan
-        from ftc.launch import execute
-        from ftc.plan import Plan
 
-        execute(Plan.load(str(Path(argv[0]) / "plan.json")))
+def _generate(run_dir: str, **opts: Any) -> None:
+    from ftc import commands
+
+    if "prompt" not in opts:
+        raise UserError('ftc: generate needs prompt="..."')
+    commands.generate(run_dir, **opts)
+
+
+def _merge(run_dir: str, **opts: Any) -> None:
+    from ftc import commands
+
+    commands.merge(run_dir, **opts)
+
+
+def _export(run_dir: str, **opts: Any) -> None:
+    from ftc import commands
+
+    commands.export(run_dir, **opts)
+
+
+def _serve(run_dir: str, **opts: Any) -> None:
+    from ftc import commands
+
+    raise SystemExit(commands.serve(run_dir, **opts))
+
+
+def _sweep_report(sweep_dir: str, **opts: Any) -> None:
+    from ftc.sweep.report import write_report
+
+    print(write_report(sweep_dir, **opts))
+
+
+def _run_plan(argv: list[str]) -> None:
+    """A sweep trial's process: run the run dir's saved plan."""
+    from ftc.launch import execute
+    from ftc.plan import Plan
+
+    execute(Plan.load(str(Path(argv[0]) / "plan.json")))
+
+
+def _complete(argv: list[str]) -> None:
+    """Bash asks: ``ftc __complete LINE`` (``ftc completion bash``)."""
+    from ftc import completion
+
+    print("\n".join(completion.for_bash(argv[0] if argv else "")))
+
+
+def _completion(argv: list[str]) -> None:
+    from ftc import completion
+
+    if argv != ["bash"]:
+        print("usage: ftc completion bash   (then: eval \"$(ftc completion bash)\")", file=sys.stderr)
+        raise SystemExit(2)
+    print(completion.BASH, end="")
+
+
+# --- the commands ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """One ``ftc`` command. ``COMMANDS`` is the only list of them: the usage text, the dispatch and the shell
+    completion are read from it."""
+
+    name: str
+    usage: tuple[tuple[str, str], ...]
+    """(how it is written after ``ftc``, what it does) for each form the usage text shows; none: hidden."""
+    run: Callable[..., None]
+    """Called with the arguments after the name; with ``options``, as ``run(RUN_DIR, **options given)``."""
+    options: Optional[dict[str, Callable[[str], Any]]] = None
+    """A command over a run (or sweep) directory: the ``key=value`` options it takes, each with its type."""
+    masked: bool = True
+    """Runs with every printed line passed through the secret masker and user errors as one line."""
+
+    def __call__(self, argv: list[str]) -> None:
+        if self.options is None:
+            self.run(argv)
+        else:
+            run_dir, opts = _options(argv, self.options)
+            self.run(run_dir, **opts)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("plan", (
+        ("plan [--json] [--data-card DIR] [--trace] [overrides]",
+         "compile the experiment and print the plan (no torch, no downloads); --data-card writes DIR/data_card.md "
+         "and DIR/data_tokens.png; --trace runs one step of the real model under fake tensors (needs torch, no "
+         "weights) and shows its activations and FLOPs beside the estimate"),
+        ("plan -m [sweep overrides]", "compile every trial of a sweep and print its total cost"),
+        ("plan hardware=auto [...]", "rank every GPU profile by predicted cost and plan on the cheapest that fits")),
+        _plan),
+    Command("train", (
+        ("train [overrides]", "run the plan (re-running with the same output_dir resumes)"),
+        ("train -m [sweep overrides]", "hyperparameter sweep (Hydra multirun)")), _train),
+    Command("calibrate", (("calibrate [profile=NAME] [...]",
+                           "measure this machine (<1 min) and write hardware profile NAME (default: calibrated)"),),
+            _calibrate),
+    Command("eval", (("eval RUN_DIR [max_samples=N]", "held-out metrics of base vs tuned model"),),
+            _eval, {"max_samples": int}),
+    Command("generate", (('generate RUN_DIR prompt="..." [system="..."] [input="..."] [max_new_tokens=N] [base=true]',
+                          "generate with the tuned model (base=true: the base model), the prompt in training's format "
+                          "(chat data: training's shared system prompt unless system= is given; alpaca: input=)"),),
+            _generate, {"prompt": str, "max_new_tokens": int, "base": _flag, "system": str, "input": str}),
+    Command("merge", (("merge RUN_DIR [out=DIR]", "merge the adapter into the base model (safetensors + tokenizer)"),),
+            _merge, {"out": str}),
+    Command("export", (("export RUN_DIR [format=gguf|merged] [quant=f16|q8_0|q4_k_m]",
+                        "GGUF for llama.cpp/Ollama (training's prompt format and stop tokens inside, an Ollama "
+                        "Modelfile beside it), or the merged model"),),
+            _export, {"format": str, "quant": str}),
+    Command("serve", (("serve RUN_DIR [engine=auto|llama.cpp|vllm] [host=127.0.0.1] [port=8000] [quant=...]",
+                       "an OpenAI-compatible endpoint (/v1/completions, /v1/chat/completions)"),),
+            _serve, {"engine": str, "host": str, "port": int, "quant": str}),
+    Command("sweep-report", (("sweep-report SWEEP_DIR [metric=NAME]", "summary table + plot of a sweep"),),
+            _sweep_report, {"metric": str}),
+    Command("completion", (("completion bash", 'the bash completion script: eval "$(ftc completion bash)"'),),
+            _completion, masked=False),
+    Command("__complete", (), _complete, masked=False),
+    Command(RUN_PLAN, (), _run_plan),
+)
+BY_NAME = {c.name: c for c in COMMANDS}
+EXAMPLES = (
+    "ftc plan model=mistral_7b method=qlora hardware=rtx4090 data=file data.path=tickets.jsonl",
+    "ftc plan recipe=lora_llama3_8b_zero3_x4",
+    "ftc train method.r=8 train.lr=1e-4",
+    "ftc train -m method.r=8,16 train.lr=1e-4,2e-4",
+)
+
+
+def usage() -> str:
+    """``ftc --help``'s text, from ``COMMANDS``."""
+    import textwrap
+
+    lines = ["usage: ftc <command> [options] [hydra overrides]", "", "commands:"]
+    for command in COMMANDS:
+        for form, what in command.usage:
+            head = f"  {form}"
+            text = textwrap.wrap(what, width=118 - 33)
+            if len(head) > 32:
+                lines.append(head)
+                lines += [" " * 33 + t for t in text]
+            else:
+                lines += [f"{head:<33}{text[0]}"] + [" " * 33 + t for t in text[1:]]
+    lines += ["", "examples:"] + [f"  {e}" for e in EXAMPLES]
+    lines.append("Hydra flags work after plan/train: --cfg job, --info, -m; ftc plan --help lists the common "
+                 "overrides.")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -365,35 +451,23 @@ def _main(argv: list[str] | None = None) -> None:
     from ftc import completion
 
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE + "\n" + completion.groups_help())
+        print(usage() + "\n" + completion.groups_help())
         return
-    command, rest = argv[0], argv[1:]
-    if command == "__complete":  # bash asks: ftc __complete LINE (ftc completion bash)
-        print("\n".join(completion.for_bash(rest[0] if rest else "")))
-        return
-    if command == "completion":
-        if rest != ["bash"]:
-            print("usage: ftc completion bash   (then: eval \"$(ftc completion bash)\")", file=sys.stderr)
-            raise SystemExit(2)
-        print(completion.BASH, end="")
+    name, rest = argv[0], argv[1:]
+    command = BY_NAME.get(name)
+    if command is not None and not command.masked:
+        command(rest)
         return
     from ftc.secrets import masked_console
 
     with masked_console(), exit_on_error():  # every line printed, Hydra's error line included, is masked
-        if command == "plan":
-            _plan(rest)
-        elif command == "train":
-            _train(rest)
-        elif command == "calibrate":
-            _calibrate(rest)
-        elif command in ("eval", "generate", "merge", "export", "serve", "sweep-report", RUN_PLAN):
-            _run_dir_command(command, rest)
-        else:
+        if command is None:
             import difflib
 
-            near = difflib.get_close_matches(command, completion.COMMANDS, n=1)
+            near = difflib.get_close_matches(name, [c.name for c in COMMANDS if c.usage], n=1)
             said = f" (did you mean 'ftc {near[0]}'?)" if near else ""
-            raise UserError(f"ftc: unknown command '{command}'{said}\n\n{USAGE}")
+            raise UserError(f"ftc: unknown command '{name}'{said}\n\n{usage()}")
+        command(rest)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import textwrap
 from importlib.resources import files
 from typing import Iterator
 
-COMMANDS = ("plan", "train", "calibrate", "eval", "generate", "merge", "export", "serve", "sweep-report",
-            "completion")
 HIDDEN_GROUPS = ("hydra",)  # Hydra's own launcher and sweeper plugins: set through hydra/..., not an experiment
 
 BASH = r"""# ftc: bash completion (eval "$(ftc completion bash)")
@@ -105,11 +103,16 @@ def for_bash(line: str) -> list[str]:
 
 def candidates(cword: int, words: list[str]) -> list[str]:
     """What the word at index ``cword`` of ``words`` (words[0] is ``ftc``) completes to, whole."""
+    from ftc.cli import BY_NAME, COMMANDS
+
     current = words[cword] if cword < len(words) else ""
     if cword <= 1:
-        return [c for c in COMMANDS if c.startswith(current)]
+        return [c.name for c in COMMANDS if c.usage and c.name.startswith(current)]
     if words[1] == "completion":
         return [s for s in ("bash",) if s.startswith(current)]
+    options = BY_NAME[words[1]].options if words[1] in BY_NAME else None
+    if options is not None:  # a run-dir command: the directory (bash's own file completion), then its options
+        return [f"{k}=" for k in sorted(options) if k.startswith(current)] if cword >= 3 else []
     if words[1] not in ("plan", "train"):
         return []
     table = groups()
