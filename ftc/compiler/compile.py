@@ -374,8 +374,7 @@ def _packing(cfg: Config, draft: Draft) -> None:
 def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
     """GRPO's generation, priced: each optimizer step samples the global batch's completions (num_generations per
     prompt), generated at once on each worker (TRL's generation_batch_size = the global batch) for
-    max_completion_length decode steps. A decode step reads every weight (memory-bound: the profile's measured
-    decode rate, else its bandwidth) or computes the batch (compute-bound), whichever is slower; the prompts'
+    max_completion_length decode steps (``est.decode_step_s``, the model evaluation and serving share); the prompts'
     prefill is a forward pass. Memory: the batch's KV cache over prompt + completion and the sampling logits, held
     while generating (not at the same time as the backward's activations). vLLM colocated on the training GPU when
     the run is on CUDA and vLLM is installed, else transformers' generate."""
@@ -408,16 +407,11 @@ def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
     state = batch * a.ssm_layers * a.ssm_inner * max(a.ssm_state, 1) * est.BYTES[dtype]
     draft.generation_bytes = kv + state + batch * a.vocab * 4
     weights = est.weight_bytes(a, draft.method.memory_terms, dtype, cfg.method.double_quant)
-    if hw.decode_gbs:
-        read = weights / (hw.decode_gbs * 1e9)
-    elif hw.memory_bandwidth_gbs:
-        read = weights / (hw.memory_bandwidth_gbs * 1e9 * est.DECODE_BANDWIDTH_EFFICIENCY)
-    else:
-        read = 0.0
-    per_token = 2 * (a.active_params + a.vocab * a.hidden)
-    compute = batch * per_token / (hw.peak_tflops * 1e12 * est.EVAL_DECODE_MFU)
+    per_token = est.decode_flops_per_token(a)
+    step = est.decode_step_s(weights, batch, per_token, peak_tflops=hw.peak_tflops,
+                             bandwidth_gbs=hw.memory_bandwidth_gbs, decode_gbs=hw.decode_gbs)
     prefill = batch * prompt * per_token / (hw.peak_tflops * 1e12 * hw.mfu)
-    draft.generation_s = o.max_completion_length * max(read, compute) + prefill
+    draft.generation_s = o.max_completion_length * step + prefill
     if draft.generation in ("vllm", "vllm_server"):
         # vLLM holds its own 16-bit copy of the weights (TRL syncs the merged adapter into it each step) and
         # pre-allocates the KV cache; with a server the copy is sent over the interconnect every step.

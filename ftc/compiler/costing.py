@@ -70,7 +70,8 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
                               batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, weight_dtype(cfg, draft),
                                                                                cfg.method.double_quant),
                               peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
-                              step_overhead_s=hw.step_overhead_s, decode_gbs=hw.decode_gbs)
+                              step_overhead_s=hw.step_overhead_s, bandwidth_gbs=hw.memory_bandwidth_gbs,
+                              decode_gbs=hw.decode_gbs)
     return fpt, tps, train_s / 3600, eval_s / 3600, (train_s + eval_s) / 3600
 
 
@@ -132,8 +133,9 @@ def serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
     adapter = merged + (draft.trainable * 2 if draft.peft else 0)
 
     def figures(weights: float, batch: int) -> tuple[float, float]:
-        tps = est.decode_tokens_per_s(weights, batch, bandwidth_gbs=hw.memory_bandwidth_gbs,
-                                      decode_gbs=hw.decode_gbs)
+        step = est.decode_step_s(weights, batch, est.decode_flops_per_token(a), peak_tflops=hw.peak_tflops,
+                                 bandwidth_gbs=hw.memory_bandwidth_gbs, decode_gbs=hw.decode_gbs, mfu=None)
+        tps = batch / step if step else 0.0
         return round(tps, 1), round(hw.usd_per_hour / (tps * 3600) * 1e6, 3) if tps else 0.0
 
     stream, _ = figures(merged, 1)

@@ -506,20 +506,37 @@ def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float,
 
 def eval_seconds(arch: Arch, *, eval_tokens: int, eval_batches: int, generation_batches: int, decode_steps: float,
                  batch: int, weight_bytes_: float, peak_tflops: float, mfu: float, world: int,
-                 step_overhead_s: float = 0.0, decode_gbs: Optional[float] = None) -> float:
-    """Validation passes (forward only) plus greedy generation for the base-vs-tuned comparison.
-
-    Generation runs ``generation_batches`` batches of ``batch`` prompts for ``decode_steps`` steps on average.
-    A decode step is memory-bound: it reads every weight once (``weight_bytes_ / decode_gbs``) when the profile has
-    a measured bandwidth; otherwise it is charged at 2% of peak FLOP/s.
-    """
-    fwd = 2 * (arch.active_params + arch.vocab * arch.hidden)
+                 step_overhead_s: float = 0.0, bandwidth_gbs: Optional[float] = None,
+                 decode_gbs: Optional[float] = None) -> float:
+    """Validation passes (forward only) plus greedy generation for the base-vs-tuned comparison: ``generation_batches``
+    batches of ``batch`` prompts for ``decode_steps`` steps on average, each step ``decode_step_s``."""
+    fwd = decode_flops_per_token(arch)
     validation = eval_tokens * fwd / (world * peak_tflops * 1e12 * mfu) + eval_batches * step_overhead_s
-    if decode_gbs:  # measured on the machine (ftc calibrate), fixed costs included
-        step = weight_bytes_ / (decode_gbs * 1e9)
-    else:
-        step = batch * fwd / (peak_tflops * 1e12 * EVAL_DECODE_MFU)
+    step = decode_step_s(weight_bytes_, batch, fwd, peak_tflops=peak_tflops, bandwidth_gbs=bandwidth_gbs,
+                         decode_gbs=decode_gbs)
     return validation + generation_batches * decode_steps * step
+
+
+def decode_flops_per_token(arch: Arch) -> float:
+    """Forward FLOPs of one token: the active parameters and the output head (attention over the cache ignored)."""
+    return 2 * (arch.active_params + arch.vocab * arch.hidden)
+
+
+def decode_step_s(weight_bytes_: float, batch: int, flops_per_token: float, *, peak_tflops: float,
+                  bandwidth_gbs: Optional[float], decode_gbs: Optional[float],
+                  mfu: Optional[float] = EVAL_DECODE_MFU) -> float:
+    """Seconds of one greedy decode step of ``batch`` sequences: the one model the evaluation, GRPO's generation
+    and the serving estimate share. Measured on the machine (``ftc calibrate``'s decode_gbs: fixed costs included),
+    the step reads every weight at that rate. Otherwise it is the slower of reading every weight at the datasheet
+    bandwidth x DECODE_BANDWIDTH_EFFICIENCY (memory-bound: small batches) and computing the batch at ``mfu`` of
+    peak (EVAL_DECODE_MFU for the evaluation's generate() and GRPO's sampling, the safe side for vLLM there too);
+    the serving estimate (``mfu=None``) takes a serving engine's batched kernels as memory-bound, not measured
+    here. The KV cache's reads are left
+    out, which holds while it is small against the weights."""
+    if decode_gbs:
+        return weight_bytes_ / (decode_gbs * 1e9)
+    read = weight_bytes_ / (bandwidth_gbs * 1e9 * DECODE_BANDWIDTH_EFFICIENCY) if bandwidth_gbs else 0.0
+    return max(read, batch * flops_per_token / (peak_tflops * 1e12 * mfu) if mfu else 0.0)
 
 
 # Decode kernels reach ~60-80% of peak HBM bandwidth in practice: assumed 0.7 until measured (ftc calibrate's
@@ -535,9 +552,3 @@ WEIGHT_SYNC_GBS = 25.0
 VLLM_SERVER_SHARE = 0.9  # trl vllm-serve's default gpu_memory_utilization on its own GPU
 
 
-def decode_tokens_per_s(weight_bytes_: float, batch: int, *, bandwidth_gbs: Optional[float],
-                        decode_gbs: Optional[float]) -> float:
-    """Tokens/s of greedy decoding at ``batch`` sequences: each step reads every weight once (KV cache and compute
-    ignored: the estimate holds while the batch's KV cache is small against the weights)."""
-    rate = decode_gbs * 1e9 if decode_gbs else (bandwidth_gbs or 0) * 1e9 * DECODE_BANDWIDTH_EFFICIENCY
-    return batch * rate / weight_bytes_ if rate and weight_bytes_ else 0.0

@@ -353,7 +353,8 @@ class HardwareConfig:
     measured by ``ftc calibrate``; 0 in datasheet profiles."""
     decode_gbs: Optional[float] = checked(None, gt=0)
     """Weight bytes read per second while generating (GB/s achieved; decoding is memory-bound): measured by
-    ``ftc calibrate``; null = decode at 2% of peak FLOP/s."""
+    ``ftc calibrate``; null = the slower of memory_bandwidth_gbs x 0.7 and 2% of peak FLOP/s
+    (``estimate.decode_step_s``)."""
     packages: Optional[List[str]] = None
     """Optional packages installed where the run happens, any of flash_attn, liger_kernel, tensorboard, wandb,
     mlflow, vllm: the kernels, loggers and generator the plan may choose. null = this machine's when the run happens

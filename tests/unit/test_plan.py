@@ -279,3 +279,22 @@ def test_adapted_modules_cost_a_fixed_time_per_micro_step_on_a_gpu():
     assert step_s[1] - step_s[0] == pytest.approx(expected, rel=0.1)
     assert any("as data.tokens_per_example sets" in d for d in two.decisions)
     assert two.data.tokens_per_example == 200
+
+
+def test_one_decode_step_model_the_slower_of_reading_the_weights_and_computing_the_batch():
+    """Evaluation, GRPO's sampling and the serving estimate price a decode step with ``decode_step_s``: measured,
+    the weights at the measured rate; else the slower of reading them at the datasheet bandwidth x 0.7 and computing
+    the batch at 2% of peak (a mixture of experts reads every expert: evaluation was charged the compute alone)."""
+    from ftc.compiler.estimate import DECODE_BANDWIDTH_EFFICIENCY, EVAL_DECODE_MFU, decode_step_s
+
+    weights, per_token = 14e9, 2 * 1.3e9  # OLMoE-like: 7B weights in 16 bits, 1.3B active
+    h100 = dict(peak_tflops=989, bandwidth_gbs=3350, decode_gbs=None)
+    read = weights / (3350e9 * DECODE_BANDWIDTH_EFFICIENCY)
+    assert decode_step_s(weights, 16, per_token, **h100) == pytest.approx(read)  # memory-bound at eval's batch
+    compute = 512 * per_token / (989e12 * EVAL_DECODE_MFU)
+    assert compute > read and decode_step_s(weights, 512, per_token, **h100) == pytest.approx(compute)
+    assert decode_step_s(weights, 512, per_token, **h100, mfu=None) == pytest.approx(read)  # the serving estimate
+    measured = dict(h100, decode_gbs=1000.0)
+    assert decode_step_s(weights, 512, per_token, **measured) == pytest.approx(weights / 1000e9)
+    no_bandwidth = dict(h100, bandwidth_gbs=None)
+    assert decode_step_s(weights, 16, per_token, **no_bandwidth) == pytest.approx(16 * per_token / (989e12 * 0.02))
