@@ -96,7 +96,7 @@ def _plan(argv: list[str]) -> None:
     if advice and not as_json:
         print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n")
     if "-m" in argv or "--multirun" in argv:
-        from ftc.sweep.plan import plan_sweep
+        from ftc.sweep.preflight import plan_sweep
 
         overrides = [a for a in argv if a not in ("-m", "--multirun")]
         raise SystemExit(plan_sweep(overrides, as_json=as_json))
@@ -184,7 +184,7 @@ def _train(argv: list[str]) -> None:
     if advice:
         print("hardware=auto: every GPU profile, cheapest first\n" + table(advice[0]) + "\n", file=sys.stderr)
     if "-m" in argv or "--multirun" in argv:
-        from ftc.sweep.plan import check_sweep
+        from ftc.sweep.preflight import check_sweep
         from hydra_plugins.ftc_search import register
 
         register()
@@ -336,7 +336,7 @@ def _complete(argv: list[str]) -> None:
     """Bash asks: ``ftc __complete LINE`` (``ftc completion bash``)."""
     from ftc import completion
 
-    print("\n".join(completion.for_bash(argv[0] if argv else "")))
+    print("\n".join(completion.for_bash(argv[0] if argv else "", COMMANDS)))
 
 
 def _completion(argv: list[str]) -> None:

@@ -186,11 +186,11 @@ def export(run_dir: str, format: str = "gguf", quant: str = "f16") -> str:
 
 def serve(run_dir: str, engine: str = "auto", host: str = "127.0.0.1", port: int = 8000,
           quant: str | None = None) -> int:
-    """An OpenAI-compatible endpoint for the run on an existing engine (``ftc.compiler.serving`` decides which)."""
+    """An OpenAI-compatible endpoint for the run on an existing engine (``ftc.compiler.serve_engine`` decides which)."""
     import importlib.util
     import os
 
-    from ftc.compiler.serving import QUANT_PREFERENCE, ServeFacts, ServeRequest, decide
+    from ftc.compiler.serve_engine import QUANT_PREFERENCE, ServeFacts, ServeRequest, decide
     from ftc.runtime import serve as sv
     from ftc.runtime.model import model_path
 

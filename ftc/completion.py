@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 from importlib.resources import files
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 HIDDEN_GROUPS = ("hydra",)  # Hydra's own launcher and sweeper plugins: set through hydra/..., not an experiment
 
@@ -90,7 +90,7 @@ def _keys() -> Iterator[str]:
     yield from walk(Config, "")
 
 
-def for_bash(line: str) -> list[str]:
+def for_bash(line: str, commands: Sequence[Any]) -> list[str]:
     """The candidates for the last word of ``line`` (the command line up to the cursor), cut as bash's word
     splitting at ``=`` and ``:`` expects."""
     words = line.split()
@@ -98,19 +98,19 @@ def for_bash(line: str) -> list[str]:
         words.append("")
     current = words[-1]
     cut = max(current.rfind("="), current.rfind(":")) + 1
-    return [c[cut:] for c in candidates(len(words) - 1, words)]
+    return [c[cut:] for c in candidates(len(words) - 1, words, commands)]
 
 
-def candidates(cword: int, words: list[str]) -> list[str]:
-    """What the word at index ``cword`` of ``words`` (words[0] is ``ftc``) completes to, whole."""
-    from ftc.cli import BY_NAME, COMMANDS
-
+def candidates(cword: int, words: list[str], commands: Sequence[Any]) -> list[str]:
+    """What the word at index ``cword`` of ``words`` (words[0] is ``ftc``) completes to, whole; ``commands`` is
+    ``ftc.cli.COMMANDS`` (each with its name, usage and run-dir options)."""
+    by_name = {c.name: c for c in commands}
     current = words[cword] if cword < len(words) else ""
     if cword <= 1:
-        return [c.name for c in COMMANDS if c.usage and c.name.startswith(current)]
+        return [c.name for c in commands if c.usage and c.name.startswith(current)]
     if words[1] == "completion":
         return [s for s in ("bash",) if s.startswith(current)]
-    options = BY_NAME[words[1]].options if words[1] in BY_NAME else None
+    options = by_name[words[1]].options if words[1] in by_name else None
     if options is not None:  # a run-dir command: the directory (bash's own file completion), then its options
         return [f"{k}=" for k in sorted(options) if k.startswith(current)] if cword >= 3 else []
     if words[1] not in ("plan", "train"):

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from ftc.compiler import architecture, rules
 from ftc.compiler import estimate as est
-from ftc.compiler.costing import eval_steps, serving, spot_checkpoints, time_and_cost
+from ftc.compiler.costing import eval_steps, serving_estimate, spot_checkpoints, time_and_cost
 from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, safe, verdict, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
@@ -866,7 +866,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
                       on_demand_usd=round(draft.device_hours * hw.usd_per_hour, 2),
                       spot_usd=round(draft.device_hours * hw.spot_usd_per_hour, 2)
                       if hw.spot_usd_per_hour is not None else None),
-        serving=serving(cfg, draft),
+        serving=serving_estimate(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
         budget=spec_from(BudgetSpec, cfg.budget),

@@ -121,7 +121,7 @@ def spot_checkpoints(cfg: Config, draft: Draft, train_hours: float, devices: int
     return steps
 
 
-def serving(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
+def serving_estimate(cfg: Config, draft: Draft) -> Optional[ServingSpec]:
     hw, a = cfg.hardware, draft.arch
     if a is None or not (hw.memory_bandwidth_gbs or hw.decode_gbs):
         return None

@@ -34,8 +34,8 @@ def _generation(plan: Plan) -> Iterator[Optional[str]]:
     if plan.objective.generation != "vllm_server":
         yield None
         return
+    from ftc.runtime.grpo_vllm_server import generation_server
     from ftc.runtime.model import model_path
-    from ftc.runtime.vllm_server import generation_server
 
     with generation_server(plan, model_path(plan.model)) as url:
         yield url

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from ftc.compiler.serving import SERVE_INSTALL
+from ftc.compiler.serve_engine import SERVE_INSTALL
 from ftc.data.formats import inference_prompt
 from ftc.data.tokens import render_chat
 from ftc.errors import UserError

@@ -1,4 +1,4 @@
-"""Runs what ``ftc.compiler.serving.decide`` chose: llama-cpp-python's OpenAI-compatible server on the GGUF, or
+"""Runs what ``ftc.compiler.serve_engine.decide`` chose: llama-cpp-python's OpenAI-compatible server on the GGUF, or
 ``vllm serve``. ftc adds two things and no serving code of its own:
 
 - for completion-style data (alpaca), ``/v1/completions`` prompts are put in training's prompt format before the
@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-from ftc.compiler.serving import ServeDecision
+from ftc.compiler.serve_engine import ServeDecision
 from ftc.plan import Plan
 
 API_KEY_ENV = "FTC_SERVE_API_KEY"

@@ -196,7 +196,7 @@ def test_grpo_with_vllm_generates_on_a_spare_gpu_or_beside_training_and_says_so(
 
 def test_the_vllm_server_binds_localhost_on_the_second_gpu():
     from ftc.errors import UserError
-    from ftc.runtime.vllm_server import command, devices
+    from ftc.runtime.grpo_vllm_server import command, devices
 
     plan = plan_for(["objective=grpo", "model=llama3_8b", "method=qlora", "hardware=rtx4090_x2", "launcher=local",
                      "hardware.packages=[vllm]"])

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from ftc.compiler.serving import ServeFacts, ServeRequest, decide, is_loopback
+from ftc.compiler.serve_engine import ServeFacts, ServeRequest, decide, is_loopback
 from ftc.data.formats import alpaca_prompt
 from ftc.data.tiny import TINY_CHAT_TEMPLATE
 from ftc.errors import UserError
@@ -181,6 +181,6 @@ def test_completion_prompts_are_put_in_training_format_before_the_engine_sees_th
 
 
 def test_the_serving_decision_knows_every_quant_the_export_writes():
-    from ftc.compiler.serving import QUANT_PREFERENCE
+    from ftc.compiler.serve_engine import QUANT_PREFERENCE
 
     assert sorted(QUANT_PREFERENCE) == sorted(ex.QUANTS)
