@@ -21,7 +21,7 @@ from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.methods import METHODS, method_of
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import BASELINES, Config
-from ftc.data.formats import BY_ROW, FORMATS
+from ftc.data.formats import BY_ROW, FORMATS, Format
 from ftc.data.tokens import split_tokens
 from ftc.plan import (
     BatchSpec,
@@ -81,10 +81,10 @@ def _objective(cfg: Config, draft: Draft) -> None:
             draft.decisions.append(f"objective.loss_type={trainer.default_loss} (null: {trainer.trl}'s default)")
         # KTO's 2 examples a row are those of a preference pair; labelled rows (data.format=kto) are one each
         draft.examples_per_row = o.num_generations if trainer.generates else \
-            trainer.examples_per_row if cfg.data.format == "preference" else 1
+            trainer.examples_per_row if _format(cfg).paired else 1
         if trainer.generates:
             draft.reference_forwards = 1  # beta > 0 (the schema's range): the reference's log-probabilities
-    if cfg.data.format in ("preference", "kto"):  # formats whose prompt is kept apart and truncated from its start
+    if _format(cfg).prompt_apart:  # the prompt is kept apart and truncated from its start
         draft.max_prompt_length = o.max_prompt_length or draft.max_length // 2
         if o.max_prompt_length is None:
             draft.decisions.append(f"objective.max_prompt_length={draft.max_prompt_length} (null: half of "
@@ -185,6 +185,12 @@ def _precision(cfg: Config, draft: Draft) -> None:
         draft.decisions.append(f"precision={p} ({'CPU' if hw.accelerator == 'cpu' else hw.name}"
                                f"{'' if hw.accelerator == 'cpu' else (' has' if hw.bf16 else ' lacks') + ' bf16'})")
     draft.precision = p if p in est.BYTES else "fp32"  # an unknown name is reported by rules.precision
+
+
+def _format(cfg: Config) -> Format:
+    """The data format's entry; an unknown name is refused by rules.data_format (an error: the plan's figures are not
+    shown), and is sized meanwhile as the default format."""
+    return FORMATS.get(cfg.data.format) or FORMATS["alpaca"]
 
 
 def _ray_train(cfg: Config) -> bool:
@@ -315,7 +321,7 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
     draft.logit_transform = next((k for k in LOGIT_TRANSFORMS if text.get(k) not in (None, 1, 1.0)), None)
     train = facts.data.get("train")
     share = train.completion_share if train and train.completion_share else 0.5  # unreadable: a guess
-    draft.loss_share = round(share, 3) if d.completion_only_loss and d.format != "text" else 1.0
+    draft.loss_share = round(share, 3) if d.completion_only_loss and _format(cfg).has_prompt else 1.0
     trainer = TRAINERS.get(cfg.objective.trainer)
     if trainer is not None and not trainer.selective_loss:
         draft.loss = "trl"

@@ -892,7 +892,7 @@ def data_format(cfg, facts, draft):
     if draft.packing and not (cfg.hardware.accelerator == "cuda" and cfg.model.attn_implementation.startswith("flash")):
         yield warning("data.packing", "padding-free packing without flash-attention attends over the whole flattened "
                       "batch (quadratic): slower than padding here", "data.packing=null (auto)")
-    if d.format == "text" and d.completion_only_loss:
+    if not FORMATS[d.format].has_prompt and d.completion_only_loss:
         yield warning("data.completion_only_loss", "plain text has no completion: loss covers every token",
                       "data.completion_only_loss=false")
     if len(draft.prompt_styles_seen) > 1:

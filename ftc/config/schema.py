@@ -249,7 +249,7 @@ class DataConfig:
     """Optional separate test file; otherwise split from ``path``."""
     format: str = "alpaca"
     """alpaca | chat | prompt_completion | text | preference ({prompt, chosen, rejected}, or chosen/rejected message
-    lists)"""
+    lists) | kto ({prompt, completion, label}): the entries of ``ftc.data.formats.FORMATS``"""
     fields: Dict[str, str] = field(default_factory=dict)
     """Field mapping from the format's names to your file's column names: ``data.fields.output=answer`` (no ``+``
     needed). When rows lack the format's names, ``ftc plan`` proposes the mapping from the file's columns."""

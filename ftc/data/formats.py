@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 # How a prompt becomes the text training put before a completion, which is also the text the tuned model must be
 # asked with (``ftc generate``, the exported GGUF's template, ``ftc serve``):
@@ -24,34 +24,55 @@ BY_ROW = "by_row"  # preference pairs: string prompts are alpaca, message lists 
 
 @dataclass(frozen=True)
 class Format:
-    """What a data format needs: the fields a row must have, the ones it may have, the tokens its template adds
-    around an example (alpaca header ~25, chat role markers ~10; + EOS; the plan's token estimate when no tokenizer
-    is readable), and its prompt style (``PROMPT_STYLES``, or ``BY_ROW``)."""
+    """A data format, whole: the fields a row must have and may have, how a row is checked, the texts its trainer
+    takes, what the plan counts and compares, and how the tuned model is prompted. ``FORMATS`` holds one per
+    format; everything that depends on the format reads its entry (no comparisons on the format's name)."""
 
     required: tuple[str, ...]
     optional: tuple[str, ...]
     template_tokens: int
+    """Tokens the template adds around an example (alpaca header ~25, chat role markers ~10; + EOS): the plan's
+    token estimate when no tokenizer is readable."""
     prompt: str
+    """Its prompt style (``PROMPT_STYLES``, or ``BY_ROW``)."""
+    check: Callable[[dict[str, Any], dict[str, str]], dict[str, Any]]
+    """(row, data.fields) -> the row's fields by the format's names; raises RowError or EmptyRow."""
+    texts: Callable[[dict[str, Any], str, Optional[Any]], tuple[str, ...]]
+    """(checked fields, data.template, tokenizer) -> the trainer's texts: (prompt, completion), or (prompt,
+    chosen, rejected) for pairs; EOS is appended at tokenization."""
+    plain: Callable[[dict[str, Any], str], tuple[str, str, int]]
+    """(checked fields, data.template) -> (prompt, completion, extra tokens) without a tokenizer object: what the
+    plan counts tokens on (chat: the contents, the role markers as ~5 extra tokens a message)."""
+    chars: Callable[[dict[str, Any]], tuple[int, int]]
+    """Checked fields -> (characters the loss counts, all characters): the plan's completion share."""
+    pieces: Callable[[dict[str, Any]], list[str]]
+    """Checked fields -> the texts that make the row the example it is, in a fixed order (near-duplicates,
+    personal data and language are found on these)."""
+    shape: str = "sequence"
+    """What a trainer gets from a row: ``sequence`` (prompt + completion), ``pair`` (prompt + chosen + rejected)
+    or ``labelled`` (prompt + completion + label)."""
+    has_prompt: bool = True
+    """Rows have a prompt apart from what is learnt (text: none, so completion-only loss means nothing)."""
     shows_examples: bool = False
     """Rows are a prompt and its answer, so training rows can be shown before a test prompt as examples (the
     prompted baseline, eval.baselines). Text has no prompt; labelled and paired answers are not all answers to
     copy."""
 
+    compared_on: str = "every text field"
+    """What near-duplicates are compared on, as the plan says it."""
 
-# The one table of data formats: rules check field mappings against it, the compiler sizes examples with it, the
-# loader validates rows with it, and training, generation, export and serving format prompts by its prompt style.
-FORMATS = {
-    "alpaca": Format(required=("instruction", "output"), optional=("input",), template_tokens=26, prompt="alpaca",
-                     shows_examples=True),
-    "chat": Format(required=("messages",), optional=(), template_tokens=12, prompt="chat", shows_examples=True),
-    "prompt_completion": Format(required=("prompt", "completion"), optional=(), template_tokens=1, prompt="raw",
-                                shows_examples=True),
-    "text": Format(required=("text",), optional=(), template_tokens=1, prompt="raw"),
-    # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
-    "preference": Format(required=("chosen", "rejected"), optional=("prompt",), template_tokens=26, prompt=BY_ROW),
-    # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}; the prompt formatted as alpaca's.
-    "kto": Format(required=("prompt", "completion", "label"), optional=(), template_tokens=26, prompt="alpaca"),
-}
+    @property
+    def paired(self) -> bool:
+        return self.shape == "pair"
+
+    @property
+    def labelled(self) -> bool:
+        return self.shape == "labelled"
+
+    @property
+    def prompt_apart(self) -> bool:
+        """The trainer keeps the prompt apart and truncates it from its start (TRL's preference trainers)."""
+        return self.shape != "sequence"
 
 
 def few_shot_prompt(example: dict[str, Any], shots: list[dict[str, Any]], tokenizer: Any) -> str:
@@ -228,25 +249,90 @@ def check_row(row: dict[str, Any], fmt: str, fields: dict[str, str]) -> dict[str
     learn from: dropped and counted)."""
     if fmt not in FORMATS:
         raise RowError(f"unknown format '{fmt}'")
-    if fmt == "chat":
-        return {"messages": _chat_messages(_field(row, "messages", fields))}
-    if fmt == "preference":
-        return _preference(row, fields)
-    if fmt == "kto":
-        label = _field(row, "label", fields)
-        if not isinstance(label, bool):
-            raise RowError(f"field '{fields.get('label', 'label')}' must be true or false, got {label!r}")
-        prompt = _text(_field(row, "prompt", fields), "prompt")
-        completion = _text(_field(row, "completion", fields), "completion")
-        if not completion.strip():
-            raise EmptyRow("empty completion")
-        return {"prompt": prompt, "completion": completion, "label": label}
+    return FORMATS[fmt].check(row, fields)
+
+
+def to_texts(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
+             tokenizer: Optional[Any] = None) -> tuple[str, ...]:
+    """A row's text as its trainer takes it: (prompt, chosen, rejected) for preference pairs, else (prompt,
+    completion). ``ftc train`` tokenizes these; ``ftc plan`` counts their tokens."""
     spec = FORMATS[fmt]
-    values = {name: _text(_field(row, name, fields), name) for name in spec.required}
-    values.update({name: _text(_field(row, name, fields, required=False) or "", name) for name in spec.optional})
-    if any(not values[name].strip() for name in spec.required if name != "prompt"):
-        raise EmptyRow(f"empty {' or '.join(n for n in spec.required if n != 'prompt')}")
-    return values
+    return spec.texts(spec.check(row, fields), template, tokenizer)
+
+
+def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
+    """(characters the loss counts, all characters) of a checked row, for the plan's estimate of the share of
+    positions the output head must run on with completion-only loss."""
+    return FORMATS[fmt].chars(values)
+
+
+def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> tuple[str, str, int]:
+    """(prompt, completion, extra tokens) of a checked row without a tokenizer object: what the plan counts tokens
+    on. Chat rows are their contents; the template's role markers are the extra tokens (~5 per message)."""
+    return FORMATS[fmt].plain(values, template)
+
+
+def pieces(values: dict[str, Any], fmt: str) -> list[str]:
+    """The texts of a checked row that make it the example it is, in a fixed order."""
+    return FORMATS[fmt].pieces(values)
+
+
+# --- the formats, one group of functions each ---------------------------------------------------------------------
+
+def _strings(required: tuple[str, ...], optional: tuple[str, ...], **spec: Any) -> Format:
+    """A format whose fields are strings, checked alike: every required one non-empty (a prompt may be empty)."""
+    def check(row: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+        values = {name: _text(_field(row, name, fields), name) for name in required}
+        values.update({name: _text(_field(row, name, fields, required=False) or "", name) for name in optional})
+        if any(not values[name].strip() for name in required if name != "prompt"):
+            raise EmptyRow(f"empty {' or '.join(n for n in required if n != 'prompt')}")
+        return values
+
+    return Format(required=required, optional=optional, check=check, pieces=_string_pieces, **spec)
+
+
+def _string_pieces(values: dict[str, Any]) -> list[str]:
+    return [v for k, v in sorted(values.items()) if isinstance(v, str)]
+
+
+def _alpaca_texts(v: dict[str, Any], template: str, tokenizer: Optional[Any] = None) -> tuple[str, str]:
+    return alpaca_prompt(v["instruction"].strip(), v["input"].strip(), template), v["output"].strip()
+
+
+def _alpaca_chars(v: dict[str, Any]) -> tuple[int, int]:
+    completion = len(v["output"])
+    return completion, completion + len(v["instruction"]) + len(v["input"]) + 100  # ~the header
+
+
+def _check_kto(row: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    label = _field(row, "label", fields)
+    if not isinstance(label, bool):
+        raise RowError(f"field '{fields.get('label', 'label')}' must be true or false, got {label!r}")
+    prompt = _text(_field(row, "prompt", fields), "prompt")
+    completion = _text(_field(row, "completion", fields), "completion")
+    if not completion.strip():
+        raise EmptyRow("empty completion")
+    return {"prompt": prompt, "completion": completion, "label": label}
+
+
+def _kto_texts(v: dict[str, Any], template: str, tokenizer: Optional[Any] = None) -> tuple[str, str]:
+    return alpaca_prompt(v["prompt"].strip(), "", template), v["completion"].strip()  # as preference pairs' are
+
+
+def _chat_texts(v: dict[str, Any], template: str, tokenizer: Optional[Any] = None) -> tuple[str, str]:
+    return _chat(v["messages"], tokenizer)
+
+
+def _chat_plain(v: dict[str, Any], template: str) -> tuple[str, str, int]:
+    messages = v["messages"]
+    last = _last_assistant(messages)
+    return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"], 5 * (last + 1)
+
+
+def _chat_chars(v: dict[str, Any]) -> tuple[int, int]:
+    messages = v["messages"]
+    last = _last_assistant(messages)
+    return len(messages[last]["content"]), sum(len(m["content"]) + 10 for m in messages[: last + 1])
 
 
 def _preference(row: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
@@ -269,11 +355,8 @@ def _preference(row: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def to_preference(row: dict[str, Any], fields: dict[str, str], template: str,
-                  tokenizer: Optional[Any] = None) -> tuple[str, str, str]:
-    """(prompt, chosen, rejected) text of a preference row, the prompt formatted as for SFT (alpaca template or the
-    chat template); EOS is appended at tokenization."""
-    v = _preference(row, fields)
+def _preference_texts(v: dict[str, Any], template: str, tokenizer: Optional[Any] = None) -> tuple[str, str, str]:
+    """The prompt formatted as for SFT (alpaca template or the chat template)."""
     if isinstance(v["chosen"], list):
         prompt, chosen = _chat(v["chosen"], tokenizer)
         _, rejected = _chat(v["rejected"], tokenizer)
@@ -281,75 +364,27 @@ def to_preference(row: dict[str, Any], fields: dict[str, str], template: str,
     return alpaca_prompt(v["prompt"].strip(), "", template), v["chosen"].strip(), v["rejected"].strip()
 
 
-def completion_chars(values: dict[str, Any], fmt: str) -> tuple[int, int]:
-    """(characters the loss counts, all characters) of a checked row, for the plan's estimate of the share of
-    positions the output head must run on with completion-only loss."""
-    if fmt == "alpaca":
-        completion = len(values["output"])
-        return completion, completion + len(values["instruction"]) + len(values["input"]) + 100  # ~the header
-    if fmt == "prompt_completion":
-        return len(values["completion"]), len(values["completion"]) + len(values["prompt"])
-    if fmt == "kto":
-        return len(values["completion"]), len(values["completion"]) + len(values["prompt"]) + 100
-    if fmt == "chat":
-        messages = values["messages"]
-        last = _last_assistant(messages)
-        return len(messages[last]["content"]), sum(len(m["content"]) + 10 for m in messages[: last + 1])
-    if fmt == "preference":
-        c, p = _completion_text(values["chosen"]), values["prompt"]
-        prompt = len(p) + 100 if isinstance(p, str) else sum(len(m["content"]) + 10 for m in p)
-        return len(c), len(c) + prompt
-    return 1, 1  # text: every token counts
+def _preference_plain(v: dict[str, Any], template: str) -> tuple[str, str, int]:
+    """One sequence of the pair (the chosen one)."""
+    p = v["prompt"]
+    if isinstance(p, list):
+        return "\n".join(m["content"] for m in p), _completion_text(v["chosen"]), 5 * (len(p) + 1)
+    return alpaca_prompt(p.strip(), "", template), v["chosen"].strip(), 0
+
+
+def _preference_chars(v: dict[str, Any]) -> tuple[int, int]:
+    c, p = _completion_text(v["chosen"]), v["prompt"]
+    prompt = len(p) + 100 if isinstance(p, str) else sum(len(m["content"]) + 10 for m in p)
+    return len(c), len(c) + prompt
+
+
+def _preference_pieces(v: dict[str, Any]) -> list[str]:
+    out = [m["content"] for m in v["prompt"]] if isinstance(v["prompt"], list) else [v["prompt"]]
+    return out + [_completion_text(v[side]) for side in ("chosen", "rejected")]
 
 
 def _completion_text(value: Any) -> str:
     return value[-1]["content"] if isinstance(value, list) else value
-
-
-def plain_prompt_completion(values: dict[str, Any], fmt: str, template: str) -> tuple[str, str, int]:
-    """(prompt, completion, extra tokens) of a checked row without a tokenizer object: what the plan counts tokens
-    on. Chat rows are their contents; the template's role markers are the extra tokens (~5 per message)."""
-    if fmt == "alpaca":
-        return alpaca_prompt(values["instruction"].strip(), values["input"].strip(), template), \
-            values["output"].strip(), 0
-    if fmt == "prompt_completion":
-        return values["prompt"], values["completion"], 0
-    if fmt == "kto":
-        return alpaca_prompt(values["prompt"].strip(), "", template), values["completion"].strip(), 0
-    if fmt == "chat":
-        messages = values["messages"]
-        last = _last_assistant(messages)
-        return "\n".join(m["content"] for m in messages[:last]), messages[last]["content"], 5 * (last + 1)
-    if fmt == "preference":  # one sequence of the pair (the chosen one)
-        p = values["prompt"]
-        if isinstance(p, list):
-            return "\n".join(m["content"] for m in p), _completion_text(values["chosen"]), 5 * (len(p) + 1)
-        return alpaca_prompt(p.strip(), "", template), values["chosen"].strip(), 0
-    return "", values["text"], 0
-
-
-def to_texts(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
-             tokenizer: Optional[Any] = None) -> tuple[str, ...]:
-    """A row's text as its trainer takes it: (prompt, chosen, rejected) for preference pairs, else (prompt,
-    completion). ``ftc train`` tokenizes these; ``ftc plan`` counts their tokens."""
-    if fmt == "preference":
-        return to_preference(row, fields, template, tokenizer)
-    return to_prompt_completion(row, fmt, fields, template, tokenizer)
-
-
-def to_prompt_completion(row: dict[str, Any], fmt: str, fields: dict[str, str], template: str,
-                         tokenizer: Optional[Any] = None) -> tuple[str, str]:
-    """Returns (prompt, completion) without EOS; the tokenizer step appends EOS."""
-    v = check_row(row, fmt, fields)
-    if fmt == "alpaca":
-        return alpaca_prompt(v["instruction"].strip(), v["input"].strip(), template), v["output"].strip()
-    if fmt == "prompt_completion":
-        return v["prompt"], v["completion"]
-    if fmt == "kto":  # the prompt formatted as preference pairs' are
-        return alpaca_prompt(v["prompt"].strip(), "", template), v["completion"].strip()
-    if fmt == "text":
-        return "", v["text"]
-    return _chat(v["messages"], tokenizer)
 
 
 def _chat_messages(messages: Any) -> list[dict[str, str]]:
@@ -381,3 +416,38 @@ def _chat(messages: list[dict[str, str]], tokenizer: Any) -> tuple[str, str]:
         # Templates that rewrite earlier turns (e.g. strip reasoning): fall back to the bare assistant text.
         return prompt, messages[last]["content"]
     return prompt, whole[len(prompt):]
+
+
+# The one table of data formats: rules check field mappings against it, the compiler sizes examples with it, the
+# loader validates rows with it, the selection compares their pieces, and training, the plan, evaluation,
+# generation, export and serving format prompts by it.
+FORMATS = {
+    "alpaca": _strings(
+        ("instruction", "output"), ("input",), template_tokens=26, prompt="alpaca", texts=_alpaca_texts,
+        plain=lambda v, template: (*_alpaca_texts(v, template), 0), chars=_alpaca_chars, shows_examples=True,
+        compared_on="instruction, input and output"),
+    "chat": Format(
+        required=("messages",), optional=(), template_tokens=12, prompt="chat",
+        check=lambda row, fields: {"messages": _chat_messages(_field(row, "messages", fields))},
+        texts=_chat_texts, plain=_chat_plain, chars=_chat_chars,
+        pieces=lambda v: [m["content"] for m in v["messages"]], shows_examples=True, compared_on="message contents"),
+    "prompt_completion": _strings(
+        ("prompt", "completion"), (), template_tokens=1, prompt="raw",
+        texts=lambda v, template, tokenizer=None: (v["prompt"], v["completion"]),
+        plain=lambda v, template: (v["prompt"], v["completion"], 0),
+        chars=lambda v: (len(v["completion"]), len(v["completion"]) + len(v["prompt"])), shows_examples=True),
+    "text": _strings(
+        ("text",), (), template_tokens=1, prompt="raw", texts=lambda v, template, tokenizer=None: ("", v["text"]),
+        plain=lambda v, template: ("", v["text"], 0), chars=lambda v: (1, 1), has_prompt=False),  # all tokens count
+    # Pairs: {prompt, chosen, rejected} strings, or chosen/rejected message lists sharing the prompt turns.
+    "preference": Format(
+        required=("chosen", "rejected"), optional=("prompt",), template_tokens=26, prompt=BY_ROW,
+        check=_preference, texts=_preference_texts, plain=_preference_plain, chars=_preference_chars,
+        pieces=_preference_pieces, shape="pair", compared_on="prompt, chosen and rejected"),
+    # Unpaired, labelled answers (KTO): {prompt, completion, label: true|false}; the prompt formatted as alpaca's.
+    "kto": Format(
+        required=("prompt", "completion", "label"), optional=(), template_tokens=26, prompt="alpaca",
+        check=_check_kto, texts=_kto_texts, plain=lambda v, template: (*_kto_texts(v, template), 0),
+        chars=lambda v: (len(v["completion"]), len(v["completion"]) + len(v["prompt"]) + 100),
+        pieces=_string_pieces, shape="labelled"),
+}

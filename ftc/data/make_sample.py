@@ -222,8 +222,8 @@ def messy(seed: int = 2024) -> dict[str, list[dict[str, str]]]:
 def distinct(splits: dict[str, list[dict[str, Any]]], fmt: str, sizes: dict[str, int]) -> dict[str, list[dict]]:
     """The first ``sizes[split]`` rows of each split such that no two kept rows of any split are near-duplicates as
     ``ftc.data.select`` compares rows of format ``fmt`` (held-out splits first, as it groups them)."""
-    from ftc.data.formats import check_row
-    from ftc.data.quality import near_duplicate_pairs, own_text, pieces, shingles
+    from ftc.data.formats import check_row, pieces
+    from ftc.data.quality import near_duplicate_pairs, own_text, shingles
 
     order = [(split, row) for split in ("test", "validation", "train") for row in splits[split]]
     texts = [own_text(pieces(check_row(row, fmt, {}), fmt), frozenset([INSTRUCTION])) for _, row in order]

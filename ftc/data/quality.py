@@ -25,18 +25,6 @@ NUM_PERM = 128  # MinHash permutations: the LSH's false-negative rate at J=0.8 i
 BOILERPLATE_SHARE = 0.5  # a text piece on more than half of a file's rows is template, not example
 
 
-def pieces(values: dict[str, Any], fmt: str) -> list[str]:
-    """The texts of a checked row (``formats.check_row``) that make it the example it is, in a fixed order."""
-    if fmt == "chat":
-        return [m["content"] for m in values["messages"]]
-    if fmt == "preference":
-        out = [m["content"] for m in values["prompt"]] if isinstance(values["prompt"], list) else [values["prompt"]]
-        for side in ("chosen", "rejected"):
-            out.append(values[side][-1]["content"] if isinstance(values[side], list) else values[side])
-        return out
-    return [v for k, v in sorted(values.items()) if isinstance(v, str)]
-
-
 def _lines(row_pieces: Iterable[str]) -> list[str]:
     return [line for p in row_pieces for line in p.splitlines() if line.strip()]
 
@@ -92,11 +80,6 @@ def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float,
 
 # --- personal data and secrets -------------------------------------------------------------------------------
 
-PII_KINDS = ("credential", "email", "iban", "card", "ip", "phone")
-"""Checked in this order; a span one kind claims is not matched again by a later one (an IBAN's digits are not a
-phone number)."""
-PLACEHOLDER = {kind: f"[{kind.upper()}]" for kind in PII_KINDS}
-
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -133,26 +116,38 @@ def _ip_ok(text: str) -> bool:
     return not (ip.version == 6 and text.count(":") < 3)  # "12:30:45" is a time, not an address
 
 
-def _candidates(kind: str, text: str) -> Iterable[tuple[int, int]]:
-    if kind == "credential":
-        for _, pattern, group in secrets.PATTERNS:
-            for m in pattern.finditer(text):
-                yield m.start(group), m.end(group)
-    elif kind == "email":
-        yield from (m.span() for m in _EMAIL.finditer(text))
-    elif kind == "iban":
-        yield from (m.span() for m in _IBAN.finditer(text) if _iban_ok(m.group()))
-    elif kind == "card":
-        for m in _CARD.finditer(text):
-            digits = re.sub(r"\D", "", m.group())
-            if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
-                yield m.span()
-    elif kind == "ip":
-        yield from (m.span() for p in (_IPV4, _IPV6) for m in p.finditer(text) if _ip_ok(m.group()))
-    elif kind == "phone":
-        for m in _PHONE.finditer(text):
-            if 9 <= len(re.sub(r"\D", "", m.group())) <= 15:
-                yield m.span()
+def _credentials(text: str) -> Iterable[tuple[int, int]]:
+    for _, pattern, group in secrets.PATTERNS:
+        for m in pattern.finditer(text):
+            yield m.start(group), m.end(group)
+
+
+def _cards(text: str) -> Iterable[tuple[int, int]]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
+            yield m.span()
+
+
+def _phones(text: str) -> Iterable[tuple[int, int]]:
+    for m in _PHONE.finditer(text):
+        if 9 <= len(re.sub(r"\D", "", m.group())) <= 15:
+            yield m.span()
+
+
+FINDERS: dict[str, Callable[[str], Iterable[tuple[int, int]]]] = {
+    "credential": _credentials,
+    "email": lambda text: (m.span() for m in _EMAIL.finditer(text)),
+    "iban": lambda text: (m.span() for m in _IBAN.finditer(text) if _iban_ok(m.group())),
+    "card": _cards,
+    "ip": lambda text: (m.span() for p in (_IPV4, _IPV6) for m in p.finditer(text) if _ip_ok(m.group())),
+    "phone": _phones,
+}
+"""(start, end) of each candidate of a kind in a text."""
+PII_KINDS = tuple(FINDERS)
+"""Checked in this order; a span one kind claims is not matched again by a later one (an IBAN's digits are not a
+phone number)."""
+PLACEHOLDER = {kind: f"[{kind.upper()}]" for kind in PII_KINDS}
 
 
 @functools.lru_cache(maxsize=8192)
@@ -161,7 +156,7 @@ def find_pii(text: str) -> tuple[tuple[str, int, int], ...]:
     Memoized: a fixed instruction or system prompt is scanned once, not once per row."""
     found: list[tuple[str, int, int]] = []
     for kind in PII_KINDS:
-        for start, end in _candidates(kind, text):
+        for start, end in FINDERS[kind](text):
             if all(end <= s or start >= e for _, s, e in found):
                 found.append((kind, start, end))
     return tuple(sorted(found, key=lambda f: f[1]))

@@ -21,9 +21,8 @@ import importlib
 import inspect
 import json
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
-
-KINDS = ("exact_match", "regex", "json", "length", "python")
 
 
 def _norm(text: str) -> str:
@@ -78,57 +77,71 @@ def load_function(path: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), name)
 
 
+def _check_regex(spec: dict[str, Any]) -> str:
+    try:
+        re.compile(str(spec.get("pattern", "")))
+    except re.error as e:
+        return f"pattern does not compile: {e}"
+    return "" if spec.get("pattern") else "needs a pattern"
+
+
+def _check_python(spec: dict[str, Any]) -> str:
+    path = str(spec.get("function", ""))
+    if ":" not in path:
+        return f"function '{path}' must be 'package.module:name'"
+    try:
+        fn = load_function(path)
+    except Exception as e:  # noqa: BLE001 - any import problem is the user's to see, with its type
+        return f"function '{path}' cannot be imported ({type(e).__name__}: {e})"
+    if not callable(fn):
+        return f"'{path}' is not a function"
+    params = inspect.signature(fn).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if "completions" not in params or not takes_kwargs:
+        return f"'{path}' must take (completions, **kwargs), as TRL calls reward functions"
+    return ""
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A kind of declared reward: what is wrong with a spec of it ("" when it can run), and its function."""
+
+    check: Callable[[dict[str, Any]], str]
+    build: Callable[[dict[str, Any]], Callable[..., list[float]]]
+    name: Callable[[dict[str, Any]], str] = lambda spec: spec["kind"]
+    """Its name in TRL's logs when the spec gives none."""
+
+
+REWARDS = {
+    "exact_match": Reward(lambda spec: "", lambda spec: exact_match),
+    "regex": Reward(_check_regex, lambda spec: _regex(str(spec["pattern"]))),
+    "json": Reward(lambda spec: "" if isinstance(spec.get("keys", []), (list, tuple)) else "keys must be a list",
+                   lambda spec: _json(list(spec.get("keys", [])))),
+    "length": Reward(lambda spec: "" if isinstance(spec.get("max_chars"), int) and spec["max_chars"] > 0
+                     else "needs max_chars > 0", lambda spec: _length(int(spec["max_chars"]))),
+    "python": Reward(_check_python, lambda spec: load_function(str(spec["function"])),
+                     lambda spec: str(spec["function"]).rpartition(":")[2]),
+}
+KINDS = tuple(REWARDS)
+
+
 def check(spec: dict[str, Any]) -> str:
     """What is wrong with one declared reward, or "" when it can run."""
     kind = spec.get("kind")
-    if kind not in KINDS:
+    if kind not in REWARDS:
         return f"unknown kind '{kind}' (one of {', '.join(KINDS)})"
     try:
         float(spec.get("weight", 1.0))
     except (TypeError, ValueError):
         return f"weight {spec.get('weight')!r} is not a number"
-    if kind == "regex":
-        try:
-            re.compile(str(spec.get("pattern", "")))
-        except re.error as e:
-            return f"pattern does not compile: {e}"
-        if not spec.get("pattern"):
-            return "needs a pattern"
-    if kind == "json" and not isinstance(spec.get("keys", []), (list, tuple)):
-        return "keys must be a list"
-    if kind == "length" and not (isinstance(spec.get("max_chars"), int) and spec["max_chars"] > 0):
-        return "needs max_chars > 0"
-    if kind == "python":
-        path = str(spec.get("function", ""))
-        if ":" not in path:
-            return f"function '{path}' must be 'package.module:name'"
-        try:
-            fn = load_function(path)
-        except Exception as e:  # noqa: BLE001 - any import problem is the user's to see, with its type
-            return f"function '{path}' cannot be imported ({type(e).__name__}: {e})"
-        if not callable(fn):
-            return f"'{path}' is not a function"
-        params = inspect.signature(fn).parameters
-        takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        if "completions" not in params or not takes_kwargs:
-            return f"'{path}' must take (completions, **kwargs), as TRL calls reward functions"
-    return ""
+    return REWARDS[kind].check(spec)
 
 
 def build(spec: dict[str, Any]) -> Callable[..., list[float]]:
     """The reward function a checked spec declares, named for TRL's logs (``rewards/<name>``)."""
-    kind = spec["kind"]
-    if kind == "exact_match":
-        fn = exact_match
-    elif kind == "regex":
-        fn = _regex(str(spec["pattern"]))
-    elif kind == "json":
-        fn = _json(list(spec.get("keys", [])))
-    elif kind == "length":
-        fn = _length(int(spec["max_chars"]))
-    else:
-        fn = load_function(str(spec["function"]))
-    name = spec.get("name") or (kind if kind != "python" else str(spec["function"]).rpartition(":")[2])
+    reward = REWARDS[spec["kind"]]
+    fn = reward.build(spec)
+    name = spec.get("name") or reward.name(spec)
     try:
         fn.__name__ = name
     except (AttributeError, TypeError):

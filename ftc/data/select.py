@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ftc.data import quality
-from ftc.data.formats import EmptyRow, RowError, check_row, near_key
+from ftc.data.formats import FORMATS, EmptyRow, RowError, check_row, near_key, pieces
 from ftc.data.load import MAX_SHOWN, RowProblems, data_path, read_rows
 from ftc.plan import DataQuality
 
@@ -183,7 +183,7 @@ def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel:
 
 def _personal_data(ex: Example, settings: Settings, fields: dict[str, str], sel: Selection) -> bool:
     """Counts what the example holds; masks it (data.pii=mask). True when the example is dropped."""
-    finds = [(kind, text[s:e]) for text in quality.pieces(ex.values, settings.format)
+    finds = [(kind, text[s:e]) for text in pieces(ex.values, settings.format)
              for kind, s, e in quality.find_pii(text)]
     for kind, value in finds:
         sel.pii.setdefault(kind, Shown()).add(f"{ex.where}: {kind} {quality.shown(value)}")
@@ -202,7 +202,7 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
     """Filters the pool by language, groups it (equal case/whitespace-folded fields, or near-duplicates at the
     threshold) and keeps the first of each group; with data.dedup=false training members are kept too, unless their
     group holds a held-out example. Returns id(example) -> its group for the examples kept."""
-    all_pieces = [quality.pieces(ex.values, settings.format) for ex in pool]
+    all_pieces = [pieces(ex.values, settings.format) for ex in pool]
     shared = quality.boilerplate([p for ex, p in zip(pool, all_pieces) if ex.role == "train"] or all_pieces)
     own = [quality.own_text(p, shared) for p in all_pieces]
     sel.compared_on = _compared_on(settings.format, shared)
@@ -286,8 +286,7 @@ def _move_leaks(train: list[Example], held: dict[str, Optional[list[Example]]], 
 
 
 def _compared_on(fmt: str, shared: frozenset[str]) -> str:
-    what = {"chat": "message contents", "preference": "prompt, chosen and rejected",
-            "alpaca": "instruction, input and output"}.get(fmt, "every text field")
+    what = FORMATS[fmt].compared_on
     if not shared:
         return what
     return f"{what}, without the {len(shared)} line{'s' if len(shared) > 1 else ''} of text more than half the rows " \

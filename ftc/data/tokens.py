@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ftc.data.formats import FORMATS
+
 
 def render_chat(template: str, messages: list[dict], add_generation_prompt: bool, **special: Any) -> str:
     """Renders a chat template as transformers does (sandboxed Jinja, trim_blocks, lstrip_blocks, its helpers)."""
@@ -231,14 +233,12 @@ def split_tokens(lengths: list[tuple[int, ...]], fmt: str, max_length: int, max_
     """(examples kept, tokens, examples truncated) of a split from its examples' untruncated token lengths
     ((prompt, completion), or (prompt, chosen, rejected) for preference pairs): what the run's data report counts.
     A preference pair counts its prompt twice (chosen and rejected each run through the model after it)."""
+    spec = FORMATS[fmt]
     kept = tokens = truncated = 0
     for example in lengths:
-        if fmt == "preference":
-            p, (c, r), cut = cut_prompted(example[0], example[1:], max_length, max_prompt_length)
-            kept, tokens, truncated = kept + 1, tokens + 2 * p + c + r, truncated + cut
-        elif fmt == "kto":
-            p, (c,), cut = cut_prompted(example[0], example[1:], max_length, max_prompt_length)
-            kept, tokens, truncated = kept + 1, tokens + p + c, truncated + cut
+        if spec.prompt_apart:  # a pair runs its prompt twice (before chosen, before rejected)
+            p, answers, cut = cut_prompted(example[0], example[1:], max_length, max_prompt_length)
+            kept, tokens, truncated = kept + 1, tokens + len(answers) * p + sum(answers), truncated + cut
         else:
             n, cut, dropped = cut_sequence(example[0], example[1], max_length)
             truncated += cut

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from ftc.data.formats import FORMATS, row_prompt_style, to_texts
+from ftc.data.formats import FORMATS, row_prompt_style
 from ftc.data.load import data_path, problems_message
 from ftc.data.select import Example, Selection, Settings, select
 from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
@@ -117,13 +117,14 @@ def _example(ex: Example, spec: DataSpec, tokenizer: Any) -> dict[str, Any]:
     if style != spec.prompt_style:  # the tuned model will be asked in the plan's style: a row in another is refused
         raise DataError(f"{ex.where}: its prompt is in the {style} style, the plan's is {spec.prompt_style} (every "
                         "row's prompt must have one shape: all strings, or all message lists)")
-    texts = to_texts(ex.row, spec.format, spec.fields, spec.template, tokenizer)
-    if spec.format == "preference":
+    fmt = FORMATS[spec.format]
+    texts = fmt.texts(ex.values, spec.template, tokenizer)
+    if fmt.paired:
         return dict(zip(("prompt", "chosen", "rejected"), texts))
     example = dict(zip(("prompt", "completion"), texts))
-    if spec.format == "kto":
+    if fmt.labelled:
         example["label"] = ex.values["label"]
-    if spec.format == "chat":  # the turns through the answer: the prompted baseline shows them as examples
+    if "messages" in ex.values:  # chat: the turns through the answer, which the prompted baseline shows as examples
         messages = ex.values["messages"]
         example["messages"] = messages[: max(i for i, m in enumerate(messages) if m["role"] == "assistant") + 1]
     return example
@@ -257,14 +258,15 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
 
     parts = {"train": train, "validation": validation, "test": test}
     tokenized = {}
+    fmt = FORMATS[spec.format]
     for name, rows in parts.items():
-        if rows and spec.format == "preference":
+        if rows and fmt.paired:
             columns = _tokenize_pairs(rows, tokenizer, spec, report)
             tokenized[name] = datasets.Dataset.from_dict(columns)
             report.examples[name] = len(columns["prompt_ids"])
             report.tokens[name] = sum(2 * len(p) + len(c) + len(r) for p, c, r in
                                       zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
-        elif rows and spec.format == "kto":
+        elif rows and fmt.labelled:
             columns = _tokenize_labelled(rows, tokenizer, spec, report)
             tokenized[name] = datasets.Dataset.from_dict(columns)
             report.examples[name] = len(columns["prompt_ids"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftc.config.objectives import TRAINERS
+from ftc.data.formats import FORMATS
 from ftc.plan import Plan
 
 
@@ -336,7 +337,7 @@ def evaluate_run(plan: Plan, run_dir: str, limit: int | None = None) -> dict[str
     model, tokenizer = load_tuned(plan, run_dir)
     splits = build(plan.data, tokenizer, plan.train.seed)
     evaluation = TRAINERS[plan.objective.trainer].evaluation
-    if evaluation == "pairs" and plan.data.format == "kto":
+    if evaluation == "pairs" and FORMATS[plan.data.format].labelled:
         return _evaluate_labels(plan, model, tokenizer, splits, limit)
     if evaluation == "pairs":
         return _evaluate_pairs(plan, model, tokenizer, splits, limit)

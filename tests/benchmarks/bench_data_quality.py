@@ -42,13 +42,14 @@ def stages(path: Path) -> dict[str, float]:
     """The selection's stages timed apart, with the functions ftc.data.select calls."""
     from ftc.data import quality
     from ftc.data.formats import check_row
+    from ftc.data.formats import pieces as row_pieces
     from ftc.data.load import read_rows
 
     t = time.perf_counter()
     values = [check_row(row, "alpaca", {}) for _, row in read_rows(str(path))]
     out = {"read_and_check_s": time.perf_counter() - t}
     t = time.perf_counter()
-    pieces = [quality.pieces(v, "alpaca") for v in values]
+    pieces = [row_pieces(v, "alpaca") for v in values]
     found = sum(1 for p in pieces for text in p if quality.find_pii(text))
     out["personal_data_s"], out["rows_with_personal_data"] = time.perf_counter() - t, found
     t = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftc.data.formats import MissingField, propose_fields
+from ftc.data.formats import FORMATS, MissingField, check_row, propose_fields
 from ftc.data.load import RowProblems
 
 pytestmark = pytest.mark.unit
@@ -97,3 +97,52 @@ def test_a_prompted_text_example_closes_each_shot_with_eos_as_training_does():
     shots = [{"prompt": "Q: 1+1\nA: ", "completion": "2"}, {"prompt": "Q: 2+2\nA: ", "completion": "4"}]
     assert few_shot_prompt({"prompt": "Q: 3+3\nA: ", "completion": "6"}, shots, _Tokenizer()) == \
         "Q: 1+1\nA: 2</s>Q: 2+2\nA: 4</s>Q: 3+3\nA: "
+
+
+def test_a_data_format_is_one_entry_that_every_layer_reads():
+    """Nothing outside ``ftc.data.formats`` compares a data format by its name: checking a row, the trainer's
+    texts, the plan's counts and completion share, the pieces compared for duplicates, the trainer's example shape
+    and the evaluation all come from the format's entry; the config reference names every entry."""
+    import re
+    from pathlib import Path
+
+    from ftc.config.schema import DataConfig
+
+    root = Path(__file__).resolve().parents[2] / "ftc"
+    names = "|".join(FORMATS)
+    compared = re.compile(rf'(fmt|format)\s*(==|!=)\s*"({names})"|(fmt|format) (not )?in \(\s*"({names})"')
+    found = [f"{p.relative_to(root)}:{no}: {line.strip()}" for p in sorted(root.rglob("*.py"))
+             if p.name != "formats.py" for no, line in enumerate(p.read_text().splitlines(), 1)
+             if compared.search(line)]
+    assert not found, found
+    import inspect
+
+    source = inspect.getsource(DataConfig)
+    described = source[source.index("format: str"):source.index("fields:")]
+    assert all(name in described for name in FORMATS), described
+
+
+@pytest.mark.parametrize("fmt, row", [
+    ("alpaca", {"instruction": "Say hi", "input": "", "output": "hi"}),
+    ("chat", {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"},
+                           {"role": "assistant", "content": "hi"}]}),
+    ("prompt_completion", {"prompt": "Say hi: ", "completion": "hi"}),
+    ("text", {"text": "hi there"}),
+    ("preference", {"prompt": "Say hi", "chosen": "hi", "rejected": "go away"}),
+    ("kto", {"prompt": "Say hi", "completion": "hi", "label": True}),
+])
+def test_every_format_entry_gives_texts_counts_and_pieces_of_its_rows(fmt, row):
+    from ftc.data.formats import completion_chars, pieces, plain_prompt_completion, to_texts
+
+    spec = FORMATS[fmt]
+    values = check_row(row, fmt, {})
+    tokenizer = _Tokenizer()
+    texts = to_texts(row, fmt, {}, "alpaca", tokenizer)
+    assert len(texts) == (3 if spec.paired else 2) and texts == spec.texts(values, "alpaca", tokenizer)
+    assert texts[-1].strip() and (bool(texts[0]) == spec.has_prompt)
+    prompt, completion, extra = plain_prompt_completion(values, fmt, "alpaca")
+    assert completion.strip() in texts[1] and extra >= 0
+    learnt, total = completion_chars(values, fmt)
+    assert 0 < learnt <= total
+    assert "hi" in " ".join(pieces(values, fmt))
+    assert spec.prompt_apart == (spec.paired or spec.labelled)
