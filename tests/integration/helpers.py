@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import plan_for
 
@@ -53,10 +54,12 @@ def save_tiny_arch(target: Path, arch: str) -> Path:
     return target
 
 
-def wait_for_logged_steps(run: Path, steps: int, seconds: float) -> None:
-    """Until ``run``'s metrics.jsonl has logged ``steps`` training losses (or ``seconds`` pass): a run under way."""
+def wait_for_logged_steps(run: Path, steps: int, seconds: float, proc: Any = None) -> None:
+    """Until ``run``'s metrics.jsonl has logged ``steps`` training losses: a run under way. Returns early when
+    ``proc`` (the run's Popen) has exited, so the caller's asserts say why, and after ``seconds`` at most (a hang
+    guard far above the run's time, not a timing assumption)."""
     deadline = time.time() + seconds
-    while time.time() < deadline:
+    while time.time() < deadline and (proc is None or proc.poll() is None):
         metrics = run / "metrics.jsonl"
         if metrics.exists() and sum('"loss"' in line for line in metrics.read_text().splitlines()) >= steps:
             return

@@ -100,7 +100,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     run = tmp_path / "run"
     longer = ["train.max_steps=60", "train.eval_steps=30", "train.save_steps=30"]
     proc = ftc_train(run, *longer, wait=False)
-    wait_for_logged_steps(run, 3, 240)  # a few training steps, then the preemption notice
+    wait_for_logged_steps(run, 3, 900, proc)  # a few training steps, then the preemption notice
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 143, err[-2000:]

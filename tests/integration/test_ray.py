@@ -124,7 +124,7 @@ def test_sigterm_to_the_ray_driver_saves_on_every_worker_and_the_same_command_re
     longer = ["train.max_steps=40", "train.eval_steps=20", "train.save_steps=20", "eval.enabled=false"]
     args = [sys.executable, "-m", "ftc.cli", "train", *FAST, *RAY, *longer, f"output_dir={run}"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for_logged_steps(run, 3, 420)  # a few training steps, then the notice
+    wait_for_logged_steps(run, 3, 900, proc)  # a few training steps, then the notice
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=420)
     assert proc.returncode == 143, err[-3000:]
