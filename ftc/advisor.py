@@ -188,8 +188,8 @@ def decision(options: list[Option], chosen: Option) -> str:
     return line + ")"
 
 
-def _places(values: list[Optional[float]], least: int = 2, most: int = 4) -> int:
-    """Decimal places that keep different values of a column different (two at least, four at most): $0.064 and
+def _places(values: list[Optional[float]], least: int = 2, most: int = 6) -> int:
+    """Decimal places that keep different values of a column different (two at least, six at most): $0.064 and
     $0.068 are not both "0.07"."""
     distinct = {round(v, 6) for v in values if v is not None}
     for places in range(least, most + 1):
@@ -202,11 +202,12 @@ VERDICT_WIDTH = 64  # the verdict column wraps at this width (whole words; never
 
 
 def table(options: list[Option]) -> str:
-    """The ranked profiles: micro batch (what makes one model's memory differ across rows), memory per device of
-    the device's total, prices to the places that tell them apart, and whole verdicts, wrapped."""
+    """The ranked profiles: micro batch (what makes one model's memory differ across rows), predicted GB per device
+    of the device's usable GB, the card as it is sold (80GB), prices to the places that tell them apart, and whole
+    verdicts, wrapped."""
     import textwrap
 
-    head = ["#", "hardware", "launcher", "ZeRO", "micro", "memory/device", "hours", "usd", "on-demand/spot",
+    head = ["#", "hardware", "launcher", "ZeRO", "micro", "GB/device", "card", "hours", "usd", "on-demand/spot",
             "usd/M tokens", "verdict"]
     data = [o.row() for o in options]
     usd = _places([r["usd"] for r in data])
@@ -217,7 +218,8 @@ def table(options: list[Option]) -> str:
         verdict = ("tight: fits only if the estimate holds" if r["tight"] else "ok") if r["ok"] \
             else "no: " + r["why_not"]
         rows.append([str(i), r["hardware"], f"{r['launcher']} x{r['workers']}", str(r["zero_stage"]),
-                     f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}", f"{r['memory_gb']:.1f}/{r['device_gb']:g} GB",
+                     f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}", f"{r['memory_gb']:.1f}/{r['device_gb']:g}",
+                     _rated(o.hardware, r["device_gb"]),
                      f"{r['hours']:.{hours}f}", f"{r['usd']:.{usd}f}",
                      f"{r['on_demand_usd']:.2f}/" + ("-" if r["spot_usd"] is None else f"{r['spot_usd']:.2f}"),
                      "-" if r["usd_per_m_tokens"] is None else f"{r['usd_per_m_tokens']:.{per_m}f}", verdict])
@@ -229,6 +231,13 @@ def table(options: list[Option]) -> str:
         lines.append(f"{left}  {wrapped[0]}".rstrip())
         lines.extend(" " * (len(left) + 2) + more for more in wrapped[1:])
     return "\n".join(lines)
+
+
+def _rated(profile: str, device_gb: float) -> str:
+    """The card's capacity as it is sold (``80GB`` for the 85.9 GB the driver reports), from the profile's
+    rated_gb; else the usable memory."""
+    rated = profile_values(profile).get("rated_gb") if profile in profiles() else None
+    return f"{rated or device_gb:g}GB"
 
 
 def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option], list[str]]:

@@ -326,6 +326,9 @@ class HardwareConfig:
     nodes: int = checked(1, ge=1)
     memory_gb: float = checked(MISSING, gt=0, fix="<the device's memory in GB>")
     """Memory per device in GB (CPU: RAM available to one worker)."""
+    rated_gb: Optional[float] = checked(None, gt=0)
+    """The capacity the card is sold as (an "A100 80GB": 80), shown beside ``memory_gb`` (what the driver reports,
+    in 10^9 bytes: 85.9 there) so a table names the card as its buyer knows it; null: memory_gb."""
     bf16: bool = MISSING
     """Device supports bfloat16 (a fact of the device: every profile states it)."""
     peak_tflops: float = checked(MISSING, gt=0, fix="<the datasheet's dense bf16 TFLOP/s>")

@@ -145,9 +145,13 @@ def test_the_table_shows_micro_batch_prices_that_differ_and_whole_verdicts():
         assert all(len(w) <= VERDICT_WIDTH for w in words)
         if o.why_not:  # never cut: the whole reason, wrapped
             assert " ".join(words) == "no: " + " ".join(o.why_not.split())
-        assert first.split()[5] == f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}"
+        cells = first.split()
+        assert cells[5] == f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}"
+        assert cells[6] == f"{o.plan.memory.per_device_gb:.1f}/{o.plan.memory.device_gb:g}"
+        assert cells[7] == {"a100_80g": "80GB", "h100": "80GB", "rtx4090": "24GB"}.get(o.hardware.split("_x")[0],
+                                                                                        cells[7])
     # Prices a fraction of a cent apart are shown apart, and the ranking follows them.
-    shown = [float(line.split()[8]) for line in firsts]
+    shown = [float(line.split()[9]) for line in firsts]
     ok = [o.usd for o in options if not o.why_not and not o.tight]
     assert ok == sorted(ok)
     assert len(set(shown)) == len({round(o.usd, 6) for o in options})
