@@ -313,10 +313,11 @@ class MemorySpec:
     estimate holds, or, with the estimate above the device, only if the estimate is high) | does_not_fit (even the
     band's low end exceeds it)."""
     low_gb: float
-    """The band's low end: per_device_gb x est.MEMORY_BAND[0], the lowest measured/predicted ratio of the published
-    runs held out from the fit (docs/ESTIMATES.md, "Fit and uncertainty")."""
+    """The band's low end: the floor the parameter counts fix (weights, trainable state, runtime) plus the rest of
+    per_device_gb x est.MEMORY_BAND[0], the lowest measured/predicted ratio of that rest among the published runs
+    held out from the fit (docs/ESTIMATES.md, "Fit and uncertainty")."""
     high_gb: float
-    """The band's high end: per_device_gb x est.MEMORY_BAND[1]."""
+    """The band's high end: the floor plus the rest x est.MEMORY_BAND[1]."""
     headroom_gb: float
     breakdown: dict[str, float]
     seq: int

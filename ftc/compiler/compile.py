@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ftc.compiler import architecture, rules
 from ftc.compiler import estimate as est
 from ftc.compiler.costing import eval_steps, serving_estimate, spot_checkpoints, time_and_cost
-from ftc.compiler.draft import AUTO_MAX_LENGTH, SAFE, Draft, band, safe, verdict, weight_dtype
+from ftc.compiler.draft import AUTO_MAX_LENGTH, Draft, band, safe, verdict, weight_dtype
 from ftc.compiler.facts import Facts, moe_pattern
 from ftc.config.launchers import LAUNCHER_KINDS, OPTIONAL_PACKAGES
 from ftc.config.methods import METHODS, method_of
@@ -682,8 +682,7 @@ def _batch(cfg: Config, draft: Draft) -> None:
             if chosen:
                 break
         draft.micro, draft.checkpointing = chosen or (1, ckpt_options[-1])
-        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits even at the band's high end, the "
-                               f"estimate within {SAFE:.0%} of memory,"
+        draft.decisions.append(f"micro_batch_size={draft.micro} (largest that fits even at the band's high end,"
                                f"{' with' if draft.checkpointing else ' without'} gradient checkpointing)")
     if t.gradient_checkpointing is None and draft.checkpointing:
         draft.decisions.append("gradient_checkpointing=on (needed to fit memory; costs ~1 extra forward)")

@@ -12,21 +12,26 @@ from ftc.config.methods import METHODS, Method
 if TYPE_CHECKING:
     from ftc.config.schema import Config
 
-# Against published runs it was not fitted to (docs/ESTIMATES.md, "Fit and uncertainty"), a measured peak lay between
-# est.MEMORY_BAND[0] and est.MEMORY_BAND[1] times the estimate. Three verdicts follow (``verdict``): a plan fits
-# when even the band's high end is within the device; it does not fit when even its low end is not; in between it
-# fits only if the estimate holds (a warning naming the fix). The compiler's own choices (micro batch, gradient
-# checkpointing) keep to SAFE, the share of the device where the high end still fits.
-SAFE = 1 / est.MEMORY_BAND[1]
+# Against published runs it was not fitted to (docs/ESTIMATES.md, "Fit and uncertainty"), the part of a measured
+# peak beyond what the parameter counts fix lay between est.MEMORY_BAND[0] and est.MEMORY_BAND[1] times the
+# estimate's. Three verdicts follow (``verdict``): a plan fits when even the band's high end is within the device;
+# it does not fit when even its low end is not; in between it fits only if the estimate holds (a warning naming the
+# fix). The compiler's own choices (micro batch, gradient checkpointing) keep to "fits".
 PACKING_FILL = 0.97  # best-fit-decreasing packing fills ~97% of each row on instruction data
 AUTO_MAX_LENGTH = 2048  # data.max_length=null: the model's context, capped here (TRL's default is 1024, Axolotl's 2048)
 
 
 def band(need_gb: float, floor_gb: float = 0.0) -> tuple[float, float]:
-    """(low, high) GB around a process-peak estimate: est.MEMORY_BAND, the low end never below ``floor_gb`` (what
-    the parameter counts alone make certain: weights, optimizer state, runtime)."""
+    """(low, high) GB around a process-peak estimate: ``floor_gb`` (what the parameter counts alone make certain:
+    weights, optimizer state, runtime) as it is, the rest spread by est.MEMORY_BAND."""
     low, high = est.MEMORY_BAND
-    return max(need_gb * low, min(floor_gb, need_gb)), need_gb * high
+    floor = min(max(floor_gb, 0.0), need_gb)
+    return floor + (need_gb - floor) * low, floor + (need_gb - floor) * high
+
+
+def uncertain_room(device_gb: float, floor_gb: float) -> float:
+    """GB of the estimate's uncertain part that a device holds beside ``floor_gb`` even at the band's high end."""
+    return max(device_gb - floor_gb, 0.0) / est.MEMORY_BAND[1]
 
 
 def verdict(need_gb: float, device_gb: float, floor_gb: float = 0.0) -> str:

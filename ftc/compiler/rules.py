@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ftc import secrets
 from ftc.compiler import estimate as est
-from ftc.compiler.draft import SAFE, Draft, band, safe, verdict
+from ftc.compiler.draft import Draft, band, safe, uncertain_room, verdict
 from ftc.compiler.estimate import OPTIMIZER_MOMENTS
 from ftc.compiler.facts import Facts
 from ftc.config.launchers import LAUNCHER_KINDS
@@ -323,8 +323,7 @@ def generation(cfg, facts, draft):
                     f"train.global_batch_size={max(g, n - n % g)}")
     yield from _vllm(cfg, draft)
     if draft.arch is not None and draft.generation_bytes:
-        room = cfg.hardware.memory_gb * est.GB * SAFE - draft.memory.weights - draft.memory.trainable \
-            - draft.memory.runtime
+        room = uncertain_room(cfg.hardware.memory_gb, draft.memory.floor / est.GB) * est.GB
         if draft.generation_bytes > room:
             per_completion = draft.generation_bytes / max(n // max(draft.world, 1), 1)
             fitting = int(max(room, 0) // per_completion) // g * g
@@ -567,7 +566,8 @@ def memory_fits(cfg, facts, draft):
     said = verdict(need, have, mem.floor / est.GB)
     if said == "fits":
         return
-    spread = f"{low:.1f}-{high:.1f} GB, the spread of published runs around the estimate, docs/ESTIMATES.md"
+    spread = f"{low:.1f}-{high:.1f} GB: published runs' spread around what the parameter counts do not fix, " \
+             "docs/ESTIMATES.md"
     fixes = _memory_fixes(cfg, draft, have)
     if said == "tight":
         verdict_text = "it fits only if the estimate holds" if need <= have else \

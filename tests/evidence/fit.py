@@ -8,7 +8,9 @@ source's median measured/predicted ratio, so a source weighs the same however ma
 Fit on some sources, check on others: each source is held out in turn, the factor is fitted on the rest, and the
 held-out source's rows are predicted with it. Those held-out errors are what docs/ESTIMATES.md reports ("Fit and
 uncertainty") and what the plan's band is made of: ``est.MEMORY_BAND`` is the smallest and the largest
-measured/predicted ratio of any held-out row, so a row whose source was not used to fit is never outside it.
+measured/predicted ratio of any held-out row's uncertain part (the estimate less the floor the parameter counts
+fix: weights, trainable state, runtime), so a row whose source was not used to fit is never outside it, and the
+exactly known bytes are not spread.
 A source marked ``unpressured`` publishes a peak that bounds the run's need from above only (reserved memory over
 variable-length steps on a card far larger than the run: the caching allocator keeps blocks of every shape and
 gives them back only when an allocation fails); its rows widen the band's low side, never its high side.
@@ -34,6 +36,8 @@ class Held:
     predicted_gb: float
     """Predicted with the factor fitted on every other source."""
     unpressured: bool
+    floor_gb: float = 0.0
+    """What the parameter counts alone make certain, in the row's metric (the plan's band does not spread it)."""
 
     @property
     def error(self) -> float:
@@ -43,6 +47,12 @@ class Held:
     def ratio(self) -> float:
         """measured / predicted: where the measurement lies relative to the estimate."""
         return self.measured_gb / self.predicted_gb
+
+    @property
+    def uncertain_ratio(self) -> float:
+        """measured / predicted of the part the parameter counts do not fix (activations, logits, the fitted
+        factor, the allocator): what the plan's band spreads."""
+        return (self.measured_gb - self.floor_gb) / (self.predicted_gb - self.floor_gb)
 
 
 def memory_rows(rows: list[table.Row]) -> list[table.Row]:
@@ -69,14 +79,20 @@ def held_out(rows: list[table.Row], unpressured: set[str]) -> tuple[dict[str, fl
     factors, out = {}, []
     for source in sorted({r.source for r in rows}):
         factors[source] = f = fit([r for r in rows if r.source != source])
-        out += [Held(r.source, r.label, r.measured_gb, at(r, f), r.source in unpressured)
+        out += [Held(r.source, r.label, r.measured_gb, at(r, f), r.source in unpressured, r.floor_gb)
                 for r in rows if r.source == source]
     return factors, out
 
 
 def band(held: list[Held]) -> tuple[float, float]:
-    """(lowest, highest) measured/predicted ratio of the held-out rows; the high side only from sources that
-    measured the run's need."""
+    """(lowest, highest) measured/predicted ratio of the held-out rows' uncertain parts (the estimate less what the
+    parameter counts fix); the high side only from sources that measured the run's need."""
+    return min(h.uncertain_ratio for h in held), max(h.uncertain_ratio for h in held if not h.unpressured)
+
+
+def whole_band(held: list[Held]) -> tuple[float, float]:
+    """(lowest, highest) measured/predicted ratio of the held-out rows as wholes: the band before 2026-12-07, which
+    spread the exactly known weights too."""
     return min(h.ratio for h in held), max(h.ratio for h in held if not h.unpressured)
 
 
@@ -98,8 +114,10 @@ def coverage(rows: list[table.Row], unpressured: set[str]) -> dict[str, tuple[in
         lo, hi = band(held)
         f = fit(others)
         mine = [r for r in rows if r.source == source]
-        inside = sum(lo <= r.measured_gb / at(r, f) <= (hi if source not in unpressured else float("inf"))
-                     for r in mine)
+        inside = 0
+        for r in mine:
+            h = Held(r.source, r.label, r.measured_gb, at(r, f), source in unpressured, r.floor_gb)
+            inside += lo <= h.uncertain_ratio <= (hi if source not in unpressured else float("inf"))
         out[source] = (inside, len(mine))
     return out
 
@@ -177,7 +195,9 @@ def markdown(rows: list[table.Row]) -> str:
                   f"{s['worst_high'] * 100:+.1f}%. Without the factor (the analytic model alone): median "
                   f"{raw['median'] * 100:.1f}%, signed {raw['signed'] * 100:+.1f}%. Fitted on every source: "
                   f"{fit(memory_rows(rows)):.3f} (est.MEMORY_FIT = {est.MEMORY_FIT}). Band (measured / predicted "
-                  f"over the held-out rows): {lo:.3f} to {hi:.3f} (est.MEMORY_BAND = {est.MEMORY_BAND})."]
+                  f"of the held-out rows' uncertain part, the estimate less the floor the parameter counts fix): "
+                  f"{lo:.3f} to {hi:.3f} (est.MEMORY_BAND = {est.MEMORY_BAND}); of the rows as wholes "
+                  f"{whole_band(held)[0]:.3f} to {whole_band(held)[1]:.3f}."]
     return "\n".join(lines) + "\n"
 
 
