@@ -16,7 +16,7 @@ from importlib.resources import files
 from typing import Any, Optional
 
 from ftc.errors import UserError
-from ftc.plan import Plan
+from ftc.plan import Plan, runs_total
 
 AUTO = "hardware=auto"
 
@@ -252,10 +252,11 @@ def advise_sweep(trials: list[list[str]]) -> tuple[list[Option], Optional[Option
     for name, opts in by_name.items():
         why_not = next((f"trial {i}: {o.why_not}" for i, o in enumerate(opts) if o.why_not), "")
         spots = [o.plan.cost.spot_usd for o in opts]
-        sums = Sums(usd=round(sum(o.plan.cost.usd for o in opts), 2),
-                    on_demand_usd=round(sum(o.plan.cost.on_demand_usd for o in opts), 2),
-                    spot_usd=None if None in spots else round(sum(spots), 2),
-                    hours=round(sum(o.plan.time.hours for o in opts), 4),
+        plans = [o.plan for o in opts]
+        sums = Sums(usd=round(runs_total(plans, lambda p: p.cost.usd), 2),
+                    on_demand_usd=round(runs_total(plans, lambda p: p.cost.on_demand_usd), 2),
+                    spot_usd=None if None in spots else round(runs_total(plans, lambda p: p.cost.spot_usd), 2),
+                    hours=round(runs_total(plans, lambda p: p.time.hours), 4),
                     tokens=sum(o.plan.schedule.tokens for o in opts))
         totals.append(Option(name, opts[0].overrides, opts[0].plan, why_not, sums, tight=any(o.tight for o in opts)))
     totals.sort(key=lambda o: (bool(o.why_not), o.tight, o.usd, o.hours, o.hardware))

@@ -350,6 +350,9 @@ class TimeSpec:
     train_flops_per_token: float
     train_hours: float
     eval_hours: float
+    baseline_hours: float
+    """Of ``eval_hours``, the baselines' (the base model, prompted or not, eval.baselines): computed once and reused
+    by runs that share the base model, the test examples and the eval settings, so a sweep pays it once."""
     traced: Optional["TracedTime"]
     """``ftc plan --trace``: the traced step's FLOPs beside the time model's."""
 
@@ -573,3 +576,26 @@ def _from_jsonable(tp: Any, data: Any) -> Any:
             return tuple(_from_jsonable(args[0], v) for v in data)
         return tuple(data)
     return data
+
+
+def baseline_key(plan: Plan) -> str:
+    """What makes two runs' baselines the same evaluation (the plan's side of the key
+    ``ftc.runtime.evaluate.base_once`` reuses a result under): the base model and its loading, the data and its
+    split, the eval settings and the objective's scoring."""
+    d, m = plan.data, plan.method
+    return json.dumps([plan.model.path, plan.model.revision, repr(m.quantization), plan.precision, m.weight_dtype,
+                       plan.model.attn_implementation, repr(plan.eval), d.path, d.validation_path, d.test_path,
+                       d.max_length, d.format, d.test_fraction, d.validation_fraction, d.max_samples,
+                       plan.train.seed, plan.objective.trainer, plan.objective.beta], default=str)
+
+
+def runs_total(plans: list[Plan], of: Any) -> float:
+    """``of(plan)`` (hours, device-hours, dollars) summed over runs made one after another: each run's own share,
+    plus each distinct baseline evaluation once (the first run computes it, the others reuse it)."""
+    total, shared = 0.0, {}
+    for p in plans:
+        share = p.time.baseline_hours / p.time.hours if p.time.hours else 0.0
+        total += of(p) * (1 - share)
+        key = baseline_key(p)
+        shared[key] = max(shared.get(key, 0.0), of(p) * share)
+    return total + sum(shared.values())

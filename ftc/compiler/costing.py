@@ -65,10 +65,18 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
         if "prompted" in draft.baselines:
             eval_tokens += samples * cfg.eval.shots * draft.tokens_per_example
     method = draft.method.memory_terms
+    weights = est.weight_bytes(a, method, weight_dtype(cfg, draft), cfg.method.double_quant)
+    draft.baseline_hours = 0.0
+    if cfg.eval.enabled and draft.baselines:
+        prefill = samples * cfg.eval.shots * draft.tokens_per_example if "prompted" in draft.baselines else 0
+        draft.baseline_hours = est.eval_seconds(
+            a, eval_tokens=prefill, eval_batches=0,
+            generation_batches=generation_batches // runs * len(draft.baselines),
+            decode_steps=cfg.eval.max_new_tokens, batch=EVAL_BATCH, weight_bytes_=weights, peak_tflops=hw.peak_tflops,
+            mfu=hw.mfu, world=draft.world, bandwidth_gbs=hw.memory_bandwidth_gbs, decode_gbs=hw.decode_gbs) / 3600
     eval_s = est.eval_seconds(a, eval_tokens=eval_tokens, eval_batches=eval_batches,
                               generation_batches=generation_batches, decode_steps=decode_steps,
-                              batch=EVAL_BATCH, weight_bytes_=est.weight_bytes(a, method, weight_dtype(cfg, draft),
-                                                                               cfg.method.double_quant),
+                              batch=EVAL_BATCH, weight_bytes_=weights,
                               peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
                               step_overhead_s=hw.step_overhead_s, bandwidth_gbs=hw.memory_bandwidth_gbs,
                               decode_gbs=hw.decode_gbs)

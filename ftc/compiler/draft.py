@@ -150,6 +150,9 @@ class Draft:
     memory_at: Optional[Callable[..., est.MemoryEstimate]] = None
     """(micro, checkpointing, seq=, kind=) -> the estimate with those changed: how the rules test a fix."""
     hours: float = 0.0
+    baseline_hours: float = 0.0
+    """Of the evaluation's hours, the baselines' (the base model, prompted or not): paid once by runs that share
+    the base model, the test set and the eval settings (``ftc.runtime.evaluate.base_once``)."""
     step_s: float = 0.0
     """Predicted seconds of one optimizer step (training only)."""
     usd: float = 0.0

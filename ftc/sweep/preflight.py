@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from ftc.config.overrides import expand
-from ftc.plan import Plan
+from ftc.plan import Plan, runs_total
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,15 @@ def _swept_keys(trials: list[Trial]) -> list[str]:
 
 
 def totals(trials: list[Trial]) -> tuple[float, float]:
-    return sum(t.plan.cost.usd for t in trials), sum(t.plan.cost.device_hours for t in trials)
+    """(usd, device-hours) of the whole sweep: every trial's own, plus each distinct baseline evaluation once (the
+    first trial computes it, the others reuse it)."""
+    plans = [t.plan for t in trials]
+    return runs_total(plans, lambda p: p.cost.usd), runs_total(plans, lambda p: p.cost.device_hours)
+
+
+def wall_hours(trials: list[Trial]) -> float:
+    """The trials one after another, the shared baselines evaluated once."""
+    return runs_total([t.plan for t in trials], lambda p: p.time.hours)
 
 
 def problems(trials: list[Trial]) -> list[str]:
@@ -56,7 +64,7 @@ def problems(trials: list[Trial]) -> list[str]:
     if trials:
         usd, hours = totals(trials)
         b = trials[0].plan.budget
-        wall = sum(t.plan.time.hours for t in trials)  # trials run one after another unless on Ray
+        wall = wall_hours(trials)  # trials run one after another unless on Ray
         out += [str(p) for p in budget_problems(b.max_usd, b.max_gpu_hours, usd, hours,
                                                 f"the sweep's {len(trials)} trials in total", b.max_hours, wall)]
     return out
@@ -73,7 +81,10 @@ def plan_sweep(overrides: list[str], as_json: bool = False) -> int:
                           "errors": found}, indent=2))
     else:
         print(sweep_table(trials))
-        print(f"\n{len(trials)} trials, predicted total ${usd:.2f}, {hours:.3f} device-hours")
+        shared = sum(t.plan.time.hours for t in trials) - wall_hours(trials)
+        note = f" (the baselines' evaluation counted once: {shared * 60:.1f} min of the trials' time is a reused " \
+            "result)" if shared > 0 else ""
+        print(f"\n{len(trials)} trials, predicted total ${usd:.2f}, {hours:.3f} device-hours{note}")
         for p in found:
             print(f"  - {p}")
     return 2 if found else 0
