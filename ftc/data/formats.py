@@ -57,7 +57,6 @@ class Format:
     """Rows are a prompt and its answer, so training rows can be shown before a test prompt as examples (the
     prompted baseline, eval.baselines). Text has no prompt; labelled and paired answers are not all answers to
     copy."""
-
     compared_on: str = "every text field"
     """What near-duplicates are compared on, as the plan says it."""
 
