@@ -98,7 +98,7 @@ def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path, fault):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     run = tmp_path / "run"
-    longer = ["train.max_steps=60", "train.eval_steps=30", "train.save_steps=30"]
+    longer = ["train.max_steps=20", "train.eval_steps=10", "train.save_steps=10"]
     proc = ftc_train(run, *longer, wait=False)
     wait_for_logged_steps(run, 3, 900, proc)  # a few training steps, then the preemption notice
     proc.send_signal(signal.SIGTERM)
@@ -106,7 +106,7 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert "preempted by SIGTERM at step" in err and "resume" in err and "Traceback" not in err
     stopped = [e for e in events(run) if e["event"] == "preempted"][-1]
-    assert 3 <= stopped["step"] < 60 and stopped["checkpoint"].endswith(f"checkpoint-{stopped['step']}")
+    assert 3 <= stopped["step"] < 20 and stopped["checkpoint"].endswith(f"checkpoint-{stopped['step']}")
     assert stopped["within_grace"] is True and stopped["grace_s"] == 30
     assert (Path(stopped["checkpoint"]) / "trainer_state.json").exists() and not complete(run)
     r = ftc_train(run, *longer)
