@@ -53,7 +53,8 @@ def markdown(d: Any, examples: dict[str, int], dropped: dict[str, int], quality:
             ", ".join(f"{n} {k}" for k, n in pii.items()) + f" (`data.pii={d.pii}`)" if pii else "none found") + "."]
         lines += [f"- `{line}`" for line in q["pii_shown"][:5]]
         langs = ", ".join(f"{k} {n}" for k, n in q["languages"].items())
-        lines += ["", f"**Languages** (detected per example): {langs or 'none'}"
+        what = f"an even sample of {q['languages_sampled']} examples" if q.get("languages_sampled") else "per example"
+        lines += ["", f"**Languages** (detected {what}): {langs or 'none'}"
                   + (f"; kept: {', '.join(d.languages)}" if d.languages else "") + "."]
     if lengths:
         over = sum(1 for n in lengths if n > d.max_length)

@@ -174,6 +174,10 @@ class DataQuality:
     pii_shown: tuple[str, ...]
     languages: dict[str, int]
     """Detected language of the examples read (ISO 639-1; 'unsure' for short or mixed text), most frequent first."""
+    languages_sampled: int
+    """0 when every example read was classified; else how many were, evenly spaced (data.languages unset and more
+    than ``select.LANGUAGE_SAMPLE`` examples: the shares are a report, and classifying a million rows costs minutes).
+    With data.languages set every example is classified, as the filter needs."""
 
 
 @dataclass(frozen=True)

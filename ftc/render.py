@@ -27,7 +27,8 @@ def data_quality(d: Any) -> str:
     if q.pii:
         pii = "personal data: " + ", ".join(f"{n} {k}" for k, n in q.pii.items()) + f" ({d.pii})"
     langs = ", ".join(f"{k} {n}" for k, n in list(q.languages.items())[:5])
-    return f"{near}; {leaked}{moved}; {pii}; languages {langs or 'none'}"
+    sampled = f" (an even sample of {q.languages_sampled})" if q.languages_sampled else ""
+    return f"{near}; {leaked}{moved}; {pii}; languages {langs or 'none'}{sampled}"
 
 
 def _num(n: float) -> str:

@@ -21,27 +21,28 @@ MASK = "***"
 # A URI scheme, starting where a word starts and at most 32 characters long: unbounded, ``[a-z][a-z0-9+.-]*`` is
 # tried from every position of a long run of letters (quadratic: 4 s on a 20 kB row).
 _SCHEME = r"(?<![a-z0-9+.-])[a-z][a-z0-9+.-]{0,31}"
-# (what it is, pattern, the group that is secret). Patterns name the secret part only: the rest of a URI stays
+# (what it is, pattern, the group that is secret, a string every match holds: a text without it is not scanned, as
+# most are not). Patterns name the secret part only: the rest of a URI stays
 # readable (``s3://***@bucket/runs``). No bare-hex pattern: a 40-hex value is as often a commit (model.revision).
-PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
+PATTERNS: tuple[tuple[str, re.Pattern[str], int, str], ...] = (
     # A URI's userinfo, whole: a user alone is often a token (https://TOKEN@host), a password may hold a '/'.
     # (A colon may come escaped, as Hydra quotes overrides: ``https\://user\:pw@host``.)
     ("credentials in a URI (its userinfo)",
-     re.compile(_SCHEME + r"\\?://([^/@\s:\\]+\\?:[^@\s]*?)@", re.I), 1),
-    ("a token as a URI's user", re.compile(_SCHEME + r"\\?://([^/@\s:\\]{8,})@", re.I), 1),
+     re.compile(_SCHEME + r"\\?://([^/@\s:\\]+\\?:[^@\s]*?)@", re.I), 1, "://"),
+    ("a token as a URI's user", re.compile(_SCHEME + r"\\?://([^/@\s:\\]{8,})@", re.I), 1, "://"),
     # The same userinfo quoted without its scheme, as libraries echo a URI's "bucket" in their errors.
-    ("credentials before a host name", re.compile(r"(?:^|(?<=[\s\"'(]))([^\s/@:\"']+:[^\s/@\"']+)@"), 1),
+    ("credentials before a host name", re.compile(r"(?:^|(?<=[\s\"'(]))([^\s/@:\"']+:[^\s/@\"']+)@"), 1, "@"),
     ("a credential in a URI's query string",
      re.compile(r"[?&](?:access_token|token|api_key|apikey|key|sig|signature|x-amz-signature|x-amz-credential|"
                 r"x-amz-security-token|x-goog-signature|x-goog-credential|password|secret|authorization|auth)="
                 r"([^&#\s)\"']+)", re.I),
-     1),
-    ("a bearer token", re.compile(r"\bBearer(?:\s+|%20|\+)([A-Za-z0-9._~+/=-]{8,})", re.I), 1),
-    ("an AWS access key id", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"), 1),
-    ("a Hugging Face token", re.compile(r"\b(hf_[A-Za-z0-9]{30,})\b"), 1),
-    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,})\b"), 1),
-    ("a Google API key", re.compile(r"\b(AIza[0-9A-Za-z_-]{35})\b"), 1),
-    ("an API key (sk-...)", re.compile(r"\b(sk-[A-Za-z0-9_-]{20,})\b"), 1),
+     1, "="),
+    ("a bearer token", re.compile(r"\bBearer(?:\s+|%20|\+)([A-Za-z0-9._~+/=-]{8,})", re.I), 1, ""),
+    ("an AWS access key id", re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"), 1, ""),
+    ("a Hugging Face token", re.compile(r"\b(hf_[A-Za-z0-9]{30,})\b"), 1, "hf_"),
+    ("a GitHub token", re.compile(r"\b(gh[pousr]_[A-Za-z0-9]{30,})\b"), 1, "_"),
+    ("a Google API key", re.compile(r"\b(AIza[0-9A-Za-z_-]{35})\b"), 1, "AIza"),
+    ("an API key (sk-...)", re.compile(r"\b(sk-[A-Za-z0-9_-]{20,})\b"), 1, "sk-"),
 )
 SECRET_KEY = re.compile(r"^(?!.*per_token$).*(?:^|[_-])(?:token|secret|password|passwd|api[_-]?key|access[_-]?key|"
                         r"credentials?)$", re.I)
@@ -62,7 +63,7 @@ def environment_values() -> list[str]:
 
 def find(text: str) -> list[str]:
     """What kinds of secret ``text`` holds (empty when none)."""
-    found = [what for what, pattern, _ in PATTERNS if pattern.search(text)]
+    found = [what for what, pattern, _, needs in PATTERNS if needs in text and pattern.search(text)]
     if any(v in text for v in environment_values()):
         found.append("the value of a secret environment variable")
     return found
@@ -72,7 +73,9 @@ def mask(text: str) -> str:
     """``text`` with every secret replaced by ``***``."""
     for value in environment_values():
         text = text.replace(value, MASK)
-    for _, pattern, group in PATTERNS:
+    for _, pattern, group, needs in PATTERNS:
+        if needs not in text:
+            continue
         text = pattern.sub(lambda m, g=group: m.group(0).replace(m.group(g), MASK), text)
     return text
 

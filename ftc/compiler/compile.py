@@ -438,7 +438,8 @@ def _generation(cfg: Config, facts: Facts, draft: Draft) -> None:
 
 
 UNCHECKED_DATA = DataQuality(checked=False, compared_on="", near_groups=0, near_shown=(), leaked=0, leaked_shown=(),
-                             moved=0, moved_shown=(), pii={}, pii_shown=(), languages={})
+                             moved=0, moved_shown=(), pii={}, pii_shown=(), languages={},
+                             languages_sampled=0)
 """The quality of data ftc cannot read before launch (a remote URI): nothing is known."""
 
 

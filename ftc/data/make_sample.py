@@ -103,7 +103,7 @@ def build(seed: int = 1234, sizes: dict[str, int] | None = None) -> dict[str, li
     """Distinct examples per split: no two tickets in any split are near-duplicates as ``ftc.data.select`` finds
     them (Jaccard >= 0.8 on the ticket and answer, the fixed instruction left out), so the selection keeps every row
     and the test tickets never have a copy in train or validation."""
-    from ftc.data.quality import near_duplicate_pairs, shingles
+    from ftc.data.quality import near_duplicate_pairs
 
     sizes = sizes or {"train": 1200, "validation": 100, "test": 100}
     need = sum(sizes.values())
@@ -115,7 +115,7 @@ def build(seed: int = 1234, sizes: dict[str, int] | None = None) -> dict[str, li
         if ex["input"] not in seen:
             seen.add(ex["input"])
             candidates.append(ex)
-    pairs = list(near_duplicate_pairs([shingles(ex["input"] + "\n" + ex["output"]) for ex in candidates], 0.8))
+    pairs = list(near_duplicate_pairs([ex["input"] + "\n" + ex["output"] for ex in candidates], 0.8))
     near: dict[int, list[int]] = {}
     for i, j, _ in pairs:
         near.setdefault(j, []).append(i)
@@ -223,12 +223,12 @@ def distinct(splits: dict[str, list[dict[str, Any]]], fmt: str, sizes: dict[str,
     """The first ``sizes[split]`` rows of each split such that no two kept rows of any split are near-duplicates as
     ``ftc.data.select`` compares rows of format ``fmt`` (held-out splits first, as it groups them)."""
     from ftc.data.formats import check_row, pieces
-    from ftc.data.quality import near_duplicate_pairs, own_text, shingles
+    from ftc.data.quality import near_duplicate_pairs, own_text
 
     order = [(split, row) for split in ("test", "validation", "train") for row in splits[split]]
     texts = [own_text(pieces(check_row(row, fmt, {}), fmt), frozenset([INSTRUCTION])) for _, row in order]
     near: dict[int, set[int]] = {}
-    for i, j, _ in near_duplicate_pairs([shingles(t) for t in texts], 0.8):
+    for i, j, _ in near_duplicate_pairs(texts, 0.8):
         near.setdefault(i, set()).add(j)
         near.setdefault(j, set()).add(i)
     kept: set[int] = set()

@@ -2,9 +2,10 @@
 
 Torch-free, so ``ftc plan`` runs the same checks as ``ftc train`` (``ftc.data.select`` applies them):
 
-- **Near-duplicates**: MinHash LSH (datasketch) over character 5-grams of an example's text, candidates confirmed
-  by their exact Jaccard similarity. Text every row shares (a fixed instruction, a system prompt) is left out, or
-  a templated data set would be one near-duplicate group.
+- **Near-duplicates**: MinHash LSH (datasketch's MinHash and band choice) over character 5-grams of an example's
+  text, candidates confirmed by their exact Jaccard similarity; a few dozen bytes a row are kept, not its 5-grams.
+  Text every row shares (a fixed instruction, a system prompt) is left out, or a templated data set would be one
+  near-duplicate group.
 - **Personal data and secrets**: patterns with the checksums that tell a card number (Luhn) or an IBAN (mod 97)
   from any other digits, and the credential shapes of ``ftc.secrets``.
 - **Language**: py3langid, whose model ships inside the package (nothing is downloaded).
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import re
 import zlib
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ftc import secrets
 
@@ -58,24 +60,81 @@ def jaccard(a: frozenset, b: frozenset) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-def near_duplicate_pairs(sets: list[frozenset[bytes]], threshold: float,
-                         connected: Optional[Callable[[int, int], bool]] = None) -> Iterator[tuple[int, int, float]]:
-    """Yields (i, j, Jaccard) with i < j, in order, for every pair at or above ``threshold`` that MinHash LSH
-    proposes; each proposal is confirmed on the exact 5-gram sets, so a pair is never a false positive. A proposal
-    that ``connected(i, j)`` says is already grouped is not confirmed (a templated file proposes many per group).
-    Deterministic: fixed seed and a stable hash (crc32), so ``ftc plan`` and ``ftc train`` in different processes
-    find the same pairs."""
-    from datasketch import MinHash, MinHashLSH
+SIGNATURE_CHUNK = 1024  # rows whose MinHash signatures are held at once; only their band keys are kept
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
-    hashes = MinHash.bulk([list(s) for s in sets], num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
-    with lsh.insertion_session() as session:
-        for i, m in enumerate(hashes):
-            session.insert(i, m, check_duplication=False)
-    for i, m in enumerate(hashes):
-        for j in sorted(lsh.query(m)):
-            if j > i and not (connected and connected(i, j)) and (score := jaccard(sets[i], sets[j])) >= threshold:
+
+def near_duplicate_pairs(texts: Sequence[str], threshold: float,
+                         connected: Optional[Callable[[int, int], bool]] = None) -> Iterator[tuple[int, int, float]]:
+    """Yields (i, j, Jaccard) with i < j, in order, for every pair of ``texts`` at or above ``threshold`` that MinHash
+    LSH proposes; each proposal is confirmed on the exact 5-gram sets (``shingles``), so a pair is never a false
+    positive. A proposal that ``connected(i, j)`` says is already grouped is not confirmed (a templated file
+    proposes many per group). Deterministic: fixed seed and a stable hash (crc32), so ``ftc plan`` and ``ftc train``
+    in different processes find the same pairs.
+
+    Memory is a few dozen bytes a text, not its shingles: signatures are computed ``SIGNATURE_CHUNK`` texts at a time
+    and only each LSH band's 64-bit key is kept; a text's shingles are built again for the proposals it is in. The
+    MinHash (datasketch's, 128 permutations) and the bands (datasketch's choice of bands x rows for the threshold)
+    are datasketch's MinHashLSH's, so the proposals are the ones its index gives."""
+    from datasketch.lsh import _optimal_param
+
+    bands, width = _optimal_param(threshold, NUM_PERM, 0.5, 0.5)
+    keys = _band_keys(texts, bands, width)
+    exact = functools.lru_cache(maxsize=64)(lambda i: shingles(texts[i]))
+    for i, near in _proposals(keys):
+        for j in map(int, near):
+            if not (connected and connected(i, j)) and (score := jaccard(exact(i), exact(j))) >= threshold:
                 yield i, j, score
+
+
+def _band_keys(texts: Sequence[str], bands: int, width: int) -> Any:
+    """(bands, len(texts)) uint64: a hash of each band of each text's MinHash signature (a 64-bit mix of its
+    ``width`` values; two bands collide by chance with odds of ~n^2/2^65, and a collision only proposes a pair
+    the exact check then judges)."""
+    import numpy as np
+    from datasketch import MinHash
+
+    keys = np.empty((bands, len(texts)), dtype=np.uint64)
+    for start in range(0, len(texts), SIGNATURE_CHUNK):
+        chunk = texts[start:start + SIGNATURE_CHUNK]
+        sigs = np.stack([m.hashvalues for m in MinHash.generator(
+            (list(shingles(t)) for t in chunk), num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)])
+        with np.errstate(over="ignore"):
+            for band in range(bands):
+                h = np.full(len(chunk), 0xCBF29CE484222325, dtype=np.uint64)
+                for col in sigs[:, band * width:(band + 1) * width].T:
+                    h = (h ^ col) * np.uint64(0x100000001B3)
+                    h ^= h >> np.uint64(29)
+                keys[band, start:start + len(chunk)] = h
+    return keys
+
+
+def _proposals(keys: Any) -> Iterator[tuple[int, Any]]:
+    """(i, the ascending indexes j > i of the texts that share a band key with text i), ascending i, for the texts
+    that share any: what an LSH index's query returns, from flat index arrays (a few int32 per text in a shared
+    band) instead of an index's hash tables."""
+    import numpy as np
+
+    members, sizes = [], []
+    for band in keys:
+        order = np.argsort(band, kind="stable").astype(np.int32)
+        ranked = band[order]
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        size = np.diff(np.r_[starts, len(ranked)])
+        members.append(order[np.repeat(size > 1, size)])  # the texts of the keys two or more share, key by key
+        sizes.append(size[size > 1])
+    flat, size = np.concatenate(members), np.concatenate(sizes)
+    if not len(flat):
+        return
+    end = np.cumsum(size)
+    group = np.repeat(np.arange(len(size), dtype=np.int32), size)
+    by_text = np.argsort(flat, kind="stable")
+    text, group = flat[by_text], group[by_text]
+    del by_text
+    firsts = np.flatnonzero(np.r_[True, text[1:] != text[:-1]])
+    for first, last in zip(firsts, np.r_[firsts[1:], len(text)]):
+        i = int(text[first])
+        near = np.unique(np.concatenate([flat[end[g] - size[g]:end[g]] for g in group[first:last]]))
+        yield i, near[near > i]
 
 
 # --- personal data and secrets -------------------------------------------------------------------------------
@@ -117,33 +176,44 @@ def _ip_ok(text: str) -> bool:
 
 
 def _credentials(text: str) -> Iterable[tuple[int, int]]:
-    for _, pattern, group in secrets.PATTERNS:
-        for m in pattern.finditer(text):
+    for _, pattern, group, needs in secrets.PATTERNS:
+        for m in pattern.finditer(text) if needs in text else ():
             yield m.start(group), m.end(group)
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _cards(text: str) -> Iterable[tuple[int, int]]:
-    for m in _CARD.finditer(text):
+    for m in _CARD.finditer(text) if _DIGIT.search(text) else ():
         digits = re.sub(r"\D", "", m.group())
         if 13 <= len(digits) <= 19 and _luhn(digits) and len(set(digits)) > 1:
             yield m.span()
 
 
 def _phones(text: str) -> Iterable[tuple[int, int]]:
-    for m in _PHONE.finditer(text):
+    for m in _PHONE.finditer(text) if _DIGIT.search(text) else ():
         if 9 <= len(re.sub(r"\D", "", m.group())) <= 15:
             yield m.span()
 
 
+def _ips(text: str) -> Iterable[tuple[int, int]]:
+    v4 = _IPV4.finditer(text) if _DIGIT.search(text) else ()
+    v6 = _IPV6.finditer(text) if ":" in text else ()  # "fe80::ab" has no decimal digit
+    return (m.span() for m in itertools.chain(v4, v6) if _ip_ok(m.group()))
+
+
 FINDERS: dict[str, Callable[[str], Iterable[tuple[int, int]]]] = {
     "credential": _credentials,
-    "email": lambda text: (m.span() for m in _EMAIL.finditer(text)),
+    "email": lambda text: (m.span() for m in (_EMAIL.finditer(text) if "@" in text else ())),
     "iban": lambda text: (m.span() for m in _IBAN.finditer(text) if _iban_ok(m.group())),
     "card": _cards,
-    "ip": lambda text: (m.span() for p in (_IPV4, _IPV6) for m in p.finditer(text) if _ip_ok(m.group())),
+    "ip": _ips,
     "phone": _phones,
 }
-"""(start, end) of each candidate of a kind in a text."""
+"""(start, end) of each candidate of a kind in a text. A text without what every match holds (a digit, an '@', a
+credential pattern's marker) is not scanned: most text is none of these, and the scans cost more than the rest of
+the selection's per-row work."""
 PII_KINDS = tuple(FINDERS)
 """Checked in this order; a span one kind claims is not matched again by a later one (an IBAN's digits are not a
 phone number)."""

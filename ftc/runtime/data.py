@@ -56,7 +56,8 @@ class DataReport:
             f"truncated to max_length: {self.truncated}",
             f"near-duplicate groups: {q.get('near_groups', 0)}; training rows dropped as copies of held-out rows: "
             f"{q.get('leaked', 0)}; held-out examples moved to training: {q.get('moved', 0)}",
-            f"personal data found: {q.get('pii') or 'none'}; languages: {q.get('languages') or 'none'}",
+            f"personal data found: {q.get('pii') or 'none'}; languages: {q.get('languages') or 'none'}"
+            + (f" (an even sample of {q['languages_sampled']})" if q.get("languages_sampled") else ""),
         ]
 
 

@@ -58,7 +58,7 @@ def stages(path: Path) -> dict[str, float]:
     langs = [quality.language(text) for text in own]
     out["language_s"], out["german_rows"] = time.perf_counter() - t, langs.count("de")
     t = time.perf_counter()
-    pairs = list(quality.near_duplicate_pairs([quality.shingles(text) for text in own], 0.8))
+    pairs = list(quality.near_duplicate_pairs(own, 0.8))
     out["near_duplicates_s"], out["near_duplicate_pairs"] = time.perf_counter() - t, len(pairs)
     return out
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.unit
     ("card", "card 5500-0000-0000-0004", "5500-0000-0000-0004"),
     ("ip", "blocked from 203.0.113.42 again", "203.0.113.42"),
     ("ip", "and from 2001:db8::ff00:42:8329", "2001:db8::ff00:42:8329"),
+    ("ip", "and from abcd:ef::cafe:beef", "abcd:ef::cafe:beef"),  # no decimal digit: not skipped for the lack of one
     ("credential", "key AKIAIOSFODNN7EXAMPLE leaked", "AKIAIOSFODNN7EXAMPLE"),
     ("credential", "token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
 ])
@@ -64,11 +66,61 @@ def test_near_duplicates_are_found_and_distinct_texts_are_not():
              "Hi team, my package for order 1013 has not arrived yet. This is urgent.",
              "The mobile app crashes when I open the settings page. No rush.",
              "The web dashboard does not load in my browser. Thanks."]
-    pairs = list(quality.near_duplicate_pairs([quality.shingles(t) for t in texts], 0.8))
+    pairs = list(quality.near_duplicate_pairs(texts, 0.8))
     assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
     assert pairs[0][2] >= 0.8  # confirmed on the exact 5-gram sets
-    again = list(quality.near_duplicate_pairs([quality.shingles(t) for t in texts], 0.8))
+    again = list(quality.near_duplicate_pairs(texts, 0.8))
     assert again == pairs  # deterministic (seeded MinHash, crc32): plan and train agree
+
+
+def _tickets(n: int, seed: int = 3) -> list[str]:
+    import random
+
+    from ftc.data import make_sample
+
+    rng = random.Random(seed)
+    return [f"{ex['input']}\n{ex['output']}" for ex in (make_sample.make_example(rng) for _ in range(n))]
+
+
+def _lsh_index_pairs(texts: list[str], threshold: float) -> list[tuple[int, int, float]]:
+    """The pairs as datasketch's MinHashLSH index proposes them (what the selection used before it kept band keys
+    instead of every text's 5-grams), confirmed the same way."""
+    import zlib
+
+    from datasketch import MinHash, MinHashLSH
+
+    sets = [quality.shingles(t) for t in texts]
+    lsh = MinHashLSH(threshold=threshold, num_perm=quality.NUM_PERM)
+    hashes = MinHash.bulk([list(s) for s in sets], num_perm=quality.NUM_PERM, seed=1, hashfunc=zlib.crc32)
+    for i, m in enumerate(hashes):
+        lsh.insert(i, m)
+    return [(i, j, score) for i, m in enumerate(hashes) for j in sorted(lsh.query(m))
+            if j > i and (score := quality.jaccard(sets[i], sets[j])) >= threshold]
+
+
+@pytest.mark.parametrize("threshold", [0.7, 0.8, 0.9])
+def test_near_duplicate_pairs_are_the_lsh_index_pairs(threshold):
+    texts = _tickets(1500)  # templated tickets: many proposals, many confirmed pairs
+    pairs = list(quality.near_duplicate_pairs(texts, threshold))
+    assert len(pairs) > 50
+    assert pairs == _lsh_index_pairs(texts, threshold)
+
+
+def test_near_duplicate_memory_grows_by_band_keys_not_by_text():
+    import tracemalloc
+
+    texts = _tickets(3 * quality.SIGNATURE_CHUNK, seed=4)
+    list(quality.near_duplicate_pairs(texts[:10], 0.8))  # imports (datasketch, scipy) outside the measurement
+    peaks = {}
+    for n in (quality.SIGNATURE_CHUNK, len(texts)):
+        tracemalloc.start()
+        list(quality.near_duplicate_pairs(texts[:n], 0.8))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    per_text = (peaks[len(texts)] - peaks[quality.SIGNATURE_CHUNK]) / (len(texts) - quality.SIGNATURE_CHUNK)
+    shingle_set = sys.getsizeof(quality.shingles(texts[0])) + sum(map(sys.getsizeof, quality.shingles(texts[0])))
+    assert per_text < 500, per_text  # 9 band keys of 8 bytes, and the int32 proposals of the texts in a group
+    assert shingle_set > 20 * per_text  # what keeping each text's 5-grams cost
 
 
 def test_text_most_rows_share_is_left_out_of_the_comparison():
@@ -147,6 +199,22 @@ def test_language_filter_keeps_the_chosen_languages(tmp_path):
     assert select(_settings(path)).languages["de"] == 1
     sel = select(_settings(path, languages=("en",)))
     assert sel.dropped["language"] == 1 and sel.language_dropped.shown == [f"{path}:31: de"]
+
+
+def test_languages_are_sampled_for_the_report_and_classified_for_the_filter(tmp_path, monkeypatch):
+    from ftc.data import select as selection
+
+    rows = _rows(TICKETS) + [{"instruction": "Triage.", "input": "Mein Paket ist beschädigt angekommen, bitte "
+                                                                  "schicken Sie ein neues.", "output": "team 1"}]
+    path = write_jsonl(tmp_path / "t.jsonl", rows)
+    monkeypatch.setattr(selection, "LANGUAGE_SAMPLE", 7)
+    report = select(_settings(path))
+    assert report.languages_sampled == sum(report.languages.values()) == 7  # every 5th of 31: 0, 5, ..., 30
+    assert report.languages["de"] == 1  # the 31st example (index 30) is in the sample
+    assert report.quality().languages_sampled == 7
+    kept = select(_settings(path, languages=("en",)))
+    assert kept.languages_sampled == 0 and sum(kept.languages.values()) == len(rows)  # the filter sees every row
+    assert kept.dropped["language"] == 1
 
 
 MESSY = "ftc/assets/sample_messy/"
