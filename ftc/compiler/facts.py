@@ -604,22 +604,15 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
     import hashlib
     from importlib.metadata import version
 
+    from ftc.data import select, tokens
     from ftc.paths import atomic_path, cache_root
     from ftc.plan import _from_jsonable, _to_jsonable
 
-    h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
-                                   version("py3langid"), version("tokenizers"), template, chat_template],
-                                  default=str).encode())
-    from ftc.data import formats, load, quality, select, tokens
-
-    for module in (select, quality, formats, load, tokens):  # the selection's own code: an upgraded ftc recomputes
-        h.update(Path(module.__file__).read_bytes())
-    for f in _tokenizer_files(tokenizer):  # the tokens are counted with these
+    h = hashlib.sha256(json.dumps([SELECTION_CACHE_VERSION, select.key(settings), version("tokenizers"), template,
+                                   chat_template]).encode())
+    h.update(Path(tokens.__file__).read_bytes())  # the tokens are counted by this code
+    for f in _tokenizer_files(tokenizer):  # with these
         h.update(f.read_bytes())
-    for path, _, _ in stamps:
-        with open(data_path(path), "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
     entry = cache_root() / "selection" / f"{h.hexdigest()[:24]}.json"
     if entry.is_file():
         try:
@@ -635,10 +628,10 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
 
 def _select(settings: Any, template: str, tokenizer: Optional[str], chat_template: Optional[str]
             ) -> Optional[SelectionFacts]:
-    from ftc.data.select import select
+    from ftc.data.select import cached
 
     try:
-        sel = select(settings)
+        sel = cached(settings)
     except DataError:
         return None  # the per-file facts say what is wrong
     if any(p.count for p in sel.problems.values()):
@@ -660,7 +653,7 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_templa
     training builds (``training_tokenizer``) through the ``tokenizers`` library; {} when it cannot be (no chat
     template for chat rows...), and the plan then estimates."""
     from ftc.data.formats import to_texts
-    from ftc.data.tokens import FileTokenizer, adds_bos, tokenize_example
+    from ftc.data.tokens import BATCH, FileTokenizer, adds_bos, tokenize_examples
 
     fields = dict(settings.fields)
     out: dict[str, list[list[int]]] = {}
@@ -669,10 +662,13 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_templa
         bos = adds_bos(tok)
         for role, examples in sel.splits.items():
             rows = out.setdefault(role, [])
-            for ex in examples or ():
-                prompt, *answers = to_texts(ex.row, settings.format, fields, template, tok)
-                ids = [tokenize_example(tok, prompt, answer, bos) for answer in answers]
-                rows.append([len(ids[0][0])] + [len(c) for _, c in ids])
+            for start in range(0, len(examples or ()), BATCH):  # a batch's ids at a time, only lengths kept
+                batch = examples[start:start + BATCH]
+                texts = [to_texts(ex.row, settings.format, fields, template, tok) for ex in batch]
+                prompts = [prompt for prompt, *_ in texts]
+                answers = [tokenize_examples(tok, prompts, [t[k] for t in texts], bos)
+                           for k in range(1, len(texts[0]))]  # one pass per answer (chosen, rejected)
+                rows += [[len(ids[0][0])] + [len(c) for _, c in ids] for ids in zip(*answers)]
     except Exception:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
         return {}
     return out

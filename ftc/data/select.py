@@ -12,10 +12,15 @@ construction (``tests/integration/test_data_quality.py`` holds them equal).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import itertools
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from ftc.data import quality
@@ -60,7 +65,7 @@ class Settings:
                    test_fraction=float(data.test_fraction), max_samples=data.max_samples, seed=int(seed))
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
     role: str
     """The file it was read from (train, validation, test)."""
@@ -70,6 +75,8 @@ class Example:
     """The row as read (personal data masked when data.pii=mask): what the runtime formats and tokenizes."""
     values: dict[str, Any]
     """Its fields by the format's names (``formats.check_row``)."""
+    masked: bool = False
+    """Personal data in the row was masked (data.pii=mask)."""
     language: Optional[str] = None
 
     @property
@@ -162,6 +169,97 @@ def select(settings: Settings) -> Selection:
     return sel
 
 
+CACHE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=16)
+def _key(settings: Settings, stamps: tuple) -> str:
+    from importlib.metadata import version
+
+    from ftc.data import formats, load
+
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
+                                   version("py3langid")], default=str).encode())
+    for module in (formats, load, quality):  # the selection's own code (and this file's): an upgrade recomputes
+        h.update(Path(module.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    for _, path in settings.paths:
+        with open(data_path(path), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:24]
+
+
+def key(settings: Settings) -> str:
+    """What the selection depends on, hashed: the settings, its code, the detectors' versions and the files' bytes
+    (memoized in a process by the files' sizes and modification times)."""
+    stamps = tuple((Path(data_path(p)).stat().st_size, Path(data_path(p)).stat().st_mtime_ns)
+                   for _, p in settings.paths)
+    return _key(settings, stamps)
+
+
+def cached(settings: Settings) -> Selection:
+    """``select(settings)``, from the disk cache when these files were selected with these settings before:
+    ``ftc plan`` leaves its selection there and ``ftc train`` reads the chosen lines again instead of repeating
+    the personal-data, language and near-duplicate passes (minutes on a million rows). A selection with malformed
+    rows is not cached (it is refused, and cheap to find again)."""
+    from ftc.paths import atomic_path, cache_root
+
+    try:
+        entry = cache_root() / "selection" / f"rows-{key(settings)}.json"
+    except OSError:
+        return select(settings)  # a file that cannot be read: select says which, as a DataError
+    if entry.is_file():
+        try:
+            return _load(settings, json.loads(entry.read_text()))
+        except (ValueError, TypeError, KeyError, IndexError):
+            pass  # a damaged entry: selected again below and replaced
+    sel = select(settings)
+    if not any(p.count for p in sel.problems.values()):
+        with atomic_path(entry) as tmp:
+            tmp.write_text(json.dumps(_saved(sel)))
+    return sel
+
+
+def _saved(sel: Selection) -> dict[str, Any]:
+    """The selection as lines of the files (each example's file and line, and whether its row was masked) and its
+    findings: small next to the rows."""
+    shown = lambda s: [s.count, s.shown]  # noqa: E731 - read where it is used
+    return {"splits": {role: [[ex.role, ex.line, ex.masked] for ex in examples]
+                       for role, examples in sel.splits.items() if examples is not None},
+            "rows": sel.rows, "dropped": dict(sel.dropped), "near_groups": shown(sel.near_groups),
+            "leaked": shown(sel.leaked), "moved": shown(sel.moved), "pii": {k: shown(v) for k, v in sel.pii.items()},
+            "languages": dict(sel.languages), "languages_sampled": sel.languages_sampled,
+            "language_dropped": shown(sel.language_dropped), "compared_on": sel.compared_on}
+
+
+def _load(settings: Settings, saved: dict[str, Any]) -> Selection:
+    """A saved selection with its examples read again from the files (only the lines it chose are kept)."""
+    fields = dict(settings.fields)
+    paths = {role: data_path(path) for role, path in settings.paths}
+    wanted: dict[str, dict[int, bool]] = {}
+    for examples in saved["splits"].values():
+        for role, line, masked in examples:
+            wanted.setdefault(role, {})[line] = masked
+    read: dict[tuple[str, int], Example] = {}
+    for role, lines in wanted.items():
+        for line, row in read_rows(paths[role]):
+            if line in lines:
+                if lines[line]:
+                    row = quality.mask_row(row)
+                read[role, line] = Example(role, paths[role], line, row, check_row(row, settings.format, fields),
+                                           masked=lines[line])
+    shown = lambda s: Shown(s[0], list(s[1]))  # noqa: E731 - read where it is used
+    sel = Selection(rows=saved["rows"], dropped=Counter(saved["dropped"]), near_groups=shown(saved["near_groups"]),
+                    leaked=shown(saved["leaked"]), moved=shown(saved["moved"]),
+                    pii={k: shown(v) for k, v in saved["pii"].items()}, languages=Counter(saved["languages"]),
+                    languages_sampled=saved["languages_sampled"],
+                    language_dropped=shown(saved["language_dropped"]), compared_on=saved["compared_on"])
+    sel.splits = {role: [read[r, line] for r, line, _ in examples] for role, examples in saved["splits"].items()}
+    sel.problems = {role: RowProblems(path, settings.format, fields) for role, path in paths.items()}
+    return sel
+
+
 def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel: Selection) -> list[Example]:
     problems = sel.problems.setdefault(role, RowProblems(path, settings.format, fields))
     examples, rows = [], 0
@@ -200,6 +298,7 @@ def _personal_data(ex: Example, settings: Settings, fields: dict[str, str], sel:
     if settings.pii == "mask":
         ex.row = quality.mask_row(ex.row)
         ex.values = check_row(ex.row, settings.format, fields)
+        ex.masked = True
     return False
 
 
@@ -212,7 +311,7 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
     own = [quality.own_text(p, shared) for p in all_pieces]
     sel.compared_on = _compared_on(settings.format, shared)
     survivors = []
-    every = 1 if settings.languages else -(-len(pool) // LANGUAGE_SAMPLE)
+    every = 1 if settings.languages else max(1, -(-len(pool) // LANGUAGE_SAMPLE))
     sel.languages_sampled = 0 if every == 1 else len(range(0, len(pool), every))
     for n, (ex, p) in enumerate(zip(pool, own)):
         if n % every:

@@ -72,7 +72,9 @@ class FileTokenizer:
     def _id(self, token: Optional[str]) -> Optional[int]:
         return self._tok.token_to_id(token) if token else None
 
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = True) -> dict[str, list]:
+        if isinstance(text, list):  # a batch: encoded on the library's own threads
+            return {"input_ids": [e.ids for e in self._tok.encode_batch(text, add_special_tokens=add_special_tokens)]}
         return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
@@ -197,13 +199,36 @@ def tokenize_example(tokenizer: Any, prompt: str, completion: str, bos: Optional
                      ) -> tuple[list[int], list[int]]:
     """prompt ids (+BOS when the tokenizer uses one) and completion ids + EOS, so the tuned model learns to stop.
     ``bos``: ``adds_bos(tokenizer)``, when the caller knows it already."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    if (adds_bos(tokenizer) if bos is None else bos) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
-        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-    return prompt_ids, completion_ids
+    return tokenize_examples(tokenizer, [prompt], [completion], bos)[0]
+
+
+BATCH = 1024
+"""Texts a batch encode takes at once: a fast tokenizer spreads a batch over its threads."""
+
+
+def tokenize_examples(tokenizer: Any, prompts: list[str], completions: list[str], bos: Optional[bool] = None
+                      ) -> list[tuple[list[int], list[int]]]:
+    """``tokenize_example`` of each (prompt, completion), encoded ``BATCH`` texts per call."""
+    bos = adds_bos(tokenizer) if bos is None else bos
+    out = []
+    for prompt_ids, completion_ids in zip(_encoded(tokenizer, prompts), _encoded(tokenizer, completions)):
+        if bos and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
+            prompt_ids = [tokenizer.bos_token_id] + prompt_ids
+        if not completion_ids or completion_ids[-1] != tokenizer.eos_token_id:
+            completion_ids = completion_ids + [tokenizer.eos_token_id]
+        out.append((prompt_ids, completion_ids))
+    return out
+
+
+def _encoded(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Each text's ids without special tokens; an empty text has none (it is not encoded)."""
+    ids: list[list[int]] = [[] for _ in texts]
+    full = [i for i, text in enumerate(texts) if text]
+    for start in range(0, len(full), BATCH):
+        part = full[start:start + BATCH]
+        for i, encoded in zip(part, tokenizer([texts[i] for i in part], add_special_tokens=False)["input_ids"]):
+            ids[i] = list(encoded)
+    return ids
 
 
 def cut_sequence(prompt: int, completion: int, max_length: int) -> tuple[int, bool, bool]:

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 from ftc.data.formats import FORMATS, row_prompt_style
 from ftc.data.load import data_path, problems_message
-from ftc.data.select import Example, Selection, Settings, select
-from ftc.data.tokens import adds_bos, cut_prompted, cut_sequence, tokenize_example
+from ftc.data.select import Example, Selection, Settings, cached
+from ftc.data.tokens import cut_prompted, cut_sequence, tokenize_examples
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root
 from ftc.plan import DataSpec
@@ -146,7 +146,7 @@ def shot_pool(train: list[dict[str, Any]], spec: DataSpec, seed: int) -> list[di
 def selected(spec: DataSpec, seed: int) -> Selection:
     """The plan's selection of the data, refused as ``ftc plan`` refuses it: malformed rows (every one listed),
     personal data under data.pii=refuse."""
-    sel = select(Settings.of(spec, seed))
+    sel = cached(Settings.of(spec, seed))
     for role, problems in sel.problems.items():
         if problems.count:
             raise DataError(problems_message(problems, role, spec.format))
@@ -161,10 +161,10 @@ def _tokenize_pairs(examples: list[dict], tokenizer: Any, spec: DataSpec, report
     """Preference pairs as TRL's DPOTrainer takes them pre-tokenized: prompt_ids (its end, at most
     max_prompt_length), chosen_ids and rejected_ids (+EOS), each pair within max_length; truncations counted."""
     out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
-    bos = adds_bos(tokenizer)
-    for ex in examples:
-        p, chosen = tokenize_example(tokenizer, ex["prompt"], ex["chosen"], bos)
-        _, rejected = tokenize_example(tokenizer, ex["prompt"], ex["rejected"], bos)
+    prompts = [ex["prompt"] for ex in examples]
+    chosen_ids = tokenize_examples(tokenizer, prompts, [ex["chosen"] for ex in examples])
+    rejected_ids = tokenize_examples(tokenizer, [""] * len(examples), [ex["rejected"] for ex in examples])
+    for (p, chosen), (_, rejected) in zip(chosen_ids, rejected_ids):
         keep, (c, r), cut = cut_prompted(len(p), (len(chosen), len(rejected)), spec.max_length,
                                          spec.max_prompt_length)
         report.truncated += cut
@@ -178,9 +178,8 @@ def _tokenize_labelled(examples: list[dict], tokenizer: Any, spec: DataSpec, rep
     """Labelled answers as TRL's KTOTrainer takes them pre-tokenized: prompt_ids (its end, at most
     max_prompt_length), completion_ids (+EOS) within max_length, label; truncations counted."""
     out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "label": []}
-    bos = adds_bos(tokenizer)
-    for ex in examples:
-        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"], bos)
+    encoded = tokenize_examples(tokenizer, [ex["prompt"] for ex in examples], [ex["completion"] for ex in examples])
+    for ex, (p, c) in zip(examples, encoded):
         keep, (n,), cut = cut_prompted(len(p), (len(c),), spec.max_length, spec.max_prompt_length)
         report.truncated += cut
         out["prompt_ids"].append(p[len(p) - keep:])
@@ -194,9 +193,8 @@ def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: Dat
     """input_ids + completion_mask within max_length (truncations counted); ``lengths`` gets each example's tokens
     before truncation."""
     ids, masks = [], []
-    bos = adds_bos(tokenizer)
-    for ex in examples:
-        p, c = tokenize_example(tokenizer, ex["prompt"], ex["completion"], bos)
+    for p, c in tokenize_examples(tokenizer, [ex["prompt"] for ex in examples],
+                                  [ex["completion"] for ex in examples]):
         seq, mask = p + c, [0] * len(p) + [1] * len(c)
         if lengths is not None:
             lengths.append(len(seq))

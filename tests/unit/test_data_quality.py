@@ -318,3 +318,40 @@ def test_the_selection_cache_is_keyed_by_the_files_contents(tmp_path, monkeypatc
     path.write_text(path.read_text().replace("team 0", "team 9"))
     facts._selection_facts(settings, ((str(path), 0, 3),), "alpaca", None, (), None)
     assert calls  # the contents changed: selected again
+
+
+def _examples(sel):
+    return {role: [(ex.role, ex.line, ex.row, ex.values, ex.masked) for ex in examples]
+            for role, examples in sel.splits.items()}
+
+
+@pytest.mark.parametrize("pii", ["mask", "drop"])
+def test_a_cached_selection_is_the_selection_without_its_passes(tmp_path, monkeypatch, pii):
+    from ftc.data import select as selection
+
+    monkeypatch.setenv("FTC_CACHE", str(tmp_path / "cache"))
+    settings = _settings(MESSY + "train.jsonl", test_path=MESSY + "test.jsonl", pii=pii)
+    fresh = select(settings)
+    first = selection.cached(settings)  # selected, and saved as file lines
+    assert list((tmp_path / "cache" / "selection").glob("rows-*.json"))
+    assert first.pii and (pii != "mask" or any(ex.masked for ex in first.splits["train"]))
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the cached selection ran the near-duplicate pass again")
+
+    monkeypatch.setattr(quality, "near_duplicate_pairs", no_second_pass)
+    again = selection.cached(settings)  # what ftc train does after ftc plan: the chosen lines read again
+    assert _examples(again) == _examples(first) == _examples(fresh)
+    assert again.quality() == first.quality() and again.dropped == first.dropped and again.rows == first.rows
+    assert all(p.count == 0 for p in again.problems.values())
+
+
+def test_a_changed_file_is_selected_again(tmp_path, monkeypatch):
+    from ftc.data import select as selection
+
+    monkeypatch.setenv("FTC_CACHE", str(tmp_path / "cache"))
+    path = write_jsonl(tmp_path / "t.jsonl", _rows(TICKETS))
+    before = selection.cached(_settings(path))
+    write_jsonl(path, _rows(TICKETS[:20]))
+    after = selection.cached(_settings(path))
+    assert sum(before.counts().values()) == len(TICKETS) and sum(after.counts().values()) == 20

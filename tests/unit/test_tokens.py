@@ -42,6 +42,26 @@ def test_the_plans_tokenizer_reads_the_tiny_models_as_training_does():
     assert ours.apply_chat_template(chat) == theirs.apply_chat_template(chat, tokenize=False)
 
 
+def test_examples_are_encoded_in_batches_as_one_by_one(monkeypatch):
+    """Training and the plan encode many examples per call (a fast tokenizer's threads); each comes out as its own
+    encode would: BOS before the prompt (an empty prompt is not encoded), EOS after the completion."""
+    from transformers import AutoTokenizer
+
+    from ftc.data import tokens
+    from ftc.data.tiny import tokenizer_dir
+    from tests.conftest import plan_for
+
+    directory = tokenizer_dir(plan_for([]).model)
+    monkeypatch.setattr(tokens, "BATCH", 2)  # batches of 2 over 5 texts: the last one short
+    prompts = ["Route: refund for order 17?", "", TRICKY, "Hi", "two  spaces"]
+    completions = ["billing", "tech 2", "ok", "", "x"]
+    for tok in (FileTokenizer(directory), AutoTokenizer.from_pretrained(str(directory))):
+        one = lambda text, tok=tok: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        assert tokens.tokenize_examples(tok, prompts, completions) == [
+            ([tok.bos_token_id] + (one(p) if p else []), one(c) + [tok.eos_token_id])
+            for p, c in zip(prompts, completions)]
+
+
 TRICKY = "### Instruction:\nRoute: REFUND for order 17?? It's 3.14 ok\r\n\n  spaces   here\t!\n### Response:\n"
 
 
