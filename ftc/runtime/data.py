@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from ftc.data.formats import FORMATS, row_prompt_style
@@ -135,7 +136,7 @@ SHOT_POOL = 64
 """Training examples kept with the test split for the prompted baseline (eval.shots takes its first k)."""
 
 
-def shot_pool(train: list[dict[str, Any]], spec: DataSpec, seed: int) -> list[dict[str, Any]]:
+def shot_pool(train: list[Any], spec: DataSpec, seed: int) -> list[Any]:
     """Up to SHOT_POOL training examples drawn by the seed, in draw order, for formats whose rows are prompts and
     answers (``Format.shows_examples``); empty for the others."""
     if not FORMATS[spec.format].shows_examples:
@@ -235,6 +236,49 @@ def _load_cached(cache_dir: Any) -> Optional[Splits]:
     return Splits(loaded["train"], loaded["validation"], meta["test"], loaded["test"], report, meta["shots"])
 
 
+CHUNK = 16_384
+"""Examples tokenized and written at a time: the tokenized split is built on disk, a chunk's lists in memory."""
+
+
+def _save_tokenized(examples: list[Example], name: str, directory: Path, spec: DataSpec, tokenizer: Any,
+                    report: DataReport) -> bool:
+    """Tokenizes a split ``CHUNK`` examples at a time into ``directory/name`` (a datasets dataset); False when the
+    split is empty. Each chunk is saved, then the memory-mapped chunks are joined and saved as one."""
+    import shutil
+
+    import datasets
+
+    if not examples:
+        return False
+    fmt = FORMATS[spec.format]
+    report.examples[name] = report.tokens[name] = 0
+    parts = []
+    for start in range(0, len(examples), CHUNK):
+        rows = [_example(ex, spec, tokenizer) for ex in examples[start:start + CHUNK]]
+        if fmt.paired:
+            columns = _tokenize_pairs(rows, tokenizer, spec, report)
+            tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in
+                         zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
+        elif fmt.labelled:
+            columns = _tokenize_labelled(rows, tokenizer, spec, report)
+            tokens = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
+        else:
+            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None)
+            tokens = sum(len(s) for s in columns["input_ids"])
+        kept = len(next(iter(columns.values())))
+        report.examples[name] += kept
+        report.tokens[name] += tokens
+        if not kept and (parts or start + CHUNK < len(examples)):
+            continue  # every example of the chunk cut away: an empty part would have no column types to join
+        part = directory / f".{name}.{len(parts)}"
+        datasets.Dataset.from_dict(columns).save_to_disk(str(part))
+        parts.append(part)
+    datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts]).save_to_disk(str(directory / name))
+    for part in parts:
+        shutil.rmtree(part)
+    return True
+
+
 def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> Splits:
     """Reads, checks, splits, tokenizes and caches the data of a plan."""
     import datasets
@@ -250,40 +294,19 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
 
     sel = selected(spec, seed)
     report.rows_read, report.dropped, report.quality = dict(sel.rows), dict(sel.dropped), asdict(sel.quality())
-    train, validation, test = ([_example(ex, spec, tokenizer) for ex in sel.splits[role] or []]
-                               for role in ("train", "validation", "test"))
-    if not train:
+    if not sel.splits["train"]:
         raise DataError(f"{data_path(spec.path)}: no training examples left after validation and splitting")
-
-    parts = {"train": train, "validation": validation, "test": test}
-    tokenized = {}
-    fmt = FORMATS[spec.format]
-    for name, rows in parts.items():
-        if rows and fmt.paired:
-            columns = _tokenize_pairs(rows, tokenizer, spec, report)
-            tokenized[name] = datasets.Dataset.from_dict(columns)
-            report.examples[name] = len(columns["prompt_ids"])
-            report.tokens[name] = sum(2 * len(p) + len(c) + len(r) for p, c, r in
-                                      zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
-        elif rows and fmt.labelled:
-            columns = _tokenize_labelled(rows, tokenizer, spec, report)
-            tokenized[name] = datasets.Dataset.from_dict(columns)
-            report.examples[name] = len(columns["prompt_ids"])
-            report.tokens[name] = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
-        elif rows:
-            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None)
-            tokenized[name] = datasets.Dataset.from_dict(columns)
-            report.examples[name] = len(columns["input_ids"])
-            report.tokens[name] = sum(len(s) for s in columns["input_ids"])
-
-    meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")}, "test": test,
-            "shots": shot_pool(train, spec, seed)}
+    test = [_example(ex, spec, tokenizer) for ex in sel.splits["test"] or []]
+    shots = [_example(ex, spec, tokenizer) for ex in shot_pool(sel.splits["train"], spec, seed)]
     with atomic_path(cache_dir) as tmp:  # a crash never leaves a half-written cache that looks complete
         tmp.mkdir()
-        for name, ds in tokenized.items():
-            ds.save_to_disk(str(tmp / name))
+        tokenized = [name for name in ("train", "validation", "test")
+                     if _save_tokenized(sel.splits[name] or [], name, tmp, spec, tokenizer, report)]
+        meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")},
+                "test": test, "shots": shots}
         (tmp / "complete.json").write_text(json.dumps(meta))
+
     def load(name: str) -> Any:
         return datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
 
-    return Splits(load("train"), load("validation"), test or [], load("test"), report, meta["shots"])
+    return Splits(load("train"), load("validation"), test, load("test"), report, shots)

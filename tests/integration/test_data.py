@@ -159,3 +159,23 @@ def test_cache_is_reused(tmp_path, tokenizer):
     second = cached_build(spec, tokenizer, 1)
     assert not first.report.cache_hit and second.report.cache_hit
     assert second.train["input_ids"] == first.train["input_ids"] and second.test == first.test
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "preference"])
+def test_a_split_tokenized_in_chunks_is_the_split_tokenized_at_once(tmp_path, tokenizer, monkeypatch, fmt):
+    """A large split is tokenized and written CHUNK examples at a time (bounded memory), then joined: the same
+    rows, in the same order, with the same counts as one pass."""
+    from ftc.runtime import data
+
+    rows = ROWS if fmt == "alpaca" else [
+        {"prompt": f"Say {i}", "chosen": f"number {i}", "rejected": f"no {i} " * (i % 4 + 1)} for i in range(40)]
+    rows = rows + [{**rows[0], **{k: v + " long" * 200 for k, v in rows[0].items() if k != "output"}}]  # cut
+    spec = spec_for(write_jsonl(tmp_path / "d.jsonl", rows), format=fmt, prompt_style="alpaca")
+    whole = build(spec, tokenizer)
+    monkeypatch.setattr(data, "CHUNK", 3)
+    chunked = build(spec, tokenizer)
+    for name in ("train", "validation", "test"):
+        assert chunked.__dict__[name if name != "test" else "test_tokenized"].to_list() == \
+            whole.__dict__[name if name != "test" else "test_tokenized"].to_list()
+    assert dataclasses.asdict(chunked.report) == dataclasses.asdict(whole.report)
+    assert chunked.test == whole.test and chunked.shots == whole.shots
