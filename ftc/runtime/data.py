@@ -25,8 +25,8 @@ from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root
 from ftc.plan import DataSpec
 
-CACHE_VERSION = 4  # 4: chat test rows keep their turns, and the prompted baseline's shot pool;
-# 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
+CACHE_VERSION = 5  # 5: SFT rows carry their labels; 4: chat test rows keep their turns, and the prompted
+# baseline's shot pool; 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
 
 
 @dataclass
@@ -190,10 +190,12 @@ def _tokenize_labelled(examples: list[dict], tokenizer: Any, spec: DataSpec, rep
 
 
 def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: DataReport,
-              lengths: Optional[list[int]] = None) -> dict[str, list]:
-    """input_ids + completion_mask within max_length (truncations counted); ``lengths`` gets each example's tokens
-    before truncation."""
-    ids, masks = [], []
+              lengths: Optional[list[int]] = None, completion_only: bool = True) -> dict[str, list]:
+    """input_ids + completion_mask within max_length (truncations counted), and the labels SFTTrainer trains on
+    (-100 outside the completion when ``completion_only``), so TRL's own preparation (label, truncation and filter
+    passes over the whole split) has nothing left to do; ``lengths`` gets each example's tokens before
+    truncation."""
+    ids, masks, labels = [], [], []
     for p, c in tokenize_examples(tokenizer, [ex["prompt"] for ex in examples],
                                   [ex["completion"] for ex in examples]):
         seq, mask = p + c, [0] * len(p) + [1] * len(c)
@@ -206,7 +208,8 @@ def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: Dat
             continue
         ids.append(seq[:keep])
         masks.append(mask[:keep])
-    return {"input_ids": ids, "completion_mask": masks}
+        labels.append([t if m else -100 for t, m in zip(ids[-1], masks[-1])] if completion_only else ids[-1])
+    return {"input_ids": ids, "completion_mask": masks, "labels": labels}
 
 
 def _load_cached(cache_dir: Any) -> Optional[Splits]:
@@ -263,7 +266,8 @@ def _save_tokenized(examples: list[Example], name: str, directory: Path, spec: D
             columns = _tokenize_labelled(rows, tokenizer, spec, report)
             tokens = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
         else:
-            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None)
+            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None,
+                                spec.completion_only_loss)
             tokens = sum(len(s) for s in columns["input_ids"])
         kept = len(next(iter(columns.values())))
         report.examples[name] += kept

@@ -157,10 +157,12 @@ def sft_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = 
     from trl import SFTConfig
 
     d = plan.data
+    # ftc's data is tokenized, truncated and labelled already (runtime/data.py); TRL's preparation would pass over
+    # every row again (minutes on a million rows). Packing still needs it (it packs there).
     return SFTConfig(**training_kwargs(plan, run_dir, distributed, validation), packing=d.packing,
                      train_sampling_strategy="group_by_length" if d.group_by_length and not d.packing else "random",
                      packing_strategy="bfd", completion_only_loss=d.completion_only_loss,
-                     **plan.train.trainer_kwargs)
+                     dataset_kwargs={"skip_prepare_dataset": not d.packing}, **plan.train.trainer_kwargs)
 
 
 def dpo_config(plan: Plan, run_dir: Path, distributed: bool, validation: bool = True) -> Any:

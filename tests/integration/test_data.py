@@ -179,3 +179,19 @@ def test_a_split_tokenized_in_chunks_is_the_split_tokenized_at_once(tmp_path, to
             whole.__dict__[name if name != "test" else "test_tokenized"].to_list()
     assert dataclasses.asdict(chunked.report) == dataclasses.asdict(whole.report)
     assert chunked.test == whole.test and chunked.shots == whole.shots
+
+
+@pytest.mark.parametrize("completion_only", [True, False])
+def test_sft_rows_carry_the_labels_trl_would_build(tmp_path, tokenizer, completion_only):
+    """SFT rows come labelled (-100 outside the completion under completion-only loss), so SFTTrainer skips its own
+    preparation (a pass over every row) unless it packs."""
+    from ftc.runtime.train import sft_config
+
+    spec = dataclasses.replace(spec_for(write_jsonl(tmp_path / "d.jsonl", ROWS)), completion_only_loss=completion_only)
+    for row in build(spec, tokenizer).train:
+        expected = [t if m or not completion_only else -100 for t, m in zip(row["input_ids"], row["completion_mask"])]
+        assert row["labels"] == expected
+    plan = plan_for([])
+    assert sft_config(plan, tmp_path, False).dataset_kwargs == {"skip_prepare_dataset": True}
+    packed = dataclasses.replace(plan, data=dataclasses.replace(plan.data, packing=True))
+    assert sft_config(packed, tmp_path, False).dataset_kwargs == {"skip_prepare_dataset": False}
