@@ -7,7 +7,8 @@ row) -> seeded split of the training file -> a held-out example whose group stil
 back to training (only possible with ``data.dedup=false``) -> ``max_samples``.
 
 Torch-free, deterministic for a seed, and the same function in both processes: the plan's counts are the run's by
-construction (``tests/integration/test_data_quality.py`` holds them equal).
+construction (``tests/integration/test_plan_sees_the_data.py`` holds them equal). ``cached`` is the hand-off between
+the two: the plan's selection saved as file lines, which ``ftc train`` reads back instead of selecting again.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from ftc.plan import DataQuality
 ROLES = ("test", "validation", "train")
 """The order files are read and grouped in: held-out files first, so a group's kept example is a held-out one."""
 DROP_REASONS = ("empty", "pii", "language", "duplicates", "near_duplicates")
+"""Why a row is not trained on or evaluated, in the order the selection decides it."""
 LANGUAGE_SAMPLE = 20_000
 """Examples whose language is reported when data.languages is unset (evenly spaced): the report's shares hold to
 about a percent, and the classifier costs ~0.2 ms an example (over 3 minutes for a million)."""
-"""Why a row is not trained on or evaluated, in the order the selection decides it."""
 
 
 @dataclass(frozen=True)
