@@ -86,25 +86,46 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float,
                 yield i, j, score
 
 
+PARALLEL_FROM = 100_000
+"""Texts from which signatures are computed in worker processes, one per core (up to 4): below it, starting them
+(a fresh interpreter each) costs more than it saves."""
+
+
 def _band_keys(texts: Sequence[str], bands: int, width: int) -> Any:
     """(bands, len(texts)) uint64: a hash of each band of each text's MinHash signature (a 64-bit mix of its
     ``width`` values; two bands collide by chance with odds of ~n^2/2^65, and a collision only proposes a pair
-    the exact check then judges)."""
+    the exact check then judges). ``SIGNATURE_CHUNK`` texts at a time, over the machine's cores when there are
+    ``PARALLEL_FROM`` texts or more (worker processes started fresh, not forked: the process may hold threads)."""
+    import multiprocessing
+    import os
+
+    import numpy as np
+
+    jobs = [(texts[start:start + SIGNATURE_CHUNK], bands, width) for start in range(0, len(texts), SIGNATURE_CHUNK)]
+    cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+    if len(texts) >= PARALLEL_FROM and cores > 1:
+        with multiprocessing.get_context("spawn").Pool(cores) as pool:
+            parts = pool.starmap(_chunk_keys, jobs)
+    else:
+        parts = [_chunk_keys(*job) for job in jobs]
+    return np.concatenate(parts, axis=1) if parts else np.empty((bands, 0), dtype=np.uint64)
+
+
+def _chunk_keys(chunk: Sequence[str], bands: int, width: int) -> Any:
+    """``_band_keys`` of one chunk (a worker process's task)."""
     import numpy as np
     from datasketch import MinHash
 
-    keys = np.empty((bands, len(texts)), dtype=np.uint64)
-    for start in range(0, len(texts), SIGNATURE_CHUNK):
-        chunk = texts[start:start + SIGNATURE_CHUNK]
-        sigs = np.stack([m.hashvalues for m in MinHash.generator(
-            (list(shingles(t)) for t in chunk), num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)])
-        with np.errstate(over="ignore"):
-            for band in range(bands):
-                h = np.full(len(chunk), 0xCBF29CE484222325, dtype=np.uint64)
-                for col in sigs[:, band * width:(band + 1) * width].T:
-                    h = (h ^ col) * np.uint64(0x100000001B3)
-                    h ^= h >> np.uint64(29)
-                keys[band, start:start + len(chunk)] = h
+    sigs = np.stack([m.hashvalues for m in MinHash.generator(
+        (list(shingles(t)) for t in chunk), num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)])
+    keys = np.empty((bands, len(chunk)), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            h = np.full(len(chunk), 0xCBF29CE484222325, dtype=np.uint64)
+            for col in sigs[:, band * width:(band + 1) * width].T:
+                h = (h ^ col) * np.uint64(0x100000001B3)
+                h ^= h >> np.uint64(29)
+            keys[band] = h
     return keys
 
 

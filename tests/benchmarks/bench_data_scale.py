@@ -6,7 +6,9 @@ issue 42).
 Each size is an alpaca file of distinct random words (~340 bytes a row, the shape of a real instruction set: few
 duplicates, so every row survives to the near-duplicate pass), with 1% exact and 1% near-duplicate rows planted so
 the grouping has work to do. Each selection runs in a fresh process (``ftc.data.select`` with the default
-settings), which reports its wall time and peak resident memory.
+settings), which reports its wall time and peak resident memory. From ``quality.PARALLEL_FROM`` rows the MinHash
+signatures are computed in worker processes; their own memory is not in the figure (``RUSAGE_CHILDREN`` would count
+each worker's moment between fork and exec at the parent's size: sample ``/proc/<pid>/status`` instead).
 """
 
 from __future__ import annotations

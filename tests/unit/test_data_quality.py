@@ -106,6 +106,16 @@ def test_near_duplicate_pairs_are_the_lsh_index_pairs(threshold):
     assert pairs == _lsh_index_pairs(texts, threshold)
 
 
+def test_signatures_over_worker_processes_are_the_ones_computed_in_process(monkeypatch):
+    import os
+
+    texts = _tickets(2500, seed=6)
+    serial = list(quality.near_duplicate_pairs(texts, 0.8))
+    monkeypatch.setattr(quality, "PARALLEL_FROM", 1000)  # three chunks over the cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # two workers on any machine
+    assert list(quality.near_duplicate_pairs(texts, 0.8)) == serial and len(serial) > 20
+
+
 def test_near_duplicate_memory_grows_by_band_keys_not_by_text():
     import tracemalloc
 
