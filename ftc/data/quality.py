@@ -71,8 +71,9 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float,
     proposes many per group). Deterministic: fixed seed and a stable hash (crc32), so ``ftc plan`` and ``ftc train``
     in different processes find the same pairs.
 
-    Memory is a few dozen bytes a text, not its shingles: signatures are computed ``SIGNATURE_CHUNK`` texts at a time
-    and only each LSH band's 64-bit key is kept; a text's shingles are built again for the proposals it is in. The
+    Memory is about a hundred bytes a text, not its shingles (~12 KB): signatures are computed ``SIGNATURE_CHUNK``
+    texts at a time and only each LSH band's 64-bit key is kept (nine at 0.8), with int32 proposals for the texts
+    that share a key; a text's shingles are built again for the proposals it is in. The
     MinHash (datasketch's, 128 permutations) and the bands (datasketch's choice of bands x rows for the threshold)
     are datasketch's MinHashLSH's, so the proposals are the ones its index gives."""
     from datasketch.lsh import _optimal_param
