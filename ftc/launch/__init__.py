@@ -16,14 +16,21 @@ EXECUTORS = {"local": "ftc.launch.local", "ray": "ftc.launch.ray"}
 
 def execute(plan: Plan) -> dict[str, Any]:
     """Runs the plan with its launcher and prints where the results are."""
-    from ftc.runtime import console
+    from ftc.errors import RunStopped
+    from ftc.runtime import console, environment, trackers
 
     console.setup(plan.output_dir, plan.hardware.accelerator)
+    environment.check(plan)  # the packages the plan's decisions need (trackers included), before anything starts
+    trackers.start(plan)  # each tracker's run, named and holding the plan's parameters (a refusal stops here)
     try:
         summary = importlib.import_module(EXECUTORS[plan.launcher.kind]).execute(plan)
+    except RunStopped:  # resumable: the tracker run goes on when the same command resumes
+        raise
     except FtcError:
+        trackers.failed(plan)
         raise
     except Exception as e:  # a library's failure: one message on the console, the traceback in train.log
+        trackers.failed(plan)
         raise explain(e, plan.output_dir) from None
     run_dir = Path(plan.output_dir)
     ev = summary.get("eval")

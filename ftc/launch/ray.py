@@ -33,6 +33,9 @@ def worker_env(plan: Plan) -> dict[str, str]:
     for key in (FAULT_ENV, DRAIN_ENV, "RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S", "FTC_CACHE", "HF_HOME", "HF_HUB_OFFLINE"):
         if key in os.environ:
             env[key] = os.environ[key]
+    from ftc.runtime import trackers
+
+    env.update(trackers.worker_env(plan))  # rank 0 logs into the driver's tracker runs
     return env
 
 
@@ -122,6 +125,7 @@ def _stop_flag() -> Any:
 
 
 FINAL = ("adapter", "model", "metrics.jsonl", "events.jsonl", ".training.json")
+TENSORBOARD_EVENTS = "events.out.tfevents.*"
 
 
 def _train_through_storage(plan: Plan, rank: int, stopper: Any) -> None:
@@ -179,6 +183,8 @@ def _train_through_storage(plan: Plan, rank: int, stopper: Any) -> None:
                 shutil.copytree(local / name, final / name)
             elif (local / name).is_file():
                 shutil.copy2(local / name, final / name)
+        for events in local.glob(TENSORBOARD_EVENTS):  # train.report_to=[tensorboard]: the run dir is its log dir
+            shutil.copy2(events, final / events.name)
     ray.train.report({"final": True}, checkpoint=Checkpoint.from_directory(str(final)) if final else None)
     shutil.rmtree(local, ignore_errors=True)
 
@@ -280,6 +286,8 @@ def _download_final(result: Any, run: Path) -> None:
                 publish(tmp, run / name)
             elif src.is_file():
                 shutil.copy2(src, run / name)
+        for events in Path(d).glob(TENSORBOARD_EVENTS):
+            shutil.copy2(events, run / events.name)
 
 
 def execute(plan: Plan) -> dict[str, Any]:

@@ -33,6 +33,9 @@ def finish(plan: Plan, training: dict[str, Any], started: float) -> dict[str, An
     failure = (f"non-finite results: {', '.join(bad)}. The figures mean nothing (often: too few or empty "
                "examples in a split, or a diverged model); see the Data section and train.log") if bad else None
     summary = write(plan, plan.output_dir, training, evaluation, time.time() - started, failure)
+    from ftc.runtime import trackers
+
+    trackers.finish(plan, summary)  # the evaluation, the verdict, report.md and the figures, into each tracker run
     if failure:
         artifacts.event(plan.output_dir, "failed", error=failure)
         raise RunFailed(f"ftc: the run did not complete: {failure}. report.md and summary.json say status "

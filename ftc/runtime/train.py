@@ -42,7 +42,12 @@ def make_callbacks(plan: Plan, run_dir: Path, fault_dir: Path | None = None) -> 
                 artifacts.append_jsonl(run_dir / "metrics.jsonl",
                                        {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs})
 
+    from ftc.runtime import trackers
+
     callbacks: list[Any] = [MetricsJsonl()]
+    tracking = trackers.callback(plan, run_dir)
+    if tracking:
+        callbacks.append(tracking)
     fault = fault_injection(fault_dir or run_dir)
     if fault:
         callbacks.append(fault)
@@ -134,7 +139,7 @@ def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bo
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, never averaged away (or as 0.0)
         seed=t.seed,
         data_seed=t.seed,
-        report_to=list(plan.train.report_to) or "none",  # decided by the compiler
+        report_to="none",  # the plan's trackers are ftc's (runtime/trackers.py): named runs, the plan's parameters
         max_length=plan.data.max_length,
         include_num_input_tokens_seen="non_padding",
         deepspeed=plan.deepspeed,

@@ -83,9 +83,11 @@ def test_preference_objectives_on_ray_zero3_train_a_non_empty_adapter(objective,
 def test_no_shared_disk_worker_death_restores_from_storage(tmp_path):
     """Workers train in fresh node-local directories (nothing local survives a restart); checkpoints go to Ray Train
     storage; rank 1 dies at step 4; the restarted group restores checkpoint 3 from storage and finishes 6 steps;
-    the final adapter and run files come back to the driver's run dir through storage."""
+    the final adapter and run files come back to the driver's run dir through storage. The trackers follow: rank 0
+    logs into the driver's MLflow run from its node, and TensorBoard's files come back with the run files."""
     run, storage = tmp_path / "run", tmp_path / "storage"
-    r = _train(run, ["eval.max_samples=4", f"launcher.storage_path={storage}"], env={"FTC_FAULT_INJECT_STEP": "4"})
+    r = _train(run, ["eval.max_samples=4", f"launcher.storage_path={storage}", "train.report_to=[tensorboard,mlflow]"],
+               env={"FTC_FAULT_INJECT_STEP": "4", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'tracking.db'}"})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
     restore = next(e for e in events if e["event"] == "restore")
@@ -95,6 +97,17 @@ def test_no_shared_disk_worker_death_restores_from_storage(tmp_path):
     assert (run / "adapter" / "adapter_model.safetensors").exists() and not (run / "checkpoints").exists()
     assert list(storage.rglob("checkpoint_*")), "checkpoints persisted under launcher.storage_path"
     assert (storage / "run" / "results" / "plan.json").exists() and (storage / "run" / "results" / "report.md").exists()
+    import mlflow
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'tracking.db'}")
+    run_id = json.loads((run / "trackers.json").read_text())["mlflow"]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert {m.step for m in client.get_metric_history(run_id, "train/loss")} == {1, 2, 3, 4, 5, 6}  # both attempts
+    assert "test/tuned/loss" in client.get_run(run_id).data.metrics
+    tb = EventAccumulator(str(run))
+    tb.Reload()
+    assert tb.Scalars("train/loss")[-1].step == 6 and "test/tuned/loss" in tb.Tags()["scalars"]
 
 
 def test_grpo_on_ray_zero3_generates_and_trains(tmp_path):
