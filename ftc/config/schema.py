@@ -445,7 +445,8 @@ class TrainConfig:
     token_metrics: bool = False
     """Log TRL's per-step entropy and token accuracy (an extra fused pass over the logits: -26% throughput here)."""
     report_to: List[str] = field(default_factory=lambda: ["auto"])
-    """auto (TensorBoard when installed) | none | tensorboard | wandb | mlflow"""
+    """auto (TensorBoard when installed) | none | tensorboard | wandb | mlflow: each run named after ``name`` and its
+    directory, holding the plan's parameters, the curves, the evaluation and report.md (README, Trackers)"""
     trainer_kwargs: Dict[str, Any] = field(default_factory=dict)
     """Extra TRL SFTConfig fields passed through unchanged (checked for removed/renamed names)."""
 
