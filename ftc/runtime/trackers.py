@@ -97,7 +97,7 @@ def start(plan: Plan) -> dict[str, Any]:
     if "mlflow" in plan.train.report_to:
         ids["mlflow"] = _guarded("MLflow", plan, lambda: _mlflow_start(plan, saved.get("mlflow")))
     if "wandb" in plan.train.report_to:
-        ids["wandb"] = saved.get("wandb") or _guarded("W&B", plan, _wandb_id)
+        ids["wandb"] = saved.get("wandb") or _wandb_id()
     if "tensorboard" in plan.train.report_to:
         ids["tensorboard"] = str(run)
     if ids:
@@ -160,9 +160,11 @@ def _mlflow_start(plan: Plan, saved: Optional[str]) -> str:
 
 
 def _wandb_id() -> str:
-    import wandb
+    """A new W&B run id (letters and digits, unique within the project), made here: W&B's own generator is not a
+    public API (``wandb.util.generate_id`` is gone from 0.31)."""
+    import uuid
 
-    return wandb.util.generate_id()
+    return uuid.uuid4().hex[:12]
 
 
 def _wandb_init(plan: Plan, run_id: str, run_dir: Path) -> Any:

@@ -113,7 +113,6 @@ class FakeWandb(types.ModuleType):
         super().__init__("wandb")
         self.__spec__ = importlib.machinery.ModuleSpec("wandb", None)  # importable, as far as the plan can tell
         self.calls: list[tuple] = []
-        self.util = types.SimpleNamespace(generate_id=lambda: "abc123")
         fake = self
 
         class Run:
@@ -155,7 +154,9 @@ def test_wandb_gets_the_named_run_the_plans_parameters_the_curves_and_the_report
     run = tmp_path / "runs" / "w"
     run.mkdir(parents=True)
     plan = plan_for(FAST + ["train.report_to=[wandb]", "name=tickets", f"output_dir={run}"])
-    assert trackers.start(plan) == {"wandb": "abc123"}
+    ids = trackers.start(plan)
+    assert list(ids) == ["wandb"] and len(ids["wandb"]) == 12 and trackers.start(plan) == ids  # kept when resumed
+    run_id = ids["wandb"]
     callback = trackers.callback(plan, run)
     state = types.SimpleNamespace(is_world_process_zero=True, global_step=0)
     callback.on_train_begin(None, state, None)
@@ -169,12 +170,12 @@ def test_wandb_gets_the_named_run_the_plans_parameters_the_curves_and_the_report
     trackers.finish(plan, summary)
 
     inits = [c[1] for c in fake.calls if c[0] == "init"]
-    assert len(inits) == 2 and all(i["id"] == "abc123" and i["resume"] == "allow" for i in inits)
+    assert len(inits) == 2 and all(i["id"] == run_id and i["resume"] == "allow" for i in inits)
     assert inits[0]["project"] == "tickets" and inits[0]["name"] == "runs/w"
     assert inits[0]["config"] == trackers.parameters(plan)
     logs = [c for c in fake.calls if c[0] == "log"]
     assert logs[:2] == [("log", {"train/loss": 2.5, "validation/loss": 3.5}, 1),
                         ("log", {"train/loss": 2.0, "validation/loss": 3.0}, 2)]
-    assert ("artifact", "report-abc123", ["report.md"]) in fake.calls
+    assert ("artifact", f"report-{run_id}", ["report.md"]) in fake.calls
     end = [c for c in fake.calls if c[0] == "finish"][-1]
     assert end[1] == 0 and end[2]["verdict"] == "tuned beats base" and end[2]["test/tuned/exact_match"] == 0.5
