@@ -17,11 +17,15 @@ EXECUTORS = {"local": "ftc.launch.local", "ray": "ftc.launch.ray"}
 def execute(plan: Plan) -> dict[str, Any]:
     """Runs the plan with its launcher and prints where the results are."""
     from ftc.errors import RunStopped
-    from ftc.runtime import console, environment, trackers
+    from ftc.runtime import artifacts, console, environment, trackers
 
     console.setup(plan.output_dir, plan.hardware.accelerator)
-    environment.check(plan)  # the packages the plan's decisions need (trackers included), before anything starts
-    trackers.start(plan)  # each tracker's run, named and holding the plan's parameters (a refusal stops here)
+    try:
+        environment.check(plan)  # the packages the plan's decisions need (trackers included), before anything starts
+        trackers.start(plan)  # each tracker's run, named and holding the plan's parameters (a refusal stops here)
+    except FtcError as e:
+        artifacts.event(plan.output_dir, "failed", error=str(e))
+        raise
     try:
         summary = importlib.import_module(EXECUTORS[plan.launcher.kind]).execute(plan)
     except RunStopped:  # resumable: the tracker run goes on when the same command resumes
