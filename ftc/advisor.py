@@ -61,7 +61,8 @@ class Option:
         tokens = s.tokens if s else p.schedule.tokens
         return {
             "hardware": self.hardware, "launcher": p.launcher.kind, "workers": p.world_size,
-            "zero_stage": p.train.zero_stage, "fits": p.memory.fits, "memory_gb": p.memory.per_device_gb,
+            "zero_stage": p.train.zero_stage, "strategy": sharing(p), "fits": p.memory.fits,
+            "memory_gb": p.memory.per_device_gb,
             "device_gb": p.memory.device_gb, "hours": self.hours, "usd": self.usd,
             "on_demand_usd": s.on_demand_usd if s else p.cost.on_demand_usd,
             "spot_usd": s.spot_usd if s else p.cost.spot_usd,
@@ -201,13 +202,21 @@ def _places(values: list[Optional[float]], least: int = 2, most: int = 6) -> int
 VERDICT_WIDTH = 64  # the verdict column wraps at this width (whole words; never cut)
 
 
+def sharing(plan: Any) -> str:
+    """How a profile's workers share the model, short: ``-`` (one worker), ``ddp``, ``zero3``, ``fsdp``, with
+    ``+offload`` (parameters) or ``+opt-offload`` (the optimizer's state) when the plan offloads."""
+    t = plan.train
+    name = {"none": "-", "ddp": "ddp", "fsdp": "fsdp", "deepspeed": f"zero{t.zero_stage}"}.get(t.strategy, t.strategy)
+    return name + {"params": "+offload", "optimizer": "+opt-offload"}.get(t.offload, "")
+
+
 def table(options: list[Option]) -> str:
     """The ranked profiles: micro batch (what makes one model's memory differ across rows), predicted GB per device
     of the device's usable GB, the card as it is sold (80GB), prices to the places that tell them apart, and whole
     verdicts, wrapped."""
     import textwrap
 
-    head = ["#", "hardware", "launcher", "ZeRO", "micro", "GB/device", "card", "hours", "usd", "on-demand/spot",
+    head = ["#", "hardware", "launcher", "sharing", "micro", "GB/device", "card", "hours", "usd", "on-demand/spot",
             "usd/M tokens", "verdict"]
     data = [o.row() for o in options]
     usd = _places([r["usd"] for r in data])
@@ -217,7 +226,7 @@ def table(options: list[Option]) -> str:
     for i, (o, r) in enumerate(zip(options, data), 1):
         verdict = ("tight: fits only if the estimate holds" if r["tight"] else "ok") if r["ok"] \
             else "no: " + r["why_not"]
-        rows.append([str(i), r["hardware"], f"{r['launcher']} x{r['workers']}", str(r["zero_stage"]),
+        rows.append([str(i), r["hardware"], f"{r['launcher']} x{r['workers']}", r["strategy"],
                      f"{o.plan.batch.micro}x{o.plan.batch.grad_accum}", f"{r['memory_gb']:.1f}/{r['device_gb']:g}",
                      _rated(o.hardware, r["device_gb"]),
                      f"{r['hours']:.{hours}f}", f"{r['usd']:.{usd}f}",

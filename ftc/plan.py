@@ -244,6 +244,10 @@ class TrainSpec:
     optim: str
     gradient_checkpointing: bool
     zero_stage: int
+    strategy: str
+    """none (one worker) | ddp | deepspeed | fsdp: how the workers share the model (`train.strategy`, decided)"""
+    offload: str
+    """none | optimizer | params: state kept in CPU memory instead of the device (`train.offload`, decided)"""
     save_total_limit: int
     early_stopping_patience: Optional[int]
     preemption_grace_s: float
@@ -296,6 +300,8 @@ class HardwareSpec:
     spot: bool
     spot_usd_per_hour: Optional[float]
     preemptions_per_hour: float
+    host_memory_gb: Optional[float]
+    host_link_gbs: float
     packages: tuple[str, ...]
     """Optional packages of the machine the run happens on (hardware.packages, decided): ``ftc train`` checks the
     ones the plan depends on before loading weights."""
@@ -323,6 +329,8 @@ class MemorySpec:
     high_gb: float
     """The band's high end: the floor plus the rest x est.MEMORY_BAND[1]."""
     headroom_gb: float
+    host_gb: float
+    """CPU memory per node the offloaded state takes (every worker of the node's share; 0 without offload)"""
     breakdown: dict[str, float]
     seq: int
     """Tokens per sequence the peak is computed at: max_length when packed, else the longest example (capped)."""
@@ -354,6 +362,9 @@ class TimeSpec:
     train_flops_per_token: float
     train_hours: float
     eval_hours: float
+    offload_s: float
+    """Seconds per optimizer step the offload adds: the state's copies over the host link and the CPU's optimizer
+    step (0 without offload); in ``train_hours``"""
     baseline_hours: float
     """Of ``eval_hours``, the baselines' (the base model, prompted or not, eval.baselines): computed once and reused
     by runs that share the base model, the test examples and the eval settings, so a sweep pays it once."""
@@ -495,6 +506,9 @@ class Plan:
     deepspeed: Optional[dict[str, Any]]
     """the generated DeepSpeed config (ZeRO stage, micro/accum/global batch consistent with `batch`, precision,
     clipping, 16-bit gather on save) or null"""
+    fsdp: Optional[dict[str, Any]]
+    """the generated FSDP settings (TrainingArguments' `fsdp` and `fsdp_config`: FSDP2, a decoder layer per unit,
+    sharded checkpoints) with `strategy=fsdp`, else null"""
     budget: BudgetSpec
     """`max_usd`, `max_gpu_hours`, `max_hours` (deadline)"""
     output_dir: str

@@ -124,7 +124,8 @@ def plan_table(plan: Plan) -> str:
             f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
             f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"
             f", max_failures {plan.launcher.max_failures}" if ray_train else "")),
-        ("deepspeed", f"ZeRO-{ds['zero_optimization']['stage']}" if ds else "none"),
+        ("strategy", _strategy_line(plan, ds)),
+        *([("offload", _offload_line(plan))] if plan.train.offload != "none" else []),
         ("output", plan.output_dir),
     ]
     width = max(len(k) for k, _ in rows)
@@ -134,6 +135,26 @@ def plan_table(plan: Plan) -> str:
             lines.append(f"{title}:")
             lines.extend(f"  - {i}" for i in items)
     return secrets.mask("\n".join(lines))  # a path with credentials is refused, and never shown
+
+
+def _strategy_line(plan: Plan, ds: Any) -> str:
+    s = plan.train.strategy
+    if s == "deepspeed":
+        return f"DeepSpeed ZeRO-{ds['zero_optimization']['stage']} over {plan.world_size} workers"
+    if s == "fsdp":
+        return f"FSDP2 over {plan.world_size} workers (weights, gradients, optimizer state sharded in their dtype)"
+    if s == "ddp":
+        return f"DDP over {plan.world_size} workers (each holds the whole model)"
+    return "one worker"
+
+
+def _offload_line(plan: Plan) -> str:
+    hw, mem = plan.hardware, plan.memory
+    what = "optimizer state" if plan.train.offload == "optimizer" else "parameters and optimizer state"
+    host = (f"of {hw.host_memory_gb:g} GB host memory" if hw.host_memory_gb else
+            "(hardware.host_memory_gb not stated: unchecked)")
+    return (f"{what} in CPU memory: {mem.host_gb:.1f} GB per node {host}; +{plan.time.offload_s:.2f} s per step "
+            f"(copies at {hw.host_link_gbs:g} GB/s and the CPU's optimizer step)")
 
 
 def warnings_text(plan: Plan) -> str:

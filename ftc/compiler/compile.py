@@ -200,18 +200,86 @@ def _ray_train(cfg: Config) -> bool:
 
 
 def _world(cfg: Config, draft: Draft) -> None:
-    devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
-    if _ray_train(cfg):
-        draft.world = cfg.launcher.num_workers or devices
-    else:
-        draft.world = 1
-    stage = cfg.train.zero_stage
-    if stage is None:
+    draft.world = _workers(cfg)
+    strategy, stage = cfg.train.strategy, cfg.train.zero_stage
+    if strategy in ("fsdp", "ddp"):
+        stage = 0
+    elif stage is None:
         stage = 3 if draft.world > 1 and cfg.method.quant_bits is None else 0
-        if draft.world > 1:
-            why = "QLoRA 4-bit weights are not sharded by ftc: DDP" if stage == 0 else "shard weights/grads/optimizer"
-            draft.decisions.append(f"zero_stage={stage} ({draft.world} workers; {why})")
+        if draft.world > 1 and stage == 3:
+            draft.decisions.append(f"strategy=deepspeed, zero_stage=3 ({draft.world} workers; shard weights, "
+                                   "gradients and optimizer state)")
+    if draft.world <= 1:
+        draft.strategy = "none"
+    elif strategy == "fsdp" or (strategy in ("auto", "deepspeed") and stage > 0):
+        draft.strategy = "fsdp" if strategy == "fsdp" else "deepspeed"
+    else:
+        draft.strategy = "ddp"
     draft.zero_stage = stage
+
+
+def _strategy(cfg: Config, draft: Draft) -> None:
+    """QLoRA on several workers with strategy=auto: DDP (each worker holds the whole 4-bit model, no gathers) when
+    that fits a device at the band's high end with micro batch 1 and checkpointing, else FSDP, which shards the 4-bit
+    weights (bnb_4bit_quant_storage = the compute dtype) and gathers a layer at a time."""
+    if draft.world <= 1 or cfg.train.strategy != "auto" or cfg.train.zero_stage is not None or \
+            not cfg.method.quant_bits or draft.arch is None:
+        return
+    whole = _memory_for(cfg, draft, 1, True)
+    if safe(whole, cfg.hardware.memory_gb):
+        draft.decisions.append(f"strategy=ddp ({draft.world} workers; each holds the whole 4-bit model: "
+                               f"{_high_gb(whole):.1f} GB at the band's high end fits "
+                               f"{cfg.hardware.memory_gb:g} GB)")
+        return
+    draft.strategy = "fsdp"
+    _loss_under_fsdp(cfg, draft)
+    sharded = _memory_for(cfg, draft, 1, True)
+    draft.decisions.append(f"strategy=fsdp ({draft.world} workers; the whole 4-bit model on each, "
+                           f"{_high_gb(whole):.1f} GB at the band's high end, exceeds {cfg.hardware.memory_gb:g} "
+                           f"GB: FSDP shards it, {_high_gb(sharded):.1f} GB)")
+
+
+def _offload(cfg: Config, draft: Draft) -> None:
+    """``train.offload`` as set (rules.offload checks the strategy can), or auto: none unless the run does not fit
+    at its smallest micro batch with checkpointing, then the least that fits: the optimizer's state (DeepSpeed's
+    ZeRO-Offload), then the parameters too (FSDP's CPU offload; ZeRO-3's offload_param)."""
+    if cfg.train.offload != "auto":
+        draft.offload = cfg.train.offload
+        return
+    if draft.arch is None or draft.world <= 1 or draft.strategy not in ("fsdp", "deepspeed"):
+        return
+    micro = cfg.train.micro_batch_size or 1
+    ckpt = True if cfg.train.gradient_checkpointing is None else cfg.train.gradient_checkpointing
+    device_gb = cfg.hardware.memory_gb
+    before = _memory_for(cfg, draft, micro, ckpt)
+    if safe(before, device_gb):
+        return
+    levels = (["optimizer"] if draft.strategy == "deepspeed" else []) + \
+        (["params"] if draft.strategy == "fsdp" or draft.zero_stage == 3 else [])
+    for level in levels:
+        draft.offload = level
+        after = _memory_for(cfg, draft, micro, ckpt)
+        if safe(after, device_gb):
+            draft.decisions.append(
+                f"offload={level} (nothing cheaper fits: {_high_gb(before):.1f} GB at the band's high end on "
+                f"{device_gb:g} GB; offloaded, {_high_gb(after):.1f} GB on the device and "
+                f"{_host_gb(cfg, after):.1f} GB of CPU memory per node, copied over the host link every step)")
+            return
+    draft.offload = "none"  # nothing fits even offloaded: the memory rule says so, with its fixes
+
+
+def _host_gb(cfg: Config, mem: est.MemoryEstimate) -> float:
+    """CPU memory per node the offloaded state takes: every worker of the node keeps its share."""
+    return mem.host * min(_workers(cfg), cfg.hardware.gpus_per_node) / est.GB
+
+
+def _workers(cfg: Config) -> int:
+    """Workers of the run: the launcher's (Ray Train: one per device unless set), else one."""
+    return (cfg.launcher.num_workers or cfg.hardware.gpus_per_node * cfg.hardware.nodes) if _ray_train(cfg) else 1
+
+
+def _high_gb(mem: est.MemoryEstimate) -> float:
+    return band(mem.total / est.GB, mem.floor / est.GB)[1]
 
 
 def _targets(cfg: Config, facts: Facts, draft: Draft) -> None:
@@ -352,11 +420,21 @@ def _loss(cfg: Config, facts: Facts, draft: Draft) -> None:
         draft.loss = "selective"
         draft.decisions.append(f"loss=selective (output head + cross-entropy only at the ~{draft.loss_share:.0%} of "
                                f"positions the loss counts, {t.loss_chunk_tokens} at a time: no full logits)")
+    _loss_under_fsdp(cfg, draft)
     if draft.loss == "selective" and draft.zero_stage == 3:
         # ZeRO-3 re-partitions the head's weight after its forward; a chunk recomputed inside the backward would see
         # the empty shard. Keep the counted positions' logits instead (still never the whole batch's).
         draft.loss_recompute = False
         draft.decisions.append("loss chunks kept for the backward, not recomputed (ZeRO-3 shards the output head)")
+
+
+def _loss_under_fsdp(cfg: Config, draft: Draft) -> None:
+    """FSDP2 gathers the root module's parameters in the root's forward: the selective and fused losses, which run the
+    decoder and the output head apart, would reach a shard. With FSDP the model computes its own loss."""
+    if draft.strategy == "fsdp" and cfg.train.loss == "auto" and draft.loss in ("selective", "liger"):
+        draft.loss = "model"
+        draft.decisions.append("loss=model (FSDP gathers the model's weights in its own forward: the selective loss "
+                               "runs the decoder and the output head apart)")
 
 
 def _packing(cfg: Config, draft: Draft) -> None:
@@ -557,7 +635,8 @@ def _memory_for(cfg: Config, draft: Draft, micro: int, checkpointing: bool, *, s
         draft.arch, method=method, dtype=dtype, optim=cfg.train.optim, double_quant=m.double_quant,
         trainable_params=draft.trainable, micro=micro * draft.sequences_per_example, seq=seq,
         checkpointing=checkpointing, logit_tokens=_logit_tokens(cfg, draft, micro * draft.sequences_per_example * seq),
-        dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage,
+        dropout_width=draft.dropout_width, world=draft.world, zero_stage=draft.zero_stage, strategy=draft.strategy,
+        offload=draft.offload,
         cuda=cfg.hardware.accelerator == "cuda", expert_adapters=bool(draft.target_parameters),
         generation=draft.generation_bytes, eager_attention=draft.attention == "eager",
         colocated=draft.vllm_share * cfg.hardware.memory_gb * est.GB if draft.generation == "vllm" else 0.0,
@@ -708,6 +787,10 @@ def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
     if draft.zero_stage == 3:
         # Gather the sharded 16-bit weights on save so the adapter/model files are complete, not empty shards.
         zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if draft.offload in ("optimizer", "params"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if draft.offload == "params":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
         "train_batch_size": cfg.train.global_batch_size,
         "train_micro_batch_size_per_gpu": draft.micro,
@@ -718,6 +801,18 @@ def _deepspeed(cfg: Config, draft: Draft) -> Optional[dict[str, Any]]:
         "fp16": {"enabled": draft.precision == "fp16"},
         "zero_allow_untested_optimizer": True,
     }
+
+
+def _fsdp(draft: Draft) -> Optional[dict[str, Any]]:
+    """TrainingArguments' FSDP settings: FSDP2 (per-parameter sharding: 4-bit weights stored in the compute dtype
+    shard as they are), each of the model's no-split modules (its decoder layers) a unit, resharded after the
+    forward, offloaded to the CPU with offload=params; checkpoints as sharded state (torch.distributed.checkpoint),
+    the final weights gathered by ftc."""
+    if draft.strategy != "fsdp":
+        return None
+    return {"fsdp": True,
+            "fsdp_config": {"version": 2, "reshard_after_forward": True, "cpu_offload": draft.offload == "params",
+                            "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": False}}
 
 
 def spec_from(spec: type, section: Any, **decided: Any) -> Any:
@@ -768,6 +863,8 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         draft.trainable = _trainable(cfg, facts, draft)
         draft.dropout_width = _dropout_width(cfg, facts, draft)
         draft.memory_at = functools.partial(_memory_for, cfg, draft)
+        _strategy(cfg, draft)
+        _offload(cfg, draft)
         _batch(cfg, draft)
     _schedule(cfg, draft)
 
@@ -782,6 +879,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         params, trainable = draft.arch.total_params, draft.trainable
     else:
         mem = est.MemoryEstimate(0, 0, 0, 0, 0, 0)
+        draft.offload_s = 0.0
         fpt = tps = train_h = eval_h = hours = 0.0
         params = trainable = 0
     draft.memory, draft.hours = mem, hours
@@ -799,7 +897,8 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
     if m.quant_bits:
         compute = weight_dtype(cfg, draft)
         quant = QuantSpec(bits=m.quant_bits, quant_type=m.quant_type, double_quant=m.double_quant,
-                          compute_dtype=compute, storage_dtype=compute if draft.zero_stage == 3 else "uint8")
+                          compute_dtype=compute,
+                          storage_dtype=compute if draft.zero_stage == 3 or draft.strategy == "fsdp" else "uint8")
     av = draft.arch_values
     every = eval_steps(cfg, draft)
     moe = _moe_spec(cfg, draft)
@@ -855,19 +954,21 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
             save_steps=t.save_steps or save_steps or every,
         ),
         train=spec_from(
-            TrainSpec, t, gradient_checkpointing=draft.checkpointing, zero_stage=draft.zero_stage, loss=draft.loss,
+            TrainSpec, t, gradient_checkpointing=draft.checkpointing, zero_stage=draft.zero_stage,
+            strategy=draft.strategy, offload=draft.offload, loss=draft.loss,
             loss_recompute=draft.loss_recompute, report_to=draft.report_to, trainer_kwargs=dict(t.trainer_kwargs),
         ),
         eval=spec_from(EvalSpec, cfg.eval, baselines=draft.baselines),
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=said != "does_not_fit", verdict=said, low_gb=round(low, 2), high_gb=round(high, 2),
-                          headroom_gb=round(hw.memory_gb - per_device, 2), breakdown=mem.breakdown_gb(),
+                          headroom_gb=round(hw.memory_gb - per_device, 2), host_gb=round(_host_gb(cfg, mem), 2),
+                          breakdown=mem.breakdown_gb(),
                           seq=_peak_seq(draft), traced=draft.traced[0] if draft.traced else None),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
                       train_hours=round(train_h, 4), eval_hours=round(eval_h, 4),
                       traced=draft.traced[1] if draft.traced else None,
-                      baseline_hours=round(draft.baseline_hours, 4)),
+                      offload_s=round(draft.offload_s, 3), baseline_hours=round(draft.baseline_hours, 4)),
         cost=CostSpec(usd=round(draft.usd, 2), usd_per_hour=round(price * billed, 3),
                       device_hours=round(draft.device_hours, 3),
                       on_demand_usd=round(draft.device_hours * hw.usd_per_hour, 2),
@@ -876,6 +977,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         serving=serving_estimate(cfg, draft),
         launcher=_launcher(cfg, draft),
         deepspeed=_deepspeed(cfg, draft),
+        fsdp=_fsdp(draft),
         budget=spec_from(BudgetSpec, cfg.budget),
         output_dir=cfg.output_dir,
         findings=tuple(problems),  # Plan.errors / Plan.warnings select by severity

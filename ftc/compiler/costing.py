@@ -32,13 +32,16 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     # fixed cost).
     micro_tokens = draft.micro * draft.sequences_per_example * draft.seq_tokens
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
-                                method=draft.method.throughput_terms, zero_stage=draft.zero_stage,
+                                method=draft.method.throughput_terms,
+                                zero_stage=3 if draft.strategy == "fsdp" else draft.zero_stage,  # the same gathers
                                 micro_tokens=micro_tokens,
                                 half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
     # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
     step_s = draft.grad_accum * (micro_tokens * draft.world / tps if tps else 0.0) \
         + draft.grad_accum * micro_step_overhead(cfg, draft) + optimizer_seconds(cfg, draft)
     step_s += draft.generation_s  # GRPO: sampling the step's completions
+    draft.offload_s = offload_seconds(cfg, draft)
+    step_s += draft.offload_s
     step_tokens = cfg.train.global_batch_size * draft.seq_tokens * draft.sequences_per_example
     if step_s > 0:
         tps = step_tokens / step_s  # what a run measures: training tokens over training time, every cost in it
@@ -93,9 +96,36 @@ def micro_step_overhead(cfg: Config, draft: Draft) -> float:
     return modules * est.EAGER_ADAPTER_S
 
 
+# The CPU's optimizer step under offload (DeepSpeed's CPU-Adam, or torch's AdamW on the CPU for FSDP): assumed
+# 0.5 billion parameters a second, the slow side of what DeepSpeed's ZeRO-Offload paper reports for its CPU-Adam on a
+# server socket; not measured here.
+CPU_OPTIMIZER_PARAMS_PER_S = 0.5e9
+
+
+def offload_seconds(cfg: Config, draft: Draft) -> float:
+    """What offload adds to an optimizer step on one worker: its weight shard copied to the device for every pass
+    over the layers (forward, backward, and the recomputed forward with checkpointing) of every micro-step
+    (``offload=params``), its gradients down and its updated trainable parameters up once a step (16-bit each), and
+    the optimizer step on the CPU."""
+    if draft.offload == "none" or draft.arch is None:
+        return 0.0
+    shards = draft.world if draft.world > 1 and (draft.strategy == "fsdp" or draft.zero_stage) else 1
+    trainable = draft.trainable / shards
+    moved = trainable * 2 * est.BYTES["bf16"]
+    if draft.offload == "params":
+        weights = est.weight_bytes(draft.arch, draft.method.memory_terms, weight_dtype(cfg, draft),
+                                   cfg.method.double_quant) / shards
+        moved += weights * (2 + draft.checkpointing) * draft.grad_accum
+    return moved / (cfg.hardware.host_link_gbs * 1e9) + trainable / CPU_OPTIMIZER_PARAMS_PER_S
+
+
 def optimizer_seconds(cfg: Config, draft: Draft) -> float:
-    """One optimizer step on one device (ZeRO shards the update across workers)."""
-    trainable = draft.trainable / (draft.world if draft.zero_stage and draft.world > 1 else 1)
+    """One optimizer step on one device (ZeRO and FSDP shard the update across workers); offloaded, the CPU steps
+    it (``offload_seconds``)."""
+    if draft.offload != "none":
+        return 0.0
+    sharded = (draft.zero_stage or draft.strategy == "fsdp") and draft.world > 1
+    trainable = draft.trainable / (draft.world if sharded else 1)
     param_bytes = est.ADAPTER_BYTES if draft.peft else est.BYTES[weight_dtype(cfg, draft)]
     return est.optimizer_step_seconds(trainable, optim=cfg.train.optim, param_bytes=param_bytes,
                                       clip=cfg.train.max_grad_norm > 0, bandwidth_gbs=cfg.hardware.memory_bandwidth_gbs)

@@ -117,6 +117,12 @@ class Draft:
     packing: bool = False
     world: int = 1
     zero_stage: int = 0
+    strategy: str = "none"
+    """none (one worker) | ddp | deepspeed | fsdp: how the workers share the model (compile._world, _strategy)."""
+    offload: str = "none"
+    """none | optimizer | params (compile._offload)."""
+    offload_s: float = 0.0
+    """Seconds per optimizer step the offload adds (costing.offload_seconds)."""
     checkpointing: bool = False
     micro: int = 1
     grad_accum: int = 1

@@ -256,12 +256,75 @@ def quantization(cfg, facts, draft):
 
 @rule
 def qlora_with_zero3(cfg, facts, draft):
-    """QLoRA + ZeRO-3 (refused by design: multi-GPU QLoRA runs DDP; see below)"""
-    # Decision: ftc refuses QLoRA + ZeRO-3. It needs bnb_4bit_quant_storage = compute dtype and zero.Init before
-    # the 4-bit load; untested here, and a 4-bit 70B already fits one 80 GB GPU. Multi-GPU QLoRA runs DDP (stage 0).
+    """QLoRA + ZeRO-3 (refused: 4-bit weights shard with FSDP, train.strategy=fsdp)"""
+    # Decision: ftc shards 4-bit weights with FSDP2 (per-parameter sharding of bitsandbytes' weights stored in the
+    # compute dtype), the path PEFT documents and tests, not with DeepSpeed's zero.Init around a 4-bit load.
     if cfg.method.quant_bits and draft.zero_stage == 3:
-        yield error("train.zero_stage", "QLoRA with ZeRO-3 is not supported by ftc (4-bit weights are not sharded)",
-                    "train.zero_stage=0 (DDP: each GPU holds the 4-bit model) or method=lora with ZeRO-3")
+        yield error("train.zero_stage", "QLoRA with ZeRO-3 is not supported by ftc (4-bit weights shard with FSDP)",
+                    "train.strategy=fsdp (shards the 4-bit weights), train.zero_stage=0 (DDP: each GPU holds the "
+                    "4-bit model) or method=lora with ZeRO-3")
+
+
+@rule
+def strategy(cfg, facts, draft):
+    """a distributed strategy with one worker; train.zero_stage with a strategy other than DeepSpeed"""
+    t = cfg.train
+    if t.strategy in ("fsdp", "ddp") and t.zero_stage:
+        yield error("train.zero_stage", f"ZeRO stages are DeepSpeed's; train.strategy={t.strategy} has none",
+                    "train.zero_stage=null, or train.strategy=deepspeed")
+    if draft.strategy == "fsdp" and t.loss in ("selective", "liger"):
+        yield error("train.loss", f"loss={t.loss} runs the decoder and the output head apart, and FSDP gathers the "
+                    "model's weights in its own forward", "train.loss=auto (the model's own loss under FSDP)")
+    if t.strategy in ("fsdp", "ddp", "deepspeed") and draft.world == 1:
+        yield warning("train.strategy", f"strategy={t.strategy} with one worker shards nothing: the run is a single "
+                      "process", "train.strategy=auto, or launcher=ray with multi-GPU hardware")
+
+
+@rule
+def offload(cfg, facts, draft):
+    """offload a strategy cannot do (optimizer-only with FSDP, parameters below ZeRO-3, anything without sharding);
+    offloaded state beyond the node's CPU memory, or a node whose memory the profile does not state"""
+    where, mem = draft.offload, draft.memory
+    if where == "none":
+        return
+    if draft.world <= 1 or draft.strategy not in ("fsdp", "deepspeed"):
+        yield error("train.offload", f"offload={where} needs a sharded strategy over several workers (this run: "
+                    f"{draft.strategy}, {draft.world} worker{'s' if draft.world > 1 else ''})",
+                    "launcher=ray on multi-GPU hardware with train.strategy=fsdp or deepspeed, or train.offload=none")
+        return
+    if draft.strategy == "fsdp" and where == "optimizer":
+        yield error("train.offload", "FSDP offloads the parameters and the optimizer state together, not the "
+                    "optimizer's alone", "train.offload=params, or train.strategy=deepspeed")
+    if draft.strategy == "deepspeed" and where == "params" and draft.zero_stage != 3:
+        yield error("train.offload", "DeepSpeed offloads parameters at ZeRO-3 only (this run: "
+                    f"ZeRO-{draft.zero_stage})", "train.zero_stage=3, or train.offload=optimizer")
+    if draft.strategy == "deepspeed" and draft.zero_stage == 0:
+        yield error("train.offload", "ZeRO-Offload needs ZeRO-2 or 3", "train.zero_stage=2")
+    if mem is None or not mem.host:
+        return
+    if draft.memory_at is not None:
+        draft.offload = "none"
+        try:
+            kept = draft.memory_at(draft.micro, draft.checkpointing)
+        finally:
+            draft.offload = where
+        if kept.total <= mem.total:
+            yield warning("train.offload", f"offload={where} saves nothing on the device here "
+                          f"({mem.total / est.GB:.1f} GB with it, {kept.total / est.GB:.1f} GB without: the staging "
+                          "it keeps outweighs the "
+                          "shard it moves) and pays for copies every step", "train.offload=none")
+    per_node = mem.host * min(draft.world, cfg.hardware.gpus_per_node) / est.GB
+    host = cfg.hardware.host_memory_gb
+    if host is None:
+        yield warning("hardware.host_memory_gb", f"offload={where} keeps {per_node:.1f} GB per node in CPU memory, "
+                      f"and {cfg.hardware.name} does not state how much a node has",
+                      f"hardware.host_memory_gb=<the node's RAM in GB> (at least {per_node * 1.25:.0f}, with room "
+                      "for the process and pinned buffers)")
+    elif per_node > host * 0.8:
+        yield error("hardware.host_memory_gb", f"offload={where} keeps {per_node:.1f} GB per node in CPU memory, "
+                    f"more than 80% of the {host:g} GB {cfg.hardware.name} has",
+                    "a node with more memory (hardware.host_memory_gb), or more workers: more shards" + (
+                        ", or train.offload=optimizer" if where == "params" and draft.strategy == "deepspeed" else ""))
 
 
 @rule
@@ -542,6 +605,22 @@ def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
         fixes.append("method=qlora")
     if draft.method.full and ok(at(draft.micro, draft.checkpointing, kind="lora")):
         fixes.append("method=lora")
+    for field, value, fix in (("strategy", "fsdp", "train.strategy=fsdp (shards the weights, 4-bit ones included)"),
+                              ("offload", "optimizer", "train.offload=optimizer"),
+                              ("offload", "params", "train.offload=params")):
+        possible = draft.world > 1 and (
+            (field == "strategy" and draft.strategy in ("ddp", "deepspeed") and draft.zero_stage < 3) or
+            (field == "offload" and draft.offload == "none" and (
+                (value == "optimizer" and draft.strategy == "deepspeed") or
+                (value == "params" and (draft.strategy == "fsdp" or draft.zero_stage == 3)))))
+        if possible:
+            before = getattr(draft, field)
+            setattr(draft, field, value)
+            try:
+                if ok(at(draft.micro, draft.checkpointing)):
+                    fixes.append(fix)
+            finally:
+                setattr(draft, field, before)
     mem = at(draft.micro, draft.checkpointing)
     if mem.colocated and ok(dataclasses.replace(mem, colocated=0.0)):
         fixes.append("objective.generation=transformers (vLLM's copy and KV cache leave the training GPU)")
@@ -577,7 +656,7 @@ def memory_fits(cfg, facts, draft):
                       "to make it safe: " + (", ".join(fixes) or "a larger GPU"))
         return
     fixes = fixes or _memory_fixes(cfg, draft, have, only_safe=False)
-    fixes.append("more GPUs with launcher=ray (ZeRO-3 shards weights), or a larger GPU")
+    fixes.append("more GPUs with launcher=ray (ZeRO-3, or FSDP with QLoRA, shards the weights), or a larger GPU")
     yield error("hardware", f"predicted peak {need:.1f} GB per device ({spread}) exceeds the {have:g} GB of "
                 f"{cfg.hardware.name} even at the band's low end ({detail})", "any of: " + "; ".join(fixes))
 

@@ -34,10 +34,11 @@ Type errors and unknown keys are caught earlier by the typed schema (Hydra struc
 `ftc plan method.rank=8` -> "Key 'rank' not in 'MethodConfig'"; `method.r=sixteen` -> "Value 'sixteen' ... could
 not be converted to Integer".
 
-**QLoRA + ZeRO-3.** Possible only with `bnb_4bit_quant_storage` equal to the compute dtype and ZeRO-3 init before
-the 4-bit load, and it couldn't be verified on this project's machines. ftc refuses it with that reason; multi-GPU
-QLoRA runs as DDP (`zero_stage=0`, each GPU holds the 4-bit model: a 70B fits one 80 GB GPU), which the plan states
-in `decisions`.
+**QLoRA on several GPUs.** 4-bit weights shard with FSDP2 (`train.strategy=fsdp`, bitsandbytes' weights stored in
+the compute dtype, `bnb_4bit_quant_storage`), the path PEFT documents; ftc refuses QLoRA with DeepSpeed ZeRO-3.
+With `train.strategy=auto`, multi-GPU QLoRA runs as DDP when each GPU holds the whole 4-bit model at the band's high
+end, else as FSDP, and offloads to CPU memory only when nothing else fits (`train.offload=auto`); the plan states
+each choice in `decisions`.
 """
 
 

@@ -69,6 +69,9 @@ class Check:
 # ftc lacks is only reported). Schedulers that cannot run without extra arguments ftc does not pass
 # (cosine_with_min_lr needs min_lr, reduce_lr_on_plateau and greedy an eval metric, warmup_stable_decay its phases)
 # are left out on purpose.
+# How several workers share the model (train.strategy; compile._strategy decides auto).
+STRATEGIES = ("auto", "ddp", "deepspeed", "fsdp")
+OFFLOADS = ("auto", "none", "optimizer", "params")
 OPTIMIZERS = (
     "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
     "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
@@ -358,6 +361,12 @@ class HardwareConfig:
     """Weight bytes read per second while generating (GB/s achieved; decoding is memory-bound): measured by
     ``ftc calibrate``; null = the slower of memory_bandwidth_gbs x 0.7 and 2% of peak FLOP/s
     (``estimate.decode_step_s``)."""
+    host_memory_gb: Optional[float] = checked(None, gt=0)
+    """CPU memory per node in GB: what offloaded state must fit in (``train.offload``); null = not stated, and a
+    plan that offloads warns that it cannot check it."""
+    host_link_gbs: float = checked(25.0, gt=0)
+    """Host-device copy rate per device in GB/s, what offloaded state crosses each step: 25 assumed (PCIe 4.0 x16
+    achieves ~25 of its 32), not measured here."""
     packages: Optional[List[str]] = None
     """Optional packages installed where the run happens, any of flash_attn, liger_kernel, tensorboard, wandb,
     mlflow, vllm: the kernels, loggers and generator the plan may choose. null = this machine's when the run happens
@@ -416,6 +425,16 @@ class TrainConfig:
     """auto | bf16 | fp16 | fp32; auto = bf16 where supported, else fp16 on GPU, fp32 on CPU."""
     gradient_checkpointing: Optional[bool] = None
     """null = on when it is needed to fit memory."""
+    strategy: str = checked("auto", choices=STRATEGIES, what="distributed strategy")
+    """How several workers share the model: ddp (each holds all of it) | deepspeed (ZeRO, ``zero_stage``; fp32 master
+    weights, gradients and moments) | fsdp (PyTorch FSDP2: weights, 4-bit ones included, gradients and optimizer
+    state sharded in the weights' own dtype); auto = DeepSpeed ZeRO-3 for LoRA/full, and for QLoRA DDP when the whole
+    4-bit model fits a device, else FSDP. One worker: none of them."""
+    offload: str = checked("auto", choices=OFFLOADS, what="offload")
+    """Keep state in the node's CPU memory instead of the device: optimizer (ZeRO-Offload: master weights and
+    moments step on the CPU) | params (the weight shard and all trainable state too: FSDP's CPU offload, ZeRO-3's
+    offload_param) | none; auto = none unless nothing else fits, then the least that does. Host memory
+    (``hardware.host_memory_gb``) and the host-device copies each step (``hardware.host_link_gbs``) are planned."""
     zero_stage: Optional[int] = checked(None, choices=(0, 2, 3), what="ZeRO stage", fix=3)
     """DeepSpeed ZeRO stage 0 (DDP) | 2 | 3; null = 3 for multi-worker LoRA/full, 0 for QLoRA or one worker."""
     eval_steps: Optional[int] = checked(None, ge=1)

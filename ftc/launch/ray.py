@@ -212,6 +212,20 @@ def _cpu_distributed_shim() -> None:
     prepare_backend._ftc_shim = True
     PartialState._prepare_backend = prepare_backend
 
+    # accelerate upgrades a multi-device state to FSDP for GPUs and accelerators only; FSDP2 itself shards over a
+    # CPU gloo group as well (the same fully_shard calls): with an FSDP plugin, a multi-CPU state becomes FSDP.
+    from accelerate.state import AcceleratorState
+
+    init = AcceleratorState.__init__
+
+    def accelerator_state(self, *args, fsdp_plugin=None, **kwargs):
+        init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    AcceleratorState.__init__ = accelerator_state
+
 
 def _prepare_data(plan: Plan) -> None:
     """Reads, validates and tokenizes the data once on the driver: a bad row fails here with file:line, not in

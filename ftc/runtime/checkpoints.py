@@ -68,6 +68,8 @@ def problem(checkpoint: Path) -> Optional[str]:
             why = _safetensors_problem(path)
         elif path.suffix in PICKLED and path.name != "training_args.bin":  # never loaded on resume
             why = _pickle_problem(path)
+        elif path.name == DCP_METADATA:
+            why = _dcp_metadata_problem(path)
         else:
             continue
         if why:
@@ -89,6 +91,37 @@ def _safetensors_problem(path: Path) -> Optional[str]:
     if 8 + n + max(ends, default=0) != size:
         return f"holds {size} bytes, its header describes {8 + n + max(ends, default=0)}"
     return None
+
+
+DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a sharded (FSDP) checkpoint: a plain pickle
+
+
+def _dcp_metadata_problem(path: Path) -> Optional[str]:
+    """A sharded checkpoint's index is unpickled by torch.distributed.checkpoint as it is: here it is read first
+    with an unpickler that builds only the checkpoint module's own metadata classes, torch sizes and dtypes."""
+    import io
+    import pickle
+
+    import torch
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module.startswith("torch.distributed.checkpoint.") or (module, name) in SAFE_DCP_GLOBALS or (
+                    module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{module}.{name}")
+
+    try:
+        Restricted(io.BytesIO(path.read_bytes())).load()
+    except pickle.UnpicklingError as e:
+        return f"would unpickle {e} (not checkpoint metadata: refused, never run)"
+    except Exception as e:  # noqa: BLE001 - unreadable: refused, never unpickled by the library
+        return f"cannot be read as checkpoint metadata ({type(e).__name__})"
+    return None
+
+
+SAFE_DCP_GLOBALS = {("torch", "Size"), ("torch", "strided"), ("torch.serialization", "_get_layout"),
+                    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
 
 def _pickle_problem(path: Path) -> Optional[str]:

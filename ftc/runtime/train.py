@@ -143,12 +143,17 @@ def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bo
         max_length=plan.data.max_length,
         include_num_input_tokens_seen="non_padding",
         deepspeed=plan.deepspeed,
-        use_cpu=plan.hardware.accelerator == "cpu" and not distributed,
+        # On CPU workers, DeepSpeed needs accelerate's multi-CPU state without cpu=True (launch/ray.py's shim);
+        # FSDP takes accelerate's own multi-CPU state, which the shim turns into FSDP.
+        use_cpu=plan.hardware.accelerator == "cpu" and (not distributed or plan.fsdp is not None),
         ddp_backend="gloo" if distributed and plan.hardware.accelerator == "cpu" else None,
         dataloader_num_workers=0,
         disable_tqdm=True,  # ftc's own progress bar (runtime/console.py) replaces the bar and the printed dicts
         prediction_loss_only=True,  # validation needs the loss only (the selective loss builds no logits)
     )
+    if plan.fsdp:  # FSDP2 through accelerate: the plan's generated settings (compile._fsdp)
+        kwargs["fsdp"] = plan.fsdp["fsdp"]
+        kwargs["fsdp_config"] = dict(plan.fsdp["fsdp_config"])
     # max_steps wins when the experiment set it; otherwise epochs over the data actually loaded
     # (the plan's step count is an estimate from file sizes; the summary reports both).
     if t.max_steps:
@@ -574,7 +579,10 @@ def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
     0."""
     name = "adapter" if plan.method.peft else "model"
     tmp = run / f".{name}.tmp"
-    trainer.save_model(str(tmp))
+    if plan.fsdp:
+        _save_fsdp(trainer, plan, tmp)
+    else:
+        trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the run dir keeps plan.json instead
@@ -588,6 +596,26 @@ def _save_weights(trainer: Any, plan: Plan, run: Path, tokenizer: Any) -> None:
                                    "not saved. Try a lower train.lr, train.precision=bf16 instead of fp16, or "
                                    "train.max_grad_norm=1.0")
         publish(tmp, run / name)
+
+
+def _save_fsdp(trainer: Any, plan: Plan, tmp: Path) -> None:
+    """FSDP2 keeps every parameter sharded (a DTensor): each rank takes part in gathering the ones the artifact holds,
+    one at a time (the adapter's alone with a PEFT method, never the frozen base), and rank 0 saves them through the
+    model's own ``save_pretrained``, so the files are the ones a single-device run writes."""
+    from torch.distributed.tensor import DTensor
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = {}
+    for key, param in model.named_parameters():
+        if plan.method.peft and not param.requires_grad:
+            continue
+        full = param.full_tensor() if isinstance(param, DTensor) else param
+        if trainer.is_world_process_zero():
+            state[key] = full.detach().to("cpu", copy=True)
+        del full
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(tmp), state_dict=state, safe_serialization=True)
+    trainer.accelerator.wait_for_everyone()
 
 
 def non_finite_tensors(files: list[Path]) -> list[str]:

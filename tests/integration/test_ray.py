@@ -53,6 +53,32 @@ def test_ray_zero3_two_workers_end_to_end_through_a_worker_death(tmp_path):
     assert any(p.abs().sum() > 0 for p in lora.values())  # B starts at zero: non-zero means it was trained
 
 
+def test_fsdp_lora_on_two_workers_checkpoints_resumes_after_a_worker_death_and_saves_a_peft_adapter(tmp_path):
+    """The same command with train.strategy=fsdp: FSDP2 shards the model over 2 CPU workers (gloo), checkpoints as
+    sharded state at step 3, rank 1 dies at step 4, Ray restarts the group from checkpoint 3, and the run finishes
+    with a whole adapter that PEFT loads."""
+    from peft import PeftModel
+
+    from ftc.plan import Plan
+    from ftc.runtime.model import load_base_model
+
+    run = tmp_path / "fsdp"
+    r = _train(run, ["train.strategy=fsdp", "eval.max_samples=4", "launcher.max_failures=1"],
+               env={"FTC_FAULT_INJECT_STEP": "4"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    plan = Plan.load(str(run / "plan.json"))
+    assert plan.train.strategy == "fsdp" and plan.deepspeed is None and plan.fsdp["fsdp_config"]["version"] == 2
+    checkpoint = run / "checkpoints" / "checkpoint-6"
+    assert (checkpoint / "pytorch_model_fsdp_0" / ".metadata").is_file()  # sharded state, not one rank's copy
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    assert next(e for e in events if e["event"] == "resume")["checkpoint"].endswith("checkpoint-3")
+    assert json.loads((run / "summary.json").read_text())["training"]["steps"] == 6
+    # PEFT refuses a tensor whose shape is not the layer's: loading proves each is whole, not one rank's shard
+    model = PeftModel.from_pretrained(load_base_model(plan, for_training=False), str(run / "adapter"))
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().sum() > 0 for p in lora.values())
+
+
 def test_unsatisfiable_cluster_request_fails_fast(tmp_path):
     r = _train(tmp_path / "big", ["launcher.resource_wait_s=1"], ray=["launcher=ray", "hardware=a100_80g_x4"])
     assert r.returncode == 2
