@@ -463,8 +463,8 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
                                                  **({"generation_url": generation_url} if generation_url else {}))
     # TrainingArguments exist before the model so that ZeRO-3's zero.Init applies while weights load.
     model = load_base_model(plan, for_training=True)
-    if plan.method.quantization:
-        from peft import prepare_model_for_kbit_training
+    if plan.method.quantization and not plan.fsdp:  # sharded QLoRA keeps one dtype in a unit (TRL's own rule):
+        from peft import prepare_model_for_kbit_training  # no fp32 upcast; checkpointing comes from the arguments
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=plan.train.gradient_checkpointing)
     peft_config = lora_config(plan) if plan.method.peft else None

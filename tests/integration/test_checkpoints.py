@@ -136,3 +136,29 @@ def test_eval_of_a_run_whose_weights_are_a_pickle_is_one_line_and_never_unpickle
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "pickled weights (adapter_model.bin), which ftc never loads" in r.stderr
     assert not marker.exists()
+
+
+def test_a_sharded_checkpoints_index_is_read_safely_and_a_planted_one_is_refused(tmp_path):
+    """FSDP checkpoints are torch.distributed.checkpoint directories whose ``.metadata`` index the library
+    unpickles as it is: one written by the library passes the restricted read, a planted one is refused unrun."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from ftc.runtime.checkpoints import problem
+
+    checkpoint = tmp_path / "checkpoint-3"
+    (checkpoint / "pytorch_model_fsdp_0").mkdir(parents=True)
+    dcp.save({"w": torch.ones(4, 4)}, storage_writer=dcp.FileSystemWriter(str(checkpoint / "pytorch_model_fsdp_0")),
+             no_dist=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    assert problem(checkpoint) is None
+
+    ran = tmp_path / "ran"
+
+    class Planted:
+        def __reduce__(self):
+            return (os.mkdir, (str(ran),))
+
+    (checkpoint / "pytorch_model_fsdp_0" / ".metadata").write_bytes(pickle.dumps(Planted()))
+    why = problem(checkpoint)
+    assert why and "would unpickle" in why and "mkdir" in why and not ran.exists()
