@@ -152,8 +152,10 @@ def candidate_fixes(plan: Plan) -> list[str]:
         fixes.append("method.target_experts=false")
     if plan.method.name in ("lora", "dora", "full"):
         fixes.append("method=qlora")
-    if plan.method.name == "qlora":  # 16-bit LoRA shards across GPUs with ZeRO-3; 4-bit weights are not sharded here
-        fixes.append("method=lora")
+    if plan.method.name == "qlora":
+        if plan.train.strategy != "fsdp":  # 4-bit weights shard with FSDP (auto chooses it when DDP does not fit)
+            fixes.append("train.strategy=fsdp")
+        fixes.append("method=lora")  # 16-bit LoRA shards with ZeRO-3
     if not plan.train.gradient_checkpointing:
         fixes.append("train.gradient_checkpointing=true")
     if plan.data.max_length >= 512:

@@ -240,9 +240,12 @@ def _strategy(cfg: Config, draft: Draft) -> None:
 
 
 def _offload(cfg: Config, draft: Draft) -> None:
-    """``train.offload`` as set (rules.offload checks the strategy can), or auto: none unless the run does not fit
-    at its smallest micro batch with checkpointing, then the least that fits: the optimizer's state (DeepSpeed's
-    ZeRO-Offload), then the parameters too (FSDP's CPU offload; ZeRO-3's offload_param)."""
+    """``train.offload`` as set (rules.offload checks the strategy can), or auto: none unless even the estimate
+    exceeds the device at the run's smallest micro batch with checkpointing, then the least that fits: the
+    optimizer's state (DeepSpeed's ZeRO-Offload), then the parameters too (FSDP's CPU offload; ZeRO-3's
+    offload_param). A run the estimate fits but the band's high end does not (tight) is not offloaded: offload costs
+    every step, and published runs in that band ran (Qwen's 7B full fine-tuning at 70-81 GB of 86); the memory rule's
+    warning names offload among its fixes."""
     if cfg.train.offload != "auto":
         draft.offload = cfg.train.offload
         return
@@ -252,14 +255,15 @@ def _offload(cfg: Config, draft: Draft) -> None:
     ckpt = True if cfg.train.gradient_checkpointing is None else cfg.train.gradient_checkpointing
     device_gb = cfg.hardware.memory_gb
     before = _memory_for(cfg, draft, micro, ckpt)
-    if safe(before, device_gb):
+    host_gb = cfg.hardware.host_memory_gb
+    if before.total / est.GB <= device_gb or host_gb is None:  # the node's RAM unstated: nothing to check against
         return
     levels = (["optimizer"] if draft.strategy == "deepspeed" else []) + \
         (["params"] if draft.strategy == "fsdp" or draft.zero_stage == 3 else [])
     for level in levels:
         draft.offload = level
         after = _memory_for(cfg, draft, micro, ckpt)
-        if safe(after, device_gb):
+        if safe(after, device_gb) and _host_gb(cfg, after) <= est.HOST_SHARE * host_gb:
             draft.decisions.append(
                 f"offload={level} (nothing cheaper fits: {_high_gb(before):.1f} GB at the band's high end on "
                 f"{device_gb:g} GB; offloaded, {_high_gb(after):.1f} GB on the device and "

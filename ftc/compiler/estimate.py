@@ -92,6 +92,7 @@ MEMORY_BAND = (0.17, 1.71)
 # live tensors fitted on that one run and checked on another source: Llama-3-70B on 4 x 24 GB at 22 GB a GPU
 # (predicted 20.0 GB, -9%; docs/ESTIMATES.md, "How the workers share the model").
 OFFLOAD_STAGING_GB = 6.7
+HOST_SHARE = 0.8  # of a node's RAM that offloaded state may take (the rest: the processes, pinned copy buffers)
 
 # Tokens per micro-step at which a GPU's matmuls reach half of the profile's utilisation: a GEMM whose token
 # dimension is short fills few tensor-core tiles and waves (cuBLAS reaches most of peak only from ~1-2k rows).

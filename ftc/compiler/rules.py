@@ -320,7 +320,7 @@ def offload(cfg, facts, draft):
                       f"and {cfg.hardware.name} does not state how much a node has",
                       f"hardware.host_memory_gb=<the node's RAM in GB> (at least {per_node * 1.25:.0f}, with room "
                       "for the process and pinned buffers)")
-    elif per_node > host * 0.8:
+    elif per_node > host * est.HOST_SHARE:
         yield error("hardware.host_memory_gb", f"offload={where} keeps {per_node:.1f} GB per node in CPU memory, "
                     f"more than 80% of the {host:g} GB {cfg.hardware.name} has",
                     "a node with more memory (hardware.host_memory_gb), or more workers: more shards" + (
@@ -617,8 +617,12 @@ def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
             before = getattr(draft, field)
             setattr(draft, field, value)
             try:
-                if ok(at(draft.micro, draft.checkpointing)):
-                    fixes.append(fix)
+                mem = at(draft.micro, draft.checkpointing)
+                host = mem.host * min(draft.world, cfg.hardware.gpus_per_node) / est.GB
+                room = cfg.hardware.host_memory_gb
+                if ok(mem) and (room is None or host <= est.HOST_SHARE * room):
+                    fixes.append(fix + (f" (with {host:.0f} GB of CPU memory per node: state the node's, "
+                                        "hardware.host_memory_gb=...)" if field == "offload" and room is None else ""))
             finally:
                 setattr(draft, field, before)
     mem = at(draft.micro, draft.checkpointing)

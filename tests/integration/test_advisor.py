@@ -86,12 +86,15 @@ def test_hardware_auto_reads_a_local_data_file_once(tmp_path, monkeypatch):
 
 
 def test_an_moe_is_ranked_on_all_its_experts_resident():
-    """Qwen3-30B-A3B under QLoRA: the experts stay 16-bit (~58 GB), so only 80 GB cards fit, whatever its 3 B active
-    parameters suggest; the plan says what 4-bit did to the experts."""
+    """Qwen3-30B-A3B under QLoRA: the experts stay 16-bit (~58 GB), so no single card below 80 GB holds them, whatever
+    its 3 B active parameters suggest; the profiles that run it shard it (FSDP); the plan says what 4-bit did to the
+    experts."""
     r, plan = plan_json("model=qwen3_30b_a3b", "method=qlora")
     assert r.returncode == 0, r.stderr
     usable = [row for row in plan["hardware_table"] if row["ok"]]
-    assert usable and all(row["hardware"].startswith(("a100_80g", "h100")) for row in usable)
+    assert usable and all(row["strategy"].startswith("fsdp") or row["hardware"].startswith(("a100_80g", "h100"))
+                          for row in usable)
+    assert not any(row["ok"] for row in plan["hardware_table"] if row["workers"] == 1 and row["device_gb"] < 80)
     assert plan["model"]["moe"]["expert_weights"] == "bf16"
     assert any(d.startswith("QLoRA on a mixture of experts") for d in plan["decisions"])
 
@@ -110,18 +113,25 @@ def test_a_profile_where_it_fits_only_if_the_estimate_holds_ranks_after_every_on
 
 
 def test_when_no_profile_fits_at_the_bands_high_end_it_says_so_and_lists_checked_fixes():
-    """Qwen3-30B-A3B with QLoRA: every profile is tight at best (the 4-bit model is not sharded across GPUs). The
-    first line says so, and names the change that makes one fit outright, found by compiling it: 16-bit LoRA,
-    which ZeRO-3 shards over four 40 GB A100s. Mixtral with QLoRA fits nowhere: the refusal lists the same fix."""
+    """Qwen3-30B-A3B with QLoRA (issue 41's case): FSDP shards the 4-bit model, and auto chooses a profile where it
+    fits outright. Kept whole on each GPU (train.strategy=ddp), every profile is tight at best: the first line says
+    so and names the changes that make one fit outright, each found by compiling it. Mixtral with QLoRA, kept whole,
+    fits nowhere: the refusal lists the same kind of fix, sharding first."""
     r, plan = plan_json("model=qwen3_30b_a3b", "method=qlora")
     assert r.returncode == 0, r.stderr
+    assert "no GPU profile fits" not in r.stderr
+    assert plan["memory"]["verdict"] == "fits" and plan["train"]["strategy"] == "fsdp"
+    r, plan = plan_json("model=qwen3_30b_a3b", "method=qlora", "train.strategy=ddp")
+    assert r.returncode == 0, r.stderr
     assert "no GPU profile fits at the memory band's high end" in r.stderr
-    assert "- method=lora: fits a100_40g_x4 outright" in r.stderr
+    assert "- method.target_experts=false: fits a100_80g outright" in r.stderr
+    assert "- train.strategy=fsdp: fits " in r.stderr
     assert f"going on with the cheapest tight profile, {plan['hardware']['name']}" in r.stderr
     assert plan["memory"]["verdict"] == "tight"
-    r, _ = plan_json("model=mixtral_8x7b", "method=qlora")
+    r, _ = plan_json("model=mixtral_8x7b", "method=qlora", "train.strategy=ddp")
     assert r.returncode == 2 and "found no GPU profile" in r.stderr
-    assert "changes that make one fit, each checked by compiling it" in r.stderr and "- method=lora: fits " in r.stderr
+    assert "changes that make one fit, each checked by compiling it" in r.stderr
+    assert "- train.strategy=fsdp: fits " in r.stderr
 
 
 def test_the_table_shows_micro_batch_prices_that_differ_and_whole_verdicts():
