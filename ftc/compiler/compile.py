@@ -200,7 +200,9 @@ def _ray_train(cfg: Config) -> bool:
 
 
 def _world(cfg: Config, draft: Draft) -> None:
-    draft.world = _workers(cfg)
+    # Ray Train runs a worker per device unless told otherwise; the local launcher one process.
+    draft.world = (cfg.launcher.num_workers or cfg.hardware.gpus_per_node * cfg.hardware.nodes) \
+        if _ray_train(cfg) else 1
     strategy, stage = cfg.train.strategy, cfg.train.zero_stage
     if strategy in ("fsdp", "ddp"):
         stage = 0
@@ -211,10 +213,10 @@ def _world(cfg: Config, draft: Draft) -> None:
                                    "gradients and optimizer state)")
     if draft.world <= 1:
         draft.strategy = "none"
-    elif strategy == "fsdp" or (strategy in ("auto", "deepspeed") and stage > 0):
-        draft.strategy = "fsdp" if strategy == "fsdp" else "deepspeed"
+    elif strategy == "fsdp":
+        draft.strategy = "fsdp"
     else:
-        draft.strategy = "ddp"
+        draft.strategy = "deepspeed" if stage > 0 else "ddp"
     draft.zero_stage = stage
 
 
@@ -263,23 +265,14 @@ def _offload(cfg: Config, draft: Draft) -> None:
     for level in levels:
         draft.offload = level
         after = _memory_for(cfg, draft, micro, ckpt)
-        if safe(after, device_gb) and _host_gb(cfg, after) <= est.HOST_SHARE * host_gb:
+        host_need = draft.host_gb(after, cfg.hardware.gpus_per_node)
+        if safe(after, device_gb) and host_need <= est.HOST_SHARE * host_gb:
             draft.decisions.append(
                 f"offload={level} (nothing cheaper fits: {_high_gb(before):.1f} GB at the band's high end on "
                 f"{device_gb:g} GB; offloaded, {_high_gb(after):.1f} GB on the device and "
-                f"{_host_gb(cfg, after):.1f} GB of CPU memory per node, copied over the host link every step)")
+                f"{host_need:.1f} GB of CPU memory per node, copied over the host link every step)")
             return
     draft.offload = "none"  # nothing fits even offloaded: the memory rule says so, with its fixes
-
-
-def _host_gb(cfg: Config, mem: est.MemoryEstimate) -> float:
-    """CPU memory per node the offloaded state takes: every worker of the node keeps its share."""
-    return mem.host * min(_workers(cfg), cfg.hardware.gpus_per_node) / est.GB
-
-
-def _workers(cfg: Config) -> int:
-    """Workers of the run: the launcher's (Ray Train: one per device unless set), else one."""
-    return (cfg.launcher.num_workers or cfg.hardware.gpus_per_node * cfg.hardware.nodes) if _ray_train(cfg) else 1
 
 
 def _high_gb(mem: est.MemoryEstimate) -> float:
@@ -966,8 +959,8 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         memory=MemorySpec(per_device_gb=round(per_device, 2), live_gb=round(mem.live / est.GB, 2),
                           reserved_gb=round(mem.reserved / est.GB, 2), device_gb=hw.memory_gb,
                           fits=said != "does_not_fit", verdict=said, low_gb=round(low, 2), high_gb=round(high, 2),
-                          headroom_gb=round(hw.memory_gb - per_device, 2), host_gb=round(_host_gb(cfg, mem), 2),
-                          breakdown=mem.breakdown_gb(),
+                          headroom_gb=round(hw.memory_gb - per_device, 2),
+                          host_gb=round(draft.host_gb(mem, hw.gpus_per_node), 2), breakdown=mem.breakdown_gb(),
                           seq=_peak_seq(draft), traced=draft.traced[0] if draft.traced else None),
         time=TimeSpec(hours=round(hours, 4), tokens_per_s=round(tps, 1), train_flops_per_token=fpt,
                       train_hours=round(train_h, 4), eval_hours=round(eval_h, 4),

@@ -32,8 +32,7 @@ def time_and_cost(cfg: Config, facts: Facts, draft: Draft) -> tuple[float, float
     # fixed cost).
     micro_tokens = draft.micro * draft.sequences_per_example * draft.seq_tokens
     tps = est.tokens_per_second(fpt, peak_tflops=hw.peak_tflops, mfu=hw.mfu, world=draft.world,
-                                method=draft.method.throughput_terms,
-                                zero_stage=3 if draft.strategy == "fsdp" else draft.zero_stage,  # the same gathers
+                                method=draft.method.throughput_terms, gathers=draft.weights_sharded,
                                 micro_tokens=micro_tokens,
                                 half_tokens=est.GEMM_HALF_TOKENS if hw.accelerator == "cuda" else 0)
     # One optimizer step on one worker: its micro-steps (FLOPs + fixed cost) and the optimizer's update.
@@ -109,7 +108,7 @@ def offload_seconds(cfg: Config, draft: Draft) -> float:
     the optimizer step on the CPU."""
     if draft.offload == "none" or draft.arch is None:
         return 0.0
-    shards = draft.world if draft.world > 1 and (draft.strategy == "fsdp" or draft.zero_stage) else 1
+    shards = draft.state_shards
     trainable = draft.trainable / shards
     moved = trainable * 2 * est.BYTES["bf16"]
     if draft.offload == "params":
@@ -124,8 +123,7 @@ def optimizer_seconds(cfg: Config, draft: Draft) -> float:
     it (``offload_seconds``)."""
     if draft.offload != "none":
         return 0.0
-    sharded = (draft.zero_stage or draft.strategy == "fsdp") and draft.world > 1
-    trainable = draft.trainable / (draft.world if sharded else 1)
+    trainable = draft.trainable / draft.state_shards
     param_bytes = est.ADAPTER_BYTES if draft.peft else est.BYTES[weight_dtype(cfg, draft)]
     return est.optimizer_step_seconds(trainable, optim=cfg.train.optim, param_bytes=param_bytes,
                                       clip=cfg.train.max_grad_norm > 0, bandwidth_gbs=cfg.hardware.memory_bandwidth_gbs)

@@ -123,6 +123,20 @@ class Draft:
     """none | optimizer | params (compile._offload)."""
     offload_s: float = 0.0
     """Seconds per optimizer step the offload adds (costing.offload_seconds)."""
+
+    @property
+    def weights_sharded(self) -> bool:
+        """ZeRO-3 or FSDP over several workers: each holds a shard of the weights and gathers a layer at a time."""
+        return self.world > 1 and (self.zero_stage == 3 or self.strategy == "fsdp")
+
+    @property
+    def state_shards(self) -> int:
+        """Over how many workers the trainable state (gradients, optimizer) is split: ZeRO-2/3 and FSDP shard it."""
+        return self.world if self.world > 1 and (self.zero_stage or self.strategy == "fsdp") else 1
+
+    def host_gb(self, mem: "est.MemoryEstimate", gpus_per_node: int) -> float:
+        """CPU memory per node that offloaded state takes: every worker of the node keeps its share."""
+        return mem.host * min(self.world, gpus_per_node) / est.GB
     checkpointing: bool = False
     micro: int = 1
     grad_accum: int = 1

@@ -522,15 +522,16 @@ def utilisation(mfu: float, micro_tokens: float, half_tokens: float) -> float:
 
 
 def tokens_per_second(flops_per_token: float, *, peak_tflops: float, mfu: float, world: int, method: str,
-                      zero_stage: int, micro_tokens: float = 0.0, half_tokens: float = 0.0) -> float:
+                      gathers: bool, micro_tokens: float = 0.0, half_tokens: float = 0.0) -> float:
     """Whole-job training throughput: world x peak x utilisation / FLOPs per token, with method and comm.
-    slowdowns; utilisation falls for short micro-steps (``utilisation``)."""
+    slowdowns (``gathers``: the weights are sharded, ZeRO-3 or FSDP, and each layer is gathered every pass);
+    utilisation falls for short micro-steps (``utilisation``)."""
     rate = world * peak_tflops * 1e12 * utilisation(mfu, micro_tokens, half_tokens) / flops_per_token
     if method == "qlora":
         rate *= QLORA_SLOWDOWN
     if method == "dora":
         rate *= DORA_SLOWDOWN
-    if zero_stage == 3 and world > 1:
+    if gathers:
         rate *= ZERO3_COMM
     return rate
 

@@ -311,9 +311,8 @@ def offload(cfg, facts, draft):
         if kept.total <= mem.total:
             yield warning("train.offload", f"offload={where} saves nothing on the device here "
                           f"({mem.total / est.GB:.1f} GB with it, {kept.total / est.GB:.1f} GB without: the staging "
-                          "it keeps outweighs the "
-                          "shard it moves) and pays for copies every step", "train.offload=none")
-    per_node = mem.host * min(draft.world, cfg.hardware.gpus_per_node) / est.GB
+                          "it keeps outweighs the shard it moves) and pays for copies every step", "train.offload=none")
+    per_node = draft.host_gb(mem, cfg.hardware.gpus_per_node)
     host = cfg.hardware.host_memory_gb
     if host is None:
         yield warning("hardware.host_memory_gb", f"offload={where} keeps {per_node:.1f} GB per node in CPU memory, "
@@ -322,7 +321,7 @@ def offload(cfg, facts, draft):
                       "for the process and pinned buffers)")
     elif per_node > host * est.HOST_SHARE:
         yield error("hardware.host_memory_gb", f"offload={where} keeps {per_node:.1f} GB per node in CPU memory, "
-                    f"more than 80% of the {host:g} GB {cfg.hardware.name} has",
+                    f"more than {est.HOST_SHARE:.0%} of the {host:g} GB {cfg.hardware.name} has",
                     "a node with more memory (hardware.host_memory_gb), or more workers: more shards" + (
                         ", or train.offload=optimizer" if where == "params" and draft.strategy == "deepspeed" else ""))
 
@@ -618,7 +617,7 @@ def _memory_fixes(cfg, draft, have: float, only_safe: bool = True) -> list[str]:
             setattr(draft, field, value)
             try:
                 mem = at(draft.micro, draft.checkpointing)
-                host = mem.host * min(draft.world, cfg.hardware.gpus_per_node) / est.GB
+                host = draft.host_gb(mem, cfg.hardware.gpus_per_node)
                 room = cfg.hardware.host_memory_gb
                 if ok(mem) and (room is None or host <= est.HOST_SHARE * room):
                     fixes.append(fix + (f" (with {host:.0f} GB of CPU memory per node: state the node's, "

@@ -94,6 +94,9 @@ def _safetensors_problem(path: Path) -> Optional[str]:
 
 
 DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index of a sharded (FSDP) checkpoint: a plain pickle
+# What such an index legitimately builds besides torch.distributed.checkpoint's own classes and torch's dtypes.
+SAFE_DCP_GLOBALS = {("torch", "Size"), ("torch", "strided"), ("torch.serialization", "_get_layout"),
+                    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
 
 def _dcp_metadata_problem(path: Path) -> Optional[str]:
@@ -118,10 +121,6 @@ def _dcp_metadata_problem(path: Path) -> Optional[str]:
     except Exception as e:  # noqa: BLE001 - unreadable: refused, never unpickled by the library
         return f"cannot be read as checkpoint metadata ({type(e).__name__})"
     return None
-
-
-SAFE_DCP_GLOBALS = {("torch", "Size"), ("torch", "strided"), ("torch.serialization", "_get_layout"),
-                    ("pathlib", "PosixPath"), ("pathlib", "WindowsPath"), ("collections", "OrderedDict")}
 
 
 def _pickle_problem(path: Path) -> Optional[str]:

@@ -73,19 +73,16 @@ def experiment(plan: Plan, env: str) -> str:
     return os.environ.get(env) or plan.name
 
 
-def _refused(tracker: str, plan: Plan, error: BaseException) -> UserError:
-    return UserError(f"ftc: train.report_to={list(plan.train.report_to)}: {tracker} refused to start the run, so "
-                     f"nothing was trained. {tracker} said: {type(error).__name__}: {str(error).strip()} "
-                     f"(fix: what {tracker} says above, or train.report_to=[none])")
-
-
 def _guarded(tracker: str, plan: Plan, step: Callable[[], Any]) -> Any:
+    """``step``'s result, or the library's own refusal as one UserError, whole (a cut message hides its fix)."""
     try:
         return step()
     except UserError:
         raise
-    except Exception as e:  # the library's own refusal, whole (a cut message hides its fix)
-        raise _refused(tracker, plan, e) from None
+    except Exception as e:  # noqa: BLE001 - any library error is the refusal
+        raise UserError(f"ftc: train.report_to={list(plan.train.report_to)}: {tracker} refused to start the run, so "
+                        f"nothing was trained. {tracker} said: {type(e).__name__}: {str(e).strip()} "
+                        f"(fix: what {tracker} says above, or train.report_to=[none])") from None
 
 
 # --- the driver, before training -------------------------------------------------------------------------------
@@ -98,9 +95,7 @@ def start(plan: Plan) -> dict[str, Any]:
         ids["mlflow"] = _guarded("MLflow", plan, lambda: _mlflow_start(plan, saved.get("mlflow")))
     if "wandb" in plan.train.report_to:
         ids["wandb"] = saved.get("wandb") or _wandb_id()
-    if "tensorboard" in plan.train.report_to:
-        ids["tensorboard"] = str(run)
-    if ids:
+    if ids:  # TensorBoard needs none: its log directory is the run directory
         from ftc.runtime import artifacts
 
         artifacts.atomic_write_json(run / IDS_FILE, ids)
