@@ -270,6 +270,9 @@ class _Timed:
         with self._timing("checkpoints"):
             save_fault(Path(self.args.output_dir), self.state.global_step)
             saved = super()._save_checkpoint(*args, **kwargs)
+            # Every rank writes files of its own (its RNG state, its shard): the manifest records them once all have
+            # finished, or a slower rank's file is recorded half-written and the checkpoint refused on resume.
+            self.accelerator.wait_for_everyone()
             if self.is_world_process_zero():  # last: a checkpoint without it, or unlike it, is not resumed from
                 checkpoints.write_manifest(Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}")
             return saved
