@@ -124,6 +124,8 @@ class DataSpec:
     languages: tuple[str, ...]
     validation_fraction: float
     test_fraction: float
+    max_held_out: Optional[int]
+    """Examples at most in a split cut off the training file (validation, test)."""
     max_samples: Optional[int]
     train_examples: int
     """Training examples: counted from the files before launch (after empty rows, duplicates and the held-out
@@ -603,7 +605,7 @@ def baseline_key(plan: Plan) -> str:
     d, m = plan.data, plan.method
     return json.dumps([plan.model.path, plan.model.revision, repr(m.quantization), plan.precision, m.weight_dtype,
                        plan.model.attn_implementation, repr(plan.eval), d.path, d.validation_path, d.test_path,
-                       d.max_length, d.format, d.test_fraction, d.validation_fraction, d.max_samples,
+                       d.max_length, d.format, d.test_fraction, d.validation_fraction, d.max_held_out, d.max_samples,
                        plan.train.seed, plan.objective.trainer, plan.objective.beta], default=str)
 
 

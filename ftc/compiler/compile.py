@@ -22,6 +22,7 @@ from ftc.config.methods import METHODS, method_of
 from ftc.config.objectives import TRAINERS
 from ftc.config.schema import BASELINES, Config
 from ftc.data.formats import BY_ROW, FORMATS, Format
+from ftc.data.select import held_out_size
 from ftc.data.tokens import split_tokens
 from ftc.plan import (
     BatchSpec,
@@ -536,7 +537,7 @@ def split_counts(cfg: Config, facts: Facts) -> tuple[dict[str, int], dict[str, i
         if path:
             counts[role] = kept.get(role, 0)
         else:
-            counts[role] = int(n * fraction)  # both fractions of the same set, as the pipeline splits
+            counts[role] = held_out_size(n, fraction, d.max_held_out)  # both of the same set, as the pipeline splits
             counts["train"] -= counts[role]
     counts["train"] = max(counts["train"], 0)
     if d.max_samples:

@@ -652,23 +652,30 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_templa
     """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the tokenizer
     training builds (``training_tokenizer``) through the ``tokenizers`` library; {} when it cannot be (no chat
     template for chat rows...), and the plan then estimates."""
-    from ftc.data.formats import to_texts
+    import contextlib
+
+    from ftc.data import token_ids
+    from ftc.data.formats import FORMATS
     from ftc.data.tokens import BATCH, FileTokenizer, adds_bos, tokenize_examples
 
-    fields = dict(settings.fields)
     out: dict[str, list[list[int]]] = {}
     try:
         tok = FileTokenizer(tokenizer, chat_template)
         bos = adds_bos(tok)
-        for role, examples in sel.splits.items():
-            rows = out.setdefault(role, [])
-            for start in range(0, len(examples or ()), BATCH):  # a batch's ids at a time, only lengths kept
-                batch = examples[start:start + BATCH]
-                texts = [to_texts(ex.row, settings.format, fields, template, tok) for ex in batch]
-                prompts = [prompt for prompt, *_ in texts]
-                answers = [tokenize_examples(tok, prompts, [t[k] for t in texts], bos)
-                           for k in range(1, len(texts[0]))]  # one pass per answer (chosen, rejected)
-                rows += [[len(ids[0][0])] + [len(c) for _, c in ids] for ids in zip(*answers)]
+        fmt = FORMATS[settings.format]
+        sequences = fmt.shape == "sequence"  # prompt + completion: the ids go to ftc train
+        with token_ids.writing(settings, template, tok) if sequences else contextlib.nullcontext() as handed:
+            for role, examples in sel.splits.items():
+                rows = out.setdefault(role, [])
+                for start in range(0, len(examples or ()), BATCH):  # a batch's ids at a time, then lengths kept
+                    batch = examples[start:start + BATCH]
+                    texts = [fmt.texts(ex.values, template, tok) for ex in batch]
+                    prompts = [prompt for prompt, *_ in texts]
+                    answers = [tokenize_examples(tok, prompts, [t[k] for t in texts], bos)
+                               for k in range(1, len(texts[0]))]  # one pass per answer (chosen, rejected)
+                    rows += [[len(ids[0][0])] + [len(c) for _, c in ids] for ids in zip(*answers)]
+                    if handed is not None:
+                        handed.add(role, answers[0])
     except Exception:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
         return {}
     return out

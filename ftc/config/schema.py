@@ -289,6 +289,11 @@ class DataConfig:
     """Fraction split off for validation when no validation_path is given."""
     test_fraction: float = checked(0.1, ge=0, lt=0.5)
     """Fraction split off for the test set when no test_path is given."""
+    max_held_out: Optional[int] = checked(2000, ge=1)
+    """At most this many examples in each split cut off the training file (validation and test, by their
+    fractions); the rest train. A loss over 2,000 examples holds to about a percent, while a tenth of a million rows
+    would make every validation pass and each model's test loss longer than a short run's training. null = the
+    fractions alone. Files given as validation_path / test_path are used whole."""
     max_samples: Optional[int] = checked(None, ge=1)
     """Use only the first N training examples (quick experiments)."""
     num_rows: Optional[int] = checked(None, ge=1)

@@ -31,15 +31,27 @@ def _lines(row_pieces: Iterable[str]) -> list[str]:
     return [line for p in row_pieces for line in p.splitlines() if line.strip()]
 
 
-def boilerplate(all_pieces: list[list[str]]) -> frozenset[str]:
+def boilerplate(all_pieces: Sequence[list[str]]) -> frozenset[str]:
     """Lines of text that more than half the rows hold (at least two rows): a fixed instruction or system prompt,
-    also where it is the first line of a longer prompt."""
-    counts: dict[str, int] = {}
-    for row in all_pieces:
-        for line in set(_lines(row)):
-            counts[line] = counts.get(line, 0) + 1
+    also where it is the first line of a longer prompt.
+
+    Two passes, so that memory is 8 bytes a line and not the lines: the first counts each line's hash, the second
+    counts exactly the lines whose hash is that frequent (a hash collision can only make a line a candidate)."""
+    from array import array
+    from collections import Counter
+
+    import numpy as np
+
     floor = max(2, int(len(all_pieces) * BOILERPLATE_SHARE) + 1)
-    return frozenset(line for line, n in counts.items() if n >= floor)
+    hashes = array("q")
+    for row in all_pieces:
+        hashes.extend({hash(line) for line in _lines(row)})
+    found, counts = np.unique(np.frombuffer(hashes, dtype=np.int64), return_counts=True)
+    frequent = set(found[counts >= floor].tolist())
+    if not frequent:
+        return frozenset()
+    exact = Counter(line for row in all_pieces for line in set(_lines(row)) if hash(line) in frequent)
+    return frozenset(line for line, n in exact.items() if n >= floor)
 
 
 def own_text(row_pieces: Iterable[str], shared: frozenset[str]) -> str:
@@ -102,14 +114,18 @@ def _band_keys(texts: Sequence[str], bands: int, width: int) -> Any:
 
     import numpy as np
 
-    jobs = [(texts[start:start + SIGNATURE_CHUNK], bands, width) for start in range(0, len(texts), SIGNATURE_CHUNK)]
+    jobs = ((texts[start:start + SIGNATURE_CHUNK], bands, width) for start in range(0, len(texts), SIGNATURE_CHUNK))
     cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
-    if len(texts) >= PARALLEL_FROM and cores > 1:
+    if len(texts) >= PARALLEL_FROM and cores > 1:  # imap takes the chunks as the workers do (texts may be lazy)
         with multiprocessing.get_context("spawn").Pool(cores) as pool:
-            parts = pool.starmap(_chunk_keys, jobs)
+            parts = list(pool.imap(_job_keys, jobs))
     else:
-        parts = [_chunk_keys(*job) for job in jobs]
+        parts = [_job_keys(job) for job in jobs]
     return np.concatenate(parts, axis=1) if parts else np.empty((bands, 0), dtype=np.uint64)
+
+
+def _job_keys(job: tuple[Sequence[str], int, int]) -> Any:
+    return _chunk_keys(*job)
 
 
 def _chunk_keys(chunk: Sequence[str], bands: int, width: int) -> Any:

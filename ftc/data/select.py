@@ -20,6 +20,7 @@ import itertools
 import json
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -52,6 +53,7 @@ class Settings:
     languages: tuple[str, ...]
     validation_fraction: float
     test_fraction: float
+    max_held_out: Optional[int]
     max_samples: Optional[int]
     seed: int
 
@@ -63,7 +65,8 @@ class Settings:
         return cls(paths=paths, format=data.format, fields=tuple(sorted(dict(data.fields).items())),
                    dedup=bool(data.dedup), near_dup_threshold=data.near_dup_threshold, pii=data.pii,
                    languages=tuple(data.languages or ()), validation_fraction=float(data.validation_fraction),
-                   test_fraction=float(data.test_fraction), max_samples=data.max_samples, seed=int(seed))
+                   test_fraction=float(data.test_fraction), max_held_out=getattr(data, "max_held_out", None),
+                   max_samples=data.max_samples, seed=int(seed))
 
 
 @dataclass(slots=True)
@@ -72,10 +75,9 @@ class Example:
     """The file it was read from (train, validation, test)."""
     path: str
     line: int
-    row: dict[str, Any]
-    """The row as read (personal data masked when data.pii=mask): what the runtime formats and tokenizes."""
     values: dict[str, Any]
-    """Its fields by the format's names (``formats.check_row``)."""
+    """Its fields by the format's names (``formats.check_row``), personal data masked when data.pii=mask: what the
+    runtime formats and tokenizes. The row as read is not kept (a million rows: the memory of one copy of them)."""
     masked: bool = False
     """Personal data in the row was masked (data.pii=mask)."""
     language: Optional[str] = None
@@ -161,13 +163,19 @@ def select(settings: Settings) -> Selection:
         n = len(train)
         for role, fraction in (("test", settings.test_fraction), ("validation", settings.validation_fraction)):
             if held[role] is None:
-                k = int(n * fraction)
+                k = held_out_size(n, fraction, settings.max_held_out)
                 held[role], train = train[:k], train[k:]
         train = _move_leaks(train, held, groups, sel)
     if settings.max_samples:
         train = train[: settings.max_samples]
     sel.splits = {"train": train, "validation": held["validation"], "test": held["test"]}
     return sel
+
+
+def held_out_size(examples: int, fraction: float, cap: Optional[int]) -> int:
+    """Examples split off ``examples`` for validation or test: the fraction (rounded down), at most ``cap``."""
+    k = int(examples * fraction)
+    return min(k, cap) if cap else k
 
 
 CACHE_VERSION = 1
@@ -248,7 +256,7 @@ def _load(settings: Settings, saved: dict[str, Any]) -> Selection:
             if line in lines:
                 if lines[line]:
                     row = quality.mask_row(row)
-                read[role, line] = Example(role, paths[role], line, row, check_row(row, settings.format, fields),
+                read[role, line] = Example(role, paths[role], line, check_row(row, settings.format, fields),
                                            masked=lines[line])
     shown = lambda s: Shown(s[0], list(s[1]))  # noqa: E731 - read where it is used
     sel = Selection(rows=saved["rows"], dropped=Counter(saved["dropped"]), near_groups=shown(saved["near_groups"]),
@@ -277,16 +285,17 @@ def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel:
         except RowError as e:
             problems.add(line, e, row)
             continue
-        example = Example(role, path, line, row, values)
-        if _personal_data(example, settings, fields, sel):
+        example = Example(role, path, line, values)
+        if _personal_data(example, row, settings, fields, sel):
             continue
         examples.append(example)
     sel.rows[role] = rows
     return examples
 
 
-def _personal_data(ex: Example, settings: Settings, fields: dict[str, str], sel: Selection) -> bool:
-    """Counts what the example holds; masks it (data.pii=mask). True when the example is dropped."""
+def _personal_data(ex: Example, row: dict[str, Any], settings: Settings, fields: dict[str, str], sel: Selection
+                   ) -> bool:
+    """Counts what the example (read from ``row``) holds; masks it (data.pii=mask). True when it is dropped."""
     finds = [(kind, text[s:e]) for text in pieces(ex.values, settings.format)
              for kind, s, e in quality.find_pii(text)]
     for kind, value in finds:
@@ -297,34 +306,51 @@ def _personal_data(ex: Example, settings: Settings, fields: dict[str, str], sel:
         sel.dropped["pii"] += 1
         return True
     if settings.pii == "mask":
-        ex.row = quality.mask_row(ex.row)
-        ex.values = check_row(ex.row, settings.format, fields)
+        ex.values = check_row(quality.mask_row(row), settings.format, fields)
         ex.masked = True
     return False
+
+
+class _Texts(Sequence):
+    """Each example's text as near-duplicates are compared on (``quality.own_text`` of its pieces, ``shared`` lines
+    left out), made when asked: a million examples' texts are not held at once."""
+
+    def __init__(self, examples: list[Example], fmt: str, shared: frozenset[str] = frozenset(),
+                 own: bool = True) -> None:
+        self.examples, self.fmt, self.shared, self.own = examples, fmt, shared, own
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        parts = pieces(self.examples[i].values, self.fmt)
+        return quality.own_text(parts, self.shared) if self.own else parts
 
 
 def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dict[int, int]:
     """Filters the pool by language, groups it (equal case/whitespace-folded fields, or near-duplicates at the
     threshold) and keeps the first of each group; with data.dedup=false training members are kept too, unless their
     group holds a held-out example. Returns id(example) -> its group for the examples kept."""
-    all_pieces = [pieces(ex.values, settings.format) for ex in pool]
-    shared = quality.boilerplate([p for ex, p in zip(pool, all_pieces) if ex.role == "train"] or all_pieces)
-    own = [quality.own_text(p, shared) for p in all_pieces]
+    shared = quality.boilerplate(_Texts([ex for ex in pool if ex.role == "train"] or pool, settings.format,
+                                        own=False))
+    own = _Texts(pool, settings.format, shared)
     sel.compared_on = _compared_on(settings.format, shared)
     survivors = []
     every = 1 if settings.languages else max(1, -(-len(pool) // LANGUAGE_SAMPLE))
     sel.languages_sampled = 0 if every == 1 else len(range(0, len(pool), every))
-    for n, (ex, p) in enumerate(zip(pool, own)):
+    for n, ex in enumerate(pool):
         if n % every:
-            survivors.append((ex, p))
+            survivors.append(ex)
             continue
-        ex.language = quality.language(p)
+        ex.language = quality.language(own[n])
         sel.languages[ex.language or "none"] += 1
         if settings.languages and ex.language not in (*settings.languages, quality.UNSURE, None):
             sel.dropped["language"] += 1
             sel.language_dropped.add(f"{ex.where}: {ex.language}")
             continue
-        survivors.append((ex, p))
+        survivors.append(ex)
 
     parent = list(range(len(survivors)))
 
@@ -339,7 +365,7 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
         if a != b:
             parent[max(a, b)] = min(a, b)  # the root is the group's first member (held-out files come first)
 
-    folded = [near_key(ex.values) for ex, _ in survivors]
+    folded = [near_key(ex.values) for ex in survivors]
     first_of: dict[int, int] = {}
     for i, key in enumerate(folded):
         union(first_of.setdefault(key, i), i)
@@ -347,7 +373,7 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
     """A near-duplicate partner of an example (the earliest), for the pairs the plan shows."""
     if settings.near_dup_threshold is not None:
         distinct = sorted(first_of.values())  # one example per folded key: the others are duplicates already
-        texts = [survivors[i][1] for i in distinct]
+        texts = _Texts([survivors[i] for i in distinct], settings.format, shared)
         grouped = lambda a, b: find(distinct[a]) == find(distinct[b])  # noqa: E731 - read where it is used
         for a, b, score in quality.near_duplicate_pairs(texts, settings.near_dup_threshold, grouped):
             i, j = distinct[a], distinct[b]
@@ -356,17 +382,17 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
             link.setdefault(i, (j, score))
     keep: dict[int, int] = {}
     near_groups: set[int] = set()
-    for i, (ex, _) in enumerate(survivors):
+    for i, ex in enumerate(survivors):
         root = find(i)
         if root == i:
             keep[id(ex)] = root
             continue
-        first = survivors[root][0]
+        first = survivors[root]
         near = folded[i] != folded[root]
         if near:
             near_groups.add(root)
             j, score = link.get(first_of[folded[i]], (root, 0.0))
-            sel.near_groups.add(f"{survivors[j][0].where} ~ {ex.where} (J={score:.2f})", 0)
+            sel.near_groups.add(f"{survivors[j].where} ~ {ex.where} (J={score:.2f})", 0)
         if ex.role == "train" and first.role != "train":
             sel.leaked.add(f"{first.where} ({first.role}) ~ {ex.where}")
         elif ex.role == "train" and not settings.dedup:

@@ -72,6 +72,11 @@ class FileTokenizer:
     def _id(self, token: Optional[str]) -> Optional[int]:
         return self._tok.token_to_id(token) if token else None
 
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The ``tokenizers`` pipeline (as transformers' fast tokenizers call theirs)."""
+        return self._tok
+
     def __call__(self, text: str | list[str], add_special_tokens: bool = True) -> dict[str, list]:
         if isinstance(text, list):  # a batch: encoded on the library's own threads
             return {"input_ids": [e.ids for e in self._tok.encode_batch(text, add_special_tokens=add_special_tokens)]}
@@ -193,6 +198,24 @@ def adds_bos(tokenizer: Any) -> bool:
     """Whether the tokenizer itself starts sequences with BOS (Llama, Mistral, Gemma: yes; Qwen, GPT-2: no)."""
     bos = tokenizer.bos_token_id
     return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+IDENTITY_PROBE = "Héllo  wörld!\n\tIt's 2026: <s> 3.14 ＡＢＣ 👍"
+
+
+def identity(tokenizer: Any) -> str:
+    """What decides the ids ``tokenize_examples`` makes, hashed: the tokenizer's vocabulary, normalizer, splitting
+    and added tokens, BOS and EOS, the ids of a probe text with and without special tokens, and the chat template.
+    The same for a transformers tokenizer and the ``FileTokenizer`` that ``described`` saved from it (their
+    post-processors may differ where a single sequence never looks: transformers rebuilds its pair template, hence
+    the probe instead)."""
+    pipeline = json.loads(tokenizer.backend_tokenizer.to_str())
+    h = hashlib.sha256(json.dumps({k: pipeline.get(k) for k in ("added_tokens", "normalizer", "pre_tokenizer",
+                                                                 "model")}, sort_keys=True).encode())
+    probe = [tokenizer(IDENTITY_PROBE, add_special_tokens=special)["input_ids"] for special in (True, False)]
+    h.update(json.dumps([tokenizer.bos_token_id, tokenizer.eos_token_id, probe,
+                         getattr(tokenizer, "chat_template", None)]).encode())
+    return h.hexdigest()
 
 
 def tokenize_example(tokenizer: Any, prompt: str, completion: str, bos: Optional[bool] = None

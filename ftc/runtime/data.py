@@ -1,8 +1,10 @@
 """Data pipeline: the selection ``ftc plan`` counted (``ftc.data.select``: read, check, personal data, language,
 duplicates and near-duplicates, splits) -> format -> tokenize (+EOS, loss mask) -> cache.
 
-Produces pre-tokenized ``input_ids`` + ``completion_mask`` rows that TRL's SFTTrainer takes as they are (it then
-builds labels and packs them). Every dropped or truncated example is counted in ``DataReport``.
+Produces pre-tokenized ``input_ids`` + ``completion_mask`` + ``labels`` rows that TRL's SFTTrainer takes as they
+are. For prompt + completion formats the ids are the ones ``ftc plan`` encoded when it counted the tokens
+(``ftc.data.token_ids``), checked on a sample and turned into Arrow columns without a Python list per token, so a
+million rows train without being encoded twice. Every dropped or truncated example is counted in ``DataReport``.
 
 The tokenized cache key covers the tokenizer (vocab, special tokens, chat template), the content fingerprints of
 the data files and every preprocessing setting, so a tokenizer or template change never reuses a stale cache.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,8 +28,9 @@ from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root
 from ftc.plan import DataSpec
 
-CACHE_VERSION = 5  # 5: SFT rows carry their labels; 4: chat test rows keep their turns, and the prompted
-# baseline's shot pool; 3: the selection of ftc.data.select (near-duplicates, personal data, language, leakage)
+CACHE_VERSION = 6  # 6: a split is its chunks, joined when loaded; 5: SFT rows carry their labels; 4: chat test rows
+# keep their turns, and the prompted baseline's shot pool; 3: the selection of ftc.data.select (near-duplicates,
+# personal data, language, leakage)
 
 
 @dataclass
@@ -44,22 +48,10 @@ class DataReport:
     quality: dict[str, Any] = field(default_factory=dict)
     """What the selection found (``DataQuality`` as a dict, the plan's own findings): near-duplicate groups, leaked
     and moved examples, personal data by kind, languages."""
+    token_ids: str = ""
+    """Where the training ids came from: the plan's (``ftc.data.token_ids``, its entry) or encoded here, and why."""
     cache: str = ""
     cache_hit: bool = False
-
-    def lines(self) -> list[str]:
-        q = self.quality
-        return [
-            f"rows read: {self.rows_read}",
-            f"examples: {self.examples}, tokens: {self.tokens}",
-            f"dropped: {dict(self.dropped)}; {self.dropped_no_completion_after_truncation} with no completion left "
-            "after truncation",
-            f"truncated to max_length: {self.truncated}",
-            f"near-duplicate groups: {q.get('near_groups', 0)}; training rows dropped as copies of held-out rows: "
-            f"{q.get('leaked', 0)}; held-out examples moved to training: {q.get('moved', 0)}",
-            f"personal data found: {q.get('pii') or 'none'}; languages: {q.get('languages') or 'none'}"
-            + (f" (an even sample of {q['languages_sampled']})" if q.get("languages_sampled") else ""),
-        ]
 
 
 @dataclass
@@ -212,19 +204,79 @@ def _tokenize(examples: list[dict], tokenizer: Any, max_length: int, report: Dat
     return {"input_ids": ids, "completion_mask": masks, "labels": labels}
 
 
+HANDED_SAMPLE = 8
+"""Examples per split the run encodes itself and compares with the plan's ids before it trains on them."""
+
+
+def _handed(spec: DataSpec, seed: int, tokenizer: Any, sel: Selection) -> tuple[Optional[dict[str, Any]], str]:
+    """The plan's ids of the selected examples ({split: ``token_ids.Handed``}, where from), checked here: each
+    split's count, and ``HANDED_SAMPLE`` examples per split, evenly spaced, encoded with this run's tokenizer and
+    compared id for id; or (None, why they are encoded here). A difference is logged as a warning: the plan's
+    token counts were then not this run's either."""
+    import numpy as np
+
+    from ftc.data import token_ids
+
+    if FORMATS[spec.format].shape != "sequence":
+        return None, "encoded here (the plan hands on the ids of prompt + completion formats only)"
+    handed, entry = token_ids.load(Settings.of(spec, seed), spec.template, tokenizer)
+    if handed is None:
+        return None, f"encoded here: {entry}"
+    for name, examples in sel.splits.items():
+        if not examples:
+            continue
+        got = handed.get(name)
+        if got is None or len(got.lengths) != len(examples):
+            return None, (f"encoded here: the plan's ids of {name} are for {0 if got is None else len(got.lengths)} "
+                          f"examples, the selection has {len(examples)}")
+        picks = sorted({int(i) for i in np.linspace(0, len(examples) - 1, HANDED_SAMPLE)})
+        rows = [_example(examples[i], spec, tokenizer) for i in picks]
+        for i, pair in zip(picks, tokenize_examples(tokenizer, [r["prompt"] for r in rows],
+                                                    [r["completion"] for r in rows])):
+            if got.example(i) != tuple(pair):
+                why = (f"encoded here: the plan's ids of {examples[i].where} are not this tokenizer's (another "
+                       "transformers or tokenizers than the plan's?)")
+                logging.getLogger("ftc").warning(f"token ids: {why}")
+                return None, why
+    return handed, f"the plan's ({entry}), {HANDED_SAMPLE} examples a split encoded here and compared"
+
+
+def _columns_from_ids(handed: Any, start: int, stop: int, max_length: int, completion_only: bool,
+                      report: DataReport, lengths: Optional[list[int]]) -> tuple[Any, int]:
+    """``_tokenize``'s columns for examples ``start:stop`` from the plan's ids, as one Arrow table without a Python
+    list per token (the same truncation, ``cut_sequence``, completion mask and labels), and its tokens."""
+    import numpy as np
+    import pyarrow as pa
+
+    prompt, completion = handed.lengths[start:stop, 0], handed.lengths[start:stop, 1]
+    total = prompt + completion
+    if lengths is not None:
+        lengths += total.tolist()
+    cut = total > max_length
+    kept = ~(cut & (prompt >= max_length))  # cut_sequence: no completion token left, the example is dropped
+    report.truncated += int(cut.sum())
+    report.dropped_no_completion_after_truncation += int((~kept).sum())
+    keep = np.minimum(total, max_length)[kept]
+    offsets = np.concatenate([[0], np.cumsum(keep)])
+    position = np.arange(offsets[-1]) - np.repeat(offsets[:-1], keep)  # each token's place in its example
+    ids = handed.ids[np.repeat(handed.starts[start:stop][kept], keep) + position]  # int32, as datasets stores ids
+    mask = (position >= np.repeat(prompt[kept], keep)).astype(np.int64)
+    labels = np.where(mask == 1, ids, -100).astype(np.int64) if completion_only else ids.astype(np.int64)
+    offsets = pa.array(offsets, pa.int32())
+    return pa.table({name: pa.ListArray.from_arrays(offsets, pa.array(values))
+                     for name, values in (("input_ids", ids), ("completion_mask", mask), ("labels", labels))}), len(ids)
+
+
 def _load_cached(cache_dir: Any) -> Optional[Splits]:
     """A complete cache entry, checked: its metadata parses and every split loads with the number of rows the
     report recorded. A truncated or corrupted entry (a disk error, a copy cut short) is removed and None returned,
     so the caller rebuilds it; the log says so."""
-    import logging
     import shutil
-
-    import datasets
 
     try:
         meta = json.loads((cache_dir / "complete.json").read_text())
         report = DataReport(**{**meta["report"], "cache": str(cache_dir), "cache_hit": True})
-        loaded = {name: datasets.load_from_disk(str(cache_dir / name)) if (cache_dir / name).exists() else None
+        loaded = {name: load_split(cache_dir / name) if (cache_dir / name).exists() else None
                   for name in ("train", "validation", "test")}
         for name, rows in report.examples.items():
             if loaded.get(name) is None or len(loaded[name]) != rows:
@@ -244,48 +296,55 @@ CHUNK = 16_384
 
 
 def _save_tokenized(examples: list[Example], name: str, directory: Path, spec: DataSpec, tokenizer: Any,
-                    report: DataReport) -> bool:
-    """Tokenizes a split ``CHUNK`` examples at a time into ``directory/name`` (a datasets dataset); False when the
-    split is empty. Each chunk is saved, then the memory-mapped chunks are joined and saved as one."""
-    import shutil
-
+                    report: DataReport, handed: Optional[Any] = None) -> bool:
+    """Tokenizes a split ``CHUNK`` examples at a time into ``directory/name`` (a datasets dataset per chunk,
+    ``load_split`` joins them), or takes the plan's ids of it (``handed``); False when the split is empty."""
     import datasets
 
     if not examples:
         return False
     fmt = FORMATS[spec.format]
     report.examples[name] = report.tokens[name] = 0
-    parts = []
+    parts = 0
     for start in range(0, len(examples), CHUNK):
-        rows = [_example(ex, spec, tokenizer) for ex in examples[start:start + CHUNK]]
-        if fmt.paired:
-            columns = _tokenize_pairs(rows, tokenizer, spec, report)
-            tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in
-                         zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
-        elif fmt.labelled:
-            columns = _tokenize_labelled(rows, tokenizer, spec, report)
-            tokens = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
+        if handed is not None:
+            table, tokens = _columns_from_ids(handed, start, min(start + CHUNK, len(examples)), spec.max_length,
+                                              spec.completion_only_loss, report,
+                                              report.lengths if name == "train" else None)
+            chunk = datasets.Dataset(table)
         else:
-            columns = _tokenize(rows, tokenizer, spec.max_length, report, report.lengths if name == "train" else None,
-                                spec.completion_only_loss)
-            tokens = sum(len(s) for s in columns["input_ids"])
-        kept = len(next(iter(columns.values())))
-        report.examples[name] += kept
+            rows = [_example(ex, spec, tokenizer) for ex in examples[start:start + CHUNK]]
+            if fmt.paired:
+                columns = _tokenize_pairs(rows, tokenizer, spec, report)
+                tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in
+                             zip(columns["prompt_ids"], columns["chosen_ids"], columns["rejected_ids"]))
+            elif fmt.labelled:
+                columns = _tokenize_labelled(rows, tokenizer, spec, report)
+                tokens = sum(len(p) + len(c) for p, c in zip(columns["prompt_ids"], columns["completion_ids"]))
+            else:
+                columns = _tokenize(rows, tokenizer, spec.max_length, report,
+                                    report.lengths if name == "train" else None, spec.completion_only_loss)
+                tokens = sum(len(s) for s in columns["input_ids"])
+            chunk = datasets.Dataset.from_dict(columns)
+        report.examples[name] += len(chunk)
         report.tokens[name] += tokens
-        if not kept and (parts or start + CHUNK < len(examples)):
+        if not len(chunk) and (parts or start + CHUNK < len(examples)):
             continue  # every example of the chunk cut away: an empty part would have no column types to join
-        part = directory / f".{name}.{len(parts)}"
-        datasets.Dataset.from_dict(columns).save_to_disk(str(part))
-        parts.append(part)
-    datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts]).save_to_disk(str(directory / name))
-    for part in parts:
-        shutil.rmtree(part)
+        chunk.save_to_disk(str(directory / name / str(parts)))
+        parts += 1
     return True
+
+
+def load_split(directory: Path) -> Any:
+    """A tokenized split as ``_save_tokenized`` leaves it: its chunks, memory-mapped and joined (not copied)."""
+    import datasets
+
+    parts = sorted(directory.iterdir(), key=lambda p: int(p.name))
+    return datasets.concatenate_datasets([datasets.load_from_disk(str(p)) for p in parts])
 
 
 def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> Splits:
     """Reads, checks, splits, tokenizes and caches the data of a plan."""
-    import datasets
 
     report = DataReport()
     key = cache_key(spec, tokenizer, seed)
@@ -302,15 +361,18 @@ def build(spec: DataSpec, tokenizer: Any, seed: int, use_cache: bool = True) -> 
         raise DataError(f"{data_path(spec.path)}: no training examples left after validation and splitting")
     test = [_example(ex, spec, tokenizer) for ex in sel.splits["test"] or []]
     shots = [_example(ex, spec, tokenizer) for ex in shot_pool(sel.splits["train"], spec, seed)]
+    handed, report.token_ids = _handed(spec, seed, tokenizer, sel)
+    logging.getLogger("ftc").info(f"token ids: {report.token_ids}")
     with atomic_path(cache_dir) as tmp:  # a crash never leaves a half-written cache that looks complete
         tmp.mkdir()
         tokenized = [name for name in ("train", "validation", "test")
-                     if _save_tokenized(sel.splits[name] or [], name, tmp, spec, tokenizer, report)]
+                     if _save_tokenized(sel.splits[name] or [], name, tmp, spec, tokenizer, report,
+                                        (handed or {}).get(name))]
         meta = {"report": {k: v for k, v in asdict(report).items() if k not in ("cache", "cache_hit")},
                 "test": test, "shots": shots}
         (tmp / "complete.json").write_text(json.dumps(meta))
 
     def load(name: str) -> Any:
-        return datasets.load_from_disk(str(cache_dir / name)) if name in tokenized else None
+        return load_split(cache_dir / name) if name in tokenized else None
 
     return Splits(load("train"), load("validation"), test, load("test"), report, shots)

@@ -236,7 +236,8 @@ def markdown(plan: Plan, summary: dict[str, Any], has_png: bool, card: str | Non
     if data:
         lines += ["", f"Data pipeline: rows read {data.get('rows_read')}, tokens {data.get('tokens')}, "
                       f"{data.get('dropped_no_completion_after_truncation', 0)} dropped with no completion left after "
-                      f"truncation; cache `{data.get('cache')}`" + (" (hit)" if data.get("cache_hit") else "") + "."]
+                      f"truncation; token ids: {data.get('token_ids') or 'encoded here'}; cache `{data.get('cache')}`"
+                      + (" (hit)" if data.get("cache_hit") else "") + "."]
     lines += ["", f"Adapter: `{'adapter/' if plan.method.peft else 'model/'}` (load with "
               "`PeftModel.from_pretrained(base, '<run>/adapter')`, or vLLM `--enable-lora`).", ""]
     return "\n".join(lines)

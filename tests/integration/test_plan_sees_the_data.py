@@ -64,6 +64,7 @@ def _files(tmp_path):
                            f"data.validation_path={val}"],
         "no-dedup": ["data=file", f"data.path={train}", "data.dedup=false"],
         "max-samples": ["data=file", f"data.path={train}", "data.max_samples=20"],
+        "held-out-cap": ["data=file", f"data.path={train}", "data.max_held_out=2"],
     }
 
 
@@ -81,7 +82,8 @@ BUILT_IN = {"sample": [], "sample_chat": ["data=sample_chat"],
 BUILT_IN["chat-template"] = ["data=sample_chat", "model.chat_template='{% for m in messages %}<{{ m.role }}> "
                              "{{ m.content }} {% endfor %}{% if add_generation_prompt %}<assistant> {% endif %}'"]
 CASES = list(BUILT_IN) + ["hub-shards", "hub-card-subset", "json-object", "bom-crlf-jsonl", "gzip-jsonl", "bom-csv",
-                          "held-out-files", "no-dedup", "max-samples", "short-sample", "short-chat", "short-preference",
+                          "held-out-files", "no-dedup", "max-samples", "held-out-cap", "short-sample", "short-chat",
+                          "short-preference",
                           "short-kto"]
 # max_length short enough that examples are cut (and, for SFT, some lose their whole completion and are dropped).
 SHORT = {"short-sample": ["data.max_length=96"], "short-chat": ["data=sample_chat", "data.max_length=60"],
@@ -108,6 +110,8 @@ def test_plan_counts_equal_the_runs(case, tmp_path, monkeypatch):
                                   "test": report.examples["test"]}
     assert plan.data.tokens == report.tokens and plan.data.truncated == report.truncated
     assert console.data_drift(plan.data, report) is None  # what ftc train checks, and warns of, at start
+    if case == "held-out-cap":  # 60 distinct rows: a tenth would be 6 each, the cap holds them to 2
+        assert report.examples == {"train": 56, "validation": 2, "test": 2}
     if case == "chat-template":
         assert plan.data.tokens != plan_for(["data.max_length=256", "data=sample_chat"]).data.tokens
     assert plan.data.train_examples == report.examples["train"]
@@ -151,3 +155,56 @@ def test_masked_personal_data_never_reaches_the_tokens():
     assert not any(value in masked for value in planted)
     assert all(f"[{kind.upper()}]" in masked for kind in PII)
     assert all(value in kept for value in planted)
+
+
+HANDED = {"sample": [], "whole-sequence-loss": ["data.completion_only_loss=false"],
+          **{case: BUILT_IN.get(case) or SHORT[case] for case in ("chat-template", "messy-mask", "short-sample",
+                                                                   "short-chat")}}
+
+
+@pytest.mark.parametrize("case", HANDED)
+def test_the_plans_token_ids_train_exactly_as_the_runs_own_encoding(case, monkeypatch):
+    """``ftc train`` takes the ids the plan encoded (``ftc.data.token_ids``) instead of encoding the data again:
+    every column of every split, the truncations, drops and the report equal the run's own encoding."""
+    from ftc.data import token_ids
+    from ftc.runtime.data import build
+    from ftc.runtime.model import load_tokenizer
+
+    plan = plan_for(["data.max_length=256", *HANDED[case]])
+    tokenizer = load_tokenizer(plan)
+    handed = build(plan.data, tokenizer, plan.train.seed, use_cache=False)
+    assert handed.report.token_ids.startswith("the plan's ("), handed.report.token_ids
+    monkeypatch.setattr(token_ids, "load", lambda *args: (None, "none, in this test"))
+    encoded = build(plan.data, tokenizer, plan.train.seed, use_cache=False)
+    assert encoded.report.token_ids == "encoded here: none, in this test"
+    for split in ("train", "validation", "test_tokenized"):
+        a, b = getattr(handed, split), getattr(encoded, split)
+        assert a.features == b.features and a.to_dict() == b.to_dict(), split
+    mine = {k: v for k, v in dataclasses.asdict(handed.report).items() if k != "token_ids"}
+    assert mine == {k: v for k, v in dataclasses.asdict(encoded.report).items() if k != "token_ids"}
+    if case.startswith("short"):
+        assert handed.report.truncated > 0
+
+
+def test_token_ids_this_tokenizer_would_not_make_are_encoded_again_with_a_warning(tmp_path, caplog):
+    import numpy as np
+
+    from ftc.data import token_ids
+    from ftc.data.select import Settings
+    from ftc.runtime.data import build
+    from ftc.runtime.model import load_tokenizer
+
+    plan = plan_for(["data=file", f"data.path={write_jsonl(tmp_path / 'rows.jsonl', ROWS)}"])
+    tokenizer = load_tokenizer(plan)
+    right = build(plan.data, tokenizer, plan.train.seed, use_cache=False)
+    entry = token_ids.directory(token_ids.key(Settings.of(plan.data, plan.train.seed), plan.data.template, tokenizer))
+    ids = np.memmap(entry / "train.ids", dtype=np.int32, mode="r+")
+    ids[0] = (ids[0] + 1) % len(tokenizer)  # the first example is among those the run encodes and compares
+    ids.flush()
+    wrong = build(plan.data, tokenizer, plan.train.seed, use_cache=False)
+    assert wrong.report.token_ids.startswith("encoded here: the plan's ids of ") and "rows.jsonl:" in \
+        wrong.report.token_ids
+    assert "are not this tokenizer's" in caplog.text
+    assert wrong.train.to_dict() == right.train.to_dict()
+    (entry / "validation.ids").write_bytes((entry / "validation.ids").read_bytes()[:-4])  # cut short
+    assert "are damaged" in build(plan.data, tokenizer, plan.train.seed, use_cache=False).report.token_ids

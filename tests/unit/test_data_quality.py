@@ -193,7 +193,7 @@ def test_personal_data_actions(tmp_path, action):
     sel = select(_settings(write_jsonl(tmp_path / "t.jsonl", rows), pii=action))
     assert sel.pii["email"].count == 1 and sel.pii["email"].shown == [f"{tmp_path}/t.jsonl:4: email an***"]
     kept = [ex for split in sel.splits.values() for ex in split or []]
-    texts = [ex.row["input"] for ex in kept]
+    texts = [ex.values["input"] for ex in kept]
     if action == "drop":
         assert sel.dropped["pii"] == 1 and len(kept) == len(rows) - 1
     elif action == "mask":
@@ -331,7 +331,7 @@ def test_the_selection_cache_is_keyed_by_the_files_contents(tmp_path, monkeypatc
 
 
 def _examples(sel):
-    return {role: [(ex.role, ex.line, ex.row, ex.values, ex.masked) for ex in examples]
+    return {role: [(ex.role, ex.line, ex.values, ex.masked) for ex in examples]
             for role, examples in sel.splits.items()}
 
 
