@@ -28,6 +28,11 @@ pytestmark = pytest.mark.unit
     ("ip", "and from abcd:ef::cafe:beef", "abcd:ef::cafe:beef"),  # no decimal digit: not skipped for the lack of one
     ("credential", "key AKIAIOSFODNN7EXAMPLE leaked", "AKIAIOSFODNN7EXAMPLE"),
     ("credential", "token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    # Without a digit, '@', ':', '=' or '_': found by the credential's own prefix (quality._MAY_HOLD).
+    ("credential", "send it with bearer abcdefghijklmnop please", "abcdefghijklmnop"),
+    ("credential", "key AKIAABCDEFGHIJKLMNOP leaked", "AKIAABCDEFGHIJKLMNOP"),
+    ("credential", "key AIza" + "abcdefghij" * 3 + "ABCDE leaked", "AIza" + "abcdefghij" * 3 + "ABCDE"),
+    ("credential", "key sk-abcdefghijklmnopqrstuvwx leaked", "sk-abcdefghijklmnopqrstuvwx"),
 ])
 def test_each_kind_of_personal_data_is_found_and_masked(kind, text, value):
     found = quality.find_pii(text)

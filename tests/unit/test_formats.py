@@ -146,3 +146,15 @@ def test_every_format_entry_gives_texts_counts_and_pieces_of_its_rows(fmt, row):
     assert 0 < learnt <= total
     assert "hi" in " ".join(pieces(values, fmt))
     assert spec.prompt_apart == (spec.paired or spec.labelled)
+
+
+def test_duplicates_fold_whitespace_as_the_unicode_regex_does():
+    """``near_key`` folds with ``str.split`` instead of ``re.sub(r"\\s+", ...)``: the same for every code point."""
+    import re
+    import sys
+
+    from ftc.data.formats import _fold
+
+    for cp in (c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF):
+        for text in (f"a{chr(cp)}b", f"{chr(cp)}X{chr(cp)}{chr(cp)}y{chr(cp)}"):
+            assert _fold(text) == re.sub(r"\s+", " ", text.strip().lower()), hex(cp)
