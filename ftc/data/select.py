@@ -65,7 +65,7 @@ class Settings:
         return cls(paths=paths, format=data.format, fields=tuple(sorted(dict(data.fields).items())),
                    dedup=bool(data.dedup), near_dup_threshold=data.near_dup_threshold, pii=data.pii,
                    languages=tuple(data.languages or ()), validation_fraction=float(data.validation_fraction),
-                   test_fraction=float(data.test_fraction), max_held_out=getattr(data, "max_held_out", None),
+                   test_fraction=float(data.test_fraction), max_held_out=data.max_held_out,
                    max_samples=data.max_samples, seed=int(seed))
 
 

@@ -62,7 +62,8 @@ def select_once(path: str) -> dict:
 
     data = SimpleNamespace(path=path, validation_path=None, test_path=None, format="alpaca", fields={},
                            dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
-                           validation_fraction=0.1, test_fraction=0.1, max_samples=None)
+                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None,  # the fractions alone
+                           max_samples=None)
     t = time.perf_counter()
     sel = select(Settings.of(data, 42))
     return {"select_s": round(time.perf_counter() - t, 2),

@@ -149,10 +149,35 @@ def test_text_most_rows_share_is_left_out_of_the_comparison():
 def _settings(path, **kw):
     data = SimpleNamespace(path=str(path), validation_path=None, test_path=None, format="alpaca", fields={},
                            dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
-                           validation_fraction=0.1, test_fraction=0.1, max_samples=None)
+                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None, max_samples=None)
     for k, v in kw.items():
         setattr(data, k, v)
     return Settings.of(data, seed=42)
+
+
+def test_the_selections_memory_grows_by_about_a_kilobyte_a_row(tmp_path):
+    """The whole selection's peak Python memory (tracemalloc) grows by under 1.5 KB per ~310-byte row: an example
+    keeps its checked fields and nine band keys, not the row as read, its compared text or the boilerplate count's
+    copy of its lines (the code before d064631 grew by ~1.8 KB a row; today's is ~1.0 KB, and a million rows plan
+    at a 1.3 GB peak: docs/BENCHMARKS.md)."""
+    import json
+    import random
+    import tracemalloc
+
+    words = [f"{a}{b}{c}" for a in "bcdfghklmnprstvz" for b in "aeiou" for c in ("", "n", "r", "st", "l")]
+    peaks = {}
+    for n in (1000, 4000, 16000):  # the first warms the imports, the classifier and the compiled patterns
+        rng = random.Random(n)
+        path = tmp_path / f"rows{n}.jsonl"
+        path.write_text("".join(json.dumps({k: " ".join(rng.choice(words) for _ in range(size)) for k, size in
+                                            (("instruction", 10), ("input", 6), ("output", 50))}) + "\n"
+                                for _ in range(n)))
+        tracemalloc.start()
+        select(_settings(path))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    per_row = (peaks[16000] - peaks[4000]) / 12000  # both past find_pii's memo of 8,192 texts
+    assert per_row < 1500, per_row
 
 
 TICKETS = [f"The {app} app shows error {code} when I {verb}." for app in ("mobile", "web", "desktop")
