@@ -101,7 +101,15 @@ def load(settings: Any, template: str, tokenizer: Any) -> tuple[Optional[dict[st
     """The entry of this selection, template and tokenizer ({split: Handed}, its key), or (None, why not)."""
     import numpy as np
 
-    entry = key(settings, template, tokenizer)
+    from ftc.data.load import data_path
+
+    remote = [p for _, p in settings.paths if "://" in data_path(p)]
+    if remote:
+        return None, f"the data is read from {remote[0]} (a plan keeps the ids of files on its own machine only)"
+    try:
+        entry = key(settings, template, tokenizer)
+    except OSError as e:  # a file gone since the selection read it
+        return None, f"the data files cannot be read to find the plan's ids ({e})"
     d = directory(entry)
     if not d.is_dir():
         return None, f"no token ids from a plan of this data with this tokenizer in {d.parent}"

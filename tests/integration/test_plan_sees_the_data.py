@@ -208,3 +208,15 @@ def test_token_ids_this_tokenizer_would_not_make_are_encoded_again_with_a_warnin
     assert wrong.train.to_dict() == right.train.to_dict()
     (entry / "validation.ids").write_bytes((entry / "validation.ids").read_bytes()[:-4])  # cut short
     assert "are damaged" in build(plan.data, tokenizer, plan.train.seed, use_cache=False).report.token_ids
+
+
+def test_data_read_from_a_uri_is_encoded_by_the_run_and_says_why():
+    """A plan reads no remote file, so it has no ids for one: the run encodes it (the storage test trains on S3)."""
+    from ftc.data import token_ids
+    from ftc.data.select import Settings
+    from ftc.runtime.model import load_tokenizer
+
+    plan = plan_for(["data=file", "data.path=s3://bucket/train.jsonl", "data.num_rows=1000"])
+    settings = Settings.of(plan.data, plan.train.seed)
+    assert token_ids.load(settings, plan.data.template, load_tokenizer(plan)) == (
+        None, "the data is read from s3://bucket/train.jsonl (a plan keeps the ids of files on its own machine only)")
