@@ -663,8 +663,8 @@ def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_templa
         tok = FileTokenizer(tokenizer, chat_template)
         bos = adds_bos(tok)
         fmt = FORMATS[settings.format]
-        sequences = fmt.shape == "sequence"  # prompt + completion: the ids go to ftc train
-        with token_ids.writing(settings, template, tok) if sequences else contextlib.nullcontext() as handed:
+        # prompt + completion: the ids go to ftc train (pairs and labelled answers it encodes with prompts apart)
+        with contextlib.nullcontext() if fmt.prompt_apart else token_ids.writing(settings, template, tok) as handed:
             for role, examples in sel.splits.items():
                 rows = out.setdefault(role, [])
                 for start in range(0, len(examples or ()), BATCH):  # a batch's ids at a time, then lengths kept

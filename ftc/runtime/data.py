@@ -217,7 +217,7 @@ def _handed(spec: DataSpec, seed: int, tokenizer: Any, sel: Selection) -> tuple[
 
     from ftc.data import token_ids
 
-    if FORMATS[spec.format].shape != "sequence":
+    if FORMATS[spec.format].prompt_apart:  # pairs and labelled answers: the run encodes their prompts apart
         return None, "encoded here (the plan hands on the ids of prompt + completion formats only)"
     handed, entry = token_ids.load(Settings.of(spec, seed), spec.template, tokenizer)
     if handed is None:
