@@ -127,6 +127,9 @@ class DataSpec:
     max_held_out: Optional[int]
     """Examples at most in a split cut off the training file (validation, test)."""
     max_samples: Optional[int]
+    engine: str
+    """Where the selection's per-row work runs (local | ray): the same selection either way."""
+    ray_address: Optional[str]
     train_examples: int
     """Training examples: counted from the files before launch (after empty rows, duplicates and the held-out
     splits), else estimated from data.num_rows."""

@@ -296,6 +296,16 @@ class DataConfig:
     fractions alone. Files given as validation_path / test_path are used whole."""
     max_samples: Optional[int] = checked(None, ge=1)
     """Use only the first N training examples (quick experiments)."""
+    engine: str = checked("local", choices=("local", "ray"))
+    """Where the selection's per-row work runs (reading and checking rows, personal data, language, MinHash
+    signatures): local (this process, and up to 4 cores for a large set's signatures) | ray (Ray tasks on
+    ``ray_address``'s cluster). The result is the same row for row, and so is its cache entry; the decisions that
+    need every row (groups, splits) are made in the planning process either way (docs/BENCHMARKS.md, "Data at
+    scale")."""
+    ray_address: Optional[str] = None
+    """The Ray cluster data.engine=ray runs on (``ray://head:10001``, or ``auto`` for the one ``ray start`` runs on
+    this machine); null = a private Ray instance on this machine's cores. ``ftc train`` selects again only where
+    the plan's selection is not in its machine's cache, on the same engine."""
     num_rows: Optional[int] = checked(None, ge=1)
     """Rows in the training file, when ftc cannot read the file before launch (remote URI); used by estimates."""
     tokens_per_example: Optional[int] = checked(None, ge=1)

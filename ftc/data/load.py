@@ -52,6 +52,18 @@ class RowProblems:
         if sum(1 for m, _ in self._shown if m == missing) < MAX_SHOWN:  # enough of each kind to show either
             self._shown.append((missing, f"{self.path}:{line}: {what}"))
 
+    def merge(self, later: RowProblems) -> None:
+        """Adds the problems of a later part of the same file, as if its rows had been added here one by one (the
+        same counts, column sets and first lines of each kind)."""
+        self.count += later.count
+        self.missing += later.missing
+        for names, n in later.columns.items():
+            if names in self.columns or len(self.columns) < MAX_COLUMN_SETS:
+                self.columns[names] = self.columns.get(names, 0) + n
+        for missing, text in later._shown:
+            if sum(1 for m, _ in self._shown if m == missing) < MAX_SHOWN:
+                self._shown.append((missing, text))
+
     def mapping(self) -> Optional[dict[str, str]]:
         """The overrides that make every row lacking a field readable (``formats.propose_fields`` proposes the same
         for each of their column sets), or None."""
@@ -139,19 +151,21 @@ def data_path(path: str) -> str:
     return hub_data.local_file(path) if path.startswith(hub_data.SCHEME) else resolve_path(path)
 
 
-def read_rows(path: str) -> Iterator[tuple[int, Row]]:
-    """Yields (line number, row), or (line number, RowError) for a line that is not a JSON object in UTF-8."""
+def read_rows(path: str, raw: bool = False) -> Iterator[tuple[int, Union[Row, bytes]]]:
+    """Yields (line number, row), or (line number, RowError) for a line that is not a JSON object in UTF-8.
+    ``raw``: a JSONL line as its bytes, for ``parsed`` to make the row where it is checked (a chunk of the
+    selection, which may run on another machine); other formats are read whole, and yield rows either way."""
     path = data_path(path)
     suffix = _suffix(path)
     try:
         if suffix == ".jsonl":
             with _open_binary(path) as f:
-                for no, raw in enumerate(f, 1):
+                for no, line in enumerate(f, 1):
                     if no == 1:
-                        raw = raw.removeprefix(BOM)  # spreadsheet and Windows tools start UTF-8 files with one
-                    if not raw.strip():
+                        line = line.removeprefix(BOM)  # spreadsheet and Windows tools start UTF-8 files with one
+                    if not line.strip():
                         continue
-                    yield no, _json_line(raw)
+                    yield no, line if raw else _json_line(line)
         elif suffix == ".json":
             with _open_binary(path) as f:
                 data = json.loads(_decode(path, f.read()))
@@ -194,6 +208,11 @@ def read_rows(path: str) -> Iterator[tuple[int, Row]]:
         if type(e).__module__.split(".")[0] not in ("pyarrow", "fsspec"):
             raise
         raise DataError(f"{path}: not readable as {suffix[1:]} ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def parsed(item: Union[Row, bytes]) -> Row:
+    """The row of what ``read_rows(path, raw=True)`` yielded."""
+    return _json_line(item) if isinstance(item, bytes) else item
 
 
 def _json_line(raw: bytes) -> Row:

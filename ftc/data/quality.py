@@ -21,6 +21,7 @@ import zlib
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from ftc import secrets
+from ftc.data.engine import Engine, Local
 
 SHINGLE = 5  # characters per shingle: short enough for a changed word to move few of them
 NUM_PERM = 128  # MinHash permutations: the LSH's false-negative rate at J=0.8 is well under 1%
@@ -76,7 +77,8 @@ SIGNATURE_CHUNK = 1024  # rows whose MinHash signatures are held at once; only t
 
 
 def near_duplicate_pairs(texts: Sequence[str], threshold: float,
-                         connected: Optional[Callable[[int, int], bool]] = None) -> Iterator[tuple[int, int, float]]:
+                         connected: Optional[Callable[[int, int], bool]] = None,
+                         runs_on: Optional[Engine] = None) -> Iterator[tuple[int, int, float]]:
     """Yields (i, j, Jaccard) with i < j, in order, for every pair of ``texts`` at or above ``threshold`` that MinHash
     LSH proposes; each proposal is confirmed on the exact 5-gram sets (``shingles``), so a pair is never a false
     positive. A proposal that ``connected(i, j)`` says is already grouped is not confirmed (a templated file
@@ -87,11 +89,12 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float,
     texts at a time and only each LSH band's 64-bit key is kept (nine at 0.8), with int32 proposals for the texts
     that share a key; a text's shingles are built again for the proposals it is in. The
     MinHash (datasketch's, 128 permutations) and the bands (datasketch's choice of bands x rows for the threshold)
-    are datasketch's MinHashLSH's, so the proposals are the ones its index gives."""
+    are datasketch's MinHashLSH's, so the proposals are the ones its index gives. The signatures' chunks run on
+    ``runs_on`` (``ftc.data.engine``; this process and its cores by default)."""
     from datasketch.lsh import _optimal_param
 
     bands, width = _optimal_param(threshold, NUM_PERM, 0.5, 0.5)
-    keys = _band_keys(texts, bands, width)
+    keys = _band_keys(texts, bands, width, runs_on or Local())
     exact = functools.lru_cache(maxsize=64)(lambda i: shingles(texts[i]))
     for i, near in _proposals(keys):
         for j in map(int, near):
@@ -100,27 +103,19 @@ def near_duplicate_pairs(texts: Sequence[str], threshold: float,
 
 
 PARALLEL_FROM = 100_000
-"""Texts from which signatures are computed in worker processes, one per core (up to 4): below it, starting them
-(a fresh interpreter each) costs more than it saves."""
+"""Texts from which the local engine computes signatures in worker processes, one per core (up to 4): below it,
+starting them (a fresh interpreter each) costs more than it saves."""
 
 
-def _band_keys(texts: Sequence[str], bands: int, width: int) -> Any:
+def _band_keys(texts: Sequence[str], bands: int, width: int, runs_on: Engine) -> Any:
     """(bands, len(texts)) uint64: a hash of each band of each text's MinHash signature (a 64-bit mix of its
     ``width`` values; two bands collide by chance with odds of ~n^2/2^65, and a collision only proposes a pair
-    the exact check then judges). ``SIGNATURE_CHUNK`` texts at a time, over the machine's cores when there are
-    ``PARALLEL_FROM`` texts or more (worker processes started fresh, not forked: the process may hold threads)."""
-    import multiprocessing
-    import os
-
+    the exact check then judges). ``SIGNATURE_CHUNK`` texts at a time on the engine (in this process's workers
+    when there are ``PARALLEL_FROM`` texts or more), taken as the chunks are asked for (texts may be lazy)."""
     import numpy as np
 
     jobs = ((texts[start:start + SIGNATURE_CHUNK], bands, width) for start in range(0, len(texts), SIGNATURE_CHUNK))
-    cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
-    if len(texts) >= PARALLEL_FROM and cores > 1:  # imap takes the chunks as the workers do (texts may be lazy)
-        with multiprocessing.get_context("spawn").Pool(cores) as pool:
-            parts = list(pool.imap(_job_keys, jobs))
-    else:
-        parts = [_job_keys(job) for job in jobs]
+    parts = list(runs_on.map(_job_keys, jobs, parallel=len(texts) >= PARALLEL_FROM))
     return np.concatenate(parts, axis=1) if parts else np.empty((bands, 0), dtype=np.uint64)
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc.data import quality
+from ftc.data.engine import Engine, engine
 from ftc.data.formats import FORMATS, EmptyRow, RowError, check_row, near_key, pieces
-from ftc.data.load import MAX_SHOWN, RowProblems, data_path, read_rows
+from ftc.data.load import MAX_SHOWN, RowProblems, data_path, parsed, read_rows
 from ftc.plan import DataQuality
 
 ROLES = ("test", "validation", "train")
@@ -37,6 +38,10 @@ DROP_REASONS = ("empty", "pii", "language", "duplicates", "near_duplicates")
 LANGUAGE_SAMPLE = 20_000
 """Examples whose language is reported when data.languages is unset (evenly spaced): the report's shares hold to
 about a percent, and the classifier costs ~0.2 ms an example (over 3 minutes for a million)."""
+READ_CHUNK = 4096
+"""Rows read, checked and scanned for personal data as one chunk of the engine's (about 1.5 MB of alpaca JSONL)."""
+LANGUAGE_CHUNK = 2048
+"""Texts whose language is detected as one chunk of the engine's."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Settings:
     max_held_out: Optional[int]
     max_samples: Optional[int]
     seed: int
+    engine: str = "local"
+    """Where the per-row work runs (data.engine): not part of the selection's key, which is the same on either."""
+    ray_address: Optional[str] = None
 
     @classmethod
     def of(cls, data: Any, seed: int) -> Settings:
@@ -66,7 +74,8 @@ class Settings:
                    dedup=bool(data.dedup), near_dup_threshold=data.near_dup_threshold, pii=data.pii,
                    languages=tuple(data.languages or ()), validation_fraction=float(data.validation_fraction),
                    test_fraction=float(data.test_fraction), max_held_out=data.max_held_out,
-                   max_samples=data.max_samples, seed=int(seed))
+                   max_samples=data.max_samples, seed=int(seed), engine=data.engine,
+                   ray_address=data.ray_address)
 
 
 @dataclass(slots=True)
@@ -98,6 +107,11 @@ class Shown:
         self.count += n
         if len(self.shown) < MAX_SHOWN:
             self.shown.append(line)
+
+    def merge(self, later: Shown) -> None:
+        """Adds what a later part of the same file found (as if its lines had been added here)."""
+        self.count += later.count
+        self.shown += later.shown[:MAX_SHOWN - len(self.shown)]
 
 
 @dataclass
@@ -142,18 +156,24 @@ class Selection:
 
 
 def select(settings: Settings) -> Selection:
-    """The selection of ``settings``' files (raises DataError when a file as a whole cannot be read)."""
+    """The selection of ``settings``' files (raises DataError when a file as a whole cannot be read), its per-row
+    work on the engine data.engine names."""
+    with engine(settings.engine, settings.ray_address) as runs_on:
+        return _select(settings, runs_on)
+
+
+def _select(settings: Settings, runs_on: Engine) -> Selection:
     sel = Selection()
     fields = dict(settings.fields)
     read: dict[str, list[Example]] = {}
     for role in ROLES:
         path = dict(settings.paths).get(role)
         if path:
-            read[role] = _read(role, data_path(path), settings, fields, sel)
+            read[role] = _read(role, data_path(path), settings, fields, sel, runs_on)
     if any(p.count for p in sel.problems.values()):
         return sel
     pool = [ex for role in ROLES for ex in read.get(role, [])]
-    groups = _deduplicate(pool, settings, sel)
+    groups = _deduplicate(pool, settings, sel, runs_on)
     kept = {role: [ex for ex in read.get(role, []) if id(ex) in groups] for role in ROLES}
     train = kept["train"]
     rng = random.Random(settings.seed)
@@ -187,7 +207,8 @@ def _key(settings: Settings, stamps: tuple) -> str:
 
     from ftc.data import formats, load
 
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, dataclasses.asdict(settings), version("datasketch"),
+    decides = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("engine", "ray_address")}
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, decides, version("datasketch"),
                                    version("py3langid")], default=str).encode())
     for module in (formats, load, quality):  # the selection's own code (and this file's): an upgrade recomputes
         h.update(Path(module.__file__).read_bytes())
@@ -269,41 +290,81 @@ def _load(settings: Settings, saved: dict[str, Any]) -> Selection:
     return sel
 
 
-def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel: Selection) -> list[Example]:
+def _read(role: str, path: str, settings: Settings, fields: dict[str, str], sel: Selection, runs_on: Engine
+          ) -> list[Example]:
+    """The file's examples, read here and checked in chunks on the engine; its findings merged into ``sel`` in file
+    order, so the counts and the first lines shown are the ones one pass over the file gives."""
     problems = sel.problems.setdefault(role, RowProblems(path, settings.format, fields))
     examples, rows = [], 0
-    for line, row in read_rows(path):
-        rows += 1
-        if isinstance(row, RowError):
-            problems.add(line, row)
-            continue
-        try:
-            values = check_row(row, settings.format, fields)
-        except EmptyRow:
-            sel.dropped["empty"] += 1
-            continue
-        except RowError as e:
-            problems.add(line, e, row)
-            continue
-        example = Example(role, path, line, values)
-        if _personal_data(example, row, settings, fields, sel):
-            continue
-        examples.append(example)
+    jobs = ((role, path, settings, chunk) for chunk in _batches(read_rows(path, raw=True), READ_CHUNK))
+    for part in runs_on.map(_read_chunk, jobs):
+        rows += part.rows
+        problems.merge(part.problems)
+        sel.dropped["empty"] += part.empty
+        sel.dropped["pii"] += part.pii_dropped
+        for kind, found in part.pii.items():
+            sel.pii.setdefault(kind, Shown()).merge(found)
+        examples += part.examples
     sel.rows[role] = rows
     return examples
 
 
-def _personal_data(ex: Example, row: dict[str, Any], settings: Settings, fields: dict[str, str], sel: Selection
-                   ) -> bool:
-    """Counts what the example (read from ``row``) holds; masks it (data.pii=mask). True when it is dropped."""
+def _batches(items: Any, n: int) -> Any:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk
+
+
+@dataclass
+class _Part:
+    """What one chunk of a file's rows gives the selection (``_read_chunk``)."""
+
+    rows: int
+    problems: RowProblems
+    examples: list[Example] = field(default_factory=list)
+    empty: int = 0
+    pii_dropped: int = 0
+    pii: dict[str, Shown] = field(default_factory=dict)
+
+
+def _read_chunk(job: tuple[str, str, Settings, list[tuple[int, Any]]]) -> _Part:
+    """Rows of a file (as ``read_rows(raw=True)`` yields them) parsed, checked against the format and scanned for
+    personal data: an engine's task."""
+    role, path, settings, lines = job
+    fields = dict(settings.fields)
+    part = _Part(rows=len(lines), problems=RowProblems(path, settings.format, fields))
+    for line, item in lines:
+        row = parsed(item)
+        if isinstance(row, RowError):
+            part.problems.add(line, row)
+            continue
+        try:
+            values = check_row(row, settings.format, fields)
+        except EmptyRow:
+            part.empty += 1
+            continue
+        except RowError as e:
+            part.problems.add(line, e, row)
+            continue
+        example = Example(role, path, line, values)
+        if _personal_data(example, row, settings, fields, part.pii):
+            part.pii_dropped += 1
+            continue
+        part.examples.append(example)
+    return part
+
+
+def _personal_data(ex: Example, row: dict[str, Any], settings: Settings, fields: dict[str, str],
+                   found: dict[str, Shown]) -> bool:
+    """Counts what the example (read from ``row``) holds in ``found``; masks it (data.pii=mask). True when it is to
+    be dropped (data.pii=drop)."""
     finds = [(kind, text[s:e]) for text in pieces(ex.values, settings.format)
              for kind, s, e in quality.find_pii(text)]
     for kind, value in finds:
-        sel.pii.setdefault(kind, Shown()).add(f"{ex.where}: {kind} {quality.shown(value)}")
+        found.setdefault(kind, Shown()).add(f"{ex.where}: {kind} {quality.shown(value)}")
     if not finds:
         return False
     if settings.pii == "drop":
-        sel.dropped["pii"] += 1
         return True
     if settings.pii == "mask":
         ex.values = check_row(quality.mask_row(row), settings.format, fields)
@@ -329,7 +390,12 @@ class _Texts(Sequence):
         return quality.own_text(parts, self.shared) if self.own else parts
 
 
-def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dict[int, int]:
+def _languages(texts: list[str]) -> list[Optional[str]]:
+    """``quality.language`` of each text: an engine's task."""
+    return [quality.language(text) for text in texts]
+
+
+def _deduplicate(pool: list[Example], settings: Settings, sel: Selection, runs_on: Engine) -> dict[int, int]:
     """Filters the pool by language, groups it (equal case/whitespace-folded fields, or near-duplicates at the
     threshold) and keeps the first of each group; with data.dedup=false training members are kept too, unless their
     group holds a held-out example. Returns id(example) -> its group for the examples kept."""
@@ -339,12 +405,15 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
     sel.compared_on = _compared_on(settings.format, shared)
     survivors = []
     every = 1 if settings.languages else max(1, -(-len(pool) // LANGUAGE_SAMPLE))
-    sel.languages_sampled = 0 if every == 1 else len(range(0, len(pool), every))
+    sampled = range(0, len(pool), every)
+    sel.languages_sampled = 0 if every == 1 else len(sampled)
+    jobs = ([own[n] for n in sampled[start:start + LANGUAGE_CHUNK]] for start in range(0, len(sampled), LANGUAGE_CHUNK))
+    detected = itertools.chain.from_iterable(runs_on.map(_languages, jobs))
     for n, ex in enumerate(pool):
         if n % every:
             survivors.append(ex)
             continue
-        ex.language = quality.language(own[n])
+        ex.language = next(detected)
         sel.languages[ex.language or "none"] += 1
         if settings.languages and ex.language not in (*settings.languages, quality.UNSURE, None):
             sel.dropped["language"] += 1
@@ -375,7 +444,7 @@ def _deduplicate(pool: list[Example], settings: Settings, sel: Selection) -> dic
         distinct = sorted(first_of.values())  # one example per folded key: the others are duplicates already
         texts = _Texts([survivors[i] for i in distinct], settings.format, shared)
         grouped = lambda a, b: find(distinct[a]) == find(distinct[b])  # noqa: E731 - read where it is used
-        for a, b, score in quality.near_duplicate_pairs(texts, settings.near_dup_threshold, grouped):
+        for a, b, score in quality.near_duplicate_pairs(texts, settings.near_dup_threshold, grouped, runs_on):
             i, j = distinct[a], distinct[b]
             union(i, j)
             link.setdefault(j, (i, score))

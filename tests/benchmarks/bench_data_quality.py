@@ -70,7 +70,8 @@ def whole_selection(path: Path) -> dict[str, float]:
 
     data = SimpleNamespace(path=str(path), validation_path=None, test_path=None, format="alpaca", fields={},
                            dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
-                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None, max_samples=None)
+                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None, max_samples=None,
+                           engine="local", ray_address=None)
     t = time.perf_counter()
     sel = select(Settings.of(data, 42))
     return {"select_s": time.perf_counter() - t, "examples": sel.counts(), "dropped": dict(sel.dropped)}

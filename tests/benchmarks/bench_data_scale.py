@@ -63,7 +63,7 @@ def select_once(path: str) -> dict:
     data = SimpleNamespace(path=path, validation_path=None, test_path=None, format="alpaca", fields={},
                            dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
                            validation_fraction=0.1, test_fraction=0.1, max_held_out=None,  # the fractions alone
-                           max_samples=None)
+                           max_samples=None, engine="local", ray_address=None)
     t = time.perf_counter()
     sel = select(Settings.of(data, 42))
     return {"select_s": round(time.perf_counter() - t, 2),

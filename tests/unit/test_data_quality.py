@@ -149,7 +149,8 @@ def test_text_most_rows_share_is_left_out_of_the_comparison():
 def _settings(path, **kw):
     data = SimpleNamespace(path=str(path), validation_path=None, test_path=None, format="alpaca", fields={},
                            dedup=True, near_dup_threshold=0.8, pii="report", languages=None,
-                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None, max_samples=None)
+                           validation_fraction=0.1, test_fraction=0.1, max_held_out=None, max_samples=None,
+                           engine="local", ray_address=None)
     for k, v in kw.items():
         setattr(data, k, v)
     return Settings.of(data, seed=42)
