@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -628,10 +629,18 @@ def _selection_facts(settings: Any, stamps: tuple, template: str, tokenizer: Opt
 
 def _select(settings: Any, template: str, tokenizer: Optional[str], chat_template: Optional[str]
             ) -> Optional[SelectionFacts]:
+    from ftc.data.engine import engine
+
+    with engine(settings.engine, settings.ray_address) as runs_on:  # the selection's and the token counts'
+        return _selected(settings, template, tokenizer, chat_template, runs_on)
+
+
+def _selected(settings: Any, template: str, tokenizer: Optional[str], chat_template: Optional[str], runs_on: Any
+              ) -> Optional[SelectionFacts]:
     from ftc.data.select import cached
 
     try:
-        sel = cached(settings)
+        sel = cached(settings, runs_on)
     except DataError:
         return None  # the per-file facts say what is wrong
     if any(p.count for p in sel.problems.values()):
@@ -640,45 +649,55 @@ def _select(settings: Any, template: str, tokenizer: Optional[str], chat_templat
 
     train = sel.splits.get("train") or []
     systems = {row_system_prompt(ex.values) for ex in train}
+    lengths = _lengths(sel, settings, template, tokenizer, chat_template, runs_on) if tokenizer else {}
     return SelectionFacts(examples=sel.counts(), dropped=dict(sel.dropped), quality=sel.quality(),
-                          language_dropped=tuple(sel.language_dropped.shown),
-                          lengths=_lengths(sel, settings, template, tokenizer, chat_template) if tokenizer else {},
+                          language_dropped=tuple(sel.language_dropped.shown), lengths=lengths,
                           prompt_styles=tuple(sorted({row_prompt_style(ex.values, settings.format) for ex in train})),
                           system_prompt=systems.pop() if len(systems) == 1 else None)
 
 
-def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_template: Optional[str]
+def _lengths(sel: Any, settings: Any, template: str, tokenizer: str, chat_template: Optional[str], runs_on: Any
              ) -> dict[str, list[list[int]]]:
     """Every selected example tokenized as ``ftc train`` tokenizes it (``ftc.data.tokens``), with the tokenizer
-    training builds (``training_tokenizer``) through the ``tokenizers`` library; {} when it cannot be (no chat
-    template for chat rows...), and the plan then estimates."""
+    training builds (``training_tokenizer``) through the ``tokenizers`` library, a batch at a time on the data
+    engine (its workers are sent the tokenizer's files); {} when it cannot be (no chat template for chat rows...),
+    and the plan then estimates."""
     import contextlib
 
     from ftc.data import token_ids
     from ftc.data.formats import FORMATS
-    from ftc.data.tokens import BATCH, FileTokenizer, adds_bos, tokenize_examples
+    from ftc.data.tokens import BATCH, FileTokenizer, encode_examples, identity, tokenizer_files
 
     out: dict[str, list[list[int]]] = {}
     try:
-        tok = FileTokenizer(tokenizer, chat_template)
-        bos = adds_bos(tok)
+        files = tokenizer_files(tokenizer)
+        tok = FileTokenizer(tokenizer, chat_template, files)
+        shared = (identity(tok), files)
         fmt = FORMATS[settings.format]
         # prompt + completion: the ids go to ftc train (pairs and labelled answers it encodes with prompts apart)
         with contextlib.nullcontext() if fmt.prompt_apart else token_ids.writing(settings, template, tok) as handed:
             for role, examples in sel.splits.items():
                 rows = out.setdefault(role, [])
-                for start in range(0, len(examples or ()), BATCH):  # a batch's ids at a time, then lengths kept
-                    batch = examples[start:start + BATCH]
-                    texts = [fmt.texts(ex.values, template, tok) for ex in batch]
-                    prompts = [prompt for prompt, *_ in texts]
-                    answers = [tokenize_examples(tok, prompts, [t[k] for t in texts], bos)
-                               for k in range(1, len(texts[0]))]  # one pass per answer (chosen, rejected)
+                jobs = ((settings.format, template, chat_template, [ex.values for ex in examples[start:start + BATCH]])
+                        for start in range(0, len(examples or ()), BATCH))
+                for answers in runs_on.map(encode_examples, jobs, shared=shared):  # one list per answer
                     rows += [[len(ids[0][0])] + [len(c) for _, c in ids] for ids in zip(*answers)]
                     if handed is not None:
                         handed.add(role, answers[0])
-    except Exception:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
+    except Exception as e:  # noqa: BLE001 - a tokenizer these cannot read: the plan estimates from characters
+        if _cluster_failure(e):
+            raise
         return {}
     return out
+
+
+def _cluster_failure(e: Exception) -> bool:
+    """A Ray failure other than the task's own exception (a worker or node lost): not a tokenizer's refusal."""
+    if "ray" not in sys.modules:
+        return False
+    from ray.exceptions import RayError, RayTaskError
+
+    return isinstance(e, RayError) and not isinstance(e, RayTaskError)
 
 
 def installed_packages() -> dict[str, bool]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import multiprocessing
 import os
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -34,11 +35,15 @@ class Local:
 
     name = "local"
 
-    def map(self, fn: Callable[[Any], Any], jobs: Iterable[Any], parallel: bool = False) -> Iterator[Any]:
-        """``fn(job)`` of each job, in order. ``parallel``: in spawned worker processes (not forked: this process may
-        hold threads), worth their start-up only for a large set; jobs are taken as the workers ask for them."""
+    def map(self, fn: Callable[..., Any], jobs: Iterable[Any], parallel: bool = False, shared: Any = None
+            ) -> Iterator[Any]:
+        """``fn(job)`` of each job (``fn(job, shared)`` when ``shared`` is given), in order. ``parallel``: in spawned
+        worker processes (not forked: this process may hold threads), worth their start-up only for a large set;
+        jobs are taken as the workers ask for them."""
         cores = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
                     MAX_LOCAL_WORKERS)
+        if shared is not None:
+            fn = functools.partial(_with, fn, shared)
         if not (parallel and cores > 1):
             yield from map(fn, jobs)
             return
@@ -51,17 +56,20 @@ class OnRay:
 
     name = "ray"
 
-    def map(self, fn: Callable[[Any], Any], jobs: Iterable[Any], parallel: bool = False) -> Iterator[Any]:
-        """``fn(job)`` of each job as a Ray task (one CPU each), in order, with at most two tasks a cluster CPU in
-        flight. ``parallel`` is ignored: every chunk is a task (a small set is not worth a cluster, but asking for
-        one is the user's choice)."""
+    def map(self, fn: Callable[..., Any], jobs: Iterable[Any], parallel: bool = False, shared: Any = None
+            ) -> Iterator[Any]:
+        """``fn(job)`` (``fn(job, shared)``) of each job as a Ray task (one CPU each), in order, with at most two
+        tasks a cluster CPU in flight; ``shared`` is put in the object store once, not sent with every task.
+        ``parallel`` is ignored: every chunk is a task (a small set is not worth a cluster, but asking for one is the
+        user's choice)."""
         import ray
 
         task = ray.remote(num_cpus=1)(fn)
+        extra = () if shared is None else (ray.put(shared),)  # a task's ObjectRef argument arrives as its value
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         pending: collections.deque = collections.deque()
         for job in jobs:
-            pending.append(task.remote(job))
+            pending.append(task.remote(job, *extra))
             if len(pending) >= window:
                 yield ray.get(pending.popleft())
         while pending:
@@ -111,3 +119,7 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if host and port.isdigit():
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
+
+
+def _with(fn: Callable[..., Any], shared: Any, job: Any) -> Any:
+    return fn(job, shared)

@@ -155,9 +155,11 @@ class Selection:
             languages=dict(self.languages.most_common()), languages_sampled=self.languages_sampled)
 
 
-def select(settings: Settings) -> Selection:
+def select(settings: Settings, runs_on: Optional[Engine] = None) -> Selection:
     """The selection of ``settings``' files (raises DataError when a file as a whole cannot be read), its per-row
-    work on the engine data.engine names."""
+    work on ``runs_on``, else on the engine data.engine names."""
+    if runs_on is not None:
+        return _select(settings, runs_on)
     with engine(settings.engine, settings.ray_address) as runs_on:
         return _select(settings, runs_on)
 
@@ -228,7 +230,7 @@ def key(settings: Settings) -> str:
     return _key(settings, stamps)
 
 
-def cached(settings: Settings) -> Selection:
+def cached(settings: Settings, runs_on: Optional[Engine] = None) -> Selection:
     """``select(settings)``, from the disk cache when these files were selected with these settings before:
     ``ftc plan`` leaves its selection there and ``ftc train`` reads the chosen lines again instead of repeating
     the personal-data, language and near-duplicate passes (minutes on a million rows). A selection with malformed
@@ -238,13 +240,13 @@ def cached(settings: Settings) -> Selection:
     try:
         entry = cache_root() / "selection" / f"rows-{key(settings)}.json"
     except OSError:
-        return select(settings)  # a file that cannot be read: select says which, as a DataError
+        return select(settings, runs_on)  # a file that cannot be read: select says which, as a DataError
     if entry.is_file():
         try:
             return _load(settings, json.loads(entry.read_text()))
         except (ValueError, TypeError, KeyError, IndexError):
             pass  # a damaged entry: selected again below and replaced
-    sel = select(settings)
+    sel = select(settings, runs_on)
     if not any(p.count for p in sel.problems.values()):
         with atomic_path(entry) as tmp:
             tmp.write_text(json.dumps(_saved(sel)))

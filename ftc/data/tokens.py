@@ -48,25 +48,38 @@ def render_chat(template: str, messages: list[dict], add_generation_prompt: bool
                                             **special)
 
 
+FILE_TOKENIZER_READS = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def tokenizer_files(model_dir: str | Path) -> dict[str, bytes]:
+    """The files of a tokenizer directory ``FileTokenizer`` reads, as bytes (what a worker on another machine is
+    sent to build the same tokenizer)."""
+    d = Path(model_dir)
+    return {name: (d / name).read_bytes() for name in FILE_TOKENIZER_READS if (d / name).is_file()}
+
+
 class FileTokenizer:
     """A tokenizer directory (as ``described`` saves one) through the ``tokenizers`` library: the subset of a
     transformers tokenizer the data pipeline calls (``__call__``, ``bos_token_id``, ``eos_token_id``,
-    ``apply_chat_template``); ``chat_template`` replaces the directory's own (``model.chat_template``)."""
+    ``apply_chat_template``); ``chat_template`` replaces the directory's own (``model.chat_template``). ``files``:
+    the directory's files as ``tokenizer_files`` read them, in place of the directory."""
 
-    def __init__(self, model_dir: str | Path, chat_template: Optional[str] = None) -> None:
+    def __init__(self, model_dir: Optional[str | Path], chat_template: Optional[str] = None,
+                 files: Optional[dict[str, bytes]] = None) -> None:
         from tokenizers import Tokenizer
 
-        d = Path(model_dir)
-        self._tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-        config = json.loads((d / "tokenizer_config.json").read_text()) \
-            if (d / "tokenizer_config.json").is_file() else {}
+        files = tokenizer_files(model_dir) if files is None else files
+        if "tokenizer.json" not in files:
+            raise FileNotFoundError(f"{model_dir}: no tokenizer.json")
+        self._tok = Tokenizer.from_str(files["tokenizer.json"].decode())
+        config = json.loads(files["tokenizer_config.json"]) if "tokenizer_config.json" in files else {}
         self.special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "unk_token", "pad_token")
                         if _token_text(config.get(k))}
         self.bos_token_id = self._id(self.special.get("bos_token"))
         self.eos_token_id = self._id(self.special.get("eos_token"))
         template = config.get("chat_template")
-        if (d / "chat_template.jinja").is_file():
-            template = (d / "chat_template.jinja").read_text()
+        if "chat_template.jinja" in files:
+            template = files["chat_template.jinja"].decode()
         self.chat_template: Optional[str] = chat_template or (template if isinstance(template, str) else None)
 
     def _id(self, token: Optional[str]) -> Optional[int]:
@@ -241,6 +254,34 @@ def tokenize_examples(tokenizer: Any, prompts: list[str], completions: list[str]
             completion_ids = completion_ids + [tokenizer.eos_token_id]
         out.append((prompt_ids, completion_ids))
     return out
+
+
+def encode_examples(job: tuple[str, str, Optional[str], list[dict[str, Any]]],
+                    tokenizer: tuple[str, dict[str, bytes]]) -> list[list[tuple[list[int], list[int]]]]:
+    """For each answer of the format (one; a pair's chosen, then rejected), each example's (prompt ids, answer ids)
+    as ``ftc train`` encodes them: an engine's task (the plan's exact token counts). ``job`` is (format, template,
+    chat_template, the examples' values); ``tokenizer`` is (its ``identity``, its ``tokenizer_files``), built once
+    in a worker process."""
+    from ftc.data.formats import FORMATS
+
+    fmt_name, template, chat_template, values = job
+    tok, bos = _worker_tokenizer(*tokenizer, chat_template)
+    texts = [FORMATS[fmt_name].texts(v, template, tok) for v in values]
+    prompts = [prompt for prompt, *_ in texts]
+    return [tokenize_examples(tok, prompts, [t[k] for t in texts], bos) for k in range(1, len(texts[0]))]
+
+
+_BUILT: dict[tuple[str, Optional[str]], tuple[FileTokenizer, bool]] = {}
+
+
+def _worker_tokenizer(identity: str, files: dict[str, bytes], chat_template: Optional[str]
+                      ) -> tuple[FileTokenizer, bool]:
+    """The tokenizer of ``files`` and whether it adds BOS, built once a process (the last one asked for kept)."""
+    if (identity, chat_template) not in _BUILT:
+        _BUILT.clear()
+        tok = FileTokenizer(None, chat_template, files)
+        _BUILT[identity, chat_template] = tok, adds_bos(tok)
+    return _BUILT[identity, chat_template]
 
 
 def _encoded(tokenizer: Any, texts: list[str]) -> list[list[int]]:

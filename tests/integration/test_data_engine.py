@@ -32,6 +32,19 @@ def two_nodes():
         cluster.shutdown()
 
 
+def _finished(address: str, task: str) -> list[str]:
+    """The node of each finished task of that name on the cluster so far."""
+    import ray
+    from ray.util.state import list_tasks
+
+    ray.init(address=address, log_to_driver=False)
+    try:
+        return [t.node_id for t in list_tasks(filters=[("name", "=", task), ("state", "=", "FINISHED")],
+                                              limit=10_000, raise_on_missing_output=False)]
+    finally:
+        ray.shutdown()
+
+
 def _picture(sel) -> dict:
     """Everything a selection decides, in order."""
     return {"splits": {role: None if examples is None else
@@ -62,9 +75,6 @@ def _malformed(tmp_path) -> list[str]:
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_ray_engine_selects_what_the_local_engine_does_row_for_row(case, two_nodes, tmp_path, monkeypatch):
-    import ray
-    from ray.util.state import list_tasks
-
     from ftc.data import quality
     from ftc.data import select as selection
     from ftc.data.select import Settings, select
@@ -88,12 +98,8 @@ def test_the_ray_engine_selects_what_the_local_engine_does_row_for_row(case, two
     assert _picture(select(settings)) == whole  # chunked, in this process
     address, workers = two_nodes
     assert _picture(select(dataclasses.replace(settings, engine="ray", ray_address=address))) == whole
-    ray.init(address=address, log_to_driver=False)
-    try:
-        ran = {t.node_id for t in list_tasks(filters=[("name", "=", "_read_chunk"), ("state", "=", "FINISHED")])}
-    finally:
-        ray.shutdown()
-    assert ran and ran <= workers, (ran, workers)
+    ran = _finished(address, "_read_chunk")
+    assert ran and set(ran) <= workers, (ran, workers)
 
 
 def test_a_ray_cluster_that_cannot_be_reached_names_data_ray_address(tmp_path):
@@ -104,3 +110,30 @@ def test_a_ray_cluster_that_cannot_be_reached_names_data_ray_address(tmp_path):
     cfg = typed_config(["data=file", f"data.path={path}", "data.engine=ray", "data.ray_address=127.0.0.1:9"])
     with pytest.raises(UserError, match=r"data\.ray_address=127\.0\.0\.1:9.*data\.engine=local"):
         select(Settings.of(cfg.data, cfg.train.seed))
+
+
+@pytest.mark.parametrize("case", ["sample", "sample_chat", "sample_preference", "short-sample"])
+def test_the_plans_token_counts_and_ids_are_the_same_on_ray(case, two_nodes, tmp_path, monkeypatch):
+    """The plan's exact token counts (every selected example encoded, a batch a task) and the ids it hands to
+    ``ftc train`` are the local engine's, byte for byte; pairs keep no ids."""
+    from ftc.data import tokens
+    from tests.conftest import plan_for
+    from tests.integration.test_plan_sees_the_data import SHORT
+
+    monkeypatch.setattr(tokens, "BATCH", 16)  # many tasks
+    address, workers = two_nodes
+    seen, ids = {}, {}
+    before = len(_finished(address, "encode_examples"))
+    for engine, extra in (("local", []), ("ray", ["data.engine=ray", f"data.ray_address={address}"])):
+        monkeypatch.setenv("FTC_CACHE", str(tmp_path / engine))  # nothing of the other engine's to find
+        plan = plan_for([*{**BUILT_IN, **SHORT}[case], *extra])
+        assert plan.errors == (), plan.errors
+        d = plan.data
+        seen[engine] = (d.examples, d.dropped, d.tokens, d.tokens_per_example, d.quality)
+        root = tmp_path / engine / "token-ids"
+        ids[engine] = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    ran = _finished(address, "encode_examples")
+    assert len(ran) > before and set(ran) <= workers, "the ray plan's examples are encoded in the workers' tasks"
+    assert seen["ray"] == seen["local"]
+    assert ids["ray"] == ids["local"]
+    assert bool(ids["local"]) == (case != "sample_preference"), sorted(ids["local"])
