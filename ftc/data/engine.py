@@ -19,12 +19,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import logging
 import multiprocessing
 import os
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ftc.errors import UserError
 
+STALL_S = 300.0
+"""A task without a result after this long (a chunk takes seconds) is cancelled and run again, once; a second
+stall is an error. Once, at a million rows on a local two-node cluster, Ray left two tasks 'submitted to a worker'
+whose workers sat idle, and the plan waited with no end."""
 MAX_LOCAL_WORKERS = 4
 """Worker processes the local engine starts at most: the MinHash chunks gain little past this, and each costs a
 fresh interpreter's memory."""
@@ -67,13 +72,27 @@ class OnRay:
         task = ray.remote(num_cpus=1)(fn)
         extra = () if shared is None else (ray.put(shared),)  # a task's ObjectRef argument arrives as its value
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+
+        def result(job: Any, ref: Any, again: bool = False) -> Any:
+            try:
+                return ray.get(ref, timeout=STALL_S)
+            except ray.exceptions.GetTimeoutError:
+                ray.cancel(ref, force=True)
+                if again:
+                    raise UserError(f"data.engine=ray: a {fn.__name__} task gave no result in {STALL_S:g} s, twice; "
+                                    "is the cluster short of CPUs or memory (ray status)? Or use data.engine=local"
+                                    ) from None
+                logging.getLogger("ftc").warning(f"data.engine=ray: a {fn.__name__} task gave no result in "
+                                                 f"{STALL_S:g} s; cancelled and run again")
+                return result(job, task.remote(job, *extra), again=True)
+
         pending: collections.deque = collections.deque()
         for job in jobs:
-            pending.append(task.remote(job, *extra))
+            pending.append((job, task.remote(job, *extra)))
             if len(pending) >= window:
-                yield ray.get(pending.popleft())
+                yield result(*pending.popleft())
         while pending:
-            yield ray.get(pending.popleft())
+            yield result(*pending.popleft())
 
 
 Engine = Local | OnRay
