@@ -61,9 +61,9 @@ class Settings:
     max_held_out: Optional[int]
     max_samples: Optional[int]
     seed: int
-    engine: str = "local"
+    engine: str
     """Where the per-row work runs (data.engine): not part of the selection's key, which is the same on either."""
-    ray_address: Optional[str] = None
+    ray_address: Optional[str]
 
     @classmethod
     def of(cls, data: Any, seed: int) -> Settings:
