@@ -91,8 +91,10 @@ class FileTokenizer:
         return self._tok
 
     def __call__(self, text: str | list[str], add_special_tokens: bool = True) -> dict[str, list]:
-        if isinstance(text, list):  # a batch: encoded on the library's own threads
-            return {"input_ids": [e.ids for e in self._tok.encode_batch(text, add_special_tokens=add_special_tokens)]}
+        if isinstance(text, list):  # a batch: encoded on the library's own threads, without the character offsets
+            # ``encode_batch`` also works out (the data pipeline never reads them: 1.5-2x the time)
+            encoded = self._tok.encode_batch_fast(text, add_special_tokens=add_special_tokens)
+            return {"input_ids": [e.ids for e in encoded]}
         return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
@@ -291,7 +293,7 @@ def _encoded(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     for start in range(0, len(full), BATCH):
         part = full[start:start + BATCH]
         for i, encoded in zip(part, tokenizer([texts[i] for i in part], add_special_tokens=False)["input_ids"]):
-            ids[i] = list(encoded)
+            ids[i] = encoded if isinstance(encoded, list) else list(encoded)
     return ids
 
 

@@ -396,3 +396,25 @@ def test_a_changed_file_is_selected_again(tmp_path, monkeypatch):
     write_jsonl(path, _rows(TICKETS[:20]))
     after = selection.cached(_settings(path))
     assert sum(before.counts().values()) == len(TICKETS) and sum(after.counts().values()) == 20
+
+
+def test_signatures_are_datasketchs_minhash():
+    """The chunk-at-a-time signatures (5-grams hashed by table lookups) equal datasketch's MinHash of each text's
+    5-gram set, on ASCII texts, texts with other characters, texts of five characters or fewer, empty and blank
+    texts, and texts whose 5-grams repeat."""
+    import zlib
+
+    import numpy as np
+    from datasketch import MinHash
+
+    texts = ["", "   ", "abc", "abcde", "abcdef", "ABCDEF\t\n ghij", "aaaaaaaaaaaaaaaaaaaa", "abcabcabcabcabc",
+             "Héllo wörld, ça va? Très bien.", "日本語のテキストです。", "naïve café", "tab\tand  spaces\n\nnewlines",
+             "x" * 5000] + _tickets(300, seed=9)
+    rng = __import__("random").Random(5)
+    texts += ["".join(rng.choice("ab cé\n\tZ") for _ in range(rng.randint(0, 12))) for _ in range(300)]
+    expected = np.stack([m.hashvalues for m in MinHash.generator(
+        (list(quality.shingles(t)) for t in texts), num_perm=quality.NUM_PERM, seed=1, hashfunc=zlib.crc32)])
+    got = quality.signatures(texts)
+    assert got.shape == (len(texts), quality.NUM_PERM)
+    assert np.array_equal(got, expected)
+    assert quality.signatures([]).shape == (0, quality.NUM_PERM)
