@@ -115,7 +115,7 @@ def plan_table(plan: Plan) -> str:
                     if est.eager_adapter_cost(plan.hardware.accelerator, plan.method.peft,
                                               plan.hardware.step_overhead_s) else "") + ")"),
         ("cost", f"${plan.cost.usd:.2f} ({plan.cost.device_hours:g} device-h x "
-                 f"${plan.cost.usd_per_hour / max(plan.world_size if ray_train else 1, 1):g}/h"
+                 f"${plan.cost.usd_per_hour / max(plan.world_size, 1):g}/h"
                  f"{' spot' if plan.hardware.spot else ''})" + (
                      f"; on-demand ${plan.cost.on_demand_usd:.2f}, spot ${plan.cost.spot_usd:.2f}"
                      if plan.cost.spot_usd is not None else "")),
@@ -123,7 +123,9 @@ def plan_table(plan: Plan) -> str:
         ("launcher", f"{plan.launcher.kind}" + (
             f": {plan.launcher.num_workers} workers x {plan.launcher.resources_per_worker}"
             f"{', address ' + plan.launcher.address if plan.launcher.address else ', local Ray instance'}"
-            f", max_failures {plan.launcher.max_failures}" if ray_train else "")),
+            f", max_failures {plan.launcher.max_failures}" if ray_train else
+            f": {plan.world_size} processes on this machine, one a device, max_failures {plan.launcher.max_failures}"
+            if plan.world_size > 1 else "")),
         ("strategy", _strategy_line(plan, ds)),
         *([("offload", _offload_line(plan))] if plan.train.offload != "none" else []),
         ("output", plan.output_dir),

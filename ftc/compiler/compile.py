@@ -200,10 +200,17 @@ def _ray_train(cfg: Config) -> bool:
     return bool(kind and kind.ray_train)
 
 
+def _local_processes(cfg: Config) -> bool:
+    """The local launcher runs a process per device of its one node (torchrun's way): not for an objective that
+    generates (GRPO), whose one training process leaves a node's second GPU to vLLM."""
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    return not _ray_train(cfg) and cfg.hardware.nodes == 1 and not (trainer is not None and trainer.generates)
+
+
 def _world(cfg: Config, draft: Draft) -> None:
-    # Ray Train runs a worker per device unless told otherwise; the local launcher one process.
+    # Ray Train runs a worker per device unless told otherwise; so does the local launcher on its one node.
     draft.world = (cfg.launcher.num_workers or cfg.hardware.gpus_per_node * cfg.hardware.nodes) \
-        if _ray_train(cfg) else 1
+        if _ray_train(cfg) or _local_processes(cfg) else 1
     strategy, stage = cfg.train.strategy, cfg.train.zero_stage
     if strategy in ("fsdp", "ddp"):
         stage = 0
@@ -882,7 +889,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         params = trainable = 0
     draft.memory, draft.hours = mem, hours
     draft.step_s = train_h * 3600 / draft.steps if draft.steps else 0.0
-    billed = max(draft.world, 1) if _ray_train(cfg) else 1
+    billed = max(draft.world, 1)  # a device a worker, on either launcher
     draft.device_hours = hours * billed
     price = hw.spot_usd_per_hour if hw.spot and hw.spot_usd_per_hour is not None else hw.usd_per_hour
     draft.usd = draft.device_hours * price

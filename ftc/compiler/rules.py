@@ -277,7 +277,7 @@ def strategy(cfg, facts, draft):
                     "model's weights in its own forward", "train.loss=auto (the model's own loss under FSDP)")
     if t.strategy in ("fsdp", "ddp", "deepspeed") and draft.world == 1:
         yield warning("train.strategy", f"strategy={t.strategy} with one worker shards nothing: the run is a single "
-                      "process", "train.strategy=auto, or launcher=ray with multi-GPU hardware")
+                      "process", "train.strategy=auto, or multi-GPU hardware (hardware.gpus_per_node > 1)")
 
 
 @rule
@@ -290,7 +290,7 @@ def offload(cfg, facts, draft):
     if draft.world <= 1 or draft.strategy not in ("fsdp", "deepspeed"):
         yield error("train.offload", f"offload={where} needs a sharded strategy over several workers (this run: "
                     f"{draft.strategy}, {draft.world} worker{'s' if draft.world > 1 else ''})",
-                    "launcher=ray on multi-GPU hardware with train.strategy=fsdp or deepspeed, or train.offload=none")
+                    "multi-GPU hardware with train.strategy=fsdp or deepspeed, or train.offload=none")
         return
     if draft.strategy == "fsdp" and where == "optimizer":
         yield error("train.offload", "FSDP offloads the parameters and the optimizer state together, not the "
@@ -331,7 +331,7 @@ def zero_stage_values(cfg, facts, draft):
     """warns ZeRO with one worker"""
     if draft.zero_stage in (2, 3) and draft.world == 1:
         yield warning("train.zero_stage", f"ZeRO-{draft.zero_stage} with one worker shards nothing and only adds "
-                      "overhead", "train.zero_stage=0, or launcher=ray with multi-GPU hardware")
+                      "overhead", "train.zero_stage=0, or multi-GPU hardware")
 
 
 # --- objective ----------------------------------------------------------------------------------------------------
@@ -659,7 +659,7 @@ def memory_fits(cfg, facts, draft):
                       "to make it safe: " + (", ".join(fixes) or "a larger GPU"))
         return
     fixes = fixes or _memory_fixes(cfg, draft, have, only_safe=False)
-    fixes.append("more GPUs with launcher=ray (ZeRO-3, or FSDP with QLoRA, shards the weights), or a larger GPU")
+    fixes.append("more GPUs (ZeRO-3, or FSDP with QLoRA, shards the weights), or a larger GPU")
     yield error("hardware", f"predicted peak {need:.1f} GB per device ({spread}) exceeds the {have:g} GB of "
                 f"{cfg.hardware.name} even at the band's low end ({detail})", "any of: " + "; ".join(fixes))
 
@@ -681,8 +681,8 @@ def traced_step(cfg, facts, draft):
 
 @rule
 def workers(cfg, facts, draft):
-    """an unknown launcher kind; multi-device hardware on a one-process launcher; more workers than devices; warns
-    idle devices"""
+    """an unknown launcher kind; the local launcher on several nodes, or on several devices for an objective that
+    trains in one process (GRPO); more workers than devices; warns idle devices"""
     devices = cfg.hardware.gpus_per_node * cfg.hardware.nodes
     la = cfg.launcher
     kind = LAUNCHER_KINDS.get(la.kind)
@@ -690,10 +690,16 @@ def workers(cfg, facts, draft):
         yield error("launcher.kind", f"unknown launcher kind '{la.kind}' (launcher={la.name})",
                     f"launcher.kind={' or launcher.kind='.join(LAUNCHER_KINDS)}")
         return
-    if not kind.ray_train and devices > 1 and not (devices == 2 and draft.generation == "vllm_server"):
-        yield error("launcher", f"the local launcher runs one process but {cfg.hardware.name} has {devices} devices",
+    trainer = TRAINERS.get(cfg.objective.trainer)
+    if not kind.ray_train and cfg.hardware.nodes > 1:
+        yield error("launcher", f"the local launcher starts its processes on this machine but {cfg.hardware.name} "
+                    f"has {cfg.hardware.nodes} nodes", "launcher=ray (one worker per device on every node)")
+    elif (not kind.ray_train and devices > 1 and trainer is not None and trainer.generates
+          and not (devices == 2 and draft.generation == "vllm_server")):
+        yield error("launcher", f"{cfg.objective.trainer} with the local launcher trains in one process (a node's "
+                    f"second GPU generates) but {cfg.hardware.name} has {devices} devices",
                     "launcher=ray (one worker per device)")
-    if kind.ray_train and la.num_workers is not None:
+    if la.num_workers is not None:
         if la.num_workers > devices:
             yield error("launcher.num_workers", f"{la.num_workers} workers but {cfg.hardware.name} has only {devices} "
                         "devices", f"launcher.num_workers={devices} or hardware=<a larger profile>")

@@ -22,6 +22,6 @@ class LauncherKind:
 OPTIONAL_PACKAGES = ("flash_attn", "liger_kernel", "tensorboard", "wandb", "mlflow", "vllm")
 
 LAUNCHER_KINDS = {k.name: k for k in (
-    LauncherKind("local", ray_train=False, doc="one process on this machine (one device)"),
+    LauncherKind("local", ray_train=False, doc="this machine: one process, or one a device (torchrun's way)"),
     LauncherKind("ray", ray_train=True, doc="Ray Train TorchTrainer workers, locally or on a cluster"),
 )}

@@ -397,14 +397,15 @@ class LauncherConfig:
     name: str = MISSING
     """The option's name (shown in plans): local, ray, or your own preset's."""
     kind: str = "local"
-    """local (one process, one device) | ray (Ray Train workers): what runs the plan. A preset of your own
-    (``launcher=my_cluster``) names its kind."""
+    """local (this machine: one process, or one a device on a multi-device node) | ray (Ray Train workers): what
+    runs the plan. A preset of your own (``launcher=my_cluster``) names its kind."""
     address: Optional[str] = None
     """Ray: null starts a local instance; ``auto`` or ``ray://host:10001`` connects to a cluster."""
     num_workers: Optional[int] = checked(None, ge=1)
-    """Ray: training workers; null = one per device of the hardware profile."""
+    """Training workers (Ray's, or the local launcher's processes); null = one per device of the hardware profile."""
     max_failures: int = checked(2, ge=0)
-    """Ray: times the worker group is restarted from the last checkpoint after a failure."""
+    """Times the worker group (Ray's, or the local launcher's processes) is started again from the last checkpoint
+    after a failure."""
     storage_path: Optional[str] = None
     """Ray: where checkpoints and the final results persist (Ray Train storage): a local or shared path, or an
     object store (s3://bucket/prefix, gs://...; credentials from the environment only). Workers then need no shared

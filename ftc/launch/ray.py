@@ -335,7 +335,7 @@ def execute(plan: Plan) -> dict[str, Any]:
     )
     artifacts.event(run, "ray_launch", workers=la.num_workers, resources_per_worker=resources,
                     address=la.address or "local")
-    signals = DriverSignals(flag)
+    signals = DriverSignals(lambda name, at: flag.set.remote(name, at))
     try:
         result = trainer.fit()
         reason, saved = ray.get(flag.state.remote())

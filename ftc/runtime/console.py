@@ -22,6 +22,7 @@ NOISE = (
     "Setting ds_accelerator to",
     "is deprecated and will be removed in v6",  # transformers deprecations raised by peft/trl internals, not by ftc
     "generated new fontManager",
+    "Please use `torch.distributed.",  # torch deprecating a collective that DeepSpeed / accelerate call, not ftc
 )
 
 
@@ -72,6 +73,13 @@ def setup(run_dir: str | Path, accelerator: str) -> None:
         import datasets
 
         datasets.disable_progress_bars()  # "Saving the dataset", "Building labels..."
+
+
+def errors_only() -> None:
+    """The console of a worker process other than rank 0: errors only (train.log still gets everything)."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
 
 
 def _importable(name: str) -> bool:

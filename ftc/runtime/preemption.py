@@ -11,6 +11,7 @@ On Ray the signal reaches the driver (``ftc train launcher=ray``), whose handler
 stop flag, a small Ray actor; Ray Train workers run training off their main thread and read the flag at the end of
 each step (``remote_stop``: rank 0 asks, every rank gets its answer by broadcast, so all stop at the same step and
 save one checkpoint together). The driver then records ``preempted`` / ``interrupted`` and exits the same way.
+The local launcher's processes on a multi-device node do the same through a file (``note_in_file``, ``file_stop``).
 
 A worker node's preemption does not reach ftc as a signal: Ray's worker main loop owns SIGTERM in its processes.
 Ray delivers it as a node drain (``ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION``, which Ray's autoscaler
@@ -27,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}
 
@@ -93,11 +94,11 @@ def drain_own_node() -> None:
 
 
 class DriverSignals:
-    """The Ray driver's SIGTERM / SIGINT: noted in ``flag`` (``flag.set.remote(name, time)``), which the workers read
-    each step; a second signal stops at once."""
+    """A launcher's SIGTERM / SIGINT while its workers train: ``note(name, time)`` tells them (the Ray launcher's stop
+    flag, the local launcher's stop file), and they read it each step; a second signal stops at once."""
 
-    def __init__(self, flag: Any) -> None:
-        self.flag, self.signal = flag, None
+    def __init__(self, note: Callable[[str, float], Any]) -> None:
+        self.note, self.signal = note, None
         self.previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         for s in self.previous:
             signal.signal(s, self._note)
@@ -108,13 +109,67 @@ class DriverSignals:
             self.restore()
             raise KeyboardInterrupt
         self.signal = name
-        self.flag.set.remote(name, time.time())
+        self.note(name, time.time())
         print(f"\nftc: {name} received: the workers save a checkpoint at the end of this step, then stop (a second "
               f"{name} stops at once)", file=sys.stderr)
 
     def restore(self) -> None:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+def file_stop(path: str, rank: int) -> Any:
+    """A local launcher process's TrainerCallback: save-then-stop once the launcher has written its signal to
+    ``path`` (``note_in_file``), on every rank at the same step (rank 0 reads the file; torch.distributed broadcasts
+    its answer). Same fields as ``stop_on_signals``'s callback, so ``train`` treats both alike."""
+    import json
+
+    from transformers import TrainerCallback
+
+    class FileStop(TrainerCallback):
+        def __init__(self) -> None:
+            self.signal: Optional[str] = None
+            self.received_at = 0.0
+            self.step: Optional[int] = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+            import torch.distributed as dist
+
+            reason = None
+            if rank == 0 and os.path.exists(path):
+                with open(path) as f:
+                    reason = json.load(f)
+            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0],
+                                dtype=torch.float64)
+            if dist.is_available() and dist.is_initialized():
+                if dist.get_backend() == "nccl":
+                    code = code.cuda()
+                dist.broadcast(code, src=0)
+            if code[0].item():
+                self.signal = next(k for k, v in SIGNAL_CODES.items() if v == code[0].item())
+                self.received_at, self.step = code[1].item(), state.global_step
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def restore(self) -> None:
+            pass
+
+    return FileStop()
+
+
+def note_in_file(path: str) -> Callable[[str, float], None]:
+    """``DriverSignals``' note for ``file_stop``: the signal and its time, written whole (a rename)."""
+    import json
+
+    def note(name: str, at: float) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump([name, at], f)
+        os.replace(tmp, path)
+
+    return note
 
 
 def remote_stop(flag: Any, rank: int) -> Any:

@@ -148,6 +148,7 @@ def training_kwargs(plan: Plan, run_dir: Path, distributed: bool, validation: bo
         use_cpu=plan.hardware.accelerator == "cpu" and (not distributed or plan.fsdp is not None),
         ddp_backend="gloo" if distributed and plan.hardware.accelerator == "cpu" else None,
         dataloader_num_workers=0,
+        dataloader_pin_memory=plan.hardware.accelerator == "cuda",  # page-locked host memory is for copies to a GPU
         disable_tqdm=True,  # ftc's own progress bar (runtime/console.py) replaces the bar and the printed dicts
         prediction_loss_only=True,  # validation needs the loss only (the selective loss builds no logits)
     )

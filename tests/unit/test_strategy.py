@@ -98,3 +98,24 @@ def test_hardware_auto_chooses_a_sharded_consumer_pair_when_it_is_the_cheapest_t
     single = next(o for o in options if o.hardware == "rtx4090")
     assert single.why_not  # one 24 GB card cannot hold a 4-bit 70B
     assert "fsdp+offload" in advisor.table(options)
+
+
+def test_the_local_launcher_runs_a_process_per_device_of_its_one_node_as_ray_runs_a_worker():
+    """The 70B recipe's plan on one 2-GPU machine without Ray: the same world, strategy, memory and price as on
+    Ray; several nodes and GRPO's one training process stay refused, each naming the fix."""
+    local = plan_for(SEVENTY_B_ON_TWO_4090[:-1] + ["launcher=local"])
+    ray = plan_for(SEVENTY_B_ON_TWO_4090)
+    assert local.errors == () and local.launcher.kind == "local"
+    assert local.world_size == ray.world_size == 2 and local.launcher.num_workers == 2
+    assert (local.train.strategy, local.train.offload) == (ray.train.strategy, ray.train.offload) == ("fsdp", "params")
+    assert local.memory.high_gb == ray.memory.high_gb and local.memory.host_gb == ray.memory.host_gb
+    assert local.cost.device_hours == pytest.approx(ray.cost.device_hours)  # both devices are paid for
+    assert local.cost.device_hours == pytest.approx(2 * local.time.hours, rel=1e-3)
+    cpu = plan_for(["hardware=cpu_x2", "launcher=local"])
+    assert cpu.world_size == 2 and cpu.deepspeed["zero_optimization"]["stage"] == 3 and cpu.errors == ()
+    two_nodes = plan_for(["hardware=cpu_x2", "launcher=local", "hardware.nodes=2"])
+    assert any(f.key == "launcher" and f.severity == "error" and "launcher=ray" in f.fix for f in two_nodes.findings)
+    grpo = plan_for(["objective=grpo", "hardware=a100_80g_x4", "launcher=local"])
+    assert grpo.world_size == 1
+    assert any(f.key == "launcher" and "trains in one process" in f.message and "launcher=ray" in f.fix
+               for f in grpo.findings)
