@@ -73,7 +73,7 @@ def _processes(plan: Plan) -> dict[str, Any]:
                 while not context.join():
                     pass
                 break
-            except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+            except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:  # the others are stopped by now
                 failures += 1
                 why = _failure(e)
                 with open(run / "train.log", "a") as log:  # the process's own traceback, for the record
@@ -89,6 +89,9 @@ def _processes(plan: Plan) -> dict[str, Any]:
                                      "and training resumed from the last checkpoint")
                 print(f"ftc: a training process failed ({why}): starting the {world} processes again from the "
                       f"last checkpoint ({failures} of launcher.max_failures={plan.launcher.max_failures})")
+            except BaseException:  # a second signal (stop at once), or the launcher's own failure: no orphans
+                _kill(context.processes)
+                raise
     finally:
         signals.restore()
     if signals.signal is not None:
@@ -97,6 +100,14 @@ def _processes(plan: Plan) -> dict[str, Any]:
     (run / TRAINING_FILE).unlink(missing_ok=True)
     training["launcher"] = "local"
     return training
+
+
+def _kill(processes: list[Any]) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+    for p in processes:
+        p.join(10)
 
 
 def _failure(e: Exception) -> str:
