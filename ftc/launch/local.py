@@ -54,14 +54,14 @@ def _processes(plan: Plan) -> dict[str, Any]:
     has saved."""
     import torch.multiprocessing as mp
 
-    from ftc.launch.ray import _prepare_data
+    from ftc.launch.workers import prepare_data
     from ftc.runtime import artifacts
     from ftc.runtime.preemption import DriverSignals, note_in_file
 
     run = Path(plan.output_dir)
     for name in (STOP_FILE, STOPPED_FILE, TRAINING_FILE):
         (run / name).unlink(missing_ok=True)
-    _prepare_data(plan)  # a bad row fails here with file:line, once, not in every process
+    prepare_data(plan)  # a bad row fails here with file:line, once, not in every process
     world, failures = plan.world_size, 0
     artifacts.event(run, "processes_launch", workers=world, strategy=plan.train.strategy)
     signals = DriverSignals(note_in_file(str(run / STOP_FILE)))
@@ -146,7 +146,7 @@ def _worker(rank: int, plan_dict: dict[str, Any], port: int, run_dir: str) -> No
     world = plan.world_size
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world)})
-    from ftc.launch.ray import _cpu_distributed_shim, worker_env
+    from ftc.launch.workers import cpu_distributed_shim, worker_env
     from ftc.runtime import console
 
     os.environ.update(worker_env(plan))
@@ -157,7 +157,7 @@ def _worker(rank: int, plan_dict: dict[str, Any], port: int, run_dir: str) -> No
 
     if plan.hardware.accelerator == "cpu":
         torch.set_num_threads(plan.hardware.cpus_per_worker)
-        _cpu_distributed_shim()
+        cpu_distributed_shim()
     elif torch.cuda.is_available():  # before any weight loads: a quantized model goes to the current device
         torch.cuda.set_device(rank)
     from ftc.runtime import artifacts
