@@ -118,6 +118,32 @@ class DriverSignals:
             signal.signal(s, handler)
 
 
+def _from_rank0(reason: Optional[tuple[str, float]], *more: float
+                ) -> tuple[Optional[tuple[str, float]], list[float]]:
+    """Rank 0's (signal, time it came) and ``more`` numbers, broadcast to every rank (each rank's own are ignored),
+    so that all act at the same step: (the signal and its time, or None; the numbers)."""
+    import torch
+    import torch.distributed as dist
+
+    code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0, *more],
+                        dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            code = code.cuda()
+        dist.broadcast(code, src=0)
+    values = code.tolist()
+    name = next((k for k, v in SIGNAL_CODES.items() if v == values[0]), None)
+    return ((name, values[1]) if name else None), values[2:]
+
+
+def _stop_here(stopper: Any, agreed: tuple[str, float], state: Any, control: Any) -> None:
+    """A worker's stop callback at the step the ranks agreed on: save one checkpoint, then stop."""
+    stopper.signal, stopper.received_at = agreed
+    stopper.step = state.global_step
+    control.should_save = True
+    control.should_training_stop = True
+
+
 def file_stop(path: str, rank: int) -> Any:
     """A local launcher process's TrainerCallback: save-then-stop once the launcher has written its signal to
     ``path`` (``note_in_file``), on every rank at the same step (rank 0 reads the file; torch.distributed broadcasts
@@ -133,24 +159,13 @@ def file_stop(path: str, rank: int) -> Any:
             self.step: Optional[int] = None
 
         def on_step_end(self, args, state, control, **kwargs):
-            import torch
-            import torch.distributed as dist
-
             reason = None
             if rank == 0 and os.path.exists(path):
                 with open(path) as f:
                     reason = json.load(f)
-            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0],
-                                dtype=torch.float64)
-            if dist.is_available() and dist.is_initialized():
-                if dist.get_backend() == "nccl":
-                    code = code.cuda()
-                dist.broadcast(code, src=0)
-            if code[0].item():
-                self.signal = next(k for k, v in SIGNAL_CODES.items() if v == code[0].item())
-                self.received_at, self.step = code[1].item(), state.global_step
-                control.should_save = True
-                control.should_training_stop = True
+            agreed, _ = _from_rank0(reason)
+            if agreed:
+                _stop_here(self, agreed, state, control)
             return control
 
         def restore(self) -> None:
@@ -189,25 +204,15 @@ def remote_stop(flag: Any, rank: int) -> Any:
 
         def on_step_end(self, args, state, control, **kwargs):
             import ray
-            import torch
-            import torch.distributed as dist
 
             if rank == 0 and state.global_step == self.drain_at:
                 drain_own_node()
             reason = ray.get(flag.get.remote(), timeout=60) if rank == 0 else None
             ask = rank == 0 and self.notice is None and time.time() - self.asked_at >= NOTICE_EVERY_S
-            code = torch.tensor([SIGNAL_CODES[reason[0]] if reason else 0.0, reason[1] if reason else 0.0,
-                                 float(ask)], dtype=torch.float64)
-            if dist.is_available() and dist.is_initialized():
-                if dist.get_backend() == "nccl":
-                    code = code.cuda()
-                dist.broadcast(code, src=0)
-            if code[0].item():
-                self.signal = next(k for k, v in SIGNAL_CODES.items() if v == code[0].item())
-                self.received_at, self.step = code[1].item(), state.global_step
-                control.should_save = True
-                control.should_training_stop = True
-            elif code[2].item():  # rank 0 decides when every rank asks Ray, so all ask at the same steps
+            agreed, (asked,) = _from_rank0(reason, float(ask))
+            if agreed:
+                _stop_here(self, agreed, state, control)
+            elif asked:  # rank 0 decides when every rank asks Ray, so all ask at the same steps
                 self.asked_at = time.time()
                 self._node_notice(state, control)
             return control
