@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ftc.errors import FtcError, RunStopped
+from ftc.launch.workers import TRAINING_FILE
 from ftc.plan import Plan
 
 STOP_FILE = ".stop"  # the launcher's signal, for the processes to read
 STOPPED_FILE = ".stopped.json"  # rank 0's (step, seconds from the signal to the saved checkpoint)
-TRAINING_FILE = ".training.json"  # rank 0's training figures
 
 
 def execute(plan: Plan) -> dict[str, Any]:

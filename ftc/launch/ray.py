@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ftc.errors import RunStopped, UserError
-from ftc.launch.workers import cpu_distributed_shim, prepare_data, worker_env
+from ftc.launch.workers import TRAINING_FILE, cpu_distributed_shim, prepare_data, worker_env
 from ftc.plan import Plan
 from ftc.runtime.preemption import DriverSignals
 
@@ -46,7 +46,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         run = Path(plan.output_dir)  # launcher.storage_path=null: one machine, the run dir is shared
         figures = train(plan, plan.output_dir, distributed=True, stopper=stopper)
         if rank == 0:
-            artifacts.atomic_write_json(run / ".training.json", figures)
+            artifacts.atomic_write_json(run / TRAINING_FILE, figures)
     except RunStopped:
         if rank == 0:
             ray.get(flag.stopped.remote(stopper.step, time.time() - stopper.received_at))
@@ -109,7 +109,7 @@ def _stop_flag() -> Any:
     return StopFlag.remote()
 
 
-FINAL = ("adapter", "model", "metrics.jsonl", "events.jsonl", ".training.json")
+FINAL = ("adapter", "model", "metrics.jsonl", "events.jsonl", TRAINING_FILE)
 TENSORBOARD_EVENTS = "events.out.tfevents.*"
 
 
@@ -160,7 +160,7 @@ def _train_through_storage(plan: Plan, rank: int, stopper: Any) -> None:
         raise
     final = None
     if rank == 0:
-        artifacts.atomic_write_json(local / ".training.json", {**figures, "restored_step": step})
+        artifacts.atomic_write_json(local / TRAINING_FILE, {**figures, "restored_step": step})
         final = local / "final"
         final.mkdir()
         for name in FINAL:
@@ -290,7 +290,7 @@ def execute(plan: Plan) -> dict[str, Any]:
         signals.restore()
         _record_notices(run, flag)
         _record_restarts(run)
-    training = artifacts.read_json(run / ".training.json")
+    training = artifacts.read_json(run / TRAINING_FILE)
     training["launcher"] = "ray"
     # Evaluation reloads base + the saved adapter outside DeepSpeed, on the driver (it also proves the adapter loads).
     summary = finish(plan, training, started)

@@ -9,6 +9,8 @@ from ftc.plan import Plan
 from ftc.runtime.preemption import DRAIN_ENV
 from ftc.runtime.train import FAULT_ENV
 
+TRAINING_FILE = ".training.json"  # rank 0's training figures, in the run directory, for the launcher to read
+
 
 def worker_env(plan: Plan) -> dict[str, str]:
     """The environment a worker trains in: the CPU's settings, the test hooks and caches the launcher was given, and
