@@ -8,10 +8,11 @@ The cache is the hub's own layout (``models--org--name/refs/<revision>``, ``snap
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ftc.errors import UserError
 
@@ -131,6 +132,16 @@ def fetch(repo: str, patterns: list[str], revision: Optional[str] = None, kind: 
     """``snapshot_download`` of the files matching ``patterns`` (from the cache when it holds them, offline too),
     each refusal of the hub as one line: UserError for a model, DataError for a dataset (``kind``)."""
     from huggingface_hub import snapshot_download
+
+    with refusals(repo, revision, kind):
+        return Path(snapshot_download(repo, repo_type=kind, revision=revision, allow_patterns=patterns,
+                                      cache_dir=str(hub_cache())))
+
+
+@contextlib.contextmanager
+def refusals(repo: str, revision: Optional[str], kind: str) -> Iterator[None]:
+    """A call to the hub about ``repo`` whose refusals (gated, no such repository or revision, offline and not
+    cached, a failed download) become one line with the fix: UserError for a model, DataError for a dataset."""
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -149,8 +160,7 @@ def fetch(repo: str, patterns: list[str], revision: Optional[str] = None, kind: 
     where = f"{repo}" + (f"@{revision}" if revision else "")
     page = f"https://huggingface.co/{'datasets/' if dataset else ''}{repo}"
     try:
-        return Path(snapshot_download(repo, repo_type=kind, revision=revision, allow_patterns=patterns,
-                                      cache_dir=str(hub_cache())))
+        yield
     except GatedRepoError:
         raise refused(f"{where} is gated; fix: accept its terms on {page} and set HF_TOKEN (or `hf auth login`)") \
             from None

@@ -127,6 +127,8 @@ class DataSpec:
     max_held_out: Optional[int]
     """Examples at most in a split cut off the training file (validation, test)."""
     max_samples: Optional[int]
+    max_rows: Optional[int]
+    """data=hub: only the split's first rows are read (``part`` says how many, of how many)."""
     engine: str
     """Where the selection's per-row work runs (local | ray): the same selection either way."""
     ray_address: Optional[str]
@@ -153,6 +155,30 @@ class DataSpec:
     loss_share: float
     """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
     where the selective loss runs the output head."""
+    part: Optional["PartSpec"] = None
+    """data.max_rows: the rows read of the split, what the whole split holds and an epoch over all of it."""
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """The first rows of a hub split that the plan and the run read (data.max_rows), and the whole split's epoch
+    extrapolated from them."""
+
+    rows: int
+    """Rows read: the first data.max_rows of the split, or all of it when it holds fewer."""
+    total: Optional[int]
+    """Rows in the whole split (None: unknown)."""
+    total_from: str
+    """every shard read | the dataset card (its dataset_info) | the shards' parquet footers | the shard count (an
+    estimate: the shards read, scaled to all)."""
+    shards_read: int
+    shards: int
+    whole_train_examples: Optional[int]
+    """Training examples an epoch over the whole split would have: this plan's, scaled by total / rows."""
+    whole_epoch_hours: Optional[float]
+    """Training hours of one epoch over the whole split at this plan's rate (its training hours per epoch, scaled
+    by total / rows)."""
+    whole_epoch_usd: Optional[float]
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,17 @@ def _serving(plan: Plan) -> str:
             "tokens/s one stream; decode-bound")
 
 
+def _part_line(d: Any) -> str:
+    p = d.part
+    whole = (f"{'~' if p.total_from == 'the shard count' else ''}{p.total:,} rows ({p.total_from})" if p.total
+             else "an unknown number of rows")
+    line = f"first {p.rows:,} rows (data.max_rows) from {p.shards_read} of {p.shards} files; the split: {whole}"
+    if p.whole_epoch_hours is not None:
+        line += (f"; an epoch over all of it ~{p.whole_train_examples:,} examples, {_hours(p.whole_epoch_hours)}, "
+                 f"${p.whole_epoch_usd:,.2f}")
+    return line
+
+
 def plan_table(plan: Plan) -> str:
     m, me, d, b, s, mem = plan.model, plan.method, plan.data, plan.batch, plan.schedule, plan.memory
     q = me.quantization
@@ -93,6 +104,7 @@ def plan_table(plan: Plan) -> str:
                      if d.examples else "") + (
                      "; dropped " + ", ".join(f"{n} {DROPPED.get(k, k)}" for k, n in d.dropped.items() if n)
                      if any(d.dropped.values()) else "")),
+        *([("  part", _part_line(d))] if d.part else []),
         *([("data quality", data_quality(d))] if d.quality.checked else []),
         ("hardware", f"{plan.hardware.name}: {plan.hardware.devices} x {plan.hardware.device_gb:g} GB "
                      f"{plan.hardware.accelerator}"),

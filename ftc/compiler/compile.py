@@ -38,6 +38,7 @@ from ftc.plan import (
     ModelSpec,
     MoeSpec,
     ObjectiveSpec,
+    PartSpec,
     Plan,
     QuantSpec,
     ScheduleSpec,
@@ -910,6 +911,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
     per_device = mem.total / est.GB
     low, high = band(per_device, mem.floor / est.GB)
     said = verdict(per_device, hw.memory_gb, mem.floor / est.GB)
+    part = _part(cfg, facts, draft, train_h, price * billed)  # adds its decision line
     return Plan(
         name=cfg.name,
         # Each spec copies its config section's fields of the same name; the compiler's decisions are named here.
@@ -942,6 +944,7 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
             tokens=dict(draft.split_tokens), truncated=draft.truncated,
             languages=tuple(d.languages or ()),
             quality=facts.selection.quality if facts.selection else UNCHECKED_DATA,
+            part=part,
         ),
         precision=draft.precision,
         world_size=draft.world,
@@ -989,6 +992,36 @@ def compile(cfg: Config, facts: Facts, hardware_choice: Optional[tuple[str, tupl
         decisions=((hardware_choice[0],) if hardware_choice else ()) + tuple(draft.decisions),
         hardware_table=hardware_choice[1] if hardware_choice else (),
     )
+
+
+def _part(cfg: Config, facts: Facts, draft: Draft, train_h: float, usd_per_hour: float) -> Optional[PartSpec]:
+    """data.max_rows: the rows read of the hub split and an epoch over the whole of it, scaled from this plan: the
+    rows kept as examples in the same share, the held-out splits as this plan takes them, the training hours in
+    proportion to the training examples."""
+    train = facts.data.get("train")
+    part = train.part if train is not None else None
+    if part is None:
+        return None
+    whole = hours = usd = None
+    if part.total and part.rows and draft.train_examples:
+        held = sum(n for role, n in draft.split_examples.items() if role != "train" and not
+                   getattr(cfg.data, f"{role}_path", None))
+        kept = sum(draft.split_examples.values()) - sum(n for role, n in draft.split_examples.items()
+                                                        if role != "train" and getattr(cfg.data, f"{role}_path", None))
+        whole = max(round(part.total * kept / part.rows) - held, draft.train_examples)
+        if draft.epochs:
+            hours = train_h / draft.epochs * whole / draft.train_examples
+            usd = round(hours * usd_per_hour, 2)
+            hours = round(hours, 4)
+    draft.decisions.append(
+        f"data: the first {part.rows:,} rows of the split (data.max_rows={cfg.data.max_rows}), from {part.shards_read} "
+        f"of its {part.shards} file{'s' if part.shards > 1 else ''}; the whole split holds "
+        + (f"{'~' if part.total_from == 'the shard count' else ''}{part.total:,} rows ({part.total_from})"
+           if part.total else "an unknown number of rows")
+        + (f": an epoch over all of it would be ~{whole:,} training examples, ~{hours:.3g} h and ~${usd:,.2f} of "
+           "training at this plan's rate" if hours is not None else ""))
+    return PartSpec(rows=part.rows, total=part.total, total_from=part.total_from, shards_read=part.shards_read,
+                    shards=part.shards, whole_train_examples=whole, whole_epoch_hours=hours, whole_epoch_usd=usd)
 
 
 def _moe_spec(cfg: Config, draft: Draft) -> Optional[MoeSpec]:

@@ -63,6 +63,8 @@ class DataFacts:
     """The ``data.*`` overrides that read the rows lacking their format's fields (the file names them otherwise:
     ``data.fields.instruction=question``), proposed from the file's columns; empty when none is found."""
     mapping_line: Optional[str] = None
+    part: Optional[Any] = None
+    """data.max_rows: the first rows of a hub split the file holds (``ftc.data.hub_data.Part``)."""
     """What the mapping fixes: how many rows, what they lack, the file's columns."""
 
 
@@ -422,8 +424,11 @@ def data_facts(path: str, fmt: str, fields: dict[str, str], template: str = "alp
         return DataFacts(path=resolved, exists=False, error="no such file")
     stat = Path(resolved).stat()
     tokenizer_stamp = Path(tokenizer_file).stat().st_mtime_ns if tokenizer_file else None
-    return _local_data_facts(resolved, stat.st_size, stat.st_mtime_ns, fmt, tuple(sorted(fields.items())), template,
-                             tokenizer_file, tokenizer_stamp)
+    facts = _local_data_facts(resolved, stat.st_size, stat.st_mtime_ns, fmt, tuple(sorted(fields.items())), template,
+                              tokenizer_file, tokenizer_stamp)
+    from ftc.data.hub_data import part_of
+
+    return dataclasses.replace(facts, part=part_of(path))
 
 
 @functools.lru_cache(maxsize=64)

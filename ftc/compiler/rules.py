@@ -890,6 +890,18 @@ def data_files(cfg, facts, draft):
 
 
 @rule
+def max_rows(cfg, facts, draft):
+    """`data.max_rows` without `data=hub`: the first rows of a hub split are fetched shard by shard; a file of yours
+    is cut with `head` (or data.max_samples caps the training examples after the selection)
+
+    Keys: `data.max_rows`"""
+    if cfg.data.max_rows and not (cfg.data.path or "").startswith("hub:"):
+        yield error("data.max_rows", f"reads the first rows of a hub split (data=hub); data.path is the file "
+                    f"{cfg.data.path}", f"data.max_rows=null, and `head -n {cfg.data.max_rows}` of a JSONL file, or "
+                    f"data.max_samples={cfg.data.max_rows} to cap the training examples")
+
+
+@rule
 def split_sizes(cfg, facts, draft):
     """no training example, or an empty test split, once empty rows, duplicates and near-duplicates (the selection
     `ftc train` runs, at plan time) are gone and the held-out fractions taken; warns an empty validation split

@@ -246,6 +246,11 @@ class DataConfig:
     """data=hub: a split used as the test set; null: split off the training split (test_fraction)."""
     revision: Optional[str] = None
     """data=hub: the dataset's revision (branch, tag or commit) to pin."""
+    max_rows: Optional[int] = checked(None, ge=1)
+    """data=hub: train on the first N rows of the split only: its shards are fetched in order until they hold N
+    rows, the later ones neither downloaded nor read, and the plan states the rows read, the whole split's count
+    and the time and cost of an epoch over all of it. null: the whole split. (data.max_samples instead caps the
+    training examples after the selection, which reads every row.)"""
     validation_path: Optional[str] = None
     """Optional separate validation file; otherwise split from ``path``."""
     test_path: Optional[str] = None
@@ -315,7 +320,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         """``data=hub``: the paths are the hub dataset's splits (``hub_path``), so every reader takes them as files."""
         if self.path == "hub" and isinstance(self.name, str) and self.name != MISSING:
-            self.path = hub_path(self.name, self.split, self.subset, self.revision)
+            self.path = hub_path(self.name, self.split, self.subset, self.revision, self.max_rows)
             if self.validation_split and not self.validation_path:
                 self.validation_path = hub_path(self.name, self.validation_split, self.subset, self.revision)
             if self.test_split and not self.test_path:
@@ -325,12 +330,14 @@ class DataConfig:
 HUB_SCHEME = "hub:"
 
 
-def hub_path(name: str, split: str, subset: Optional[str] = None, revision: Optional[str] = None) -> str:
-    """The data path of one split of a Hugging Face dataset: ``hub:org/name?split=train[&subset=..][&revision=..]``
-    (read by ``ftc.data.hub_data``)."""
+def hub_path(name: str, split: str, subset: Optional[str] = None, revision: Optional[str] = None,
+             rows: Optional[int] = None) -> str:
+    """The data path of one split of a Hugging Face dataset, or of its first ``rows`` rows:
+    ``hub:org/name?split=train[&subset=..][&revision=..][&rows=..]`` (read by ``ftc.data.hub_data``)."""
     from urllib.parse import urlencode
 
-    query = urlencode([(k, v) for k, v in (("split", split), ("subset", subset), ("revision", revision)) if v])
+    query = urlencode([(k, v) for k, v in (("split", split), ("subset", subset), ("revision", revision),
+                                           ("rows", rows)) if v])
     return f"{HUB_SCHEME}{name}?{query}"
 
 

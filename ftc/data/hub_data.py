@@ -14,9 +14,16 @@ Problems come back as one DataError naming what is missing and how to get it.
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
+import itertools
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import parse_qs
 
 from ftc.config.schema import HUB_SCHEME
@@ -27,28 +34,47 @@ SCHEME = HUB_SCHEME
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz", ".csv.gz")
 
 
-def parse(path: str) -> tuple[str, str, Optional[str], Optional[str]]:
-    """(repo id, split, subset, revision) of a ``hub:`` path."""
+class Split(NamedTuple):
+    """What a ``hub:`` path names: one split of a dataset, whole or its first ``rows`` rows (data.max_rows)."""
+
+    repo: str
+    split: str
+    subset: Optional[str]
+    revision: Optional[str]
+    rows: Optional[int]
+
+
+def parse(path: str) -> Split:
+    """The split a ``hub:`` path names."""
     repo, _, query = path[len(SCHEME):].partition("?")
     q = {k: v[-1] for k, v in parse_qs(query).items()}
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise DataError(f"{path}: a hub dataset is named org/name (fix: data.name=<org>/<dataset>)")
-    return repo, q.get("split", "train"), q.get("subset"), q.get("revision")
+    rows = q.get("rows")
+    if rows is not None and not (rows.isdigit() and int(rows) >= 1):
+        raise DataError(f"{path}: rows={rows} is not a count of rows (fix: data.max_rows=<a whole number >= 1>)")
+    return Split(repo, q.get("split", "train"), q.get("subset"), q.get("revision"), int(rows) if rows else None)
 
 
 def local_file(path: str) -> str:
-    """The local file holding the split ``path`` names (downloaded or from the cache; several shards joined)."""
-    repo, split, subset, revision = parse(path)
-    snapshot = _snapshot(repo, subset, revision)
-    splits = split_files(snapshot, subset)
-    where = f"{repo}" + (f" subset {subset}" if subset else "")
-    if split not in splits:
-        raise DataError(f"{where} has no split '{split}' (splits: {', '.join(sorted(splits)) or 'none found'}); fix: "
-                        "data.split=<one of them>")
-    files = splits[split]
+    """The local file holding the split ``path`` names (downloaded or from the cache; several shards joined; with
+    ``rows``, the first rows only, from the shards that hold them: ``part``)."""
+    h = parse(path)
+    if h.rows:
+        return str(part(h).file)
+    snapshot = _snapshot(h.repo, h.subset, h.revision)
+    files = _split_of(split_files(snapshot, h.subset), h)
     if len(files) == 1:
         return str(files[0])
-    return _joined(files, f"{snapshot.name}/{subset or ''}/{split}")
+    return _joined(files, f"{snapshot.name}/{h.subset or ''}/{h.split}")
+
+
+def _split_of(splits: dict[str, list[Any]], h: Split) -> list[Any]:
+    where = f"{h.repo}" + (f" subset {h.subset}" if h.subset else "")
+    if h.split not in splits:
+        raise DataError(f"{where} has no split '{h.split}' (splits: {', '.join(sorted(splits)) or 'none found'}); "
+                        "fix: data.split=<one of them>")
+    return splits[h.split]
 
 
 def _snapshot(repo: str, subset: Optional[str], revision: Optional[str]) -> Path:
@@ -167,3 +193,191 @@ def _joined(files: list[Path], key: str) -> str:
                         data = data.split(b"\n", 1)[1] if b"\n" in data else b""
                     out.write(data if not data or data.endswith(b"\n") else data + b"\n")
     return str(target)
+
+
+# A part of a split (data.max_rows): its first rows, from the shards that hold them --------------------------------
+
+PART_SUFFIXES = (".parquet", ".jsonl", ".csv")
+
+
+@dataclass(frozen=True)
+class Part:
+    """The first rows of a split, as one file in ftc's cache, and what is known of the whole split."""
+
+    file: Path
+    rows: int
+    """Rows in the part: data.max_rows, or fewer when the whole split holds fewer."""
+    total: Optional[int]
+    """Rows in the whole split (None: unknown)."""
+    total_from: str
+    """Where ``total`` comes from: every shard read (exact), the dataset card's ``dataset_info`` (the count the hub's
+    dataset card states), the parquet footers of the shards on disk (exact), or the shard count (the shards read,
+    scaled to all of them: an estimate)."""
+    shards_read: int
+    shards: int
+
+
+def part(h: Split) -> Part:
+    """The first ``h.rows`` rows of the split: its files are listed without downloading them (the hub's file list,
+    or the cache's snapshot offline), then fetched one at a time, in order, until they hold the rows; later shards
+    are neither downloaded nor read. Built once into ftc's cache, keyed by the dataset's commit."""
+    commit, snapshot, splits, card = _listing(h.repo, h.subset, h.revision)
+    names = _split_of(splits, h)
+    suffixes = {_suffix(n) for n in names}
+    if len(suffixes) != 1 or not suffixes <= set(PART_SUFFIXES):
+        raise DataError(f"{h.repo}: data.max_rows reads the first rows of parquet, JSONL or CSV shards; this split "
+                        f"is in {', '.join(sorted(suffixes))} files (fix: data.max_rows=null reads it whole)")
+    suffix = suffixes.pop()
+    key = hashlib.sha256(f"{h.repo}@{commit}/{h.subset or ''}/{h.split}/{h.rows}".encode()).hexdigest()[:24]
+    target = cache_root() / "hub_data" / f"part-{key}{suffix}"
+    about = target.with_name(f"part-{key}.json")
+    if target.is_file() and about.is_file():
+        return Part(file=target, **json.loads(about.read_text()))
+    local: list[Path] = []
+    counted = 0
+    for name in names:
+        local.append(fetch(h.repo, [name], revision=commit, kind="dataset") / name)
+        counted += row_count(local[-1])
+        if counted >= h.rows:
+            break
+    total, total_from = _total(h, card, snapshot, names, local, counted)
+    facts = {"rows": min(h.rows, counted), "total": total, "total_from": total_from, "shards_read": len(local),
+             "shards": len(names)}
+    with atomic_path(target) as tmp:
+        _write_first(local, suffix, facts["rows"], tmp)
+    with atomic_path(about) as tmp:
+        tmp.write_text(json.dumps(facts))
+    return Part(file=target, **facts)
+
+
+def part_of(path: str) -> Optional[Part]:
+    """The part a data path reads (None: not a hub split cut by data.max_rows)."""
+    if not path.startswith(SCHEME):
+        return None
+    h = parse(path)
+    return part(h) if h.rows else None
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(repo: str, subset: Optional[str], revision: Optional[str]
+             ) -> tuple[str, Optional[Path], dict[str, list[str]], Optional[Path]]:
+    """(the dataset's commit, its snapshot in the cache (offline), each split's files as repository paths, the
+    card) with no data file downloaded: offline from the cache's snapshot, else from the hub's list of files, which
+    ``datasets``' inference reads as names (an empty stand-in of each file in a scratch folder)."""
+    from ftc.hub import fetch as fetch_files
+    from ftc.hub import offline, refusals
+
+    if offline():
+        snapshot = fetch_files(repo, ["README.md"], revision=revision, kind="dataset")
+        splits = split_files(snapshot, subset)
+        card = snapshot / "README.md"
+        return snapshot.name, snapshot, {k: [str(p.relative_to(snapshot)) for p in v] for k, v in splits.items()}, \
+            card if card.is_file() else None
+    from huggingface_hub import HfApi
+
+    with refusals(repo, revision, "dataset"):
+        info = HfApi().dataset_info(repo, revision=revision)
+    card = _readme(repo, info.sha)
+    with tempfile.TemporaryDirectory() as scratch:
+        names = Path(scratch) / ("datasets--" + repo.replace("/", "--")) / "snapshots" / str(info.sha)
+        for sibling in info.siblings or ():
+            (names / sibling.rfilename).parent.mkdir(parents=True, exist_ok=True)
+            (names / sibling.rfilename).touch()
+        if card is not None:
+            shutil.copyfile(card, names / "README.md")
+        splits = split_files(names, subset)
+        return str(info.sha), None, {k: [str(p.relative_to(names)) for p in v] for k, v in splits.items()}, card
+
+
+def fetch(repo: str, patterns: list[str], revision: Optional[str], kind: str) -> Path:
+    from ftc.hub import fetch as fetch_files
+
+    return fetch_files(repo, patterns, revision=revision, kind=kind)
+
+
+def _suffix(name: str) -> str:
+    return "".join(Path(name).suffixes[-2:]) if name.endswith(".gz") else Path(name).suffix
+
+
+def row_count(path: Path) -> int:
+    """Rows of one data file as ``ftc.data.load.read_rows`` counts them: a parquet file's footer, the non-empty
+    lines of JSONL, the records of CSV (quoted newlines included)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.suffix == ".csv":
+        from ftc.data.load import CSV_FIELD_LIMIT
+
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _total(h: Split, card: Optional[Path], snapshot: Optional[Path], names: list[str], local: list[Path],
+           counted: int) -> tuple[Optional[int], str]:
+    if len(local) == len(names):
+        return counted, "every shard read"
+    stated = _card_rows(card, h.subset, h.split)
+    if stated:
+        return stated, "the dataset card"
+    if snapshot is not None and all(n.endswith(".parquet") and (snapshot / n).is_file() for n in names):
+        return sum(row_count(snapshot / n) for n in names), "the shards' parquet footers"
+    return round(counted / len(local) * len(names)), "the shard count"
+
+
+def _card_rows(card: Optional[Path], subset: Optional[str], split: str) -> Optional[int]:
+    """The split's ``num_examples`` in the card's ``dataset_info`` (one entry, or one per subset)."""
+    from huggingface_hub import metadata_load
+
+    try:
+        info = (metadata_load(card) or {}).get("dataset_info") if card is not None and card.is_file() else None
+    except Exception:  # noqa: BLE001 - a card whose YAML header does not parse states nothing
+        return None
+    entries = info if isinstance(info, list) else [info] if isinstance(info, dict) else []
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("config_name", "default") == (subset or
+                                                                                                   "default")),
+                 entries[0] if len(entries) == 1 and not subset else None)
+    for s in (entry or {}).get("splits") or ():
+        if isinstance(s, dict) and s.get("name") == split and isinstance(s.get("num_examples"), int):
+            return s["num_examples"]
+    return None
+
+
+def _write_first(files: list[Path], suffix: str, rows: int, target: Path) -> None:
+    """The first ``rows`` rows of ``files`` (in order) as one file of their type."""
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables, left = [], rows
+        for f in files:
+            table = pq.read_table(f)
+            tables.append(table.slice(0, left))
+            left -= tables[-1].num_rows
+        pq.write_table(pa.concat_tables(tables, promote_options="default"), target)
+    elif suffix == ".csv":
+        with open(target, "w", newline="", encoding="utf-8") as out:
+            writer, left = csv.writer(out, lineterminator="\n"), rows
+            for i, f in enumerate(files):
+                with open(f, newline="", encoding="utf-8-sig") as src:
+                    records = csv.reader(src)
+                    header = next(records, None)
+                    if i == 0 and header is not None:
+                        writer.writerow(header)
+                    for record in itertools.islice(records, left):
+                        writer.writerow(record)
+                        left -= 1
+    else:
+        with open(target, "wb") as out:
+            left = rows
+            for f in files:
+                with open(f, "rb") as src:
+                    for line in src:
+                        if not left:
+                            break
+                        if line.strip():
+                            out.write(line if line.endswith(b"\n") else line + b"\n")
+                            left -= 1

@@ -4,6 +4,7 @@ would after a download, for `ftc plan` and `ftc train`."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -151,3 +152,123 @@ def test_a_hub_dataset_that_cannot_be_had_is_one_line_naming_the_fix(tmp_path):
     assert "(fix: `hf download acme/missing --repo-type dataset`" in r.stderr, r.stderr
     r = ftc("plan", "data=hub", "data.name=acme/tickets", "data.split=validation", home=home, cwd=tmp_path)
     assert r.returncode == 2 and "has no split 'validation' (splits: train) (fix: data.split=" in r.stderr, r.stderr
+
+
+CARD_1200 = "dataset_info:\n  splits:\n  - name: train\n    num_examples: 1200"
+
+
+def test_max_rows_plans_and_trains_on_the_first_rows_from_the_shards_that_hold_them(tmp_path):
+    """``data.max_rows=600`` of a split in three parquet shards of 400 rows: the first two are read, the third is
+    not (it is not even parquet); the plan states the card's count of the whole split and an epoch over it, and the
+    run trains on exactly the plan's examples and tokens."""
+    home = tmp_path / "hf"
+    rows = _sample_rows()
+    snapshot = hub_dataset(home, "acme/big", {f"data/train-0000{i}-of-00003.parquet": rows[400 * i:400 * (i + 1)]
+                                              for i in range(3)}, card=CARD_1200)
+    (snapshot / "data/train-00002-of-00003.parquet").write_bytes(b"never read")
+    data = ["data=hub", "data.name=acme/big", "data.max_rows=600"]
+    r = ftc("plan", "--json", *data, home=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads(r.stdout)
+    assert plan["data"]["path"] == "hub:acme/big?split=train&rows=600"
+    held = plan["data"]["examples"]["validation"] + plan["data"]["examples"]["test"]
+    assert sum(plan["data"]["examples"].values()) == 600 - sum(plan["data"]["dropped"].values())
+    part = plan["data"]["part"]
+    assert {k: part[k] for k in ("rows", "total", "total_from", "shards_read", "shards")} == \
+        {"rows": 600, "total": 1200, "total_from": "the dataset card", "shards_read": 2, "shards": 3}
+    assert part["whole_train_examples"] == round(1200 * (600 - sum(plan["data"]["dropped"].values())) / 600) - held
+    per_epoch = plan["time"]["train_hours"] / plan["schedule"]["epochs"]
+    assert part["whole_epoch_hours"] == pytest.approx(
+        per_epoch * part["whole_train_examples"] / plan["data"]["train_examples"], abs=2e-4)  # hours to 4 places
+    assert any("the first 600 rows of the split (data.max_rows=600), from 2 of its 3 files" in d
+               for d in plan["decisions"]), plan["decisions"]
+    r = ftc("plan", *data, home=home, cwd=tmp_path)
+    assert "first 600 rows (data.max_rows) from 2 of 3 files; the split: 1,200 rows (the dataset card)" in r.stdout
+    run = tmp_path / "run"
+    r = ftc("train", *data, *FAST, "train.max_steps=2", "eval.enabled=false", f"output_dir={run}", home=home,
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    trained = json.loads((run / "summary.json").read_text())["training"]["data"]
+    assert trained["rows_read"] == {"train": 600}
+    assert trained["examples"] == plan["data"]["examples"] and trained["tokens"] == plan["data"]["tokens"], trained
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """In this process: huggingface_hub offline, reading the hub cache under ``tmp_path``/hf; ftc's cache beside."""
+    import huggingface_hub.constants
+
+    from ftc.data import hub_data
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("FTC_CACHE", str(tmp_path / "ftc-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub_data._listing.cache_clear()
+    yield tmp_path / "hf"
+    hub_data._listing.cache_clear()
+
+
+def test_max_rows_reads_jsonl_and_csv_shards_and_says_where_the_whole_count_comes_from(offline_cache):
+    from ftc.data import hub_data
+    from ftc.data.load import read_rows
+
+    rows = _sample_rows()[:90]
+    hub_dataset(offline_cache, "acme/lines", {f"train-0000{i}-of-00003.jsonl": rows[30 * i:30 * (i + 1)]
+                                              for i in range(3)})
+    part = hub_data.part(hub_data.parse("hub:acme/lines?split=train&rows=45"))
+    assert (part.rows, part.total, part.total_from, part.shards_read, part.shards) == \
+        (45, 90, "the shard count", 2, 3)  # no card: 60 rows in 2 shards, scaled to 3
+    assert [r for _, r in read_rows(str(part.file))] == rows[:45]
+    whole = hub_data.part(hub_data.parse("hub:acme/lines?split=train&rows=1000"))
+    assert (whole.rows, whole.total, whole.total_from, whole.shards_read) == (90, 90, "every shard read", 3)
+
+    snapshot = hub_dataset(offline_cache, "acme/sheet", {})
+    snapshot.mkdir(parents=True)
+    table = [{"q": f"question {i}", "a": f"line one\nline two of answer {i}"} for i in range(10)]
+    for i in range(2):
+        with open(snapshot / f"train-0000{i}-of-00002.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, ["q", "a"])
+            writer.writeheader()
+            writer.writerows(table[5 * i:5 * (i + 1)])
+    part = hub_data.part(hub_data.parse("hub:acme/sheet?split=train&rows=7"))
+    assert (part.rows, part.shards_read) == (7, 2)  # records, not lines: every answer holds a newline
+    assert [r for _, r in read_rows(str(part.file))] == table[:7]
+
+    hub_dataset(offline_cache, "acme/footers", {f"data/train-0000{i}-of-00002.parquet": rows[40 * i:40 * (i + 1)]
+                                                for i in range(2)})
+    part = hub_data.part(hub_data.parse("hub:acme/footers?split=train&rows=10"))
+    assert (part.rows, part.total, part.total_from, part.shards_read) == (10, 80, "the shards' parquet footers", 1)
+
+
+def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(offline_cache, monkeypatch):
+    """Online, the split's files come from the hub's list of files (``HfApi.dataset_info``), which ``datasets``'
+    inference reads by name; the shards are then fetched one at a time and the ones after the rows are not."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+
+    import ftc.hub
+    from ftc.data import hub_data
+
+    rows = _sample_rows()[:120]
+    names = [f"data/train-0000{i}-of-00004.parquet" for i in range(4)]
+    snapshot = hub_dataset(offline_cache, "acme/remote", {n: rows[30 * i:30 * (i + 1)] for i, n in enumerate(names)},
+                           card=CARD_1200.replace("1200", "120"))
+    listed = [*names, "data/test-00000-of-00001.parquet", "README.md", ".gitattributes"]
+    monkeypatch.setattr(ftc.hub, "offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo, revision=None: SimpleNamespace(
+        sha=snapshot.name, siblings=[SimpleNamespace(rfilename=n) for n in listed]))
+    monkeypatch.setattr(hub_data, "_readme", lambda repo, revision: snapshot / "README.md")
+    fetched: list[str] = []
+
+    def fetch(repo, patterns, revision, kind):
+        assert (repo, revision, kind) == ("acme/remote", snapshot.name, "dataset")
+        fetched.extend(patterns)
+        return snapshot
+
+    monkeypatch.setattr(hub_data, "fetch", fetch)
+    part = hub_data.part(hub_data.parse("hub:acme/remote?split=train&rows=50"))
+    assert fetched == names[:2]
+    assert (part.rows, part.total, part.total_from, part.shards_read, part.shards) == \
+        (50, 120, "the dataset card", 2, 4)
