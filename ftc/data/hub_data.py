@@ -58,12 +58,16 @@ def parse(path: str) -> Split:
 
 def local_file(path: str) -> str:
     """The local file holding the split ``path`` names (downloaded or from the cache; several shards joined; with
-    ``rows``, the first rows only, from the shards that hold them: ``part``)."""
+    ``rows``, the first rows only, from the shards that hold them: ``part``). Only the split's own files are
+    fetched, and a download larger than ``PLAN_DOWNLOAD_GB`` is refused with data.max_rows as the fix."""
     h = parse(path)
     if h.rows:
         return str(part(h).file)
-    snapshot = _snapshot(h.repo, h.subset, h.revision)
-    files = _split_of(split_files(snapshot, h.subset), h)
+    commit, _, splits, _, sizes = _listing(h.repo, h.subset, h.revision)
+    names = _split_of(splits, h)
+    _refuse_large_download(h, commit, names, sizes)
+    snapshot = fetch(h.repo, names, revision=commit, kind="dataset")
+    files = [snapshot / n for n in names]
     if len(files) == 1:
         return str(files[0])
     return _joined(files, f"{snapshot.name}/{h.subset or ''}/{h.split}")
@@ -77,16 +81,24 @@ def _split_of(splits: dict[str, list[Any]], h: Split) -> list[Any]:
     return splits[h.split]
 
 
-def _snapshot(repo: str, subset: Optional[str], revision: Optional[str]) -> Path:
-    from ftc.hub import fetch
+PLAN_DOWNLOAD_GB = 10.0
+"""A whole split larger than this, not yet in the cache, is not downloaded by a plan: data.max_rows reads a part."""
 
-    configs = _configs(_readme(repo, revision))
-    chosen = [c for c in configs if not subset or c.get("config_name") == subset] or configs
-    if chosen:  # the card names each subset's files: fetch those (the split is picked from them afterwards)
-        patterns = ["README.md"] + [p for c in chosen for p in _card_patterns(c["data_files"]).values() for p in p]
-    else:  # files named by split, under the subset's folder when one is asked for (datasets' convention)
-        patterns = ["README.md"] + [f"{subset + '/' if subset else ''}**{s}" for s in DATA_SUFFIXES]
-    return fetch(repo, patterns, revision=revision, kind="dataset")
+
+def _refuse_large_download(h: Split, commit: str, names: list[str], sizes: dict[str, int]) -> None:
+    """Refuses to fetch more than PLAN_DOWNLOAD_GB of the split's files that the cache lacks (sizes are the hub's;
+    offline there are none, and nothing is downloaded)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from ftc.hub import hub_cache
+
+    missing = [n for n in names if not isinstance(
+        try_to_load_from_cache(h.repo, n, cache_dir=str(hub_cache()), revision=commit, repo_type="dataset"), str)]
+    gb = sum(sizes.get(n, 0) for n in missing) / 1e9
+    if gb > PLAN_DOWNLOAD_GB:
+        raise DataError(f"{h.repo}'s split '{h.split}' is {gb:,.1f} GB in {len(missing)} files not on this machine: "
+                        f"not downloaded whole to plan; fix: data.max_rows=<rows> reads its first rows only (the "
+                        f"shards holding them), or `hf download {h.repo} --repo-type dataset` first to use all of it")
 
 
 def _readme(repo: str, revision: Optional[str]) -> Optional[Path]:
@@ -221,7 +233,7 @@ def part(h: Split) -> Part:
     """The first ``h.rows`` rows of the split: its files are listed without downloading them (the hub's file list,
     or the cache's snapshot offline), then fetched one at a time, in order, until they hold the rows; later shards
     are neither downloaded nor read. Built once into ftc's cache, keyed by the dataset's commit."""
-    commit, snapshot, splits, card = _listing(h.repo, h.subset, h.revision)
+    commit, snapshot, splits, card, _ = _listing(h.repo, h.subset, h.revision)
     names = _split_of(splits, h)
     suffixes = {_suffix(n) for n in names}
     if len(suffixes) != 1 or not suffixes <= set(PART_SUFFIXES):
@@ -260,10 +272,11 @@ def part_of(path: str) -> Optional[Part]:
 
 @functools.lru_cache(maxsize=16)
 def _listing(repo: str, subset: Optional[str], revision: Optional[str]
-             ) -> tuple[str, Optional[Path], dict[str, list[str]], Optional[Path]]:
+             ) -> tuple[str, Optional[Path], dict[str, list[str]], Optional[Path], dict[str, int]]:
     """(the dataset's commit, its snapshot in the cache (offline), each split's files as repository paths, the
-    card) with no data file downloaded: offline from the cache's snapshot, else from the hub's list of files, which
-    ``datasets``' inference reads as names (an empty stand-in of each file in a scratch folder)."""
+    card, the files' sizes (online)) with no data file downloaded: offline from the cache's snapshot, else from the
+    hub's list of files, which ``datasets``' inference reads as names (an empty stand-in of each file in a scratch
+    folder)."""
     from ftc.hub import fetch as fetch_files
     from ftc.hub import offline, refusals
 
@@ -272,11 +285,11 @@ def _listing(repo: str, subset: Optional[str], revision: Optional[str]
         splits = split_files(snapshot, subset)
         card = snapshot / "README.md"
         return snapshot.name, snapshot, {k: [str(p.relative_to(snapshot)) for p in v] for k, v in splits.items()}, \
-            card if card.is_file() else None
+            card if card.is_file() else None, {}
     from huggingface_hub import HfApi
 
     with refusals(repo, revision, "dataset"):
-        info = HfApi().dataset_info(repo, revision=revision)
+        info = HfApi().dataset_info(repo, revision=revision, files_metadata=True)
     card = _readme(repo, info.sha)
     with tempfile.TemporaryDirectory() as scratch:
         names = Path(scratch) / ("datasets--" + repo.replace("/", "--")) / "snapshots" / str(info.sha)
@@ -286,7 +299,9 @@ def _listing(repo: str, subset: Optional[str], revision: Optional[str]
         if card is not None:
             shutil.copyfile(card, names / "README.md")
         splits = split_files(names, subset)
-        return str(info.sha), None, {k: [str(p.relative_to(names)) for p in v] for k, v in splits.items()}, card
+        sizes = {s.rfilename: s.size or 0 for s in info.siblings or ()}
+        return str(info.sha), None, {k: [str(p.relative_to(names)) for p in v] for k, v in splits.items()}, card, \
+            sizes
 
 
 def fetch(repo: str, patterns: list[str], revision: Optional[str], kind: str) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from ftc.errors import DataError
 from tests.integration.helpers import FAST, hub_dataset, save_tiny_arch
 
 pytestmark = pytest.mark.integration
@@ -257,8 +258,9 @@ def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(
                            card=CARD_1200.replace("1200", "120"))
     listed = [*names, "data/test-00000-of-00001.parquet", "README.md", ".gitattributes"]
     monkeypatch.setattr(ftc.hub, "offline", lambda: False)
-    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo, revision=None: SimpleNamespace(
-        sha=snapshot.name, siblings=[SimpleNamespace(rfilename=n) for n in listed]))
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo, revision=None, files_metadata=False:
+                        SimpleNamespace(sha=snapshot.name, siblings=[SimpleNamespace(rfilename=n, size=4e9)
+                                                                     for n in listed]))
     monkeypatch.setattr(hub_data, "_readme", lambda repo, revision: snapshot / "README.md")
     fetched: list[str] = []
 
@@ -272,3 +274,11 @@ def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(
     assert fetched == names[:2]
     assert (part.rows, part.total, part.total_from, part.shards_read, part.shards) == \
         (50, 120, "the dataset card", 2, 4)
+
+    # the whole split, 16 GB the cache lacks: not downloaded to plan, data.max_rows named
+    for n in names:
+        (snapshot / n).unlink()
+    with pytest.raises(DataError, match=r"acme/remote's split 'train' is 16.0 GB in 4 files not on this machine: "
+                                        r"not downloaded whole to plan; fix: data.max_rows=<rows>"):
+        hub_data.local_file("hub:acme/remote?split=train")
+    assert fetched == names[:2]
