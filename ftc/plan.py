@@ -155,7 +155,7 @@ class DataSpec:
     loss_share: float
     """Estimated share of positions the loss counts (completion-only loss on the data's completions; 1 otherwise):
     where the selective loss runs the output head."""
-    part: Optional["PartSpec"] = None
+    part: Optional["PartSpec"]
     """data.max_rows: the rows read of the split, what the whole split holds and an epoch over all of it."""
 
 

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) refuses a long document in one cell
+
 # How a prompt becomes the text training put before a completion, which is also the text the tuned model must be
 # asked with (``ftc generate``, the exported GGUF's template, ``ftc serve``):
 #   alpaca: the instruction template (data.template) around the prompt; no system prompt

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Optional
 from urllib.parse import parse_qs
 
 from ftc.config.schema import HUB_SCHEME
+from ftc.data.formats import CSV_FIELD_LIMIT
 from ftc.errors import DataError
 from ftc.paths import atomic_path, cache_root
 
@@ -322,8 +323,6 @@ def row_count(path: Path) -> int:
 
         return pq.ParquetFile(path).metadata.num_rows
     if path.suffix == ".csv":
-        from ftc.data.load import CSV_FIELD_LIMIT
-
         csv.field_size_limit(CSV_FIELD_LIMIT)
         with open(path, newline="", encoding="utf-8-sig") as f:
             return max(sum(1 for _ in csv.reader(f)) - 1, 0)
@@ -374,6 +373,7 @@ def _write_first(files: list[Path], suffix: str, rows: int, target: Path) -> Non
             left -= tables[-1].num_rows
         pq.write_table(pa.concat_tables(tables, promote_options="default"), target)
     elif suffix == ".csv":
+        csv.field_size_limit(CSV_FIELD_LIMIT)
         with open(target, "w", newline="", encoding="utf-8") as out:
             writer, left = csv.writer(out, lineterminator="\n"), rows
             for i, f in enumerate(files):

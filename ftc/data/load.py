@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
-from ftc.data.formats import FORMATS, EmptyRow, MissingField, RowError, check_row, propose_fields
+from ftc.data.formats import CSV_FIELD_LIMIT, FORMATS, EmptyRow, MissingField, RowError, check_row, propose_fields
 from ftc.errors import DataError
 from ftc.paths import resolve_path
 
 MAX_SHOWN = 10
 MAX_COLUMN_SETS = 8  # distinct column sets among rows lacking a field: past it, no one mapping is proposed
-CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) refuses a long document in one cell
 BOM = b"\xef\xbb\xbf"  # UTF-8 byte-order mark
 
 
