@@ -1,10 +1,12 @@
 """``hardware=auto``: compile the experiment against every GPU profile and rank them by predicted cost (at the spot
 price with ``hardware.spot=true``: profiles without one are then refused).
 
-Each profile is compiled exactly as ``ftc plan hardware=<profile>`` would (single devices on the local launcher,
-multi-device profiles on Ray with the ZeRO stage the compiler picks). The cheapest profile whose plan has no error
-(it fits, and meets budget.max_usd and the deadline budget.max_hours) is chosen; ties go to the faster one. A profile
-where it fits only if the estimate holds (memory.verdict tight) ranks after every one where it fits outright.
+Each profile is compiled exactly as ``ftc plan hardware=<profile>`` would, on the launcher given
+(``launcher=...``), else on the local launcher (a process per device on one node) unless the compiler refuses it
+there (several nodes, GRPO on several devices), then on Ray; with the strategy the compiler picks. The cheapest
+profile whose plan has no error (it fits, and meets budget.max_usd and the deadline budget.max_hours) is chosen;
+ties go to the faster one. A profile where it fits only if the estimate holds (memory.verdict tight) ranks after
+every one where it fits outright.
 CPU profiles describe this machine, not something to rent: ``hardware=cpu`` selects them explicitly.
 """
 
@@ -120,6 +122,7 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
     from ftc.compiler.frontend import compile_config, compose
 
     base = [o for o in overrides if not o.startswith(("hardware=", "launcher="))]
+    asked = [o for o in overrides if o.startswith("launcher=")][-1:]  # the user's launcher is kept on every profile
     # One composition per launcher, the profile swapped in (a composition is ~0.2 s, a compile ~1 ms); an override
     # of a hardware field must apply on top of each profile, so it is composed per profile as Hydra would.
     per_profile = any(o.lstrip("+~").startswith("hardware.") for o in base)
@@ -129,15 +132,19 @@ def advise(overrides: list[str]) -> tuple[list[Option], Optional[Option]]:
         accelerator, devices = _profile_shape(name)
         if accelerator != "cuda":
             continue
-        launcher = "launcher=ray" if devices > 1 else "launcher=local"  # a Ray worker per device
-        extra = (f"hardware={name}", launcher)
-        if per_profile:
-            cfg = compose(base + list(extra))
-        else:
-            if launcher not in composed:
-                composed[launcher] = compose(base + [launcher])
-            cfg = on_profile(composed[launcher], name)
-        plan = compile_config(cfg)
+        # Unasked, the local launcher (a process per device, no Ray) unless the compiler refuses it for this
+        # profile (several nodes; GRPO's generation on several devices): then a Ray worker per device.
+        for launcher in asked or ["launcher=local", "launcher=ray"][:2 if devices > 1 else 1]:
+            extra = (f"hardware={name}", launcher)
+            if per_profile:
+                cfg = compose(base + list(extra))
+            else:
+                if launcher not in composed:
+                    composed[launcher] = compose(base + [launcher])
+                cfg = on_profile(composed[launcher], name)
+            plan = compile_config(cfg)
+            if not any(f.severity == "error" and f.key.startswith("launcher") for f in plan.findings):
+                break
         options.append(Option(name, extra, plan, plan.errors[0] if plan.errors else "",
                               tight=plan.memory.verdict == "tight"))
     options.sort(key=lambda o: (bool(o.why_not), o.tight, o.usd, o.hours, o.hardware))
@@ -305,5 +312,5 @@ def resolve(argv: list[str]) -> tuple[list[str], Optional[tuple[list[Option], Op
               + ("\n  changes that make one fit outright, each checked by compiling it:\n" + fixes_text(fixes)
                  if fixes else " No single change of method, sequence length or checkpointing makes one fit.")
               + f"\n  going on with the cheapest tight profile, {chosen.hardware}", file=sys.stderr)
-    rest = [a for a in argv if a != AUTO and not a.startswith("launcher=")]
+    rest = [a for a in argv if a != AUTO and not a.startswith("launcher=")]  # chosen.overrides holds the launcher
     return rest + list(chosen.overrides), (options, chosen)

@@ -32,8 +32,21 @@ def test_ranks_every_gpu_profile_and_runs_on_the_cheapest():
     assert plan["hardware"]["name"] == usable[0]["hardware"]
     assert plan["decisions"][0].startswith(f"hardware={usable[0]['hardware']} (hardware=auto")
     assert "runner-up" in plan["decisions"][0]
-    multi = next(row for row in table if row["workers"] > 1)
-    assert multi["launcher"] == "ray"
+    multi = [row for row in table if row["workers"] > 1]
+    assert multi and {row["launcher"] for row in multi} == {"local"}  # one node: a process per device, no Ray
+
+
+def test_the_launcher_is_ray_where_the_local_one_is_refused_and_the_users_where_given():
+    """GRPO's generation on several devices needs Ray (the compiler refuses the local launcher there), so those
+    profiles are planned on Ray; a launcher the user names is kept on every profile, never swapped."""
+    from ftc.advisor import advise
+
+    options, _ = advise(["objective=grpo", "model=qwen2_5_0_5b", "method=lora"])
+    kinds = {o.hardware: (o.plan.launcher.kind, o.plan.world_size) for o in options}
+    assert all(kind == ("ray" if world > 1 else "local") for kind, world in kinds.values()), kinds
+    options, _ = advise([*JOB, "launcher=ray"])
+    assert {o.plan.launcher.kind for o in options} == {"ray"}
+    assert all(o.overrides[1] == "launcher=ray" for o in options)
 
 
 def test_a_deadline_changes_the_choice():
