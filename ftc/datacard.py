@@ -24,8 +24,13 @@ def markdown(d: Any, examples: dict[str, int], dropped: dict[str, int], quality:
     q = quality if isinstance(quality, dict) else quality.__dict__
     lines = ["## Data card", "", f"`{d.name}` ({d.format}), `{d.path}`"
              + (f", validation `{d.validation_path}`" if d.validation_path else "")
-             + (f", test `{d.test_path}`" if d.test_path else ""), "",
-             "| split | examples |", "|---|---:|"]
+             + (f", test `{d.test_path}`" if d.test_path else ""), ""]
+    part = getattr(d, "part", None)
+    if part is not None:  # data.max_rows: a part of a hub split
+        whole = f"{part.total:,} rows ({part.total_from})" if part.total else "an unknown number of rows"
+        lines += [f"**A part of the split**: its first {part.rows:,} rows (`data.max_rows`), from {part.shards_read} "
+                  f"of its {part.shards} files; the whole split holds {whole}.", ""]
+    lines += ["| split | examples |", "|---|---:|"]
     lines += [f"| {role} | {examples.get(role, 0)} |" for role in ("train", "validation", "test")]
     gone = [f"{n} {DROPPED.get(k, k)}" for k, n in dropped.items() if n]
     lines += ["", "**Dropped before splitting**: " + (", ".join(gone) if gone else "nothing") + "."]

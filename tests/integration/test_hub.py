@@ -192,6 +192,8 @@ def test_max_rows_plans_and_trains_on_the_first_rows_from_the_shards_that_hold_t
     trained = json.loads((run / "summary.json").read_text())["training"]["data"]
     assert trained["rows_read"] == {"train": 600}
     assert trained["examples"] == plan["data"]["examples"] and trained["tokens"] == plan["data"]["tokens"], trained
+    assert "**A part of the split**: its first 600 rows (`data.max_rows`), from 2 of its 3 files; the whole split " \
+           "holds 1,200 rows (the dataset card)." in (run / "report.md").read_text()
 
 
 @pytest.fixture
