@@ -14,6 +14,7 @@ Problems come back as one DataError naming what is missing and how to get it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -23,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 from urllib.parse import parse_qs
 
 from ftc.config.schema import HUB_SCHEME
@@ -250,17 +251,34 @@ def part(h: Split) -> Part:
     counted = 0
     for name in names:
         local.append(fetch(h.repo, [name], revision=commit, kind="dataset") / name)
-        counted += row_count(local[-1])
+        with _reading(local[-1], h.repo):
+            counted += row_count(local[-1])
         if counted >= h.rows:
             break
-    total, total_from = _total(h, card, snapshot, names, local, counted)
+    with _reading(Path(h.repo) / "the unread shards", h.repo):
+        total, total_from = _total(h, card, snapshot, names, local, counted)
     facts = {"rows": min(h.rows, counted), "total": total, "total_from": total_from, "shards_read": len(local),
              "shards": len(names)}
-    with atomic_path(target) as tmp:
+    with atomic_path(target) as tmp, _reading(Path(f"{h.repo} ({', '.join(map(str, local))})"), h.repo):
         _write_first(local, suffix, facts["rows"], tmp)
     with atomic_path(about) as tmp:
         tmp.write_text(json.dumps(facts))
     return Part(file=target, **facts)
+
+
+@contextlib.contextmanager
+def _reading(what: Path, repo: str) -> Iterator[None]:
+    """A shard that cannot be read (not parquet, cut short, not UTF-8) as one DataError naming it and the fix."""
+    fix = f"; fix: `hf download {repo} --repo-type dataset --force-download` fetches the files again"
+    try:
+        yield
+    except (csv.Error, OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{what}: cannot be read ({type(e).__name__}: {str(e)[:200]}){fix}") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow's refusal of a file that is not parquet
+        if type(e).__module__.split(".")[0] != "pyarrow":
+            raise
+        raise DataError(f"{what}: not readable as {what.suffix[1:] or 'data'} ({type(e).__name__}: "
+                        f"{str(e)[:200]}){fix}") from None
 
 
 def part_of(path: str) -> Optional[Part]:

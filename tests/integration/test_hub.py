@@ -242,6 +242,11 @@ def test_max_rows_reads_jsonl_and_csv_shards_and_says_where_the_whole_count_come
                                                 for i in range(2)})
     part = hub_data.part(hub_data.parse("hub:acme/footers?split=train&rows=10"))
     assert (part.rows, part.total, part.total_from, part.shards_read) == (10, 80, "the shards' parquet footers", 1)
+    snapshot = offline_cache / "hub/datasets--acme--footers/snapshots" / ("d" * 40)
+    (snapshot / "data/train-00001-of-00002.parquet").write_bytes(b"cut short")
+    with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: not readable as parquet \(ArrowInvalid: .*; "
+                                        r"fix: `hf download acme/footers --repo-type dataset --force-download`"):
+        hub_data.part(hub_data.parse("hub:acme/footers?split=train&rows=50"))
 
 
 def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(offline_cache, monkeypatch):
