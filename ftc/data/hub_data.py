@@ -2,12 +2,16 @@
 [data.revision=...]`` becomes the path ``hub:org/set?split=train&subset=...&revision=...``, and that path becomes a
 local file on each machine that reads it (the plan's, a Ray worker's) through the maintained libraries:
 
-- ``huggingface_hub.snapshot_download`` fetches the data files (or answers from its cache, offline too: the cache's
-  layout is the hub's, ``datasets--org--set/refs/main`` naming a snapshot) with its own auth, progress and resume;
+- the dataset's files are listed without downloading any (the hub's list of files; offline, the cache's snapshot,
+  whose layout is the hub's: ``datasets--org--set/refs/main`` naming a snapshot);
 - the split's files are the ones the dataset card's ``configs`` name, else the ones ``datasets`` infers from the
   file names (``datasets.data_files.get_data_patterns``: ``data/train-00000-of-00002.parquet``, ``train.jsonl``);
+- ``huggingface_hub.snapshot_download`` fetches those files only (or answers from its cache, offline too) with its
+  own auth, progress and resume; a plan does not download more than ``PLAN_DOWNLOAD_GB`` of them;
 - a split in several shards is joined once into one file in ftc's cache (content-addressed by the snapshot), so the
-  checks, the selection, the exact token counts and ``ftc train`` read it exactly as they read a file of yours.
+  checks, the selection, the exact token counts and ``ftc train`` read it exactly as they read a file of yours;
+- with ``rows`` (data.max_rows), the shards are fetched in order until they hold the rows, and the first rows are
+  that file (``part``): a part of a very large set, the later shards never downloaded.
 
 Problems come back as one DataError naming what is missing and how to get it.
 """
@@ -324,6 +328,7 @@ def _listing(repo: str, subset: Optional[str], revision: Optional[str]
 
 
 def fetch(repo: str, patterns: list[str], revision: Optional[str], kind: str) -> Path:
+    """``ftc.hub.fetch``, named here so that a test can see which of a split's files are fetched."""
     from ftc.hub import fetch as fetch_files
 
     return fetch_files(repo, patterns, revision=revision, kind=kind)
@@ -343,7 +348,7 @@ def row_count(path: Path) -> int:
     if path.suffix == ".csv":
         csv.field_size_limit(CSV_FIELD_LIMIT)
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+            return max(sum(1 for record in csv.reader(f) if record) - 1, 0)  # DictReader skips blank records
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
@@ -354,7 +359,7 @@ def _total(h: Split, card: Optional[Path], snapshot: Optional[Path], names: list
         return counted, "every shard read"
     stated = _card_rows(card, h.subset, h.split)
     if stated:
-        return stated, "the dataset card"
+        return max(stated, counted), "the dataset card"  # a stale card is not believed below what was read
     if snapshot is not None and all(n.endswith(".parquet") and (snapshot / n).is_file() for n in names):
         return sum(row_count(snapshot / n) for n in names), "the shards' parquet footers"
     return round(counted / len(local) * len(names)), "the shard count"
@@ -400,7 +405,7 @@ def _write_first(files: list[Path], suffix: str, rows: int, target: Path) -> Non
                     header = next(records, None)
                     if i == 0 and header is not None:
                         writer.writerow(header)
-                    for record in itertools.islice(records, left):
+                    for record in itertools.islice((r for r in records if r), left):
                         writer.writerow(record)
                         left -= 1
     else:
