@@ -65,8 +65,8 @@ def _part_line(d: Any) -> str:
              else "an unknown number of rows")
     line = f"first {p.rows:,} rows (data.max_rows) from {p.shards_read} of {p.shards} files; the split: {whole}"
     if p.whole_epoch_hours is not None:
-        line += (f"; an epoch over all of it ~{p.whole_train_examples:,} examples, {_hours(p.whole_epoch_hours)}, "
-                 f"${p.whole_epoch_usd:,.2f}")
+        line += (f"; scaled from them, an epoch over all of it ~{p.whole_train_examples:,} examples, "
+                 f"{_hours(p.whole_epoch_hours)}, ${p.whole_epoch_usd:,.2f}")
     return line
 
 

@@ -1018,8 +1018,9 @@ def _part(cfg: Config, facts: Facts, draft: Draft, train_h: float, usd_per_hour:
         f"of its {part.shards} file{'s' if part.shards > 1 else ''}; the whole split holds "
         + (f"{'~' if part.total_from == 'the shard count' else ''}{part.total:,} rows ({part.total_from})"
            if part.total else "an unknown number of rows")
-        + (f": an epoch over all of it would be ~{whole:,} training examples, ~{hours:.3g} h and ~${usd:,.2f} of "
-           "training at this plan's rate" if hours is not None else ""))
+        + (f": an epoch over all of it, scaled from these rows (as if the rest were like them), would be ~{whole:,} "
+           f"training examples, ~{hours:.3g} h and ~${usd:,.2f} of training at this plan's rate"
+           if hours is not None else ""))
     return PartSpec(rows=part.rows, total=part.total, total_from=part.total_from, shards_read=part.shards_read,
                     shards=part.shards, whole_train_examples=whole, whole_epoch_hours=hours, whole_epoch_usd=usd)
 
