@@ -76,7 +76,7 @@ def local_file(path: str) -> str:
     files = [snapshot / n for n in names]
     if len(files) == 1:
         return str(files[0])
-    return _joined(files, f"{snapshot.name}/{h.subset or ''}/{h.split}")
+    return _joined(files, f"{snapshot.name}/{h.subset or ''}/{h.split}", h.repo)
 
 
 def _split_of(splits: dict[str, list[Any]], h: Split) -> list[Any]:
@@ -184,7 +184,7 @@ def _resolve(base: Path, patterns: list[str]) -> list[Path]:
     return sorted(Path(f.removeprefix("file://")) for f in found if f.endswith(DATA_SUFFIXES))
 
 
-def _joined(files: list[Path], key: str) -> str:
+def _joined(files: list[Path], key: str, repo: str) -> str:
     """The shards of one split as one file in ftc's cache (built once per snapshot): parquet tables concatenated,
     text shards appended. Shards of different types are refused."""
     suffixes = {"".join(f.suffixes[-2:]) if f.name.endswith(".gz") else f.suffix for f in files}
@@ -202,7 +202,11 @@ def _joined(files: list[Path], key: str) -> str:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.concat_tables([pq.read_table(f) for f in files], promote_options="default"), tmp)
+            tables = []
+            for f in files:
+                with _reading(f, repo):
+                    tables.append(pq.read_table(f))
+            pq.write_table(pa.concat_tables(tables, promote_options="default"), tmp)
         else:
             with open(tmp, "wb") as out:
                 for i, f in enumerate(files):

@@ -247,6 +247,8 @@ def test_max_rows_reads_jsonl_and_csv_shards_and_says_where_the_whole_count_come
     with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: not readable as parquet \(ArrowInvalid: .*; "
                                         r"fix: `hf download acme/footers --repo-type dataset --force-download`"):
         hub_data.part(hub_data.parse("hub:acme/footers?split=train&rows=50"))
+    with pytest.raises(DataError, match=r"train-00001-of-00002.parquet: not readable as parquet"):
+        hub_data.local_file("hub:acme/footers?split=train")  # the whole split, its shards joined
 
 
 def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(offline_cache, monkeypatch):
