@@ -88,12 +88,15 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def data_line(report: Any) -> str:
-    """One line about the data that trains: examples per split and everything dropped or truncated."""
+def data_line(report: Any, part: Any = None) -> str:
+    """One line about the data that trains: examples per split and everything dropped or truncated, and where the
+    plan read only a part of a hub split (``part``: the Plan's PartSpec), which part."""
     ex = report.examples
     dropped = sum(report.dropped.values()) + report.dropped_no_completion_after_truncation
+    whole = f" of {part.total:,}" if part is not None and part.total else ""
     return (f"ftc: data {ex.get('train', 0)} train / {ex.get('validation', 0)} validation / {ex.get('test', 0)} test "
-            f"examples, {report.tokens.get('train', 0):,} training tokens; {dropped} dropped, {report.truncated} "
+            f"examples" + (f" from the split's first {part.rows:,} rows{whole} (data.max_rows)" if part else "")
+            + f", {report.tokens.get('train', 0):,} training tokens; {dropped} dropped, {report.truncated} "
             "truncated (train.log and report.md have the details)")
 
 

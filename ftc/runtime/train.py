@@ -494,7 +494,7 @@ def train(plan: Plan, run_dir: str, *, distributed: bool = False, return_model: 
     resume = checkpoints.last_intact(run / "checkpoints") if plan.train.resume else None
     rank0 = trainer.is_world_process_zero()
     if rank0:
-        print(console.data_line(splits.report), file=sys.stderr)
+        print(console.data_line(splits.report, plan.data.part), file=sys.stderr)
         drift = console.data_drift(plan.data, splits.report)
         if drift:
             print(drift, file=sys.stderr)

@@ -189,6 +189,8 @@ def test_max_rows_plans_and_trains_on_the_first_rows_from_the_shards_that_hold_t
     r = ftc("train", *data, *FAST, "train.max_steps=2", "eval.enabled=false", f"output_dir={run}", home=home,
             cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "ftc: data 480 train / 60 validation / 60 test examples from the split's first 600 rows of 1,200 " \
+           "(data.max_rows)" in r.stderr, r.stderr[-3000:]
     trained = json.loads((run / "summary.json").read_text())["training"]["data"]
     assert trained["rows_read"] == {"train": 600}
     assert trained["examples"] == plan["data"]["examples"] and trained["tokens"] == plan["data"]["tokens"], trained
