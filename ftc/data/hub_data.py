@@ -308,7 +308,9 @@ def _listing(repo: str, subset: Optional[str], revision: Optional[str]
     from ftc.hub import offline, refusals
 
     if offline():
-        snapshot = fetch_files(repo, ["README.md"], revision=revision, kind="dataset")
+        # no file asked for: the snapshot as the cache holds it. Asking for README.md would be refused as an
+        # incomplete snapshot when huggingface_hub's cached file list names a card that was never downloaded.
+        snapshot = fetch_files(repo, [], revision=revision, kind="dataset")
         splits = split_files(snapshot, subset)
         card = snapshot / "README.md"
         return snapshot.name, snapshot, {k: [str(p.relative_to(snapshot)) for p in v] for k, v in splits.items()}, \

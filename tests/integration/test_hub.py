@@ -293,3 +293,20 @@ def test_max_rows_online_lists_the_split_and_downloads_only_the_shards_it_reads(
                                         r"not downloaded whole to plan; fix: data.max_rows=<rows>"):
         hub_data.local_file("hub:acme/remote?split=train")
     assert fetched == names[:2]
+
+
+def test_a_split_downloaded_without_its_card_plans_offline(offline_cache):
+    """``hf download org/set --include "data/*"`` leaves the card out, and huggingface_hub's cached list of the
+    repository's files names it: the split is still found, whole or in part, from the files on disk."""
+    from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
+
+    from ftc.data import hub_data
+
+    rows = _sample_rows()[:100]
+    names = [f"data/train-0000{i}-of-00002.parquet" for i in range(2)]
+    snapshot = hub_dataset(offline_cache, "acme/nocard", {n: rows[50 * i:50 * (i + 1)] for i, n in enumerate(names)})
+    write_tree_cache(str(snapshot.parent.parent), snapshot.name,
+                     {n: TreeCacheEntry(size=1, blob_id="a" * 40) for n in ["README.md", *names]})
+    part = hub_data.part(hub_data.parse("hub:acme/nocard?split=train&rows=60"))
+    assert (part.rows, part.shards_read, part.total, part.total_from) == (60, 2, 100, "every shard read")
+    assert Path(hub_data.local_file("hub:acme/nocard?split=train")).is_file()
