@@ -1004,10 +1004,9 @@ def _part(cfg: Config, facts: Facts, draft: Draft, train_h: float, usd_per_hour:
         return None
     whole = hours = usd = None
     if part.total and part.rows and draft.train_examples:
-        held = sum(n for role, n in draft.split_examples.items() if role != "train" and not
-                   getattr(cfg.data, f"{role}_path", None))
-        kept = sum(draft.split_examples.values()) - sum(n for role, n in draft.split_examples.items()
-                                                        if role != "train" and getattr(cfg.data, f"{role}_path", None))
+        own_file = {role for role in draft.split_examples if getattr(cfg.data, f"{role}_path", None)}
+        held = sum(n for role, n in draft.split_examples.items() if role != "train" and role not in own_file)
+        kept = sum(n for role, n in draft.split_examples.items() if role not in own_file)  # from the part's rows
         whole = max(round(part.total * kept / part.rows) - held, draft.train_examples)
         if draft.epochs:
             hours = train_h / draft.epochs * whole / draft.train_examples
